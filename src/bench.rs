@@ -1,0 +1,107 @@
+//! `reincarnate bench ...`: performance figures, printed as a table or as JSON lines
+//! (`{"name", "value", "unit"}`). Benchmarks measure; tests never time themselves.
+
+use crate::envs::vec_env::ActionBatch;
+use crate::envs::{registry, Action, Space, TaskFamily, VecEnv};
+use crate::error::Result;
+use crate::report::Figure;
+use crate::rng::Rng;
+use std::time::{Duration, Instant};
+
+/// Runs `f` in growing batches until at least `budget` has elapsed; returns calls per second.
+fn rate(budget: Duration, mut f: impl FnMut(usize) -> Result<usize>) -> Result<f64> {
+    let start = Instant::now();
+    let mut done = 0usize;
+    let mut chunk = 1_000usize;
+    loop {
+        done += f(chunk)?;
+        let el = start.elapsed();
+        if el >= budget {
+            return Ok(done as f64 / el.as_secs_f64());
+        }
+        chunk = (chunk * 2).min(1 << 22);
+    }
+}
+
+/// Steps/s of every environment, a single env and a `VecEnv` of 64, one thread, random actions.
+pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for entry in registry() {
+        if filter.is_some_and(|f| !entry.id.contains(f)) {
+            continue;
+        }
+        let family = TaskFamily::from_id(entry.id)?;
+        let spec = family.spec().clone();
+        let d = spec.obs_dim();
+        let tasks = family.tasks(crate::envs::TaskSet::All);
+        let mut rng = Rng::seed_from_u64(0);
+
+        // single environment
+        let mut env = family.make(tasks[0])?;
+        let mut obs = vec![0.0f32; d];
+        env.reset(Some(0), &mut obs);
+        let n_act = spec.action_space.discrete_n();
+        let act_dim = spec.action_space.flat_dim();
+        let (lo, hi) = match &spec.action_space {
+            Space::Box { low, high, .. } => (low.get(0), high.get(0)),
+            Space::Discrete { .. } => (0.0, 0.0),
+        };
+        let mut cont = vec![0.0f32; act_dim];
+        let single = rate(budget, |k| {
+            for _ in 0..k {
+                let step = match n_act {
+                    Some(n) => env.step(Action::Discrete(rng.below(n)), &mut obs)?,
+                    None => {
+                        for c in cont.iter_mut() {
+                            *c = lo + (hi - lo) * rng.uniform_f32();
+                        }
+                        env.step(Action::Continuous(&cont), &mut obs)?
+                    }
+                };
+                if step.done() {
+                    env.reset(None, &mut obs);
+                }
+            }
+            Ok(k)
+        })?;
+        figures.push(Figure {
+            name: format!("envs/{}/single", entry.id),
+            value: single,
+            unit: "steps/s".into(),
+        });
+
+        // VecEnv of 64 (tasks cycled)
+        let n = 64;
+        let vt: Vec<usize> = (0..n).map(|i| tasks[i % tasks.len()]).collect();
+        let mut venv = VecEnv::new(&family, &vt, 0)?;
+        venv.reset();
+        let mut da = vec![0usize; n];
+        let mut ca = vec![0.0f32; n * act_dim];
+        let vec_rate = rate(budget, |k| {
+            let iters = (k / n).max(1);
+            for _ in 0..iters {
+                match n_act {
+                    Some(m) => {
+                        for a in da.iter_mut() {
+                            *a = rng.below(m);
+                        }
+                        venv.step(ActionBatch::Discrete(&da))?;
+                    }
+                    None => {
+                        for c in ca.iter_mut() {
+                            *c = lo + (hi - lo) * rng.uniform_f32();
+                        }
+                        venv.step(ActionBatch::Continuous(&ca))?;
+                    }
+                }
+            }
+            Ok(iters * n)
+        })?;
+        figures.push(Figure {
+            name: format!("envs/{}/vec64", entry.id),
+            value: vec_rate,
+            unit: "steps/s".into(),
+        });
+    }
+    Ok(figures)
+}

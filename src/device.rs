@@ -1,0 +1,78 @@
+//! `--device auto|cpu|cuda[:N]`.
+
+use crate::error::{Error, Result};
+use candle_core::Device;
+
+/// Parses a device flag. `auto` picks CUDA device 0 when this binary was built with
+/// `--features cuda` and a GPU answers, and the CPU otherwise.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(auto_device()),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    Error::Config(format!(
+                        "--device {s}: expected cuda:N with N a GPU index, e.g. cuda:0"
+                    ))
+                })?,
+            };
+            cuda_device(ordinal)
+        }
+        other => Err(Error::Config(format!(
+            "--device {other}: expected one of auto, cpu, cuda, cuda:N"
+        ))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal)
+        .map_err(|e| Error::Config(format!("--device cuda:{ordinal}: no usable GPU ({e})")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    Err(Error::Config(format!(
+        "--device cuda:{ordinal}: this binary was built without CUDA; rebuild with \
+         `cargo build --release --features cuda` (see ../shared/gpu/) or use --device cpu"
+    )))
+}
+
+fn auto_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// A short name for logs and JSON: `cpu` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_work_bad_names_are_explained() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        parse_device("auto").unwrap();
+        let e = parse_device("gpu").unwrap_err().to_string();
+        assert!(e.contains("auto, cpu, cuda"), "{e}");
+        let e = parse_device("cuda:x").unwrap_err().to_string();
+        assert!(e.contains("cuda:N"), "{e}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(parse_device("cuda")
+            .unwrap_err()
+            .to_string()
+            .contains("--features cuda"));
+    }
+}

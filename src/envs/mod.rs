@@ -1,0 +1,436 @@
+//! Environments: the [`Env`] trait, observation/action [`Space`]s, the [`EnvSpec`] that travels
+//! with checkpoints and datasets, [`TaskFamily`] (tasks and their train/test split) and
+//! [`VecEnv`] (a batch of environments, possibly of different tasks, with auto-reset).
+//!
+//! Environments are native Rust and allocation-free per step: `reset` and `step` write the
+//! observation into a caller-provided slice. Every environment owns a seedable [`Rng`]; `reset`
+//! with a seed re-seeds it (as Gymnasium's `reset(seed=...)`), `reset(None)` continues its stream.
+
+pub mod bandit;
+pub mod classic;
+pub mod gridworld;
+pub mod minatar;
+pub mod registry;
+pub mod vec_env;
+
+use serde::{Deserialize, Serialize};
+
+pub use registry::{registry, EnvEntry};
+pub use vec_env::{EpisodeEnd, VecEnv};
+
+use crate::error::{Error, Result};
+
+/// A scalar bound applied to every dimension, or one bound per dimension.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bounds {
+    Scalar(f32),
+    PerDim(Vec<f32>),
+}
+
+impl Bounds {
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Bounds::Scalar(v) => *v,
+            Bounds::PerDim(v) => v[i],
+        }
+    }
+}
+
+/// Observation or action space, in the sense of Gymnasium's `Discrete` and `Box`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Space {
+    Discrete {
+        n: usize,
+    },
+    Box {
+        shape: Vec<usize>,
+        low: Bounds,
+        high: Bounds,
+    },
+}
+
+impl Space {
+    /// Number of scalars in one element of the space (1 for `Discrete`).
+    pub fn flat_dim(&self) -> usize {
+        match self {
+            Space::Discrete { .. } => 1,
+            Space::Box { shape, .. } => shape.iter().product(),
+        }
+    }
+
+    pub fn discrete_n(&self) -> Option<usize> {
+        match self {
+            Space::Discrete { n } => Some(*n),
+            Space::Box { .. } => None,
+        }
+    }
+
+    pub fn is_discrete(&self) -> bool {
+        matches!(self, Space::Discrete { .. })
+    }
+}
+
+impl std::fmt::Display for Space {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Space::Discrete { n } => write!(f, "Discrete({n})"),
+            Space::Box { shape, low, high } => {
+                let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                match (low, high) {
+                    (Bounds::Scalar(l), Bounds::Scalar(h)) => {
+                        write!(f, "Box({l}, {h}, [{}])", dims.join(", "))
+                    }
+                    _ => write!(f, "Box([{}])", dims.join(", ")),
+                }
+            }
+        }
+    }
+}
+
+/// An action handed to [`Env::step`].
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    Discrete(usize),
+    Continuous(&'a [f32]),
+}
+
+/// What one step returns besides the observation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Step {
+    pub reward: f32,
+    /// The episode ended in a true terminal state: do not bootstrap.
+    pub terminated: bool,
+    /// The episode was cut (time limit): bootstrap from the next observation.
+    pub truncated: bool,
+}
+
+impl Step {
+    pub fn done(&self) -> bool {
+        self.terminated || self.truncated
+    }
+}
+
+/// A single environment instance of one task.
+pub trait Env: Send {
+    fn observation_space(&self) -> &Space;
+    fn action_space(&self) -> &Space;
+    /// Time limit after which an episode is truncated.
+    fn max_episode_steps(&self) -> u32;
+    /// Starts a new episode, writing the first observation into `obs`. `Some(seed)` re-seeds
+    /// the environment's generator; `None` continues its stream.
+    fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]);
+    /// Applies `action`, writing the next observation into `obs`.
+    fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> Result<Step>;
+    /// The best achievable return of an episode of this task, where the environment can compute
+    /// it (shortest-path return in Dark Room). For tasks with a random start it is the return
+    /// from the start of the current episode.
+    fn optimal_return(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// Checks a discrete action against `n` and names the environment and the valid range if it is not.
+#[inline]
+pub fn discrete_action(id: &str, action: Action<'_>, n: usize) -> Result<usize> {
+    match action {
+        Action::Discrete(a) if a < n => Ok(a),
+        Action::Discrete(a) => Err(Error::Env(format!(
+            "invalid action {a} for `{id}`: actions are integers in 0..{n} (0 to {})",
+            n - 1
+        ))),
+        Action::Continuous(v) => Err(Error::Env(format!(
+            "`{id}` has discrete actions (0..{n}) but was given a continuous action of length {}",
+            v.len()
+        ))),
+    }
+}
+
+/// Checks a continuous action's length and finiteness and names the environment if it is wrong.
+#[inline]
+pub fn continuous_action<'a>(id: &str, action: Action<'a>, dim: usize) -> Result<&'a [f32]> {
+    match action {
+        Action::Continuous(v) if v.len() == dim && v.iter().all(|x| x.is_finite()) => Ok(v),
+        Action::Continuous(v) if v.len() != dim => Err(Error::Env(format!(
+            "`{id}` expects a continuous action of length {dim}, got length {}",
+            v.len()
+        ))),
+        Action::Continuous(v) => Err(Error::Env(format!("`{id}` got a non-finite action {v:?}"))),
+        Action::Discrete(a) => Err(Error::Env(format!(
+            "`{id}` has continuous actions of length {dim} but was given the discrete action {a}"
+        ))),
+    }
+}
+
+/// User-facing environment configuration: the id plus the options that apply to it. Serialised
+/// into every checkpoint and dataset so that the exact environment can be rebuilt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Registered id, e.g. `dark_room`, `cartpole`, `minatar/breakout`.
+    pub id: String,
+    /// Overrides the environment's time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_episode_steps: Option<u32>,
+    /// MinAtar: probability that the previous action is repeated (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_action_prob: Option<f64>,
+    /// MinAtar: whether games speed up as the episode goes on (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty_ramping: Option<bool>,
+    /// Task families: fraction of tasks held out for testing (default depends on the family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// Task families: seed of the deterministic train/test split and of generated tasks (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
+    /// Bandits: number of generated tasks (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_tasks: Option<usize>,
+}
+
+impl EnvConfig {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            max_episode_steps: None,
+            sticky_action_prob: None,
+            difficulty_ramping: None,
+            test_fraction: None,
+            split_seed: None,
+            num_tasks: None,
+        }
+    }
+
+    /// Names of the options that are set, for checking that each applies to the env.
+    fn set_options(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.max_episode_steps.is_some() {
+            out.push("max_episode_steps");
+        }
+        if self.sticky_action_prob.is_some() {
+            out.push("sticky_action_prob");
+        }
+        if self.difficulty_ramping.is_some() {
+            out.push("difficulty_ramping");
+        }
+        if self.test_fraction.is_some() {
+            out.push("test_fraction");
+        }
+        if self.split_seed.is_some() {
+            out.push("split_seed");
+        }
+        if self.num_tasks.is_some() {
+            out.push("num_tasks");
+        }
+        out
+    }
+}
+
+/// Which tasks of a family to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskSet {
+    Train,
+    Test,
+    All,
+}
+
+impl std::str::FromStr for TaskSet {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(TaskSet::Train),
+            "test" => Ok(TaskSet::Test),
+            "all" => Ok(TaskSet::All),
+            other => Err(Error::Config(format!(
+                "unknown task set `{other}`: expected one of train, test, all"
+            ))),
+        }
+    }
+}
+
+/// Everything needed to rebuild an environment and check that a model fits it. Serialised into
+/// checkpoints (`config.json`) and datasets (`dataset.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvSpec {
+    pub config: EnvConfig,
+    pub observation_space: Space,
+    pub action_space: Space,
+    pub max_episode_steps: u32,
+    pub num_tasks: usize,
+}
+
+impl EnvSpec {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+    pub fn obs_dim(&self) -> usize {
+        self.observation_space.flat_dim()
+    }
+}
+
+/// A family of tasks of one environment (81 goals of Dark Room; one task for CartPole) with its
+/// deterministic train/test split.
+#[derive(Clone)]
+pub struct TaskFamily {
+    spec: EnvSpec,
+    entry: &'static EnvEntry,
+    train: Vec<usize>,
+    test: Vec<usize>,
+}
+
+impl TaskFamily {
+    /// Builds the family for `config`, checking the id and that every set option applies.
+    pub fn new(config: &EnvConfig) -> Result<Self> {
+        let entry = registry::lookup(&config.id)?;
+        for opt in config.set_options() {
+            if !entry.options.contains(&opt) && opt != "max_episode_steps" {
+                let valid = if entry.options.is_empty() {
+                    "none besides max_episode_steps".to_string()
+                } else {
+                    entry.options.join(", ")
+                };
+                return Err(Error::Config(format!(
+                    "env option `{opt}` does not apply to `{}` (its options: {valid})",
+                    config.id
+                )));
+            }
+        }
+        if let Some(p) = config.sticky_action_prob {
+            if !(0.0..=1.0).contains(&p) {
+                crate::config_bail!("env.sticky_action_prob must be in [0, 1], got {p}");
+            }
+        }
+        if let Some(f) = config.test_fraction {
+            if !(0.0..1.0).contains(&f) {
+                crate::config_bail!("env.test_fraction must be in [0, 1), got {f}");
+            }
+        }
+        if config.max_episode_steps == Some(0) {
+            crate::config_bail!("env.max_episode_steps must be at least 1");
+        }
+        if config.num_tasks == Some(0) {
+            crate::config_bail!("env.num_tasks must be at least 1");
+        }
+        let num_tasks = (entry.num_tasks)(config);
+        let probe = (entry.make)(config, 0)?;
+        let spec = EnvSpec {
+            config: config.clone(),
+            observation_space: probe.observation_space().clone(),
+            action_space: probe.action_space().clone(),
+            max_episode_steps: probe.max_episode_steps(),
+            num_tasks,
+        };
+        let (train, test) = (entry.split)(config, num_tasks);
+        Ok(Self {
+            spec,
+            entry,
+            train,
+            test,
+        })
+    }
+
+    /// Shorthand for a family with default options.
+    pub fn from_id(id: &str) -> Result<Self> {
+        Self::new(&EnvConfig::new(id))
+    }
+
+    pub fn spec(&self) -> &EnvSpec {
+        &self.spec
+    }
+
+    pub fn num_tasks(&self) -> usize {
+        self.spec.num_tasks
+    }
+
+    pub fn tasks(&self, set: TaskSet) -> Vec<usize> {
+        match set {
+            TaskSet::Train => self.train.clone(),
+            TaskSet::Test => self.test.clone(),
+            TaskSet::All => (0..self.spec.num_tasks).collect(),
+        }
+    }
+
+    /// A fresh environment of task `task` (not yet reset).
+    pub fn make(&self, task: usize) -> Result<Box<dyn Env>> {
+        if task >= self.spec.num_tasks {
+            return Err(Error::Env(format!(
+                "task {task} does not exist in `{}`: valid task indices are 0..{} (0 to {})",
+                self.spec.config.id,
+                self.spec.num_tasks,
+                self.spec.num_tasks - 1
+            )));
+        }
+        (self.entry.make)(&self.spec.config, task)
+    }
+
+    /// A JSON description of a task's parameters (goal position, arm means, ...).
+    pub fn describe_task(&self, task: usize) -> serde_json::Value {
+        (self.entry.describe)(&self.spec.config, task)
+    }
+}
+
+/// Deterministic split of `0..n` into (train, test): a shuffle seeded by `seed`, the first
+/// `round(n · test_fraction)` tasks (at least one when `n > 1` and the fraction is positive) go to
+/// test. Both lists are returned sorted. With one task, train and test are that task.
+pub fn shuffled_split(n: usize, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if n <= 1 || test_fraction <= 0.0 {
+        let all: Vec<usize> = (0..n).collect();
+        return (all.clone(), all);
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    crate::rng::Rng::seed_from_u64(seed ^ 0x5EED_5EED).shuffle(&mut idx);
+    let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n - 1);
+    let mut test = idx[..n_test].to_vec();
+    let mut train = idx[n_test..].to_vec();
+    test.sort_unstable();
+    train.sort_unstable();
+    (train, test)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_deterministic_disjoint_and_covering() {
+        let (tr, te) = shuffled_split(81, 0.2, 0);
+        let (tr2, te2) = shuffled_split(81, 0.2, 0);
+        assert_eq!((tr.clone(), te.clone()), (tr2, te2));
+        assert_eq!(te.len(), 16);
+        assert_eq!(tr.len() + te.len(), 81);
+        assert!(te.iter().all(|t| !tr.contains(t)));
+        let (_, te3) = shuffled_split(81, 0.2, 1);
+        assert_ne!(te, te3);
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_rejected_by_name() {
+        let mut cfg = EnvConfig::new("cartpole");
+        cfg.sticky_action_prob = Some(0.1);
+        let err = TaskFamily::new(&cfg).err().expect("must fail").to_string();
+        assert!(
+            err.contains("sticky_action_prob") && err.contains("cartpole"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_task_index_lists_valid_range() {
+        let fam = TaskFamily::from_id("dark_room").unwrap();
+        let err = fam.make(81).err().expect("must fail").to_string();
+        assert!(err.contains("0..81"), "{err}");
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        for entry in registry() {
+            let fam = TaskFamily::from_id(entry.id).unwrap();
+            let json = serde_json::to_string(fam.spec()).unwrap();
+            let back: EnvSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(&back, fam.spec(), "{}", entry.id);
+        }
+    }
+}

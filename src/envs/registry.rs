@@ -1,0 +1,151 @@
+//! The table of registered environments. `reincarnate envs` prints it; [`super::TaskFamily`]
+//! looks ids up here.
+
+use super::{bandit, classic, gridworld, minatar, shuffled_split, Env, EnvConfig};
+use crate::error::{did_you_mean, Error, Result};
+
+/// One registered environment id.
+pub struct EnvEntry {
+    pub id: &'static str,
+    pub summary: &'static str,
+    /// Options of [`EnvConfig`] (besides `max_episode_steps`) that apply to this env.
+    pub options: &'static [&'static str],
+    pub num_tasks: fn(&EnvConfig) -> usize,
+    /// (train, test) task indices.
+    pub split: fn(&EnvConfig, usize) -> (Vec<usize>, Vec<usize>),
+    pub make: fn(&EnvConfig, usize) -> Result<Box<dyn Env>>,
+    pub describe: fn(&EnvConfig, usize) -> serde_json::Value,
+}
+
+const GRID_OPTIONS: &[&str] = &["test_fraction", "split_seed"];
+const BANDIT_OPTIONS: &[&str] = &["num_tasks", "split_seed", "test_fraction"];
+const MINATAR_OPTIONS: &[&str] = &["sticky_action_prob", "difficulty_ramping"];
+
+fn one_task(_: &EnvConfig) -> usize {
+    1
+}
+fn single_split(_: &EnvConfig, _: usize) -> (Vec<usize>, Vec<usize>) {
+    (vec![0], vec![0])
+}
+fn no_description(_: &EnvConfig, _: usize) -> serde_json::Value {
+    serde_json::json!({})
+}
+/// Gridworld split: 20% of the tasks held out by default, as the AD paper holds out goals.
+fn grid_split(cfg: &EnvConfig, n: usize) -> (Vec<usize>, Vec<usize>) {
+    shuffled_split(
+        n,
+        cfg.test_fraction.unwrap_or(0.2),
+        cfg.split_seed.unwrap_or(0),
+    )
+}
+
+macro_rules! minatar_entry {
+    ($id:literal, $game:expr, $summary:literal) => {
+        EnvEntry {
+            id: $id,
+            summary: $summary,
+            options: MINATAR_OPTIONS,
+            num_tasks: one_task,
+            split: single_split,
+            make: |cfg, _| minatar::make($game, cfg),
+            describe: no_description,
+        }
+    };
+}
+
+static REGISTRY: &[EnvEntry] = &[
+    EnvEntry {
+        id: "dark_room",
+        summary: "9x9 dark room, observe (x, y), 5 actions, horizon 20, reward 1 each step on the invisible goal; 81 goals",
+        options: GRID_OPTIONS,
+        num_tasks: |_| gridworld::DarkRoom::num_goals(9),
+        split: grid_split,
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(9, 20, false, task, cfg.max_episode_steps))),
+        describe: |_, task| gridworld::DarkRoom::describe(9, task),
+    },
+    EnvEntry {
+        id: "dark_room_hard",
+        summary: "17x17 dark room, horizon 20, reward 1 once on reaching the goal (episode ends); 289 goals",
+        options: GRID_OPTIONS,
+        num_tasks: |_| gridworld::DarkRoom::num_goals(17),
+        split: grid_split,
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(17, 20, true, task, cfg.max_episode_steps))),
+        describe: |_, task| gridworld::DarkRoom::describe(17, task),
+    },
+    EnvEntry {
+        id: "dark_key_to_door",
+        summary: "9x9, observe (x, y), invisible key (+1) then door (+1, ends), random start, horizon 50; 81x81 tasks",
+        options: GRID_OPTIONS,
+        num_tasks: |_| gridworld::DarkKeyToDoor::num_tasks(),
+        split: grid_split,
+        make: |cfg, task| Ok(Box::new(gridworld::DarkKeyToDoor::new(task, cfg.max_episode_steps))),
+        describe: |_, task| gridworld::DarkKeyToDoor::describe(task),
+    },
+    EnvEntry {
+        id: "bandit",
+        summary: "10-armed Bernoulli, 100 pulls; adversarial split: train tasks favour odd arms 95% of the time, test tasks even arms",
+        options: BANDIT_OPTIONS,
+        num_tasks: bandit::num_tasks,
+        split: bandit::adversarial_split,
+        make: |cfg, task| Ok(Box::new(bandit::Bandit::adversarial(cfg, task))),
+        describe: |cfg, task| bandit::Bandit::adversarial(cfg, task).describe(),
+    },
+    EnvEntry {
+        id: "bandit/uniform",
+        summary: "10-armed Bernoulli, 100 pulls, arm means uniform in [0, 1]; random split",
+        options: BANDIT_OPTIONS,
+        num_tasks: bandit::num_tasks,
+        split: |cfg, n| shuffled_split(n, cfg.test_fraction.unwrap_or(0.2), cfg.split_seed.unwrap_or(0)),
+        make: |cfg, task| Ok(Box::new(bandit::Bandit::uniform(cfg, task))),
+        describe: |cfg, task| bandit::Bandit::uniform(cfg, task).describe(),
+    },
+    EnvEntry {
+        id: "cartpole",
+        summary: "Gymnasium CartPole-v1: balance a pole, 2 actions, +1 per step, 500-step limit",
+        options: &[],
+        num_tasks: one_task,
+        split: single_split,
+        make: |cfg, _| Ok(Box::new(classic::CartPole::new(cfg.max_episode_steps))),
+        describe: no_description,
+    },
+    EnvEntry {
+        id: "pendulum",
+        summary: "Gymnasium Pendulum-v1: swing up, torque in [-2, 2], 200-step limit",
+        options: &[],
+        num_tasks: one_task,
+        split: single_split,
+        make: |cfg, _| Ok(Box::new(classic::Pendulum::new(cfg.max_episode_steps))),
+        describe: no_description,
+    },
+    EnvEntry {
+        id: "mountain_car_continuous",
+        summary: "Gymnasium MountainCarContinuous-v0: force in [-1, 1], +100 at the flag, 999-step limit",
+        options: &[],
+        num_tasks: one_task,
+        split: single_split,
+        make: |cfg, _| Ok(Box::new(classic::MountainCarContinuous::new(cfg.max_episode_steps))),
+        describe: no_description,
+    },
+    minatar_entry!("minatar/asterix", minatar::Game::Asterix, "MinAtar Asterix: 10x10x4 boolean, 6 actions, sticky 0.1"),
+    minatar_entry!("minatar/breakout", minatar::Game::Breakout, "MinAtar Breakout: 10x10x4 boolean, 6 actions, sticky 0.1"),
+    minatar_entry!("minatar/freeway", minatar::Game::Freeway, "MinAtar Freeway: 10x10x7 boolean, 6 actions, sticky 0.1"),
+    minatar_entry!("minatar/seaquest", minatar::Game::Seaquest, "MinAtar Seaquest: 10x10x10 boolean, 6 actions, sticky 0.1"),
+    minatar_entry!("minatar/space_invaders", minatar::Game::SpaceInvaders, "MinAtar Space Invaders: 10x10x6 boolean, 6 actions, sticky 0.1"),
+];
+
+/// All registered environments, in display order.
+pub fn registry() -> &'static [EnvEntry] {
+    REGISTRY
+}
+
+/// The entry for `id`, or an error listing every valid id and the nearest one.
+pub fn lookup(id: &str) -> Result<&'static EnvEntry> {
+    REGISTRY.iter().find(|e| e.id == id).ok_or_else(|| {
+        let ids: Vec<&str> = REGISTRY.iter().map(|e| e.id).collect();
+        Error::Env(format!(
+            "unknown environment `{id}`{}; valid environments: {}",
+            did_you_mean(id, ids.iter().copied()),
+            ids.join(", ")
+        ))
+    })
+}

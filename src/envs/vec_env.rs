@@ -1,0 +1,263 @@
+//! A batch of environments stepped together, each possibly of a different task, with
+//! same-step auto-reset: when an episode ends, [`VecEnv::next_obs`] holds its true last
+//! observation (for storage and bootstrapping) and [`VecEnv::obs`] already holds the first
+//! observation of the next episode.
+
+use super::{Action, Env, TaskFamily};
+use crate::error::{Error, Result};
+use crate::rng::derive_seed;
+
+/// A batch of actions, one per environment: discrete indices, or continuous rows of
+/// `action_dim` values laid out one environment after another.
+#[derive(Clone, Copy, Debug)]
+pub enum ActionBatch<'a> {
+    Discrete(&'a [usize]),
+    Continuous(&'a [f32]),
+}
+
+/// An episode that finished during the last [`VecEnv::step`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpisodeEnd {
+    pub env: usize,
+    pub task: usize,
+    pub ret: f64,
+    pub length: u32,
+    pub terminated: bool,
+}
+
+pub struct VecEnv {
+    family: TaskFamily,
+    envs: Vec<Box<dyn Env>>,
+    tasks: Vec<usize>,
+    pending_tasks: Vec<Option<usize>>,
+    seed: u64,
+    remakes: u64,
+    obs_dim: usize,
+    action_dim: usize,
+    obs: Vec<f32>,
+    next_obs: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+    ep_return: Vec<f64>,
+    ep_len: Vec<u32>,
+    finished: Vec<EpisodeEnd>,
+}
+
+impl VecEnv {
+    /// One environment per entry of `tasks`. Environment `i` is seeded with
+    /// `derive_seed(seed, i)` at the first [`reset`](Self::reset).
+    pub fn new(family: &TaskFamily, tasks: &[usize], seed: u64) -> Result<Self> {
+        if tasks.is_empty() {
+            return Err(Error::Config("a VecEnv needs at least one task".into()));
+        }
+        let envs = tasks
+            .iter()
+            .map(|&t| family.make(t))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = family.spec();
+        let obs_dim = spec.observation_space.flat_dim();
+        let action_dim = spec.action_space.flat_dim();
+        let n = tasks.len();
+        Ok(Self {
+            family: family.clone(),
+            envs,
+            tasks: tasks.to_vec(),
+            pending_tasks: vec![None; n],
+            seed,
+            remakes: 0,
+            obs_dim,
+            action_dim,
+            obs: vec![0.0; n * obs_dim],
+            next_obs: vec![0.0; n * obs_dim],
+            rewards: vec![0.0; n],
+            terminated: vec![false; n],
+            truncated: vec![false; n],
+            ep_return: vec![0.0; n],
+            ep_len: vec![0; n],
+            finished: Vec::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.envs.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.envs.is_empty()
+    }
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+    pub fn tasks(&self) -> &[usize] {
+        &self.tasks
+    }
+    pub fn env(&self, i: usize) -> &dyn Env {
+        self.envs[i].as_ref()
+    }
+
+    /// Resets every environment (seeding each from the batch seed) and returns the observations.
+    pub fn reset(&mut self) -> &[f32] {
+        let d = self.obs_dim;
+        for (i, env) in self.envs.iter_mut().enumerate() {
+            env.reset(
+                Some(derive_seed(self.seed, i as u64)),
+                &mut self.obs[i * d..(i + 1) * d],
+            );
+            self.ep_return[i] = 0.0;
+            self.ep_len[i] = 0;
+        }
+        self.next_obs.copy_from_slice(&self.obs);
+        &self.obs
+    }
+
+    /// Switches environment `i` to `task` at its next episode boundary.
+    pub fn set_task_on_reset(&mut self, i: usize, task: usize) {
+        self.pending_tasks[i] = Some(task);
+    }
+
+    /// Steps every environment once. Environments whose episode ended are reset in place.
+    pub fn step(&mut self, actions: ActionBatch<'_>) -> Result<()> {
+        let n = self.envs.len();
+        match actions {
+            ActionBatch::Discrete(a) if a.len() != n => {
+                return Err(Error::Env(format!(
+                    "VecEnv of {n} environments got {} actions",
+                    a.len()
+                )))
+            }
+            ActionBatch::Continuous(a) if a.len() != n * self.action_dim => {
+                return Err(Error::Env(format!(
+                    "VecEnv of {n} environments with action dim {} got {} values (expected {})",
+                    self.action_dim,
+                    a.len(),
+                    n * self.action_dim
+                )))
+            }
+            _ => {}
+        }
+        self.finished.clear();
+        let d = self.obs_dim;
+        for i in 0..n {
+            let action = match actions {
+                ActionBatch::Discrete(a) => Action::Discrete(a[i]),
+                ActionBatch::Continuous(a) => {
+                    Action::Continuous(&a[i * self.action_dim..(i + 1) * self.action_dim])
+                }
+            };
+            let next = &mut self.next_obs[i * d..(i + 1) * d];
+            let step = self.envs[i].step(action, next)?;
+            self.rewards[i] = step.reward;
+            self.terminated[i] = step.terminated;
+            self.truncated[i] = step.truncated;
+            self.ep_return[i] += step.reward as f64;
+            self.ep_len[i] += 1;
+            let obs = &mut self.obs[i * d..(i + 1) * d];
+            if step.done() {
+                self.finished.push(EpisodeEnd {
+                    env: i,
+                    task: self.tasks[i],
+                    ret: self.ep_return[i],
+                    length: self.ep_len[i],
+                    terminated: step.terminated,
+                });
+                self.ep_return[i] = 0.0;
+                self.ep_len[i] = 0;
+                if let Some(task) = self.pending_tasks[i].take() {
+                    self.envs[i] = self.family.make(task)?;
+                    self.tasks[i] = task;
+                    self.remakes += 1;
+                    let s = derive_seed(self.seed, n as u64 + self.remakes);
+                    self.envs[i].reset(Some(s), obs);
+                } else {
+                    self.envs[i].reset(None, obs);
+                }
+            } else {
+                obs.copy_from_slice(next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Current observations (after auto-reset), `len() × obs_dim()`.
+    pub fn obs(&self) -> &[f32] {
+        &self.obs
+    }
+    /// True next observations of the last step (before auto-reset).
+    pub fn next_obs(&self) -> &[f32] {
+        &self.next_obs
+    }
+    pub fn rewards(&self) -> &[f32] {
+        &self.rewards
+    }
+    pub fn terminated(&self) -> &[bool] {
+        &self.terminated
+    }
+    pub fn truncated(&self) -> &[bool] {
+        &self.truncated
+    }
+    /// Episodes that ended in the last step.
+    pub fn finished(&self) -> &[EpisodeEnd] {
+        &self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_reset_keeps_true_next_obs_and_counts_episodes() {
+        let fam = TaskFamily::from_id("dark_room").unwrap();
+        let tasks = [0, 44, 80];
+        let mut v = VecEnv::new(&fam, &tasks, 0).unwrap();
+        v.reset();
+        let mut ends = 0;
+        for t in 0..40 {
+            v.step(ActionBatch::Discrete(&[1, 1, 1])).unwrap();
+            if (t + 1) % 20 == 0 {
+                assert_eq!(v.finished().len(), 3);
+                assert!(v.truncated().iter().all(|&x| x));
+                // true next obs: walked right until the wall at x = 8
+                assert_eq!(v.next_obs()[0], 8.0);
+                // after reset: back at the centre
+                assert_eq!(&v.obs()[..2], &[4.0, 4.0]);
+                // goal 44 = (8, 4) is reached at step 4 and held; 0 and 80 are off the walked row
+                let by_task: Vec<(usize, f64)> =
+                    v.finished().iter().map(|e| (e.task, e.ret)).collect();
+                assert_eq!(by_task, vec![(0, 0.0), (44, 17.0), (80, 0.0)]);
+                ends += 3;
+            } else {
+                assert!(v.finished().is_empty());
+            }
+        }
+        assert_eq!(ends, 6);
+    }
+
+    #[test]
+    fn set_task_takes_effect_at_the_boundary() {
+        let fam = TaskFamily::from_id("dark_room").unwrap();
+        let mut v = VecEnv::new(&fam, &[0], 0).unwrap();
+        v.reset();
+        v.set_task_on_reset(0, 41); // goal (5, 4), one step right of the centre
+        for _ in 0..20 {
+            v.step(ActionBatch::Discrete(&[1])).unwrap();
+        }
+        assert_eq!(v.tasks(), &[41]);
+        let mut ret = 0.0;
+        for _ in 0..20 {
+            v.step(ActionBatch::Discrete(&[4])).unwrap();
+            ret += v.rewards()[0];
+        }
+        assert_eq!(ret, 0.0); // no-op at the centre never reaches (5, 4)
+        v.step(ActionBatch::Discrete(&[1])).unwrap();
+        assert_eq!(v.rewards()[0], 1.0);
+    }
+
+    #[test]
+    fn wrong_batch_size_is_an_error() {
+        let fam = TaskFamily::from_id("cartpole").unwrap();
+        let mut v = VecEnv::new(&fam, &[0, 0], 0).unwrap();
+        v.reset();
+        assert!(v.step(ActionBatch::Discrete(&[0])).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! Policy evaluation: roll a [`Policy`] out on a set of tasks in a [`VecEnv`] (one environment
+//! per task, all stepped together), `episodes` episodes per task, and report mean return ±
+//! standard error, mean length, the mean return at each episode index (the in-context learning
+//! curve for in-context learners) and the optimal return where the environment knows it.
+
+use crate::envs::vec_env::ActionBatch;
+use crate::envs::{Space, TaskFamily, TaskSet, VecEnv};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Actions for a batch of environments.
+#[derive(Clone, Debug)]
+pub enum ActionBuf {
+    Discrete(Vec<usize>),
+    /// `n_envs × action_dim`, row-major.
+    Continuous(Vec<f32>),
+}
+
+impl ActionBuf {
+    pub fn for_space(space: &Space, n: usize) -> Self {
+        match space {
+            Space::Discrete { .. } => ActionBuf::Discrete(vec![0; n]),
+            Space::Box { .. } => ActionBuf::Continuous(vec![0.0; n * space.flat_dim()]),
+        }
+    }
+    pub fn as_batch(&self) -> ActionBatch<'_> {
+        match self {
+            ActionBuf::Discrete(a) => ActionBatch::Discrete(a),
+            ActionBuf::Continuous(a) => ActionBatch::Continuous(a),
+        }
+    }
+}
+
+/// What a policy sees after each batched step (for in-context learners that condition on
+/// their own rewards).
+pub struct Feedback<'a> {
+    pub actions: &'a ActionBuf,
+    pub rewards: &'a [f32],
+    pub terminated: &'a [bool],
+    pub truncated: &'a [bool],
+}
+
+/// Anything that chooses actions for a batch of observations.
+pub trait Policy {
+    fn name(&self) -> String;
+    /// Called once before a rollout over `n_envs` environments.
+    fn begin(&mut self, _n_envs: usize) -> Result<()> {
+        Ok(())
+    }
+    /// Writes one action per environment for `obs` (`n_envs × obs_dim`).
+    fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()>;
+    /// Called after every step with its outcome.
+    fn observe(&mut self, _feedback: &Feedback<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Uniformly random actions (discrete) or uniform in the box bounds (continuous).
+pub struct RandomPolicy {
+    space: Space,
+    rng: Rng,
+}
+
+impl RandomPolicy {
+    pub fn new(space: Space, seed: u64) -> Self {
+        Self {
+            space,
+            rng: Rng::seed_from_u64(seed ^ 0xA11CE),
+        }
+    }
+}
+
+impl Policy for RandomPolicy {
+    fn name(&self) -> String {
+        "random".into()
+    }
+    fn act(&mut self, _obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+        match (&self.space, actions) {
+            (Space::Discrete { n }, ActionBuf::Discrete(a)) => {
+                for x in a.iter_mut() {
+                    *x = self.rng.below(*n);
+                }
+            }
+            (Space::Box { low, high, .. }, ActionBuf::Continuous(a)) => {
+                let d = self.space.flat_dim();
+                for (k, x) in a.iter_mut().enumerate() {
+                    let (l, h) = (low.get(k % d), high.get(k % d));
+                    *x = l + (h - l) * self.rng.uniform_f32();
+                }
+            }
+            _ => {
+                return Err(Error::Env(
+                    "random policy: action buffer does not match the action space".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `eval --json` object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub env: String,
+    pub policy: String,
+    pub tasks: String,
+    pub num_tasks: usize,
+    /// Episodes per task.
+    pub episodes: usize,
+    pub mean_return: f64,
+    pub stderr: f64,
+    pub mean_length: f64,
+    /// Mean over tasks of the return of each task's i-th episode.
+    pub returns_by_episode: Vec<f64>,
+    /// Standard error over tasks at each episode index (0 with one task).
+    pub stderr_by_episode: Vec<f64>,
+    /// Mean over tasks of the best achievable return, where the environment can compute it.
+    pub optimal_return: Option<f64>,
+}
+
+/// Mean and standard error of the mean.
+pub fn mean_stderr(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// Rolls `policy` out for `episodes` episodes on every task of `set`.
+pub fn evaluate(
+    family: &TaskFamily,
+    set: TaskSet,
+    episodes: usize,
+    seed: u64,
+    policy: &mut dyn Policy,
+) -> Result<EvalReport> {
+    let tasks = family.tasks(set);
+    evaluate_tasks(family, &tasks, set_name(set), episodes, seed, policy)
+}
+
+fn set_name(set: TaskSet) -> &'static str {
+    match set {
+        TaskSet::Train => "train",
+        TaskSet::Test => "test",
+        TaskSet::All => "all",
+    }
+}
+
+/// As [`evaluate`], on an explicit task list.
+pub fn evaluate_tasks(
+    family: &TaskFamily,
+    tasks: &[usize],
+    tasks_name: &str,
+    episodes: usize,
+    seed: u64,
+    policy: &mut dyn Policy,
+) -> Result<EvalReport> {
+    if episodes == 0 {
+        return Err(Error::Config("--episodes must be at least 1".into()));
+    }
+    let mut venv = VecEnv::new(family, tasks, seed)?;
+    let n = venv.len();
+    let mut returns: Vec<Vec<f64>> = vec![Vec::with_capacity(episodes); n];
+    let mut lengths: Vec<f64> = Vec::with_capacity(n * episodes);
+    let mut optimal: Vec<f64> = Vec::new();
+    let mut actions = ActionBuf::for_space(&family.spec().action_space, n);
+    policy.begin(n)?;
+    venv.reset();
+    // Optimal return of each episode's start (random starts change it per episode).
+    let mut ep_optimal: Vec<Option<f64>> = (0..n).map(|i| venv.env(i).optimal_return()).collect();
+    let mut remaining = n;
+    while remaining > 0 {
+        policy.act(venv.obs(), &mut actions)?;
+        venv.step(actions.as_batch())?;
+        policy.observe(&Feedback {
+            actions: &actions,
+            rewards: venv.rewards(),
+            terminated: venv.terminated(),
+            truncated: venv.truncated(),
+        })?;
+        for end in venv.finished() {
+            let r = &mut returns[end.env];
+            if r.len() < episodes {
+                r.push(end.ret);
+                lengths.push(end.length as f64);
+                if let Some(o) = ep_optimal[end.env] {
+                    optimal.push(o);
+                }
+                if r.len() == episodes {
+                    remaining -= 1;
+                }
+            }
+            ep_optimal[end.env] = venv.env(end.env).optimal_return();
+        }
+    }
+    let all: Vec<f64> = returns.iter().flatten().copied().collect();
+    let (mean_return, stderr) = mean_stderr(&all);
+    let (mut by_ep, mut se_by_ep) = (Vec::with_capacity(episodes), Vec::with_capacity(episodes));
+    for e in 0..episodes {
+        let col: Vec<f64> = returns.iter().map(|r| r[e]).collect();
+        let (m, s) = mean_stderr(&col);
+        by_ep.push(m);
+        se_by_ep.push(s);
+    }
+    Ok(EvalReport {
+        env: family.spec().id().to_string(),
+        policy: policy.name(),
+        tasks: tasks_name.to_string(),
+        num_tasks: n,
+        episodes,
+        mean_return,
+        stderr,
+        mean_length: lengths.iter().sum::<f64>() / lengths.len() as f64,
+        returns_by_episode: by_ep,
+        stderr_by_episode: se_by_ep,
+        optimal_return: (!optimal.is_empty()).then(|| mean_stderr(&optimal).0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_dark_room_eval_shapes_and_bounds() {
+        let fam = TaskFamily::from_id("dark_room").unwrap();
+        let mut p = RandomPolicy::new(fam.spec().action_space.clone(), 0);
+        let r = evaluate(&fam, TaskSet::Test, 5, 0, &mut p).unwrap();
+        assert_eq!(r.num_tasks, 16);
+        assert_eq!(r.returns_by_episode.len(), 5);
+        assert_eq!(r.mean_length, 20.0);
+        assert!(
+            r.mean_return >= 0.0 && r.mean_return < 5.0,
+            "{}",
+            r.mean_return
+        );
+        let opt = r.optimal_return.unwrap();
+        assert!(opt > 12.0 && opt <= 20.0, "{opt}");
+    }
+
+    #[test]
+    fn same_seed_same_report_different_seed_differs() {
+        let fam = TaskFamily::from_id("cartpole").unwrap();
+        let run = |seed| {
+            let mut p = RandomPolicy::new(fam.spec().action_space.clone(), seed);
+            evaluate(&fam, TaskSet::All, 20, seed, &mut p)
+                .unwrap()
+                .returns_by_episode
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+}

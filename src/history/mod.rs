@@ -1,0 +1,1 @@
+//! Learning histories and datasets in the Parquet transition schema (in progress).

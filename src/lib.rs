@@ -1,0 +1,20 @@
+//! reincarnate: reusing prior computation in reinforcement learning.
+//!
+//! Layering, lowest first: [`envs`], `nn` → `agents`, `history`, `checkpoint` →
+//! `reincarnation`, `ad`, `train`, [`experiment`] → the binary's `main.rs`. Nothing lower
+//! imports anything higher.
+
+pub mod bench;
+pub mod config;
+pub mod device;
+pub mod envs;
+pub mod error;
+pub mod eval;
+pub mod experiment;
+pub mod fs;
+pub mod history;
+pub mod nn;
+pub mod report;
+pub mod rng;
+
+pub use error::{Error, Result};

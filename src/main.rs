@@ -1,0 +1,267 @@
+//! The `reincarnate` command line: parses flags, then calls one library function per subcommand.
+//! Exit code 0 on success, 1 on a user error (message on stderr).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
+use reincarnate::experiment::{eval_random, load_experiment, run_experiment};
+use reincarnate::report::{si, table, Figure};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "reincarnate",
+    version,
+    about = "Reusing prior computation in reinforcement learning"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Args, Clone)]
+struct Common {
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+    /// Seed of every random choice in the run.
+    #[arg(long, global = true, default_value_t = 0)]
+    seed: u64,
+    /// Config override, repeatable: --set env.sticky_action_prob=0.0
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List environments with their spaces and task counts.
+    Envs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a policy and report mean return ± standard error.
+    Eval {
+        /// Environment id (see `reincarnate envs`).
+        #[arg(long)]
+        env: String,
+        /// `random` (checkpoint policies come with the training core).
+        #[arg(long, default_value = "random")]
+        policy: String,
+        /// Episodes per task.
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        #[arg(long, value_enum, default_value_t = TaskSet::Test)]
+        tasks: TaskSet,
+        /// Print one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a whole pipeline from an experiment file; finished stages are skipped on re-run.
+    Run { experiment: PathBuf },
+    /// Performance figures.
+    Bench {
+        #[arg(value_enum)]
+        what: BenchWhat,
+        #[arg(long)]
+        json: bool,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
+        /// Only figures whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchWhat {
+    Envs,
+}
+
+fn env_config(id: &str, overrides: &[String]) -> Result<EnvConfig> {
+    // `--set env.KEY=VALUE` refines the environment; other keys do not apply to this command.
+    let mut env_sets = Vec::new();
+    for o in overrides {
+        match o.strip_prefix("env.") {
+            Some(rest) => env_sets.push(rest.to_string()),
+            None => bail!("--set {o}: this command takes only env.* overrides (e.g. --set env.sticky_action_prob=0)"),
+        }
+    }
+    let mut table = toml::Table::new();
+    table.insert("id".into(), toml::Value::String(id.to_string()));
+    reincarnate::config::apply_overrides(&mut table, &env_sets)?;
+    Ok(reincarnate::config::from_table(table, "--set env.*")?)
+}
+
+fn cmd_envs(json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut objs = Vec::new();
+    for e in registry() {
+        let fam = TaskFamily::from_id(e.id)?;
+        let spec = fam.spec();
+        let (train, test) = (
+            fam.tasks(TaskSet::Train).len(),
+            fam.tasks(TaskSet::Test).len(),
+        );
+        rows.push(vec![
+            e.id.to_string(),
+            spec.observation_space.to_string(),
+            spec.action_space.to_string(),
+            spec.max_episode_steps.to_string(),
+            format!("{} ({train}/{test})", spec.num_tasks),
+            e.summary.to_string(),
+        ]);
+        objs.push(serde_json::json!({
+            "id": e.id, "spec": spec, "train_tasks": train, "test_tasks": test, "summary": e.summary,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string(&objs)?);
+    } else {
+        println!(
+            "{}",
+            table(
+                &[
+                    "env",
+                    "observation",
+                    "action",
+                    "horizon",
+                    "tasks (train/test)",
+                    "description"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(())
+}
+
+fn cmd_eval(
+    c: &Common,
+    env: &str,
+    policy: &str,
+    episodes: usize,
+    tasks: TaskSet,
+    json: bool,
+) -> Result<()> {
+    let cfg = env_config(env, &c.overrides)?;
+    if policy != "random" {
+        bail!(
+            "--policy {policy}: only `random` is available yet (checkpoint policies arrive with the training core)"
+        );
+    }
+    let r = eval_random(&cfg, tasks, episodes, c.seed)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let opt = r
+            .optimal_return
+            .map(|o| format!(", optimal {o:.2}"))
+            .unwrap_or_default();
+        println!(
+            "{} | policy {} | {} task(s) ({}) x {} episodes | return {:.3} ± {:.3} | length {:.1}{opt}",
+            r.env, r.policy, r.num_tasks, r.tasks, r.episodes, r.mean_return, r.stderr, r.mean_length
+        );
+    }
+    Ok(())
+}
+
+fn cmd_run(c: &Common, path: &PathBuf) -> Result<()> {
+    let exp = load_experiment(path, &c.overrides)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "experiment".into());
+    let (root, outcomes) = run_experiment(&exp, &stem)?;
+    for o in &outcomes {
+        let note = if o.skipped {
+            " (finished earlier, skipped)"
+        } else {
+            ""
+        };
+        println!("stage {}{note}", o.name);
+        if let Some(map) = o.result.as_object() {
+            // An eval stage over several envs: one row per env.
+            let rows: Vec<Vec<String>> = map
+                .iter()
+                .filter_map(|(env, r)| {
+                    let m = r.get("mean_return")?.as_f64()?;
+                    let se = r.get("stderr")?.as_f64()?;
+                    let len = r.get("mean_length")?.as_f64()?;
+                    let opt = r.get("optimal_return").and_then(|v| v.as_f64());
+                    Some(vec![
+                        env.clone(),
+                        format!("{m:.3} ± {se:.3}"),
+                        format!("{len:.1}"),
+                        opt.map(|o| format!("{o:.2}")).unwrap_or_else(|| "-".into()),
+                    ])
+                })
+                .collect();
+            if !rows.is_empty() {
+                println!(
+                    "{}",
+                    table(&["env", "return (mean ± s.e.)", "length", "optimal"], &rows)
+                );
+            }
+        }
+    }
+    println!("wrote {}", root.join("summary.json").display());
+    Ok(())
+}
+
+fn cmd_bench(what: BenchWhat, json: bool, seconds: f64, filter: Option<&str>) -> Result<()> {
+    let budget = Duration::from_secs_f64(seconds);
+    let figures: Vec<Figure> = match what {
+        BenchWhat::Envs => reincarnate::bench::bench_envs(budget, filter)?,
+    };
+    if json {
+        for f in &figures {
+            println!("{}", serde_json::to_string(f)?);
+        }
+    } else {
+        let rows: Vec<Vec<String>> = figures
+            .iter()
+            .map(|f| vec![f.name.clone(), si(f.value), f.unit.clone()])
+            .collect();
+        println!("{}", table(&["figure", "value", "unit"], &rows));
+    }
+    Ok(())
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = (|| -> Result<()> {
+        let _device = reincarnate::device::parse_device(&cli.common.device).context("--device")?;
+        match &cli.command {
+            Command::Envs { json } => cmd_envs(*json),
+            Command::Eval {
+                env,
+                policy,
+                episodes,
+                tasks,
+                json,
+            } => cmd_eval(&cli.common, env, policy, *episodes, *tasks, *json),
+            Command::Run { experiment } => cmd_run(&cli.common, experiment),
+            Command::Bench {
+                what,
+                json,
+                seconds,
+                filter,
+            } => cmd_bench(*what, *json, *seconds, filter.as_deref()),
+        }
+    })();
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -105,3 +105,101 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
     }
     Ok(figures)
 }
+
+/// Updates/s of the DQN family on the reference sizes: CartPole MLP 120-84 at batch 128
+/// and the MinAtar conv net (16 3×3 filters, FC 128, 10×10×4 input, 6 actions) at batch 32.
+/// Each update = sample a minibatch, forward online and target nets, loss, backward, Adam step.
+pub fn bench_updates(budget: Duration, device: &candle_core::Device) -> Result<Vec<Figure>> {
+    use crate::agents::Experience;
+    use crate::envs::{Bounds, EnvConfig, EnvSpec};
+    use crate::eval::ActionBuf;
+    let cases: [(&str, Vec<usize>, usize, usize, toml::Table); 3] = [
+        (
+            "dqn/cartpole-mlp-120-84/b128",
+            vec![4],
+            2,
+            128,
+            toml::toml! { batch_size = 128 },
+        ),
+        (
+            "dqn/minatar-conv/b32",
+            vec![10, 10, 4],
+            6,
+            32,
+            toml::toml! { batch_size = 32
+            [network]
+            body = "minatar_conv" },
+        ),
+        (
+            "dqn-sn[-2]/minatar-conv/b32",
+            vec![10, 10, 4],
+            6,
+            32,
+            toml::toml! { batch_size = 32
+            [network]
+            body = "minatar_conv"
+            sn_layers = [-2] },
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (name, shape, n_actions, _batch, mut agent_cfg) in cases {
+        let obs_dim: usize = shape.iter().product();
+        let spec = EnvSpec {
+            config: EnvConfig::new("bench"),
+            observation_space: Space::Box {
+                shape: shape.clone(),
+                low: Bounds::Scalar(0.0),
+                high: Bounds::Scalar(1.0),
+            },
+            action_space: Space::Discrete { n: n_actions },
+            max_episode_steps: 1000,
+            num_tasks: 1,
+        };
+        for (k, v) in toml::toml! { learning_starts = 0
+        train_frequency = 1
+        target_update_frequency = 1000
+        buffer_size = 10000 }
+        {
+            agent_cfg.insert(k, v);
+        }
+        let mut agent = crate::agents::build("dqn", &agent_cfg, &spec, device, 0)?;
+        let mut rng = Rng::seed_from_u64(0);
+        for _ in 0..2_000 {
+            let obs: Vec<f32> = (0..obs_dim)
+                .map(|_| f32::from(u8::from(rng.bernoulli(0.3))))
+                .collect();
+            let next: Vec<f32> = (0..obs_dim)
+                .map(|_| f32::from(u8::from(rng.bernoulli(0.3))))
+                .collect();
+            let actions = ActionBuf::Discrete(vec![rng.below(n_actions)]);
+            agent.observe(&Experience {
+                obs: &obs,
+                actions: &actions,
+                rewards: &[rng.uniform_f32()],
+                next_obs: &next,
+                terminated: &[rng.bernoulli(0.05)],
+                truncated: &[false],
+            })?;
+        }
+        let mut step = 1u64;
+        // warm-up
+        for _ in 0..20 {
+            agent.update(step)?;
+            step += 1;
+        }
+        let ups = rate(budget, |k| {
+            let k = (k / 100).max(1);
+            for _ in 0..k {
+                agent.update(step)?;
+                step += 1;
+            }
+            Ok(k)
+        })?;
+        figures.push(Figure {
+            name: format!("updates/{name}"),
+            value: ups,
+            unit: "updates/s".into(),
+        });
+    }
+    Ok(figures)
+}

@@ -76,3 +76,27 @@ mod tests {
             .contains("--features cuda"));
     }
 }
+
+/// Pins candle's CPU thread count once per process. Without `RAYON_NUM_THREADS`, candle 0.11
+/// asks `num_cpus::get_physical()` (a read of /proc/cpuinfo) on every matrix multiply, which
+/// costs more than the multiply itself for the small networks of RL. `threads = None` keeps a
+/// value the user set and otherwise uses every available core.
+pub fn configure_cpu_threads(threads: Option<usize>) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let n = threads.or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+        });
+        let n = n.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        // SAFETY: called before candle or rayon start their thread pools (first use in a
+        // process), so no other thread reads the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    });
+}

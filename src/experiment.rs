@@ -15,6 +15,7 @@
 //! tasks = "test"
 //! ```
 
+pub use crate::envs::EnvRef;
 use crate::envs::{EnvConfig, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport, RandomPolicy};
@@ -22,23 +23,6 @@ use crate::fs::{create_dir_all, read_json, write_json_atomic};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// An environment given by id alone or as a full [`EnvConfig`] table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum EnvRef {
-    Id(String),
-    Config(EnvConfig),
-}
-
-impl EnvRef {
-    pub fn config(&self) -> EnvConfig {
-        match self {
-            EnvRef::Id(id) => EnvConfig::new(id.clone()),
-            EnvRef::Config(c) => c.clone(),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

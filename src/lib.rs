@@ -4,7 +4,9 @@
 //! `reincarnation`, `ad`, `train`, [`experiment`] → the binary's `main.rs`. Nothing lower
 //! imports anything higher.
 
+pub mod agents;
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod envs;
@@ -14,7 +16,9 @@ pub mod experiment;
 pub mod fs;
 pub mod history;
 pub mod nn;
+pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};

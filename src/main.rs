@@ -45,10 +45,10 @@ enum Command {
     },
     /// Evaluate a policy and report mean return ± standard error.
     Eval {
-        /// Environment id (see `reincarnate envs`).
+        /// Environment id (see `reincarnate envs`); default: the checkpoint's.
         #[arg(long)]
-        env: String,
-        /// `random` (checkpoint policies come with the training core).
+        env: Option<String>,
+        /// `random`, or a checkpoint folder (evaluated greedily).
         #[arg(long, default_value = "random")]
         policy: String,
         /// Episodes per task.
@@ -60,6 +60,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train an agent online; checkpoints, metrics and a learning curve go to --out.
+    Train {
+        /// Environment id (or give it in --config as `env`).
+        #[arg(long)]
+        env: Option<String>,
+        /// Algorithm: dqn, c51.
+        #[arg(long)]
+        algo: Option<String>,
+        /// Environment steps (loop.steps).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Output folder (default checkpoints/ENV-ALGO-sSEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// TOML file with `env`, `algo`, `[agent]`, `[loop]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Summarise a checkpoint folder.
+    Inspect { path: PathBuf },
     /// Run a whole pipeline from an experiment file; finished stages are skipped on re-run.
     Run { experiment: PathBuf },
     /// Performance figures.
@@ -80,6 +103,7 @@ enum Command {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchWhat {
     Envs,
+    Updates,
 }
 
 fn env_config(id: &str, overrides: &[String]) -> Result<EnvConfig> {
@@ -142,19 +166,56 @@ fn cmd_envs(json: bool) -> Result<()> {
 
 fn cmd_eval(
     c: &Common,
-    env: &str,
+    env: Option<&str>,
     policy: &str,
     episodes: usize,
     tasks: TaskSet,
     json: bool,
 ) -> Result<()> {
-    let cfg = env_config(env, &c.overrides)?;
-    if policy != "random" {
-        bail!(
-            "--policy {policy}: only `random` is available yet (checkpoint policies arrive with the training core)"
-        );
-    }
-    let r = eval_random(&cfg, tasks, episodes, c.seed)?;
+    let r = if policy == "random" {
+        let env = env.context("--env is required with --policy random")?;
+        let cfg = env_config(env, &c.overrides)?;
+        eval_random(&cfg, tasks, episodes, c.seed)?
+    } else {
+        let device = reincarnate::device::parse_device(&c.device)?;
+        let path = PathBuf::from(policy);
+        let data = reincarnate::checkpoint::load(&path)?;
+        let mut agent = reincarnate::agents::from_checkpoint(&data, &device)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let trained: reincarnate::envs::EnvSpec =
+            serde_json::from_value(data.config["env"].clone())?;
+        let cfg = match env {
+            Some(id) => env_config(id, &c.overrides)?,
+            None => {
+                let mut cfg = trained.config.clone();
+                let mut t = toml::Table::try_from(&cfg)?;
+                let sets: Vec<String> = c
+                    .overrides
+                    .iter()
+                    .filter_map(|o| o.strip_prefix("env.").map(String::from))
+                    .collect();
+                reincarnate::config::apply_overrides(&mut t, &sets)?;
+                cfg = reincarnate::config::from_table(t, "--set env.*")?;
+                cfg
+            }
+        };
+        let family = TaskFamily::new(&cfg)?;
+        let spec = family.spec();
+        if spec.observation_space != trained.observation_space
+            || spec.action_space != trained.action_space
+        {
+            bail!(
+                "{} was trained on `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
+                path.display(), trained.id(), trained.observation_space, trained.action_space,
+                spec.id(), spec.observation_space, spec.action_space
+            );
+        }
+        let mut greedy = reincarnate::train::GreedyPolicy {
+            agent: agent.as_mut(),
+            step: u64::MAX,
+        };
+        reincarnate::eval::evaluate(&family, tasks, episodes, c.seed, &mut greedy)?
+    };
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -167,6 +228,74 @@ fn cmd_eval(
             r.env, r.policy, r.num_tasks, r.tasks, r.episodes, r.mean_return, r.stderr, r.mean_length
         );
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_train(
+    c: &Common,
+    env: Option<&str>,
+    algo: Option<&str>,
+    steps: Option<u64>,
+    out: Option<&PathBuf>,
+    resume: bool,
+    config: Option<&PathBuf>,
+) -> Result<()> {
+    let mut table = match config {
+        Some(p) => toml::from_str::<toml::Table>(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not valid TOML", p.display()))?,
+        None => toml::Table::new(),
+    };
+    if let Some(id) = env {
+        table.insert("env".into(), toml::Value::String(id.to_string()));
+    }
+    if let Some(a) = algo {
+        table.insert("algo".into(), toml::Value::String(a.to_string()));
+    }
+    let mut sets = c.overrides.clone();
+    if let Some(s) = steps {
+        sets.push(format!("loop.steps={s}"));
+    }
+    // `env.KEY=VALUE` on an env given by id turns it into a table first.
+    if sets.iter().any(|s| s.starts_with("env.")) {
+        if let Some(toml::Value::String(id)) = table.get("env").cloned() {
+            let mut t = toml::Table::new();
+            t.insert("id".into(), toml::Value::String(id));
+            table.insert("env".into(), toml::Value::Table(t));
+        }
+    }
+    for key in ["env", "algo"] {
+        if !table.contains_key(key) {
+            bail!("train needs --{key} (or `{key}` in --config)");
+        }
+    }
+    reincarnate::config::apply_overrides(&mut table, &sets)?;
+    let source = config
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "train flags".into());
+    let spec: reincarnate::train::TrainSpec = reincarnate::config::from_table(table, &source)?;
+    let device = reincarnate::device::parse_device(&c.device)?;
+    let out = out.cloned().unwrap_or_else(|| {
+        PathBuf::from("checkpoints").join(format!(
+            "{}-{}-s{}",
+            spec.env.config().id.replace('/', "-"),
+            spec.algo,
+            c.seed
+        ))
+    });
+    let summary = reincarnate::train::run_train(&spec, c.seed, &device, &out, resume)?;
+    if let Some(r) = &summary.final_eval {
+        println!(
+            "{} on {}: {} steps, {} episodes, {:.0} steps/s | greedy return {:.2} ± {:.2} over {} episodes",
+            spec.algo, r.env, summary.step, summary.episodes, summary.steps_per_second, r.mean_return, r.stderr, r.episodes
+        );
+    }
+    println!(
+        "wrote {} (model.safetensors, metrics.jsonl, learning_curve.svg)",
+        out.display()
+    );
     Ok(())
 }
 
@@ -213,10 +342,19 @@ fn cmd_run(c: &Common, path: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn cmd_bench(what: BenchWhat, json: bool, seconds: f64, filter: Option<&str>) -> Result<()> {
+fn cmd_bench(
+    what: BenchWhat,
+    json: bool,
+    seconds: f64,
+    filter: Option<&str>,
+    device: &str,
+) -> Result<()> {
     let budget = Duration::from_secs_f64(seconds);
     let figures: Vec<Figure> = match what {
         BenchWhat::Envs => reincarnate::bench::bench_envs(budget, filter)?,
+        BenchWhat::Updates => {
+            reincarnate::bench::bench_updates(budget, &reincarnate::device::parse_device(device)?)?
+        }
     };
     if json {
         for f in &figures {
@@ -239,6 +377,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    reincarnate::device::configure_cpu_threads(None);
     let cli = Cli::parse();
     let result = (|| -> Result<()> {
         let _device = reincarnate::device::parse_device(&cli.common.device).context("--device")?;
@@ -250,14 +389,47 @@ fn main() {
                 episodes,
                 tasks,
                 json,
-            } => cmd_eval(&cli.common, env, policy, *episodes, *tasks, *json),
+            } => cmd_eval(
+                &cli.common,
+                env.as_deref(),
+                policy,
+                *episodes,
+                *tasks,
+                *json,
+            ),
+            Command::Train {
+                env,
+                algo,
+                steps,
+                out,
+                resume,
+                config,
+            } => cmd_train(
+                &cli.common,
+                env.as_deref(),
+                algo.as_deref(),
+                *steps,
+                out.as_ref(),
+                *resume,
+                config.as_ref(),
+            ),
+            Command::Inspect { path } => {
+                print!("{}", reincarnate::checkpoint::describe(path)?);
+                Ok(())
+            }
             Command::Run { experiment } => cmd_run(&cli.common, experiment),
             Command::Bench {
                 what,
                 json,
                 seconds,
                 filter,
-            } => cmd_bench(*what, *json, *seconds, filter.as_deref()),
+            } => cmd_bench(
+                *what,
+                *json,
+                *seconds,
+                filter.as_deref(),
+                &cli.common.device,
+            ),
         }
     })();
     if let Err(e) = result {

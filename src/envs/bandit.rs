@@ -15,6 +15,7 @@
 use super::{discrete_action, Action, Bounds, Env, EnvConfig, Space, Step};
 use crate::error::Result;
 use crate::rng::{derive_seed, Rng};
+use serde::{Deserialize, Serialize};
 
 pub const ARMS: usize = 10;
 pub const PULLS: u32 = 100;
@@ -44,6 +45,7 @@ pub fn adversarial_split(cfg: &EnvConfig, n: usize) -> (Vec<usize>, Vec<usize>) 
     ((0..k).collect(), (k..n).collect())
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct Bandit {
     means: [f64; ARMS],
     t: u32,
@@ -108,6 +110,8 @@ impl Bandit {
 }
 
 impl Env for Bandit {
+    crate::serde_snapshot!("bandit");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

@@ -5,11 +5,13 @@
 use super::{continuous_action, discrete_action, Action, Bounds, Env, Space, Step};
 use crate::error::Result;
 use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
 /// CartPole-v1: push a cart left (0) or right (1) to keep a pole upright. +1 per step (also on
 /// the terminal step); terminates when |x| > 2.4 or |θ| > 12°; truncates at 500 steps. Start
 /// state uniform in [−0.05, 0.05]⁴. Euler integration with τ = 0.02.
+#[derive(Serialize, Deserialize)]
 pub struct CartPole {
     state: [f64; 4],
     t: u32,
@@ -64,6 +66,8 @@ impl CartPole {
 }
 
 impl Env for CartPole {
+    crate::serde_snapshot!("cartpole");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }
@@ -122,6 +126,7 @@ impl Env for CartPole {
 /// Pendulum-v1: swing a pendulum up and hold it. Observation (cos θ, sin θ, θ̇); torque clipped
 /// to [−2, 2]; reward −(θ² + 0.1 θ̇² + 0.001 u²) with θ normalised to [−π, π); start θ ∈ [−π, π],
 /// θ̇ ∈ [−1, 1]; semi-implicit Euler, dt 0.05, g 10; truncates at 200 steps, never terminates.
+#[derive(Serialize, Deserialize)]
 pub struct Pendulum {
     theta: f64,
     theta_dot: f64,
@@ -173,6 +178,8 @@ fn angle_normalize(x: f64) -> f64 {
 }
 
 impl Env for Pendulum {
+    crate::serde_snapshot!("pendulum");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }
@@ -220,6 +227,7 @@ impl Env for Pendulum {
 /// MountainCarContinuous-v0: drive an under-powered car up the right hill. Force clipped to
 /// [−1, 1]; reward +100 on reaching x ≥ 0.45 (terminates) minus 0.1·a² per step; start
 /// x ∈ [−0.6, −0.4], v = 0; truncates at 999 steps.
+#[derive(Serialize, Deserialize)]
 pub struct MountainCarContinuous {
     pos: f64,
     vel: f64,
@@ -259,6 +267,8 @@ impl MountainCarContinuous {
 }
 
 impl Env for MountainCarContinuous {
+    crate::serde_snapshot!("mountain_car_continuous");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

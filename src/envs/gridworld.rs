@@ -8,6 +8,7 @@
 use super::{discrete_action, Action, Bounds, Env, Space, Step};
 use crate::error::Result;
 use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
 
 const MOVES: [(i32, i32); 5] = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)];
 
@@ -36,8 +37,8 @@ fn manhattan(a: (i32, i32), b: (i32, i32)) -> i32 {
 /// Dark Room (`hard = false`: reward 1 on every step spent on the goal) and Dark Room Hard
 /// (`hard = true`: reward 1 once, on reaching the goal, which ends the episode). Start at the
 /// centre. Task `t` puts the goal at `(t % size, t / size)`.
+#[derive(Serialize, Deserialize)]
 pub struct DarkRoom {
-    id: &'static str,
     size: i32,
     horizon: u32,
     hard: bool,
@@ -52,7 +53,6 @@ impl DarkRoom {
     pub fn new(size: usize, horizon: u32, hard: bool, task: usize, max_steps: Option<u32>) -> Self {
         let s = size as i32;
         Self {
-            id: if hard { "dark_room_hard" } else { "dark_room" },
             size: s,
             horizon: max_steps.unwrap_or(horizon),
             hard,
@@ -78,6 +78,8 @@ impl DarkRoom {
 }
 
 impl Env for DarkRoom {
+    crate::serde_snapshot!("dark_room");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }
@@ -97,7 +99,12 @@ impl Env for DarkRoom {
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> Result<Step> {
-        let a = discrete_action(self.id, action, 5)?;
+        let id = if self.hard {
+            "dark_room_hard"
+        } else {
+            "dark_room"
+        };
+        let a = discrete_action(id, action, 5)?;
         self.pos = apply_move(self.size, self.pos, a);
         self.t += 1;
         let on_goal = self.pos == self.goal;
@@ -135,6 +142,7 @@ impl Env for DarkRoom {
 /// it) and an invisible door (+1 when reached holding the key, which ends the episode); maximum
 /// return 2, horizon 50. Task `t` = key cell `t % 81`, door cell `t / 81` (cell `c` is
 /// `(c % 9, c / 9)`), so there are 81² tasks. The observation is the position only.
+#[derive(Serialize, Deserialize)]
 pub struct DarkKeyToDoor {
     horizon: u32,
     key: (i32, i32),
@@ -181,6 +189,8 @@ impl DarkKeyToDoor {
 }
 
 impl Env for DarkKeyToDoor {
+    crate::serde_snapshot!("dark_key_to_door");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

@@ -129,6 +129,32 @@ pub trait Env: Send {
     fn optimal_return(&self) -> Option<f64> {
         None
     }
+    /// The environment's whole state (including its generator), so that a resumed run
+    /// continues mid-episode exactly as if never interrupted.
+    fn snapshot(&self) -> Result<serde_json::Value>;
+    /// Restores a state produced by [`Env::snapshot`] of the same environment and task.
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()>;
+}
+
+/// Implements [`Env::snapshot`]/[`Env::restore`] for an environment struct that derives
+/// `Serialize` and `Deserialize`.
+#[macro_export]
+macro_rules! serde_snapshot {
+    ($name:literal) => {
+        fn snapshot(&self) -> $crate::error::Result<serde_json::Value> {
+            serde_json::to_value(&*self)
+                .map_err(|e| $crate::error::Error::Env(format!("cannot snapshot `{}`: {e}", $name)))
+        }
+        fn restore(&mut self, state: &serde_json::Value) -> $crate::error::Result<()> {
+            *self = serde_json::from_value(state.clone()).map_err(|e| {
+                $crate::error::Error::Env(format!(
+                    "cannot restore `{}` from its snapshot: {e}",
+                    $name
+                ))
+            })?;
+            Ok(())
+        }
+    };
 }
 
 /// Checks a discrete action against `n` and names the environment and the valid range if it is not.
@@ -225,6 +251,23 @@ impl EnvConfig {
             out.push("num_tasks");
         }
         out
+    }
+}
+
+/// An environment given by id alone or as a full [`EnvConfig`] table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvRef {
+    Id(String),
+    Config(EnvConfig),
+}
+
+impl EnvRef {
+    pub fn config(&self) -> EnvConfig {
+        match self {
+            EnvRef::Id(id) => EnvConfig::new(id.clone()),
+            EnvRef::Config(c) => c.clone(),
+        }
     }
 }
 

@@ -178,6 +178,65 @@ impl VecEnv {
         Ok(())
     }
 
+    /// Everything needed to continue this batch exactly: every environment's state, the
+    /// current observations and the running episode statistics.
+    pub fn snapshot(&self) -> Result<serde_json::Value> {
+        let envs = self
+            .envs
+            .iter()
+            .map(|e| e.snapshot())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(serde_json::json!({
+            "envs": envs,
+            "tasks": self.tasks,
+            "pending_tasks": self.pending_tasks,
+            "seed": self.seed,
+            "remakes": self.remakes,
+            "obs": self.obs,
+            "ep_return": self.ep_return,
+            "ep_len": self.ep_len,
+        }))
+    }
+
+    /// Restores a [`snapshot`](Self::snapshot) into a batch built from the same family.
+    pub fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            envs: Vec<serde_json::Value>,
+            tasks: Vec<usize>,
+            pending_tasks: Vec<Option<usize>>,
+            seed: u64,
+            remakes: u64,
+            obs: Vec<f32>,
+            ep_return: Vec<f64>,
+            ep_len: Vec<u32>,
+        }
+        let s: Saved = serde_json::from_value(state.clone())
+            .map_err(|e| Error::Env(format!("VecEnv snapshot is malformed: {e}")))?;
+        if s.envs.len() != self.envs.len() || s.obs.len() != self.obs.len() {
+            return Err(Error::Env(format!(
+                "VecEnv snapshot holds {} environments, this batch has {}",
+                s.envs.len(),
+                self.envs.len()
+            )));
+        }
+        for (i, st) in s.envs.iter().enumerate() {
+            if s.tasks[i] != self.tasks[i] {
+                self.envs[i] = self.family.make(s.tasks[i])?;
+            }
+            self.envs[i].restore(st)?;
+        }
+        self.tasks = s.tasks;
+        self.pending_tasks = s.pending_tasks;
+        self.seed = s.seed;
+        self.remakes = s.remakes;
+        self.next_obs.copy_from_slice(&s.obs);
+        self.obs = s.obs;
+        self.ep_return = s.ep_return;
+        self.ep_len = s.ep_len;
+        Ok(())
+    }
+
     /// Current observations (after auto-reset), `len() × obs_dim()`.
     pub fn obs(&self) -> &[f32] {
         &self.obs
@@ -251,6 +310,57 @@ mod tests {
         assert_eq!(ret, 0.0); // no-op at the centre never reaches (5, 4)
         v.step(ActionBatch::Discrete(&[1])).unwrap();
         assert_eq!(v.rewards()[0], 1.0);
+    }
+
+    #[test]
+    fn snapshot_restore_continues_identically() {
+        for id in ["cartpole", "dark_key_to_door", "pendulum", "bandit"] {
+            let fam = TaskFamily::from_id(id).unwrap();
+            let tasks: Vec<usize> = (0..4)
+                .map(|i| fam.tasks(crate::envs::TaskSet::All)[i % fam.num_tasks()])
+                .collect();
+            let mut a = VecEnv::new(&fam, &tasks, 3).unwrap();
+            a.reset();
+            let mut rng = crate::rng::Rng::seed_from_u64(0);
+            let n_act = fam.spec().action_space.discrete_n();
+            let mut step = |v: &mut VecEnv, rng: &mut crate::rng::Rng| match n_act {
+                Some(n) => {
+                    let acts: Vec<usize> = (0..4).map(|_| rng.below(n)).collect();
+                    v.step(ActionBatch::Discrete(&acts)).unwrap();
+                }
+                None => {
+                    let acts: Vec<f32> = (0..4).map(|_| rng.uniform_f32() * 2.0 - 1.0).collect();
+                    v.step(ActionBatch::Continuous(&acts)).unwrap();
+                }
+            };
+            for _ in 0..37 {
+                step(&mut a, &mut rng);
+            }
+            let snap = a.snapshot().unwrap();
+            let rng_at_snap = rng.clone();
+            let mut trace_a = Vec::new();
+            for _ in 0..300 {
+                step(&mut a, &mut rng);
+                trace_a.push((
+                    a.obs().to_vec(),
+                    a.rewards().to_vec(),
+                    a.finished().to_vec(),
+                ));
+            }
+            let mut b = VecEnv::new(&fam, &tasks, 99).unwrap();
+            b.reset();
+            b.restore(&snap).unwrap();
+            let mut rng = rng_at_snap;
+            for (i, expected) in trace_a.iter().enumerate() {
+                step(&mut b, &mut rng);
+                let got = (
+                    b.obs().to_vec(),
+                    b.rewards().to_vec(),
+                    b.finished().to_vec(),
+                );
+                assert_eq!(&got, expected, "{id}: step {i} after restore differs");
+            }
+        }
     }
 
     #[test]

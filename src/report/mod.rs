@@ -1,5 +1,8 @@
 //! Human-facing output: aligned tables, progress bars, JSON figure lines, plots.
 
+pub mod metrics;
+pub mod plot;
+
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 

@@ -1,0 +1,567 @@
+//! DQN (Mnih et al. 2015) with the options the platform's experiments need: double Q-learning
+//! (van Hasselt et al. 2016), n-step returns, Huber or MSE loss, hard or Polyak target updates,
+//! a linear ε schedule, uniform replay; and C51 (Bellemare et al. 2017) as an algorithm
+//! (`--algo c51`) or option (`network.atoms > 1`). The network is an MLP or the MinAtar conv
+//! body, with spectral normalisation on chosen layers (Gogianu et al. 2021) — see
+//! [`crate::nn::qnet`].
+//!
+//! Defaults are CleanRL's `dqn.py` for CartPole (lr 2.5e-4, buffer 10k, batch 128, target every
+//! 500 steps, train every 10 steps after 10k, ε 1 → 0.05 over half the run); C51's are the
+//! paper's (51 atoms on [−10, 10], Adam ε 3.125e-4 = 0.01/32). Experiment files tune them.
+
+use super::{Agent, Experience, Metrics, PolicyOutput};
+use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::{EnvSpec, Space};
+use crate::error::{Error, Result};
+use crate::eval::ActionBuf;
+use crate::nn::categorical::cross_entropy;
+use crate::nn::optim::AdamState;
+use crate::nn::{
+    grad, Adam, AdamConfig, CategoricalSupport, ParamStore, QNetConfig, QNetwork, Schedule,
+};
+use crate::replay::{Batch, ReplayBuffer};
+use crate::rng::Rng;
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Temporal-difference loss on the scalar Q head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TdLoss {
+    /// Huber with δ = 1 (Mnih et al. 2015's clipped error).
+    Huber,
+    /// Mean squared error (CleanRL's choice).
+    Mse,
+}
+
+/// Linear ε-greedy exploration: `start` → `end` over `decay_steps` environment steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Epsilon {
+    pub start: f64,
+    pub end: f64,
+    pub decay_steps: u64,
+}
+
+impl Epsilon {
+    pub fn at(&self, step: u64) -> f64 {
+        Schedule::Linear {
+            start: self.start,
+            end: self.end,
+            steps: self.decay_steps.max(1),
+        }
+        .value(step)
+    }
+}
+
+/// DQN / C51 hyperparameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DqnConfig {
+    pub network: QNetConfig,
+    /// Learning rate (a number or a schedule over updates).
+    pub learning_rate: Schedule,
+    pub optimizer: AdamConfig,
+    pub gamma: f64,
+    pub n_step: usize,
+    pub double_q: bool,
+    pub loss: TdLoss,
+    pub buffer_size: usize,
+    pub batch_size: usize,
+    /// Environment steps of pure exploration before the first update.
+    pub learning_starts: u64,
+    /// Gradient updates happen every this many environment steps ...
+    pub train_frequency: u64,
+    /// ... and each time this many of them (SB3's `gradient_steps`).
+    pub gradient_steps: usize,
+    /// Target update every this many environment steps.
+    pub target_update_frequency: u64,
+    /// 1.0 = hard copy; < 1 = Polyak averaging at each target update.
+    pub tau: f64,
+    pub epsilon: Epsilon,
+    /// Clip gradients by global norm (none by default, as in the DQN papers).
+    pub max_grad_norm: Option<f64>,
+    /// C51 support (used when `network.atoms > 1`).
+    pub v_min: f64,
+    pub v_max: f64,
+}
+
+impl Default for DqnConfig {
+    fn default() -> Self {
+        Self {
+            network: QNetConfig::default(),
+            learning_rate: Schedule::constant(2.5e-4),
+            optimizer: AdamConfig::default(),
+            gamma: 0.99,
+            n_step: 1,
+            double_q: false,
+            loss: TdLoss::Mse,
+            buffer_size: 10_000,
+            batch_size: 128,
+            learning_starts: 10_000,
+            train_frequency: 10,
+            gradient_steps: 1,
+            target_update_frequency: 500,
+            tau: 1.0,
+            epsilon: Epsilon {
+                start: 1.0,
+                end: 0.05,
+                decay_steps: 250_000,
+            },
+            max_grad_norm: None,
+            v_min: -10.0,
+            v_max: 10.0,
+        }
+    }
+}
+
+impl DqnConfig {
+    /// C51 defaults (Bellemare et al. 2017): 51 atoms on [−10, 10], Adam ε = 0.01/32.
+    pub fn c51() -> Self {
+        let mut c = Self::default();
+        c.network.atoms = 51;
+        c.optimizer = AdamConfig::adam(3.125e-4);
+        c
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.batch_size == 0 || self.buffer_size == 0 {
+            return bad("agent.batch_size and agent.buffer_size must be at least 1".into());
+        }
+        if self.n_step == 0 {
+            return bad("agent.n_step must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.gamma) {
+            return bad(format!("agent.gamma must be in [0, 1], got {}", self.gamma));
+        }
+        if self.train_frequency == 0
+            || self.target_update_frequency == 0
+            || self.gradient_steps == 0
+        {
+            return bad("agent.train_frequency, agent.gradient_steps and agent.target_update_frequency must be at least 1".into());
+        }
+        if self.network.atoms > 1 && self.v_min >= self.v_max {
+            return bad(format!(
+                "agent.v_min ({}) must be below agent.v_max ({})",
+                self.v_min, self.v_max
+            ));
+        }
+        self.learning_rate.validate("agent.learning_rate")
+    }
+}
+
+/// The DQN-family agent.
+pub struct Dqn {
+    algorithm: String,
+    config: DqnConfig,
+    env: EnvSpec,
+    n_actions: usize,
+    obs_dim: usize,
+    device: Device,
+    store: ParamStore,
+    q: QNetwork,
+    target_store: ParamStore,
+    target: QNetwork,
+    optimizer: Adam,
+    support: Option<CategoricalSupport>,
+    replay: ReplayBuffer,
+    rng: Rng,
+    updates: u64,
+    batch: Batch,
+}
+
+impl Dqn {
+    /// A fresh agent for `env` (discrete actions only).
+    pub fn new(
+        algorithm: &str,
+        config: DqnConfig,
+        env: &EnvSpec,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        crate::device::configure_cpu_threads(None);
+        let n_actions = match &env.action_space {
+            Space::Discrete { n } => *n,
+            other => {
+                return Err(Error::Config(format!(
+                    "{algorithm} needs discrete actions, but `{}` has {other}",
+                    env.id()
+                )))
+            }
+        };
+        let obs_shape = match &env.observation_space {
+            Space::Box { shape, .. } => shape.clone(),
+            Space::Discrete { .. } => vec![1],
+        };
+        let obs_dim = obs_shape.iter().product();
+        let mut store = ParamStore::new(device, crate::rng::derive_seed(seed, 1));
+        let q = QNetwork::new(&config.network, &obs_shape, n_actions, store.pp("q"))?;
+        let mut target_store = ParamStore::new(device, crate::rng::derive_seed(seed, 2));
+        let target = QNetwork::new(&config.network, &obs_shape, n_actions, target_store.pp("q"))?;
+        target_store.copy_from(&store)?;
+        let optimizer = Adam::new(store.trainable(), config.optimizer.clone())?;
+        let support = (config.network.atoms > 1)
+            .then(|| CategoricalSupport::new(config.network.atoms, config.v_min, config.v_max))
+            .transpose()?;
+        let replay = ReplayBuffer::new(config.buffer_size, obs_dim, None);
+        Ok(Self {
+            algorithm: algorithm.to_string(),
+            config,
+            env: env.clone(),
+            n_actions,
+            obs_dim,
+            device: device.clone(),
+            store,
+            q,
+            target_store,
+            target,
+            optimizer,
+            support,
+            replay,
+            rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 3)),
+            updates: 0,
+            batch: Batch::default(),
+        })
+    }
+
+    pub fn config(&self) -> &DqnConfig {
+        &self.config
+    }
+
+    pub fn network(&self) -> &QNetwork {
+        &self.q
+    }
+
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    pub fn replay(&self) -> &ReplayBuffer {
+        &self.replay
+    }
+
+    fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
+        let n = obs.len() / self.obs_dim;
+        Ok(Tensor::from_slice(obs, (n, self.obs_dim), &self.device)?)
+    }
+
+    /// Q-values `(batch, actions)` of the online network (expected values for C51).
+    pub fn q_values(&self, obs: &Tensor) -> Result<Tensor> {
+        let out = self.q.forward(obs, false)?;
+        match &self.support {
+            Some(s) => s.expected_value(&out),
+            None => Ok(out),
+        }
+    }
+
+    fn target_values(&self, obs: &Tensor) -> Result<Tensor> {
+        let out = self.target.forward(obs, false)?;
+        match &self.support {
+            Some(s) => s.expected_value(&out),
+            None => Ok(out),
+        }
+    }
+
+    fn one_hot(&self, actions: &[i64]) -> Result<Tensor> {
+        let mut v = vec![0f32; actions.len() * self.n_actions];
+        for (i, &a) in actions.iter().enumerate() {
+            v[i * self.n_actions + a as usize] = 1.0;
+        }
+        Ok(Tensor::from_vec(
+            v,
+            (actions.len(), self.n_actions),
+            &self.device,
+        )?)
+    }
+
+    /// The TD loss of a sampled batch and the mean Q of the taken actions.
+    fn loss(&self, b: &Batch) -> Result<(Tensor, f64)> {
+        let n = b.size;
+        let obs = self.obs_tensor(&b.obs)?;
+        let next = self.obs_tensor(&b.next_obs)?;
+        let returns = Tensor::from_slice(&b.returns, n, &self.device)?;
+        let discounts = Tensor::from_slice(&b.discounts, n, &self.device)?;
+        let taken = self.one_hot(&b.actions_discrete)?;
+        // The greedy next action: argmax of the online net (double Q) or of the target net.
+        let next_target_q = self.target_values(&next)?;
+        let next_actions = if self.config.double_q {
+            self.q_values(&next)?.argmax(D::Minus1)?
+        } else {
+            next_target_q.argmax(D::Minus1)?
+        };
+        let next_actions: Vec<i64> = next_actions.to_dtype(DType::I64)?.to_vec1()?;
+        let next_pick = self.one_hot(&next_actions)?;
+        match &self.support {
+            None => {
+                let q = (self.q.forward(&obs, true)? * &taken)?.sum(D::Minus1)?; // (batch,)
+                let next_q = (next_target_q * next_pick)?.sum(D::Minus1)?;
+                let y = (returns + (discounts * next_q)?)?.detach();
+                let td = (&q - y)?;
+                let loss = match self.config.loss {
+                    TdLoss::Mse => td.sqr()?.mean_all()?,
+                    TdLoss::Huber => huber(&td)?.mean_all()?,
+                };
+                let q_mean = q.mean_all()?.to_scalar::<f32>()? as f64;
+                Ok((loss, q_mean))
+            }
+            Some(support) => {
+                // logits (batch, actions, atoms) → the taken action's (batch, atoms)
+                let logits = self.q.forward(&obs, true)?;
+                let pick = |l: &Tensor, oh: &Tensor| -> Result<Tensor> {
+                    Ok(l.broadcast_mul(&oh.unsqueeze(D::Minus1)?)?.sum(1)?)
+                };
+                let logits_a = pick(&logits, &taken)?;
+                let next_logits = self.target.forward(&next, false)?;
+                let next_probs =
+                    candle_nn::ops::softmax(&pick(&next_logits, &next_pick)?, D::Minus1)?;
+                let target = support.project_tensor(&returns, &discounts, &next_probs)?;
+                let loss = cross_entropy(&logits_a, &target)?.mean_all()?;
+                let q_mean = support
+                    .expected_value(&logits_a.detach())?
+                    .mean_all()?
+                    .to_scalar::<f32>()? as f64;
+                Ok((loss, q_mean))
+            }
+        }
+    }
+
+    /// One sampled minibatch, one optimiser step.
+    fn gradient_step(&mut self, step: u64) -> Result<Metrics> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let (bs, n, gamma) = (
+            self.config.batch_size,
+            self.config.n_step,
+            self.config.gamma as f32,
+        );
+        self.replay
+            .sample_into(bs, n, gamma, &mut self.rng, &mut batch);
+        let (loss, q_mean) = self.loss(&batch)?;
+        self.batch = batch;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        if !loss_value.is_finite() {
+            return Err(Error::Training(format!(
+                "{} loss became {loss_value}",
+                self.algorithm
+            )));
+        }
+        let mut grads = loss.backward()?;
+        let vars: Vec<candle_core::Var> =
+            self.store.trainable().into_iter().map(|(_, v)| v).collect();
+        let grad_norm = match self.config.max_grad_norm {
+            Some(max) => grad::clip_global_norm(&mut grads, &vars, max)?,
+            None => grad::global_norm(&grads, &vars)?,
+        };
+        if !grad_norm.is_finite() {
+            return Err(Error::Training(format!(
+                "{} gradient norm became {grad_norm}",
+                self.algorithm
+            )));
+        }
+        self.q.sn_before_step(&mut grads, &mut self.optimizer)?;
+        let lr = self.config.learning_rate.value(self.updates);
+        self.optimizer.step(&grads, lr)?;
+        self.updates += 1;
+        Ok(Metrics::from([
+            ("loss".to_string(), loss_value),
+            ("q_mean".to_string(), q_mean),
+            ("grad_norm".to_string(), grad_norm),
+            ("learning_rate".to_string(), lr),
+            ("epsilon".to_string(), self.config.epsilon.at(step)),
+            ("updates".to_string(), self.updates as f64),
+        ]))
+    }
+
+    /// Model tensors named as in `model.safetensors`.
+    fn expected_model(&self) -> HashMap<String, Tensor> {
+        self.store.state_dict()
+    }
+}
+
+/// Elementwise Huber loss with δ = 1: ½x² where |x| ≤ 1, |x| − ½ elsewhere.
+pub fn huber(x: &Tensor) -> Result<Tensor> {
+    let abs = x.abs()?;
+    let quad = abs.clamp(0.0, 1.0)?;
+    let lin = (&abs - &quad)?;
+    Ok(((quad.sqr()? * 0.5)? + lin)?)
+}
+
+impl Agent for Dqn {
+    fn algorithm(&self) -> &str {
+        &self.algorithm
+    }
+
+    fn act(
+        &mut self,
+        obs: &[f32],
+        explore: bool,
+        step: u64,
+        actions: &mut ActionBuf,
+    ) -> Result<()> {
+        let ActionBuf::Discrete(out) = actions else {
+            return Err(Error::Env(format!(
+                "{} acts with discrete actions",
+                self.algorithm
+            )));
+        };
+        let n = out.len();
+        let eps = if explore {
+            self.config.epsilon.at(step)
+        } else {
+            0.0
+        };
+        let mut greedy_needed = Vec::with_capacity(n);
+        for (i, a) in out.iter_mut().enumerate() {
+            if explore && self.rng.uniform() < eps {
+                *a = self.rng.below(self.n_actions);
+            } else {
+                greedy_needed.push(i);
+            }
+        }
+        if !greedy_needed.is_empty() {
+            let q = self.q_values(&self.obs_tensor(obs)?)?;
+            let best: Vec<u32> = q.argmax(D::Minus1)?.to_vec1()?;
+            for i in greedy_needed {
+                out[i] = best[i] as usize;
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
+        let ActionBuf::Discrete(a) = exp.actions else {
+            return Err(Error::Env(format!(
+                "{} stores discrete actions",
+                self.algorithm
+            )));
+        };
+        let d = self.obs_dim;
+        for i in 0..a.len() {
+            self.replay.push(
+                &exp.obs[i * d..(i + 1) * d],
+                a[i] as i64,
+                &[],
+                exp.rewards[i],
+                &exp.next_obs[i * d..(i + 1) * d],
+                exp.terminated[i],
+                exp.truncated[i],
+            );
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, step: u64) -> Result<Option<Metrics>> {
+        let c = &self.config;
+        if step < c.learning_starts || self.replay.is_empty() {
+            return Ok(None);
+        }
+        let mut metrics = None;
+        if step % c.train_frequency == 0 {
+            for _ in 0..c.gradient_steps {
+                metrics = Some(self.gradient_step(step)?);
+            }
+        }
+        if step % self.config.target_update_frequency == 0 {
+            if self.config.tau >= 1.0 {
+                self.target_store.copy_from(&self.store)?;
+            } else {
+                self.target_store
+                    .polyak_from(&self.store, self.config.tau)?;
+            }
+        }
+        Ok(metrics)
+    }
+
+    fn diagnostics(&self) -> Result<Metrics> {
+        let mut m = Metrics::new();
+        for (name, sigma) in self.q.sigmas()? {
+            m.insert(format!("sigma/{name}"), sigma);
+        }
+        for (name, norm) in self.q.param_norms()? {
+            m.insert(format!("param_norm/{name}"), norm);
+        }
+        Ok(m)
+    }
+
+    fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput> {
+        let q = self.q_values(&self.obs_tensor(obs)?)?;
+        Ok(PolicyOutput::QValues(q.flatten_all()?.to_vec1()?))
+    }
+
+    fn save(&self, resume: bool) -> Result<CheckpointData> {
+        let config = serde_json::json!({
+            "algorithm": self.algorithm,
+            "agent": self.config,
+            "env": self.env,
+        });
+        let mut data = CheckpointData {
+            config,
+            model: tensors_to_raw(&self.expected_model())?,
+            ..Default::default()
+        };
+        if resume {
+            let AdamState { step, tensors } = self.optimizer.state()?;
+            let mut opt = tensors_to_raw(&tensors)?;
+            for (k, v) in tensors_to_raw(&self.target_store.state_dict())? {
+                opt.insert(format!("target.{k}"), v);
+            }
+            data.optimizer = Some(opt);
+            let (arrays, replay_state) = self.replay.export();
+            data.replay = Some(arrays.into_iter().collect());
+            data.trainer_state = Some(serde_json::json!({
+                "rng": self.rng,
+                "updates": self.updates,
+                "optimizer_step": step,
+                "replay": replay_state,
+            }));
+        }
+        Ok(data)
+    }
+
+    fn load(&mut self, data: &CheckpointData) -> Result<()> {
+        let src = Path::new("model.safetensors");
+        self.store
+            .load_state_dict(&raw_to_tensors(&data.model, &self.device)?, src)?;
+        let resume_state = data
+            .trainer_state
+            .as_ref()
+            .and_then(|t| t.get("agent"))
+            .filter(|a| !a.is_null());
+        match (resume_state, &data.optimizer, &data.replay) {
+            (Some(agent), Some(opt), Some(replay)) => {
+                let mut target = std::collections::BTreeMap::new();
+                let mut moments = std::collections::BTreeMap::new();
+                for (k, v) in opt {
+                    match k.strip_prefix("target.") {
+                        Some(rest) => target.insert(rest.to_string(), v.clone()),
+                        None => moments.insert(k.clone(), v.clone()),
+                    };
+                }
+                let osrc = Path::new("optimizer.safetensors");
+                self.target_store
+                    .load_state_dict(&raw_to_tensors(&target, &self.device)?, osrc)?;
+                let step = agent["optimizer_step"].as_u64().unwrap_or(0);
+                self.optimizer.load_state(
+                    &AdamState {
+                        step,
+                        tensors: raw_to_tensors(&moments, &self.device)?,
+                    },
+                    osrc,
+                )?;
+                let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
+                self.replay.import(&arrays, &agent["replay"])?;
+                self.rng = serde_json::from_value(agent["rng"].clone())
+                    .map_err(|e| Error::data("trainer_state.json", format!("agent.rng: {e}")))?;
+                self.updates = agent["updates"].as_u64().unwrap_or(0);
+            }
+            _ => {
+                // Weights only (a teacher, or evaluation): the target starts as the online net.
+                self.target_store.copy_from(&self.store)?;
+            }
+        }
+        Ok(())
+    }
+}

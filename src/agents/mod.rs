@@ -1,0 +1,143 @@
+//! Agents: one file per algorithm, all behind the small [`Agent`] interface that the training
+//! loop ([`crate::train`]), evaluation and the reincarnation methods use.
+
+use crate::checkpoint::CheckpointData;
+use crate::error::Result;
+use crate::eval::ActionBuf;
+use std::collections::BTreeMap;
+
+pub mod dqn;
+
+/// Scalar metrics by name (losses, Q values, gradient norms, σ per SN layer, ...).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// One batched environment step, as the agent needs it for learning.
+pub struct Experience<'a> {
+    pub obs: &'a [f32],
+    pub actions: &'a ActionBuf,
+    pub rewards: &'a [f32],
+    /// True next observations (before auto-reset).
+    pub next_obs: &'a [f32],
+    pub terminated: &'a [bool],
+    pub truncated: &'a [bool],
+}
+
+/// What a teacher offers a student: Q-values or action probabilities, `(batch, actions)`.
+pub enum PolicyOutput {
+    QValues(Vec<f32>),
+    Probs(Vec<f32>),
+}
+
+pub trait Agent {
+    /// Algorithm name as written in configs (`dqn`, `c51`, ...).
+    fn algorithm(&self) -> &str;
+    /// Actions for a batch of observations; `explore` selects the behaviour policy (ε-greedy,
+    /// sampling) rather than the greedy one. `step` is the global environment step (schedules).
+    fn act(&mut self, obs: &[f32], explore: bool, step: u64, actions: &mut ActionBuf)
+        -> Result<()>;
+    /// Records a batched step (replay storage, rollout buffers).
+    fn observe(&mut self, exp: &Experience<'_>) -> Result<()>;
+    /// Called once per environment step after `observe`; performs the updates that are due and
+    /// returns their metrics. A non-finite loss is an `Error::Training`.
+    fn update(&mut self, step: u64) -> Result<Option<Metrics>>;
+    /// Heavier diagnostics (parameter norms, σ per spectrally normalised layer), computed only
+    /// when the loop logs.
+    fn diagnostics(&self) -> Result<Metrics> {
+        Ok(Metrics::new())
+    }
+    /// The teacher-usable policy output for a batch of observations.
+    fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput>;
+    /// Everything needed to rebuild (config, weights) and, with `resume`, to continue exactly
+    /// (optimiser, replay, RNG and schedule state in `trainer_state["agent"]`).
+    fn save(&self, resume: bool) -> Result<CheckpointData>;
+    /// Restores what [`save`](Self::save) wrote; weights-only data restores just the weights.
+    fn load(&mut self, data: &CheckpointData) -> Result<()>;
+}
+
+/// Algorithms `train` accepts.
+pub const ALGORITHMS: &[&str] = &["dqn", "c51"];
+
+/// Deep-merges `over` into `base` (tables merge key by key; other values replace).
+pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn with_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
+    defaults: T,
+    user: &toml::Table,
+    algo: &str,
+) -> crate::Result<T> {
+    let mut table = toml::Table::try_from(defaults)
+        .map_err(|e| crate::Error::Config(format!("{algo} defaults: {e}")))?;
+    merge_tables(&mut table, user);
+    crate::config::from_table(table, &format!("[agent] of {algo}"))
+}
+
+/// Builds a fresh agent of `algo` with its paper defaults overridden by `agent_cfg`.
+pub fn build(
+    algo: &str,
+    agent_cfg: &toml::Table,
+    env: &crate::envs::EnvSpec,
+    device: &candle_core::Device,
+    seed: u64,
+) -> crate::Result<Box<dyn Agent>> {
+    match algo {
+        "dqn" => Ok(Box::new(dqn::Dqn::new(
+            algo,
+            with_defaults(dqn::DqnConfig::default(), agent_cfg, algo)?,
+            env,
+            device,
+            seed,
+        )?)),
+        "c51" => Ok(Box::new(dqn::Dqn::new(
+            algo,
+            with_defaults(dqn::DqnConfig::c51(), agent_cfg, algo)?,
+            env,
+            device,
+            seed,
+        )?)),
+        other => Err(crate::Error::Config(format!(
+            "unknown algorithm `{other}`{}; available: {}",
+            crate::error::did_you_mean(other, ALGORITHMS.iter().copied()),
+            ALGORITHMS.join(", ")
+        ))),
+    }
+}
+
+/// Rebuilds the agent a checkpoint was written by (from its `config.json`) and loads it.
+pub fn from_checkpoint(
+    data: &CheckpointData,
+    device: &candle_core::Device,
+) -> crate::Result<Box<dyn Agent>> {
+    let bad = |m: &str| crate::Error::data("config.json", m.to_string());
+    let algo = data
+        .config
+        .get("algorithm")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| bad("missing `algorithm`"))?;
+    let env: crate::envs::EnvSpec = serde_json::from_value(
+        data.config
+            .get("env")
+            .cloned()
+            .ok_or_else(|| bad("missing `env`"))?,
+    )
+    .map_err(|e| bad(&format!("`env` is not an env spec: {e}")))?;
+    let mut agent: Box<dyn Agent> = match algo {
+        "dqn" | "c51" => {
+            let cfg: dqn::DqnConfig =
+                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
+                    .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
+            Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0)?)
+        }
+        other => return Err(bad(&format!("unknown algorithm `{other}`"))),
+    };
+    agent.load(data)?;
+    Ok(agent)
+}

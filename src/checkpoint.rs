@@ -1,0 +1,472 @@
+//! Checkpoint folders, in the convention of Hugging Face model repositories:
+//!
+//! ```text
+//! checkpoints/<name>/
+//!   model.safetensors      weights with dotted PyTorch-style names; __metadata__: format=pt, config=<JSON>
+//!   config.json            algorithm, agent/network config, env spec
+//!   trainer_state.json     step counters, RNG and schedule state, environment snapshot: exact resume
+//!   optimizer.safetensors  optimiser moments (resume only)
+//!   replay.safetensors     replay buffer contents (resume only, off-policy agents)
+//! ```
+//!
+//! A folder is written beside its final place (`.<name>.tmp-PID`) and swapped in with renames,
+//! so a crash leaves either the previous checkpoint or the new one, never a half-written mix.
+
+use crate::error::{Error, Result};
+use crate::fs::{read_json, write_atomic, write_json_atomic};
+use crate::replay::RawArray;
+use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const REPLAY_FILE: &str = "replay.safetensors";
+
+/// Serialises named arrays into safetensors bytes with optional `__metadata__`.
+pub fn safetensors_bytes(
+    arrays: &BTreeMap<String, RawArray>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = arrays
+        .iter()
+        .map(|(k, a)| {
+            safetensors::tensor::TensorView::new(a.dtype, a.shape.clone(), &a.bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::Training(format!("tensor `{k}` cannot be serialised: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::Training(format!("safetensors serialisation failed: {e}")))
+}
+
+/// Writes named arrays to a safetensors file atomically.
+pub fn write_safetensors(
+    path: &Path,
+    arrays: &BTreeMap<String, RawArray>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(arrays, metadata)?)
+}
+
+/// Reads every array and the `__metadata__` of a safetensors file.
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, RawArray>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::data(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::data(path, format!("unreadable safetensors header: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        out.insert(
+            name,
+            RawArray {
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                bytes: view.data().to_vec(),
+            },
+        );
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// A candle tensor as raw little-endian bytes (f32, f64, i64, u32, u8, f16, bf16).
+pub fn tensor_to_raw(t: &Tensor) -> Result<RawArray> {
+    let shape = t.dims().to_vec();
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => RawArray::f32(shape, &flat.to_vec1::<f32>()?),
+        DType::I64 => RawArray::i64(shape, &flat.to_vec1::<i64>()?),
+        DType::F64 => RawArray {
+            dtype: safetensors::Dtype::F64,
+            shape,
+            bytes: flat
+                .to_vec1::<f64>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        DType::U32 => RawArray {
+            dtype: safetensors::Dtype::U32,
+            shape,
+            bytes: flat
+                .to_vec1::<u32>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        DType::U8 => RawArray {
+            dtype: safetensors::Dtype::U8,
+            shape,
+            bytes: flat.to_vec1::<u8>()?,
+        },
+        DType::F16 => RawArray {
+            dtype: safetensors::Dtype::F16,
+            shape,
+            bytes: flat
+                .to_vec1::<half::f16>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        DType::BF16 => RawArray {
+            dtype: safetensors::Dtype::BF16,
+            shape,
+            bytes: flat
+                .to_vec1::<half::bf16>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        other => {
+            return Err(Error::Training(format!(
+                "tensors of dtype {other:?} cannot be checkpointed"
+            )))
+        }
+    })
+}
+
+/// Raw bytes back to a candle tensor of the same dtype (no silent conversion).
+pub fn raw_to_tensor(name: &str, a: &RawArray, device: &Device) -> Result<Tensor> {
+    use safetensors::Dtype as S;
+    let (dtype, width) = match a.dtype {
+        S::F32 => (DType::F32, 4),
+        S::F64 => (DType::F64, 8),
+        S::I64 => (DType::I64, 8),
+        S::U32 => (DType::U32, 4),
+        S::U8 | S::BOOL => (DType::U8, 1),
+        S::F16 => (DType::F16, 2),
+        S::BF16 => (DType::BF16, 2),
+        other => {
+            return Err(Error::Training(format!(
+                "tensor `{name}` has dtype {other:?}, which this platform does not read"
+            )))
+        }
+    };
+    let elems: usize = a.shape.iter().product();
+    if a.bytes.len() != elems * width {
+        return Err(Error::Training(format!(
+            "tensor `{name}`: {} bytes for shape {:?} of {:?}",
+            a.bytes.len(),
+            a.shape,
+            a.dtype
+        )));
+    }
+    Ok(Tensor::from_raw_buffer(&a.bytes, dtype, &a.shape, device)?)
+}
+
+/// Tensors by name → raw arrays.
+pub fn tensors_to_raw(tensors: &HashMap<String, Tensor>) -> Result<BTreeMap<String, RawArray>> {
+    tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), tensor_to_raw(t)?)))
+        .collect()
+}
+
+/// Raw arrays → tensors by name on `device`.
+pub fn raw_to_tensors(
+    arrays: &BTreeMap<String, RawArray>,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    arrays
+        .iter()
+        .map(|(k, a)| Ok((k.clone(), raw_to_tensor(k, a, device)?)))
+        .collect()
+}
+
+/// Everything a checkpoint folder holds.
+#[derive(Default)]
+pub struct CheckpointData {
+    pub config: serde_json::Value,
+    pub model: BTreeMap<String, RawArray>,
+    pub trainer_state: Option<serde_json::Value>,
+    pub optimizer: Option<BTreeMap<String, RawArray>>,
+    pub replay: Option<BTreeMap<String, RawArray>>,
+}
+
+fn sibling(dir: &Path, tag: &str) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    dir.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
+}
+
+/// Writes a checkpoint folder atomically (see the module docs).
+pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
+    let tmp = sibling(dir, "tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            crate::fs::create_dir_all(parent)?;
+        }
+    }
+    crate::fs::create_dir_all(&tmp)?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert("config".to_string(), data.config.to_string());
+    write_safetensors(&tmp.join(MODEL_FILE), &data.model, Some(meta))?;
+    write_json_atomic(&tmp.join(CONFIG_FILE), &data.config)?;
+    if let Some(s) = &data.trainer_state {
+        write_json_atomic(&tmp.join(TRAINER_STATE_FILE), s)?;
+    }
+    if let Some(o) = &data.optimizer {
+        write_safetensors(&tmp.join(OPTIMIZER_FILE), o, None)?;
+    }
+    if let Some(r) = &data.replay {
+        write_safetensors(&tmp.join(REPLAY_FILE), r, None)?;
+    }
+    // Keep files that live beside the checkpoint (metrics, plots) across the swap.
+    if dir.exists() {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name();
+            let target = tmp.join(&name);
+            if !target.exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
+        let old = sibling(dir, "old");
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    } else {
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint folder. Missing resume-only files are `None`.
+pub fn load(dir: &Path) -> Result<CheckpointData> {
+    if !dir.is_dir() {
+        return Err(Error::data(
+            dir,
+            "not a checkpoint folder (expected a directory with model.safetensors and config.json)",
+        ));
+    }
+    let config: serde_json::Value = read_json(&dir.join(CONFIG_FILE))?;
+    let (model, _) = read_safetensors(&dir.join(MODEL_FILE))?;
+    let opt = |name: &str| -> Result<Option<BTreeMap<String, RawArray>>> {
+        let p = dir.join(name);
+        Ok(if p.exists() {
+            Some(read_safetensors(&p)?.0)
+        } else {
+            None
+        })
+    };
+    let ts = dir.join(TRAINER_STATE_FILE);
+    Ok(CheckpointData {
+        config,
+        model,
+        trainer_state: if ts.exists() {
+            Some(read_json(&ts)?)
+        } else {
+            None
+        },
+        optimizer: opt(OPTIMIZER_FILE)?,
+        replay: opt(REPLAY_FILE)?,
+    })
+}
+
+/// Compares tensors found in a file with the ones a model expects and lists every mismatch
+/// (missing, unexpected, wrong shape, wrong dtype) at once.
+pub fn check_tensors(
+    source: &Path,
+    expected: &BTreeMap<String, (Vec<usize>, safetensors::Dtype)>,
+    found: &BTreeMap<String, RawArray>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, (shape, dtype)) in expected {
+        match found.get(name) {
+            None => problems.push(format!(
+                "missing tensor `{name}` (expected {dtype:?} {shape:?})"
+            )),
+            Some(a) if &a.shape != shape || a.dtype != *dtype => problems.push(format!(
+                "tensor `{name}`: expected {dtype:?} {shape:?}, found {:?} {:?}",
+                a.dtype, a.shape
+            )),
+            _ => {}
+        }
+    }
+    for name in found.keys() {
+        if !expected.contains_key(name) {
+            problems.push(format!("unexpected tensor `{name}`"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::data(
+            source,
+            format!(
+                "{} problem(s):\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            ),
+        ))
+    }
+}
+
+/// `reincarnate inspect` of a checkpoint folder: config, step and a tensor table.
+pub fn describe(dir: &Path) -> Result<String> {
+    let data = load(dir)?;
+    let mut out = format!("checkpoint {}\n", dir.display());
+    if let Some(algo) = data.config.get("algorithm").and_then(|v| v.as_str()) {
+        out.push_str(&format!("algorithm: {algo}\n"));
+    }
+    if let Some(env) = data
+        .config
+        .pointer("/env/config/id")
+        .and_then(|v| v.as_str())
+    {
+        out.push_str(&format!("env: {env}\n"));
+    }
+    if let Some(ts) = &data.trainer_state {
+        for key in ["step", "episodes", "updates"] {
+            if let Some(v) = ts.get(key) {
+                out.push_str(&format!("{key}: {v}\n"));
+            }
+        }
+    } else {
+        out.push_str("trainer state: none (weights only; cannot resume)\n");
+    }
+    out.push_str(&format!(
+        "optimizer state: {}\nreplay buffer: {}\n\n",
+        if data.optimizer.is_some() {
+            "yes"
+        } else {
+            "no"
+        },
+        if data.replay.is_some() { "yes" } else { "no" }
+    ));
+    let rows: Vec<Vec<String>> = data
+        .model
+        .iter()
+        .map(|(k, a)| {
+            vec![
+                k.clone(),
+                format!("{:?}", a.dtype),
+                format!("{:?}", a.shape),
+                a.shape.iter().product::<usize>().to_string(),
+            ]
+        })
+        .collect();
+    let total: usize = data
+        .model
+        .values()
+        .map(|a| a.shape.iter().product::<usize>())
+        .sum();
+    out.push_str(&crate::report::table(
+        &["tensor", "dtype", "shape", "numel"],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "\n{} tensors, {total} parameters\n\nconfig:\n{}\n",
+        data.model.len(),
+        serde_json::to_string_pretty(&data.config).unwrap_or_default()
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CheckpointData {
+        let mut model = BTreeMap::new();
+        model.insert(
+            "q.0.weight".into(),
+            RawArray::f32(vec![2, 3], &[1., 2., 3., 4., 5., 6.]),
+        );
+        model.insert("q.0.bias".into(), RawArray::f32(vec![2], &[0.5, -0.5]));
+        CheckpointData {
+            config: serde_json::json!({"algorithm": "dqn"}),
+            model,
+            trainer_state: Some(serde_json::json!({"step": 10})),
+            optimizer: None,
+            replay: None,
+        }
+    }
+
+    #[test]
+    fn save_load_round_trip_with_metadata_and_atomic_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("ck");
+        save(&ck, &sample()).unwrap();
+        std::fs::write(ck.join("metrics.jsonl"), "{}\n").unwrap();
+        let mut second = sample();
+        second.trainer_state = Some(serde_json::json!({"step": 20}));
+        save(&ck, &second).unwrap();
+        let back = load(&ck).unwrap();
+        assert_eq!(back.model, second.model);
+        assert_eq!(back.trainer_state.unwrap()["step"], 20);
+        assert!(
+            ck.join("metrics.jsonl").exists(),
+            "side files survive the swap"
+        );
+        let (_, meta) = read_safetensors(&ck.join(MODEL_FILE)).unwrap();
+        assert_eq!(meta["format"], "pt");
+        assert!(meta["config"].contains("dqn"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[test]
+    fn mismatches_are_all_reported() {
+        let data = sample();
+        let mut expected = BTreeMap::new();
+        expected.insert(
+            "q.0.weight".to_string(),
+            (vec![3, 3], safetensors::Dtype::F32),
+        );
+        expected.insert(
+            "q.1.weight".to_string(),
+            (vec![1, 2], safetensors::Dtype::F32),
+        );
+        let e = check_tensors(Path::new("m.safetensors"), &expected, &data.model)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m.safetensors"), "{e}");
+        assert!(
+            e.contains("`q.0.weight`: expected F32 [3, 3], found F32 [2, 3]"),
+            "{e}"
+        );
+        assert!(e.contains("missing tensor `q.1.weight`"), "{e}");
+        assert!(e.contains("unexpected tensor `q.0.bias`"), "{e}");
+    }
+
+    #[test]
+    fn tensors_round_trip_through_raw_bytes() {
+        let t = Tensor::new(&[[1.5f32, -2.0], [3.25, 0.0]], &Device::Cpu).unwrap();
+        let raw = tensor_to_raw(&t).unwrap();
+        let back = raw_to_tensor("t", &raw, &Device::Cpu).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
+        let bad = RawArray {
+            dtype: safetensors::Dtype::F32,
+            shape: vec![3],
+            bytes: vec![0; 8],
+        };
+        assert!(raw_to_tensor("bad", &bad, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        std::fs::write(&p, b"not safetensors at all").unwrap();
+        let e = read_safetensors(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("not a valid safetensors"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Uniform experience replay (Mnih et al. 2015) with optional n-step returns (Sutton 1988;
+//! Hessel et al. 2018). Transitions are stored in flat ring buffers; sampling draws indices from
+//! the platform [`Rng`], so a run is reproducible and a saved buffer resumes exactly.
+//!
+//! n-step targets assume the transitions of one environment are stored consecutively (one
+//! environment per buffer, as in CleanRL's and Dopamine's DQN): for a sampled index `i` the
+//! return is `Σ_{k<m} γᵏ r_{i+k}` where `m ≤ n` stops at the first terminated or truncated
+//! transition or at the newest stored one; the bootstrap observation is `next_obs_{i+m−1}` with
+//! discount `γᵐ`, or 0 if that transition terminated.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use std::collections::HashMap;
+
+/// Stored actions: discrete indices, or continuous rows of `dim` values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActionStore {
+    Discrete(Vec<i64>),
+    Continuous { dim: usize, values: Vec<f32> },
+}
+
+/// A sampled minibatch, as flat row-major arrays.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub size: usize,
+    pub obs: Vec<f32>,
+    pub actions_discrete: Vec<i64>,
+    pub actions_continuous: Vec<f32>,
+    /// n-step discounted reward sums.
+    pub returns: Vec<f32>,
+    /// Observation to bootstrap from.
+    pub next_obs: Vec<f32>,
+    /// `γᵐ` for the bootstrap, or 0 where the episode terminated.
+    pub discounts: Vec<f32>,
+    /// Indices of the sampled transitions (for diagnostics and tests).
+    pub indices: Vec<usize>,
+}
+
+pub struct ReplayBuffer {
+    capacity: usize,
+    obs_dim: usize,
+    obs: Vec<f32>,
+    next_obs: Vec<f32>,
+    actions: ActionStore,
+    rewards: Vec<f32>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+    /// Next write position.
+    pos: usize,
+    len: usize,
+}
+
+impl ReplayBuffer {
+    /// `action_dim = None` for discrete actions.
+    pub fn new(capacity: usize, obs_dim: usize, action_dim: Option<usize>) -> Self {
+        let actions = match action_dim {
+            None => ActionStore::Discrete(vec![0; capacity]),
+            Some(dim) => ActionStore::Continuous {
+                dim,
+                values: vec![0.0; capacity * dim],
+            },
+        };
+        Self {
+            capacity,
+            obs_dim,
+            obs: vec![0.0; capacity * obs_dim],
+            next_obs: vec![0.0; capacity * obs_dim],
+            actions,
+            rewards: vec![0.0; capacity],
+            terminated: vec![false; capacity],
+            truncated: vec![false; capacity],
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+
+    /// Stores one transition. `action_continuous` is used when the buffer holds continuous actions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        obs: &[f32],
+        action_discrete: i64,
+        action_continuous: &[f32],
+        reward: f32,
+        next_obs: &[f32],
+        terminated: bool,
+        truncated: bool,
+    ) {
+        let d = self.obs_dim;
+        let p = self.pos;
+        self.obs[p * d..(p + 1) * d].copy_from_slice(obs);
+        self.next_obs[p * d..(p + 1) * d].copy_from_slice(next_obs);
+        match &mut self.actions {
+            ActionStore::Discrete(a) => a[p] = action_discrete,
+            ActionStore::Continuous { dim, values } => {
+                values[p * *dim..(p + 1) * *dim].copy_from_slice(action_continuous)
+            }
+        }
+        self.rewards[p] = reward;
+        self.terminated[p] = terminated;
+        self.truncated[p] = truncated;
+        self.pos = (p + 1) % self.capacity;
+        self.len = (self.len + 1).min(self.capacity);
+    }
+
+    /// Samples `batch` transitions uniformly with replacement, with `n`-step returns.
+    pub fn sample(&self, batch: usize, n: usize, gamma: f32, rng: &mut Rng) -> Batch {
+        let mut b = Batch::default();
+        self.sample_into(batch, n, gamma, rng, &mut b);
+        b
+    }
+
+    /// As [`sample`](Self::sample), reusing `out`'s allocations.
+    pub fn sample_into(&self, batch: usize, n: usize, gamma: f32, rng: &mut Rng, out: &mut Batch) {
+        assert!(self.len > 0, "sampling from an empty replay buffer");
+        let d = self.obs_dim;
+        out.size = batch;
+        out.obs.clear();
+        out.next_obs.clear();
+        out.actions_discrete.clear();
+        out.actions_continuous.clear();
+        out.returns.clear();
+        out.discounts.clear();
+        out.indices.clear();
+        let newest = (self.pos + self.capacity - 1) % self.capacity;
+        for _ in 0..batch {
+            let i = rng.below(self.len);
+            // With a full ring the oldest entry sits at `pos`; map the draw onto stored slots.
+            let i = if self.len == self.capacity {
+                (self.pos + i) % self.capacity
+            } else {
+                i
+            };
+            out.indices.push(i);
+            out.obs.extend_from_slice(&self.obs[i * d..(i + 1) * d]);
+            match &self.actions {
+                ActionStore::Discrete(a) => out.actions_discrete.push(a[i]),
+                ActionStore::Continuous { dim, values } => out
+                    .actions_continuous
+                    .extend_from_slice(&values[i * dim..(i + 1) * dim]),
+            }
+            let mut ret = 0.0f32;
+            let mut disc = 1.0f32;
+            let mut j = i;
+            let mut terminal = false;
+            for k in 0..n.max(1) {
+                ret += disc * self.rewards[j];
+                disc *= gamma;
+                if self.terminated[j] {
+                    terminal = true;
+                    break;
+                }
+                if self.truncated[j] || j == newest || k + 1 == n.max(1) {
+                    break;
+                }
+                j = (j + 1) % self.capacity;
+            }
+            out.returns.push(ret);
+            out.next_obs
+                .extend_from_slice(&self.next_obs[j * d..(j + 1) * d]);
+            out.discounts.push(if terminal { 0.0 } else { disc });
+        }
+    }
+
+    /// The buffer's contents and position as named arrays (for checkpoints; resume only).
+    pub fn export(&self) -> (HashMap<String, RawArray>, serde_json::Value) {
+        let mut m = HashMap::new();
+        let n = self.capacity;
+        m.insert(
+            "obs".into(),
+            RawArray::f32(vec![n, self.obs_dim], &self.obs),
+        );
+        m.insert(
+            "next_obs".into(),
+            RawArray::f32(vec![n, self.obs_dim], &self.next_obs),
+        );
+        match &self.actions {
+            ActionStore::Discrete(a) => m.insert("action".into(), RawArray::i64(vec![n], a)),
+            ActionStore::Continuous { dim, values } => {
+                m.insert("action".into(), RawArray::f32(vec![n, *dim], values))
+            }
+        };
+        m.insert("reward".into(), RawArray::f32(vec![n], &self.rewards));
+        m.insert(
+            "terminated".into(),
+            RawArray::bool(vec![n], &self.terminated),
+        );
+        m.insert("truncated".into(), RawArray::bool(vec![n], &self.truncated));
+        let state = serde_json::json!({ "pos": self.pos, "len": self.len, "capacity": n });
+        (m, state)
+    }
+
+    /// Restores [`export`](Self::export)ed contents into a buffer of the same shape.
+    pub fn import(
+        &mut self,
+        arrays: &HashMap<String, RawArray>,
+        state: &serde_json::Value,
+    ) -> Result<()> {
+        let get = |k: &str| {
+            arrays
+                .get(k)
+                .ok_or_else(|| Error::Training(format!("replay snapshot lacks `{k}`")))
+        };
+        let cap = state["capacity"].as_u64().unwrap_or(0) as usize;
+        if cap != self.capacity {
+            return Err(Error::Training(format!(
+                "replay snapshot has capacity {cap}, the agent's buffer {}",
+                self.capacity
+            )));
+        }
+        self.obs = get("obs")?.to_f32("obs", self.capacity * self.obs_dim)?;
+        self.next_obs = get("next_obs")?.to_f32("next_obs", self.capacity * self.obs_dim)?;
+        match &mut self.actions {
+            ActionStore::Discrete(a) => *a = get("action")?.to_i64("action", self.capacity)?,
+            ActionStore::Continuous { dim, values } => {
+                *values = get("action")?.to_f32("action", self.capacity * *dim)?
+            }
+        }
+        self.rewards = get("reward")?.to_f32("reward", self.capacity)?;
+        self.terminated = get("terminated")?.to_bool("terminated", self.capacity)?;
+        self.truncated = get("truncated")?.to_bool("truncated", self.capacity)?;
+        self.pos = state["pos"].as_u64().unwrap_or(0) as usize % self.capacity;
+        self.len = (state["len"].as_u64().unwrap_or(0) as usize).min(self.capacity);
+        Ok(())
+    }
+
+    /// Iterates stored transitions oldest first: (obs, discrete action, continuous action,
+    /// reward, next_obs, terminated, truncated). Used to dump the buffer as a dataset.
+    pub fn iter_ordered(
+        &self,
+    ) -> impl Iterator<Item = (&[f32], i64, &[f32], f32, &[f32], bool, bool)> {
+        let start = if self.len == self.capacity {
+            self.pos
+        } else {
+            0
+        };
+        let d = self.obs_dim;
+        (0..self.len).map(move |k| {
+            let i = (start + k) % self.capacity;
+            let (ad, ac): (i64, &[f32]) = match &self.actions {
+                ActionStore::Discrete(a) => (a[i], &[]),
+                ActionStore::Continuous { dim, values } => (0, &values[i * dim..(i + 1) * dim]),
+            };
+            (
+                &self.obs[i * d..(i + 1) * d],
+                ad,
+                ac,
+                self.rewards[i],
+                &self.next_obs[i * d..(i + 1) * d],
+                self.terminated[i],
+                self.truncated[i],
+            )
+        })
+    }
+}
+
+/// A named array of raw little-endian bytes, the unit of safetensors files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawArray {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl RawArray {
+    pub fn f32(shape: Vec<usize>, v: &[f32]) -> Self {
+        Self {
+            dtype: safetensors::Dtype::F32,
+            shape,
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+    pub fn i64(shape: Vec<usize>, v: &[i64]) -> Self {
+        Self {
+            dtype: safetensors::Dtype::I64,
+            shape,
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+    pub fn bool(shape: Vec<usize>, v: &[bool]) -> Self {
+        Self {
+            dtype: safetensors::Dtype::BOOL,
+            shape,
+            bytes: v.iter().map(|&b| u8::from(b)).collect(),
+        }
+    }
+    fn check(
+        &self,
+        name: &str,
+        dtype: safetensors::Dtype,
+        elems: usize,
+        width: usize,
+    ) -> Result<()> {
+        if self.dtype != dtype || self.bytes.len() != elems * width {
+            return Err(Error::Training(format!(
+                "replay snapshot `{name}`: expected {elems} values of {dtype:?}, found {:?} with {} bytes",
+                self.dtype,
+                self.bytes.len()
+            )));
+        }
+        Ok(())
+    }
+    pub fn to_f32(&self, name: &str, elems: usize) -> Result<Vec<f32>> {
+        self.check(name, safetensors::Dtype::F32, elems, 4)?;
+        Ok(self
+            .bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+    pub fn to_i64(&self, name: &str, elems: usize) -> Result<Vec<i64>> {
+        self.check(name, safetensors::Dtype::I64, elems, 8)?;
+        Ok(self
+            .bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect())
+    }
+    pub fn to_bool(&self, name: &str, elems: usize) -> Result<Vec<bool>> {
+        self.check(name, safetensors::Dtype::BOOL, elems, 1)?;
+        Ok(self.bytes.iter().map(|&b| b != 0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(rewards: &[f32], ends: &[(usize, bool)]) -> ReplayBuffer {
+        let mut rb = ReplayBuffer::new(16, 1, None);
+        for (i, &r) in rewards.iter().enumerate() {
+            let term = ends.iter().any(|&(j, t)| j == i && t);
+            let trunc = ends.iter().any(|&(j, t)| j == i && !t);
+            rb.push(
+                &[i as f32],
+                i as i64,
+                &[],
+                r,
+                &[(i + 1) as f32],
+                term,
+                trunc,
+            );
+        }
+        rb
+    }
+
+    #[test]
+    fn n_step_returns_stop_at_terminal_truncation_and_newest() {
+        // transitions 0..6, terminal at 2, truncation at 4
+        let rb = filled(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0], &[(2, true), (4, false)]);
+        let g = 0.5f32;
+        let mut rng = Rng::seed_from_u64(0);
+        let b = rb.sample(400, 3, g, &mut rng);
+        for k in 0..b.size {
+            let i = b.indices[k];
+            let (ret, next, disc) = match i {
+                0 => (1.0 + g * 2.0 + g * g * 4.0, 3.0, 0.0), // hits the terminal at 2
+                1 => (2.0 + g * 4.0, 3.0, 0.0),
+                2 => (4.0, 3.0, 0.0),
+                3 => (8.0 + g * 16.0, 5.0, g * g), // truncation at 4: bootstrap from next_obs(4)
+                4 => (16.0, 5.0, g),
+                5 => (32.0, 6.0, g), // newest transition
+                _ => unreachable!(),
+            };
+            assert!(
+                (b.returns[k] - ret).abs() < 1e-6,
+                "index {i}: {} vs {ret}",
+                b.returns[k]
+            );
+            assert_eq!(b.next_obs[k], next, "index {i}");
+            assert!((b.discounts[k] - disc).abs() < 1e-7, "index {i}");
+            assert_eq!(b.obs[k], i as f32);
+            assert_eq!(b.actions_discrete[k], i as i64);
+        }
+        let mut seen: Vec<usize> = b.indices.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn ring_overwrites_oldest_and_one_step_is_plain_td() {
+        let mut rb = ReplayBuffer::new(4, 1, None);
+        for i in 0..10 {
+            rb.push(
+                &[i as f32],
+                0,
+                &[],
+                i as f32,
+                &[i as f32 + 1.0],
+                false,
+                false,
+            );
+        }
+        assert_eq!(rb.len(), 4);
+        let ordered: Vec<f32> = rb.iter_ordered().map(|t| t.0[0]).collect();
+        assert_eq!(ordered, vec![6.0, 7.0, 8.0, 9.0]);
+        let b = rb.sample(100, 1, 0.9, &mut Rng::seed_from_u64(1));
+        for k in 0..b.size {
+            assert!(b.obs[k] >= 6.0);
+            assert_eq!(b.returns[k], b.obs[k]);
+            assert_eq!(b.next_obs[k], b.obs[k] + 1.0);
+            assert!((b.discounts[k] - 0.9).abs() < 1e-7);
+        }
+    }
+
+    #[test]
+    fn export_import_round_trips() {
+        let mut rb = ReplayBuffer::new(8, 2, Some(1));
+        for i in 0..11 {
+            let x = i as f32;
+            rb.push(
+                &[x, -x],
+                0,
+                &[x * 0.1],
+                x,
+                &[x + 1.0, -x - 1.0],
+                i % 5 == 4,
+                false,
+            );
+        }
+        let (arrays, state) = rb.export();
+        let mut other = ReplayBuffer::new(8, 2, Some(1));
+        other.import(&arrays, &state).unwrap();
+        let a = rb.sample(32, 3, 0.99, &mut Rng::seed_from_u64(5));
+        let b = other.sample(32, 3, 0.99, &mut Rng::seed_from_u64(5));
+        assert_eq!(a.obs, b.obs);
+        assert_eq!(a.returns, b.returns);
+        assert_eq!(a.actions_continuous, b.actions_continuous);
+        let mut wrong = ReplayBuffer::new(4, 2, Some(1));
+        assert!(wrong.import(&arrays, &state).is_err());
+    }
+}

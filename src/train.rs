@@ -1,0 +1,357 @@
+//! The online training loop every agent trains in (CleanRL-style, in plain sight):
+//! act → step → observe → update → log → evaluate → checkpoint, with exact resume.
+//!
+//! Outputs go to the checkpoint folder (`--out`): the checkpoint files, `metrics.jsonl`,
+//! `eval.json` (the last evaluation) and `learning_curve.svg`.
+//!
+//! Exact resume: the checkpoint's `trainer_state.json` holds the loop counters, the training
+//! environment's full snapshot and the agent's RNG/schedule state; `optimizer.safetensors` and
+//! `replay.safetensors` hold the rest. On CPU a resumed run's final weights equal an
+//! uninterrupted run's bit for bit (tested in `tests/train_resume.rs`).
+
+use crate::agents::{Agent, Experience, Metrics};
+use crate::checkpoint::{self, CheckpointData};
+use crate::envs::{EnvConfig, TaskFamily, TaskSet, VecEnv};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate_tasks, ActionBuf, EvalReport, Policy};
+use crate::report::metrics::{read_series, MetricsLog};
+use crate::report::plot::{line_plot, smooth, Series};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Loop settings (the agent's own hyperparameters live in its config).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Environment steps to train for.
+    #[serde(default = "d_steps")]
+    pub steps: u64,
+    /// Task index to train on (default: the family's first training task).
+    #[serde(default)]
+    pub task: Option<usize>,
+    /// Greedy evaluation every this many steps (0: only at the end).
+    #[serde(default = "d_eval_interval")]
+    pub eval_interval: u64,
+    #[serde(default = "d_eval_episodes")]
+    pub eval_episodes: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    #[serde(default = "d_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// Train metrics are logged every this many steps.
+    #[serde(default = "d_log_interval")]
+    pub log_interval: u64,
+    /// Show a progress bar (off in tests).
+    #[serde(default = "d_true")]
+    pub progress: bool,
+}
+
+fn d_steps() -> u64 {
+    100_000
+}
+fn d_eval_interval() -> u64 {
+    10_000
+}
+fn d_eval_episodes() -> usize {
+    10
+}
+fn d_checkpoint_interval() -> u64 {
+    50_000
+}
+fn d_log_interval() -> u64 {
+    1_000
+}
+fn d_true() -> bool {
+    true
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        crate::config::from_table(toml::Table::new(), "defaults").expect("defaults deserialise")
+    }
+}
+
+/// What a finished (or stopped) training run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub step: u64,
+    pub episodes: u64,
+    pub final_eval: Option<EvalReport>,
+    pub out: PathBuf,
+    pub steps_per_second: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    episodes: u64,
+    evals: u64,
+    venv: serde_json::Value,
+    agent: serde_json::Value,
+}
+
+/// The agent acting greedily, as a [`Policy`] for evaluation.
+pub struct GreedyPolicy<'a> {
+    pub agent: &'a mut dyn Agent,
+    pub step: u64,
+}
+
+impl Policy for GreedyPolicy<'_> {
+    fn name(&self) -> String {
+        format!("{} (greedy)", self.agent.algorithm())
+    }
+    fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+        self.agent.act(obs, false, self.step, actions)
+    }
+}
+
+fn eval_now(
+    agent: &mut dyn Agent,
+    family: &TaskFamily,
+    task: usize,
+    cfg: &LoopConfig,
+    seed: u64,
+    step: u64,
+    k: u64,
+) -> Result<EvalReport> {
+    let eval_seed = crate::rng::derive_seed(seed ^ 0xE7A1, k);
+    let mut policy = GreedyPolicy { agent, step };
+    evaluate_tasks(
+        family,
+        &[task],
+        "train",
+        cfg.eval_episodes,
+        eval_seed,
+        &mut policy,
+    )
+}
+
+/// Trains `agent` on `env` and writes everything under `out`. With `resume`, continues from the
+/// checkpoint in `out`.
+pub fn train(
+    agent: &mut dyn Agent,
+    env: &EnvConfig,
+    cfg: &LoopConfig,
+    seed: u64,
+    out: &Path,
+    resume: bool,
+) -> Result<TrainSummary> {
+    let family = TaskFamily::new(env)?;
+    let task = cfg.task.unwrap_or_else(|| family.tasks(TaskSet::Train)[0]);
+    if task >= family.num_tasks() {
+        return Err(Error::Config(format!(
+            "task {task} does not exist in `{}` (0..{})",
+            env.id,
+            family.num_tasks()
+        )));
+    }
+    let mut venv = VecEnv::new(&family, &[task], seed)?;
+    venv.reset();
+    let (mut step, mut episodes, mut evals) = (0u64, 0u64, 0u64);
+    if resume {
+        let data = checkpoint::load(out)?;
+        let ts = data.trainer_state.clone().ok_or_else(|| {
+            Error::data(
+                out,
+                "no trainer_state.json: this checkpoint holds weights only and cannot be resumed",
+            )
+        })?;
+        let st: LoopState = serde_json::from_value(ts["loop"].clone()).map_err(|e| {
+            Error::data(
+                out.join(checkpoint::TRAINER_STATE_FILE),
+                format!("malformed loop state: {e}"),
+            )
+        })?;
+        agent.load(&data)?;
+        venv.restore(&st.venv)?;
+        (step, episodes, evals) = (st.step, st.episodes, st.evals);
+        if step >= cfg.steps {
+            return Err(Error::Config(format!(
+                "the checkpoint in {} is already at step {step}; pass a larger --steps to continue",
+                out.display()
+            )));
+        }
+    }
+    crate::fs::create_dir_all(out)?;
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resume.then_some(step))?;
+    let n_actions_space = family.spec().action_space.clone();
+    let mut actions = ActionBuf::for_space(&n_actions_space, 1);
+    let mut obs = venv.obs().to_vec();
+    let bar = crate::report::progress_bar(
+        cfg.steps,
+        &format!("train {} {}", agent.algorithm(), env.id),
+    );
+    if !cfg.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_position(step);
+    let start = std::time::Instant::now();
+    let start_step = step;
+    let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut last_train: Option<Metrics> = None;
+    let mut last_eval: Option<EvalReport> = None;
+
+    let save = |agent: &dyn Agent,
+                venv: &VecEnv,
+                step: u64,
+                episodes: u64,
+                evals: u64,
+                log: &mut MetricsLog|
+     -> Result<()> {
+        log.flush()?;
+        let mut data: CheckpointData = agent.save(true)?;
+        let agent_state = data.trainer_state.take().unwrap_or(serde_json::Value::Null);
+        let loop_state = LoopState {
+            step,
+            episodes,
+            evals,
+            venv: venv.snapshot()?,
+            agent: serde_json::Value::Null,
+        };
+        data.trainer_state = Some(serde_json::json!({
+            "step": step,
+            "episodes": episodes,
+            "seed": seed,
+            "loop": loop_state,
+            "agent": agent_state,
+            "loop_config": cfg,
+        }));
+        checkpoint::save(out, &data)?;
+        // The save swapped the folder: keep appending to the new copy of metrics.jsonl.
+        log.reopen()
+    };
+
+    while step < cfg.steps {
+        agent.act(&obs, true, step, &mut actions)?;
+        venv.step(actions.as_batch())?;
+        agent.observe(&Experience {
+            obs: &obs,
+            actions: &actions,
+            rewards: venv.rewards(),
+            next_obs: venv.next_obs(),
+            terminated: venv.terminated(),
+            truncated: venv.truncated(),
+        })?;
+        step += 1;
+        obs.copy_from_slice(venv.obs());
+        for end in venv.finished() {
+            episodes += 1;
+            recent.push_back(end.ret);
+            if recent.len() > 20 {
+                recent.pop_front();
+            }
+            log.log(
+                step,
+                "episode",
+                &BTreeMap::from([
+                    ("return".to_string(), end.ret),
+                    ("length".to_string(), end.length as f64),
+                ]),
+            )?;
+        }
+        match agent.update(step) {
+            Ok(Some(m)) => last_train = Some(m),
+            Ok(None) => {}
+            Err(Error::Training(msg)) => {
+                log.flush()?;
+                return Err(Error::Training(format!(
+                    "{msg} at step {step}; training stopped. The last good checkpoint in {} is kept \
+                     (resume it with --resume, perhaps with a lower learning rate)",
+                    out.display()
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        if cfg.log_interval > 0 && step % cfg.log_interval == 0 {
+            if let Some(m) = &last_train {
+                let mut m = m.clone();
+                m.extend(agent.diagnostics()?);
+                log.log(step, "train", &m)?;
+            }
+            let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+            bar.set_message(format!("return {mean:.1} ({episodes} episodes)"));
+        }
+        bar.set_position(step);
+        let final_step = step == cfg.steps;
+        if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0) || final_step {
+            let r = eval_now(agent, &family, task, cfg, seed, step, evals)?;
+            evals += 1;
+            log.log(
+                step,
+                "eval",
+                &BTreeMap::from([
+                    ("return".to_string(), r.mean_return),
+                    ("stderr".to_string(), r.stderr),
+                    ("length".to_string(), r.mean_length),
+                ]),
+            )?;
+            last_eval = Some(r);
+        }
+        if (cfg.checkpoint_interval > 0 && step % cfg.checkpoint_interval == 0) || final_step {
+            save(agent, &venv, step, episodes, evals, &mut log)?;
+        }
+    }
+    bar.finish_and_clear();
+    log.flush()?;
+    if let Some(r) = &last_eval {
+        crate::fs::write_json_atomic(&out.join("eval.json"), r)?;
+    }
+    draw_learning_curve(out, &format!("{} on {}", agent.algorithm(), env.id))?;
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(TrainSummary {
+        step,
+        episodes,
+        final_eval: last_eval,
+        out: out.to_path_buf(),
+        steps_per_second: (step - start_step) as f64 / el,
+    })
+}
+
+/// `learning_curve.svg` from `metrics.jsonl`: smoothed training episode returns and the greedy
+/// evaluation returns against environment steps.
+pub fn draw_learning_curve(dir: &Path, title: &str) -> Result<()> {
+    let metrics = dir.join("metrics.jsonl");
+    let episodes = read_series(&metrics, "episode", "return")?;
+    let evals = read_series(&metrics, "eval", "return")?;
+    let mut series = vec![Series::line(
+        "episode return (moving avg 20)",
+        smooth(&episodes, 20),
+    )];
+    if !evals.is_empty() {
+        series.push(Series::line("greedy evaluation", evals));
+    }
+    line_plot(
+        &dir.join("learning_curve.svg"),
+        title,
+        "environment steps",
+        "return",
+        &series,
+    )
+}
+
+/// A training job as written in TOML (`train --config FILE`, or a `kind = "train"` stage).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    pub env: crate::envs::EnvRef,
+    pub algo: String,
+    /// The agent's hyperparameters (its paper defaults where absent).
+    #[serde(default)]
+    pub agent: toml::Table,
+    #[serde(default, rename = "loop")]
+    pub train_loop: LoopConfig,
+}
+
+/// Builds the agent of `spec` and trains it into `out`.
+pub fn run_train(
+    spec: &TrainSpec,
+    seed: u64,
+    device: &candle_core::Device,
+    out: &Path,
+    resume: bool,
+) -> Result<TrainSummary> {
+    let env = spec.env.config();
+    let family = TaskFamily::new(&env)?;
+    let mut agent = crate::agents::build(&spec.algo, &spec.agent, family.spec(), device, seed)?;
+    train(agent.as_mut(), &env, &spec.train_loop, seed, out, resume)
+}

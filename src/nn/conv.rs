@@ -1,0 +1,190 @@
+//! 2-d convolution over NCHW tensors with PyTorch's parameter names and default initialisation.
+
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::nn::init::Init;
+use crate::nn::params::ParamPath;
+use crate::nn::spectral_norm::{SnMode, SpectralNorm};
+
+/// `y = conv(x, w) + b` for `x` `(batch, in, h, w)`, kernel `w` `[out, in, k, k]`, `b` `[out]`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
+    let y = x.conv2d(w, padding, stride, 1, 1)?;
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// A square-kernel convolution: `<path>.weight` `[out, in, k, k]` and `<path>.bias` `[out]`,
+/// initialised U(-1/√(in·k·k), 1/√(in·k·k)) as PyTorch's `nn.Conv2d`; optionally spectrally
+/// normalised (the kernel viewed as an `[out, in·k·k]` matrix).
+pub struct Conv2d {
+    name: String,
+    weight: Var,
+    bias: Var,
+    stride: usize,
+    padding: usize,
+    sn: Option<SpectralNorm>,
+}
+
+/// Size of a convolution's output side for an input side `size`.
+pub fn conv_out_size(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    (size + 2 * padding)
+        .checked_sub(kernel)
+        .map(|d| d / stride.max(1) + 1)
+}
+
+impl Conv2d {
+    /// The MinAtar network's convolution uses `kernel = 3, stride = 1, padding = 0`.
+    pub fn new(
+        mut p: ParamPath<'_>,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        sn: SnMode,
+    ) -> Result<Self> {
+        let init = Init::torch_default(in_channels * kernel * kernel);
+        let weight = p.var("weight", &[out_channels, in_channels, kernel, kernel], init)?;
+        let bias = p.var("bias", &[out_channels], init)?;
+        let sn = match sn {
+            SnMode::Off => None,
+            mode => Some(SpectralNorm::new(&mut p, &weight, mode)?),
+        };
+        Ok(Self {
+            name: p.prefix().to_string(),
+            weight,
+            bias,
+            stride,
+            padding,
+            sn,
+        })
+    }
+
+    /// Forward pass on NCHW input; `train` runs the spectral-norm power iteration (if any).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let bias = Some(self.bias.as_tensor());
+        let Some(sn) = &self.sn else {
+            return Ok(conv2d(
+                x,
+                self.weight.as_tensor(),
+                bias,
+                self.stride,
+                self.padding,
+            )?);
+        };
+        let applied = sn.apply(self.weight.as_tensor(), train)?;
+        let y = conv2d(x, &applied.weight, bias, self.stride, self.padding)?;
+        Ok(match applied.output_divisor {
+            Some(s) => y.broadcast_div(&s)?,
+            None => y,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+    pub fn bias(&self) -> &Var {
+        &self.bias
+    }
+    pub fn spectral_norm(&self) -> Option<&SpectralNorm> {
+        self.sn.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::params::ParamStore;
+    use candle_core::Device;
+
+    #[test]
+    fn shapes_names_and_a_hand_computed_output() {
+        let mut store = ParamStore::new(&Device::Cpu, 0);
+        let c = Conv2d::new(store.pp("q").pp(0), 4, 16, 3, 1, 0, SnMode::Off).unwrap();
+        assert_eq!(c.name(), "q.0");
+        assert_eq!(store.get("q.0.weight").unwrap().dims(), &[16, 4, 3, 3]);
+        let x = Tensor::zeros((2, 4, 10, 10), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(c.forward(&x).unwrap().dims(), &[2, 16, 8, 8]);
+        assert_eq!(conv_out_size(10, 3, 1, 0), Some(8));
+        // 1 channel, 3×3 input, 2×2 kernel of ones, bias 0.5: sums of 2×2 windows + 0.5
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 9., &dev)
+            .unwrap()
+            .reshape((1, 1, 3, 3))
+            .unwrap();
+        let w = Tensor::ones((1, 1, 2, 2), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::new(&[0.5f32], &dev).unwrap();
+        let y: Vec<f32> = conv2d(&x, &w, Some(&b), 1, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(y, vec![8.5, 12.5, 20.5, 24.5]);
+    }
+
+    /// f64 central differences against backprop for input, kernel and bias.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(4);
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+        let shapes: [&[usize]; 3] = [&[2, 2, 5, 4], &[3, 2, 3, 3], &[3]];
+        let vals: Vec<Vec<f64>> = shapes.iter().map(|s| draw(s.iter().product())).collect();
+        let r = Tensor::from_vec(draw(2 * 3 * 3 * 2), (2, 3, 3, 2), &dev).unwrap();
+        let loss = |t: &[Tensor]| -> Tensor {
+            let y = conv2d(&t[0], &t[1], Some(&t[2]), 1, 0).unwrap();
+            (y.tanh().unwrap() * &r).unwrap().sum_all().unwrap()
+        };
+        let vars: Vec<Var> = (0..3)
+            .map(|i| Var::from_vec(vals[i].clone(), shapes[i], &dev).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let grads = loss(&ts).backward().unwrap();
+        for k in 0..3 {
+            let g: Vec<f64> = grads
+                .get(&ts[k])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for i in 0..vals[k].len() {
+                let eval = |d: f64| {
+                    let t: Vec<Tensor> = (0..3)
+                        .map(|j| {
+                            let mut v = vals[j].clone();
+                            if j == k {
+                                v[i] += d;
+                            }
+                            Tensor::from_vec(v, shapes[j], &dev).unwrap()
+                        })
+                        .collect();
+                    loss(&t).to_scalar::<f64>().unwrap()
+                };
+                let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
+                assert!(
+                    (fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()),
+                    "param {k} [{i}]: {fd} vs {}",
+                    g[i]
+                );
+            }
+        }
+    }
+}

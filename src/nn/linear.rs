@@ -1,0 +1,185 @@
+//! Fully connected layer with PyTorch's parameter names and default initialisation.
+
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::nn::init::Init;
+use crate::nn::params::ParamPath;
+use crate::nn::spectral_norm::{SnMode, SpectralNorm};
+
+/// `y = x Wᵀ + b` for `x` of shape `(…, in)`, `w` `[out, in]`, `b` `[out]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let y = if dims.len() == 2 {
+        x.matmul(&w.t()?)?
+    } else {
+        let inp = dims.last().copied().unwrap_or(1);
+        let rows = x.elem_count() / inp.max(1);
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = w.dim(0)?;
+        }
+        x.reshape((rows, inp))?.matmul(&w.t()?)?.reshape(out_dims)?
+    };
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// A linear layer: parameters `<path>.weight` `[out, in]` and `<path>.bias` `[out]`, both
+/// initialised U(-1/√in, 1/√in) as PyTorch's `nn.Linear`; optionally spectrally normalised.
+pub struct Linear {
+    name: String,
+    weight: Var,
+    bias: Option<Var>,
+    sn: Option<SpectralNorm>,
+}
+
+impl Linear {
+    /// A layer with bias, PyTorch default init, and spectral norm `sn` (`SnMode::Off`: none).
+    pub fn new(
+        mut p: ParamPath<'_>,
+        in_features: usize,
+        out_features: usize,
+        sn: SnMode,
+    ) -> Result<Self> {
+        let init = Init::torch_default(in_features);
+        Self::with_init(&mut p, in_features, out_features, init, Some(init), sn)
+    }
+
+    /// A layer with explicit initialisers; `bias: None` leaves the bias out.
+    pub fn with_init(
+        p: &mut ParamPath<'_>,
+        in_features: usize,
+        out_features: usize,
+        weight_init: Init,
+        bias: Option<Init>,
+        sn: SnMode,
+    ) -> Result<Self> {
+        let weight = p.var("weight", &[out_features, in_features], weight_init)?;
+        let bias = match bias {
+            Some(init) => Some(p.var("bias", &[out_features], init)?),
+            None => None,
+        };
+        let sn = match sn {
+            SnMode::Off => None,
+            mode => Some(SpectralNorm::new(p, &weight, mode)?),
+        };
+        Ok(Self {
+            name: p.prefix().to_string(),
+            weight,
+            bias,
+            sn,
+        })
+    }
+
+    /// Forward pass; `train` runs the spectral-norm power iteration (if any).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let bias = self.bias.as_ref().map(|b| b.as_tensor());
+        let Some(sn) = &self.sn else {
+            return Ok(linear(x, self.weight.as_tensor(), bias)?);
+        };
+        let applied = sn.apply(self.weight.as_tensor(), train)?;
+        let y = linear(x, &applied.weight, bias)?;
+        Ok(match applied.output_divisor {
+            Some(s) => y.broadcast_div(&s)?,
+            None => y,
+        })
+    }
+
+    /// Evaluation forward pass.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// The layer's path (`q.1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn weight(&self) -> &Var {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Var> {
+        self.bias.as_ref()
+    }
+    pub fn spectral_norm(&self) -> Option<&SpectralNorm> {
+        self.sn.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::params::ParamStore;
+    use candle_core::Device;
+
+    #[test]
+    fn names_shapes_and_init_bounds() {
+        let mut store = ParamStore::new(&Device::Cpu, 0);
+        let l = Linear::new(store.pp("q").pp(1), 16, 5, SnMode::Off).unwrap();
+        assert_eq!(l.name(), "q.1");
+        assert_eq!(store.get("q.1.weight").unwrap().dims(), &[5, 16]);
+        assert_eq!(store.get("q.1.bias").unwrap().dims(), &[5]);
+        assert!(store.buffers().is_empty());
+        let w: Vec<f32> = store
+            .get("q.1.weight")
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(w.iter().all(|x| x.abs() <= 0.25));
+        let x = Tensor::ones((7, 3, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(l.forward(&x).unwrap().dims(), &[7, 3, 5]);
+    }
+
+    /// f64 central differences against backprop for the input, weight and bias gradients.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(9);
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+        let (batch, inp, out) = (3, 4, 2);
+        let vals = [draw(batch * inp), draw(out * inp), draw(out)];
+        let r = Tensor::from_vec(draw(batch * out), (batch, out), &dev).unwrap();
+        let shapes: [&[usize]; 3] = [&[batch, inp], &[out, inp], &[out]];
+        let loss = |t: &[Tensor]| -> Tensor {
+            let y = linear(&t[0], &t[1], Some(&t[2])).unwrap();
+            (y.tanh().unwrap() * &r).unwrap().sum_all().unwrap()
+        };
+        let vars: Vec<Var> = (0..3)
+            .map(|i| Var::from_vec(vals[i].clone(), shapes[i], &dev).unwrap())
+            .collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let grads = loss(&ts).backward().unwrap();
+        for k in 0..3 {
+            let g: Vec<f64> = grads
+                .get(&ts[k])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for i in 0..vals[k].len() {
+                let eval = |d: f64| {
+                    let mut t: Vec<Tensor> = Vec::new();
+                    for j in 0..3 {
+                        let mut v = vals[j].clone();
+                        if j == k {
+                            v[i] += d;
+                        }
+                        t.push(Tensor::from_vec(v, shapes[j], &dev).unwrap());
+                    }
+                    loss(&t).to_scalar::<f64>().unwrap()
+                };
+                let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
+                assert!(
+                    (fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()),
+                    "param {k} [{i}]: {fd} vs {}",
+                    g[i]
+                );
+            }
+        }
+    }
+}

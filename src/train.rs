@@ -274,7 +274,7 @@ pub fn train(
         bar.set_position(step);
         let final_step = step == cfg.steps;
         if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0) || final_step {
-            let r = eval_now(agent, &family, task, cfg, seed, step, evals)?;
+            let r = eval_now(agent, &family, task, cfg, seed, step)?;
             evals += 1;
             log.log(
                 step,

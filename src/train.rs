@@ -105,6 +105,8 @@ impl Policy for GreedyPolicy<'_> {
     }
 }
 
+/// Greedy evaluation on fresh environments seeded by the run seed and the step, so evaluations
+/// never disturb training and an interrupted run's extra evaluation shifts nothing.
 fn eval_now(
     agent: &mut dyn Agent,
     family: &TaskFamily,
@@ -112,9 +114,8 @@ fn eval_now(
     cfg: &LoopConfig,
     seed: u64,
     step: u64,
-    k: u64,
 ) -> Result<EvalReport> {
-    let eval_seed = crate::rng::derive_seed(seed ^ 0xE7A1, k);
+    let eval_seed = crate::rng::derive_seed(seed ^ 0xE7A1, step);
     let mut policy = GreedyPolicy { agent, step };
     evaluate_tasks(
         family,

@@ -1,6 +1,6 @@
 //! Fully connected layer with PyTorch's parameter names and default initialisation.
 
-use candle_core::{Tensor, Var};
+use candle_core::{Tensor, Var, D};
 
 use crate::error::Result;
 use crate::nn::init::Init;
@@ -81,7 +81,18 @@ impl Linear {
             return Ok(linear(x, self.weight.as_tensor(), bias)?);
         };
         let applied = sn.apply(self.weight.as_tensor(), train)?;
-        let y = linear(x, &applied.weight, bias)?;
+        let w = self.weight.as_tensor();
+        let y = match &applied.weight_divisor {
+            // (x Wᵀ)/σ + b equals x (W/σ)ᵀ + b; divide whichever tensor is smaller
+            Some(d) if x.elem_count() / x.dim(D::Minus1)? * w.dim(0)? < w.elem_count() => {
+                let y = linear(x, w, None)?.broadcast_div(d)?;
+                match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+            _ => linear(x, &applied.weight(w)?, bias)?,
+        };
         Ok(match applied.output_divisor {
             Some(s) => y.broadcast_div(&s)?,
             None => y,
@@ -132,6 +143,44 @@ mod tests {
         assert!(w.iter().all(|x| x.abs() <= 0.25));
         let x = Tensor::ones((7, 3, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert_eq!(l.forward(&x).unwrap().dims(), &[7, 3, 5]);
+    }
+
+    /// The SN layer divides its output (small batch) or its weight (large batch) by σ; both
+    /// must give `x (W/σ)ᵀ + b` and the same weight gradient through σ.
+    #[test]
+    fn sn_output_and_weight_division_agree() {
+        let dev = Device::Cpu;
+        let mut store = ParamStore::new(&dev, 2);
+        let l = Linear::new(store.pp("l"), 12, 6, SnMode::Forward).unwrap();
+        let w = l.weight().clone();
+        let sn = l.spectral_norm().unwrap();
+        for batch in [2usize, 40] {
+            let mut rng = crate::rng::Rng::seed_from_u64(batch as u64);
+            let x: Vec<f32> = (0..batch * 12).map(|_| rng.normal() as f32).collect();
+            let x = Tensor::from_vec(x, (batch, 12), &dev).unwrap();
+            let r: Vec<f32> = (0..batch * 6).map(|_| rng.normal() as f32).collect();
+            let r = Tensor::from_vec(r, (batch, 6), &dev).unwrap();
+            let y = l.forward(&x).unwrap();
+            let eff = sn.effective_weight(w.as_tensor()).unwrap();
+            let y_ref = linear(&x, &eff, l.bias().map(|b| b.as_tensor())).unwrap();
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ref = (&y_ref * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let close = |a: &Tensor, b: &Tensor| {
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                d.to_scalar::<f32>().unwrap() < 1e-5
+            };
+            assert!(close(&l.forward(&x).unwrap(), &y_ref), "batch {batch}");
+            let gw = g.get(w.as_tensor()).unwrap();
+            assert!(
+                close(gw, g_ref.get(w.as_tensor()).unwrap()),
+                "batch {batch}"
+            );
+        }
     }
 
     /// f64 central differences against backprop for the input, weight and bias gradients.

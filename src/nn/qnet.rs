@@ -773,3 +773,111 @@ mod tests {
         assert_ne!(y_fwd, y_out, "divOut also divides the bias");
     }
 }
+
+/// Ad-hoc timing of one DQN update (forward + loss + backward + Adam step), printed, not
+/// asserted: `cargo test --release --lib nn::qnet::timing -- --ignored --nocapture`.
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::nn::optim::AdamConfig;
+    use crate::nn::params::ParamStore;
+    use candle_core::Device;
+    use std::time::Instant;
+
+    /// This process's user+system CPU seconds (Linux), so that the figures mean something on a
+    /// shared, loaded machine: wall time there counts other people's work too.
+    fn cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<f64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        // fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name; 100 ticks/s
+        (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    }
+
+    fn measure(name: &str, cfg: QNetConfig, obs_shape: &[usize], actions: usize, batch: usize) {
+        let dev = Device::Cpu;
+        let mut s = ParamStore::new(&dev, 0);
+        let q = QNetwork::new(&cfg, obs_shape, actions, s.pp("q")).unwrap();
+        let mut opt = Adam::new(s.trainable(), AdamConfig::default()).unwrap();
+        let len: usize = obs_shape.iter().product();
+        let mut rng = crate::rng::Rng::seed_from_u64(0);
+        let x: Vec<f32> = (0..batch * len).map(|_| rng.uniform_f32()).collect();
+        let x = Tensor::from_vec(x, (batch, len), &dev).unwrap();
+        let (iters, warm) = (300, 30);
+        let (mut t_fb, mut t_opt) = (0.0, 0.0);
+        let mut cpu0 = 0.0;
+        for i in 0..iters + warm {
+            if i == warm {
+                cpu0 = cpu_seconds();
+            }
+            let t0 = Instant::now();
+            let y = q.forward(&x, true).unwrap();
+            let mut grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+            q.sn_before_step(&mut grads, &mut opt).unwrap();
+            let t1 = Instant::now();
+            opt.step(&grads, 1e-4).unwrap();
+            let t2 = Instant::now();
+            if i >= warm {
+                t_fb += (t1 - t0).as_secs_f64();
+                t_opt += (t2 - t1).as_secs_f64();
+            }
+        }
+        let n = iters as f64;
+        let cpu = (cpu_seconds() - cpu0) / n;
+        println!(
+            "{name}: wall: forward+backward {:.1} µs, adam step {:.1} µs, total {:.1} µs; \
+             process CPU time per update {:.1} µs ({} params)",
+            t_fb / n * 1e6,
+            t_opt / n * 1e6,
+            (t_fb + t_opt) / n * 1e6,
+            cpu * 1e6,
+            s.num_params()
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn timing() {
+        measure(
+            "cartpole mlp 4-120-84-2, batch 128",
+            QNetConfig::default(),
+            &[4],
+            2,
+            128,
+        );
+        let sn = QNetConfig {
+            sn_layers: SnLayers::Indices(vec![-2]),
+            ..QNetConfig::default()
+        };
+        measure("cartpole mlp, SN[-2], batch 128", sn, &[4], 2, 128);
+        measure(
+            "minatar conv (4 ch), batch 32",
+            QNetConfig::minatar(),
+            &[10, 10, 4],
+            6,
+            32,
+        );
+        measure(
+            "minatar conv (10 ch), batch 32",
+            QNetConfig::minatar(),
+            &[10, 10, 10],
+            6,
+            32,
+        );
+        let c51 = QNetConfig {
+            atoms: 51,
+            sn_layers: SnLayers::Indices(vec![-2]),
+            ..QNetConfig::minatar()
+        };
+        measure(
+            "minatar conv C51 SN[-2] (4 ch), batch 32",
+            c51,
+            &[10, 10, 4],
+            6,
+            32,
+        );
+    }
+}

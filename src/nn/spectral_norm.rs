@@ -86,12 +86,25 @@ pub fn sigma_of(w: &Tensor, u: &Tensor, v: &Tensor) -> candle_core::Result<Tenso
         .reshape(())
 }
 
-/// What a layer's forward pass uses after spectral normalisation.
+/// What a layer's forward pass does after spectral normalisation.
 pub struct SnApplied {
-    /// The weight to use, in the layer's own shape (`W`, `W/σ` or `W/max(σ,1)`).
-    pub weight: Tensor,
-    /// For [`SnMode::DivOut`]: the (detached) σ to divide the layer's output by.
+    /// Forward modes: σ (or `max(σ, 1)`), carrying the gradient through σ; the layer's weight
+    /// is divided by it. The layer is linear in its weight, so it may equally divide its output
+    /// before the bias, `(x Wᵀ)/σ + b`: same value, same gradients, and cheaper when the output
+    /// is smaller than the weight (a 1024→128 layer at batch 32). See [`SnApplied::weight`].
+    pub weight_divisor: Option<Tensor>,
+    /// [`SnMode::DivOut`]: the detached σ dividing the layer's whole output, bias included.
     pub output_divisor: Option<Tensor>,
+}
+
+impl SnApplied {
+    /// The weight divided by [`Self::weight_divisor`] (the weight itself when there is none).
+    pub fn weight(&self, weight: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.weight_divisor {
+            Some(d) => weight.broadcast_div(d),
+            None => Ok(weight.clone()),
+        }
+    }
 }
 
 /// The spectral-norm state of one layer: its mode and its power-iteration vectors.
@@ -163,32 +176,29 @@ impl SpectralNorm {
         )
     }
 
-    /// The weight (and output divisor) a forward pass uses. With `train`, one power iteration
-    /// runs first; the optimiser-side modes ([`SnMode::DivGrad`], [`SnMode::MulEps`]) only track
-    /// σ and return the weight unchanged.
+    /// What a forward pass does with `weight`. With `train`, one power iteration runs first;
+    /// the optimiser-side modes ([`SnMode::DivGrad`], [`SnMode::MulEps`]) only track σ and
+    /// leave the forward pass alone.
     pub fn apply(&self, weight: &Tensor, train: bool) -> Result<SnApplied> {
         if train {
             self.power_iterations(weight, 1)?;
         }
-        let plain = SnApplied {
-            weight: weight.clone(),
-            output_divisor: None,
+        let (weight_divisor, output_divisor) = match self.mode {
+            SnMode::Off | SnMode::DivGrad | SnMode::MulEps => (None, None),
+            SnMode::Forward => (Some(self.sigma_tensor(weight)?), None),
+            SnMode::ForwardLeaveSmaller => (Some(self.sigma_tensor(weight)?.maximum(1.0)?), None),
+            SnMode::DivOut => (None, Some(self.sigma_tensor(&weight.detach())?)),
         };
-        Ok(match self.mode {
-            SnMode::Off | SnMode::DivGrad | SnMode::MulEps => plain,
-            SnMode::Forward => SnApplied {
-                weight: weight.broadcast_div(&self.sigma_tensor(weight)?)?,
-                output_divisor: None,
-            },
-            SnMode::ForwardLeaveSmaller => SnApplied {
-                weight: weight.broadcast_div(&self.sigma_tensor(weight)?.maximum(1.0)?)?,
-                output_divisor: None,
-            },
-            SnMode::DivOut => SnApplied {
-                weight: weight.clone(),
-                output_divisor: Some(self.sigma_tensor(&weight.detach())?),
-            },
+        Ok(SnApplied {
+            weight_divisor,
+            output_divisor,
         })
+    }
+
+    /// The weight the forward pass effectively uses (`W/σ`, `W/max(σ, 1)` or `W`), with the
+    /// current vectors and no power iteration: for inspection and tests.
+    pub fn effective_weight(&self, weight: &Tensor) -> Result<Tensor> {
+        Ok(self.apply(weight, false)?.weight(weight)?)
     }
 }
 
@@ -249,7 +259,7 @@ mod tests {
         let tracked = sn.sigma(w.as_tensor()).unwrap();
         assert!((tracked - reference).abs() / reference < 1e-4);
         // the normalised weight the forward pass uses has spectral norm 1
-        let eff = sn.apply(w.as_tensor(), false).unwrap().weight;
+        let eff = sn.effective_weight(w.as_tensor()).unwrap();
         let eff: Vec<f32> = eff.flatten_all().unwrap().to_vec1().unwrap();
         let norm = largest_singular_value(&eff, 24, 40);
         assert!((norm - 1.0).abs() < 1e-3, "effective norm {norm}");
@@ -260,7 +270,8 @@ mod tests {
         let w2 = p2.var("weight", &[24, 40], Init::Zeros).unwrap();
         w2.set(&small).unwrap();
         let sn2 = SpectralNorm::new(&mut p2, &w2, SnMode::ForwardLeaveSmaller).unwrap();
-        let eff2 = sn2.apply(w2.as_tensor(), true).unwrap().weight;
+        sn2.apply(w2.as_tensor(), true).unwrap();
+        let eff2 = sn2.effective_weight(w2.as_tensor()).unwrap();
         let diff = (eff2 - &small)
             .unwrap()
             .abs()

@@ -19,7 +19,7 @@
 //! Channels: 0 sub front, 1 sub back, 2 friendly bullet, 3 trail, 4 enemy bullet, 5 enemy fish,
 //! 6 enemy sub, 7 oxygen gauge, 8 diver gauge, 9 diver.
 
-use super::{set, Rules, DOWN, FIRE, LEFT, RIGHT, UP};
+use super::{set, Rules, FIRE};
 use crate::rng::Rng;
 
 const C: usize = 10;
@@ -34,6 +34,10 @@ const MAX_DIVERS: i32 = 6;
 /// Initial list capacity: generous enough that the lists never grow in practice (they are
 /// bounded by spawn rates and crossing times to a few dozen entries).
 const CAPACITY: usize = 64;
+
+/// Displacement of each action (no-op, left, up, right, down, fire).
+const MOVE_X: [i32; 6] = [0, -1, 0, 1, 0, 0];
+const MOVE_Y: [i32; 6] = [0, 0, -1, 0, 1, 0];
 
 /// A bullet (friendly or enemy) flying along its row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,7 +265,8 @@ impl Seaquest {
     /// Enemy fish (`subs = false`) or subs (`subs = true`): contact with the player ends the
     /// episode; on their move frames they advance, leave the screen, or die on a friendly bullet
     /// (+1). Subs also fire every 11 frames. Returns (reward, terminal).
-    fn update_enemies(&mut self, subs: bool) -> (f32, bool) {
+    fn update_enemies<const SUBS: bool>(&mut self) -> (f32, bool) {
+        let subs = SUBS;
         let mut reward = 0.0;
         let mut terminal = false;
         let move_speed = self.move_speed;
@@ -367,7 +372,8 @@ impl Rules for Seaquest {
             self.d_spawn_timer = DIVER_SPAWN_SPEED;
         }
 
-        // Fire takes the frame only when the gun is ready; otherwise it is a no-op.
+        // Fire takes the frame only when the gun is ready; otherwise it is a no-op. Moves are
+        // table lookups (fire has no displacement), which keeps random actions branch-free.
         if action == FIRE && self.shot_timer == 0 {
             self.f_bullets.push(Bullet {
                 x: self.sub_x,
@@ -375,25 +381,19 @@ impl Rules for Seaquest {
                 right: self.sub_right,
             });
             self.shot_timer = SHOT_COOL_DOWN;
-        } else if action == LEFT {
-            self.sub_x = (self.sub_x - 1).max(0);
-            self.sub_right = false;
-        } else if action == RIGHT {
-            self.sub_x = (self.sub_x + 1).min(9);
-            self.sub_right = true;
-        } else if action == UP {
-            self.sub_y = (self.sub_y - 1).max(0);
-        } else if action == DOWN {
-            self.sub_y = (self.sub_y + 1).min(8);
         }
+        let (dx, dy) = (MOVE_X[action], MOVE_Y[action]);
+        self.sub_x = (self.sub_x + dx).clamp(0, 9);
+        self.sub_y = (self.sub_y + dy).clamp(0, 8);
+        self.sub_right = if dx == 0 { self.sub_right } else { dx > 0 };
 
         reward += self.update_friendly_bullets();
         self.update_divers();
-        let (r, t) = self.update_enemies(true);
+        let (r, t) = self.update_enemies::<true>();
         reward += r;
         terminal |= t;
         terminal |= self.update_enemy_bullets();
-        let (r, t) = self.update_enemies(false);
+        let (r, t) = self.update_enemies::<false>();
         reward += r;
         terminal |= t;
 
@@ -469,7 +469,7 @@ impl Rules for Seaquest {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{testing, Game, NOOP};
+    use super::super::{testing, Game, DOWN, LEFT, NOOP, RIGHT, UP};
     use super::*;
 
     fn mover(x: i32, y: i32, right: bool, move_timer: i32) -> Mover {
@@ -603,6 +603,28 @@ mod tests {
             "−1 divers: surfacing is allowed"
         );
         assert_eq!(g.diver_count, -2);
+    }
+
+    #[test]
+    fn moves_are_clamped_and_only_horizontal_moves_turn_the_sub() {
+        let mut rng = Rng::seed_from_u64(0);
+        let mut g = submerged();
+        g.act(LEFT, &mut rng);
+        assert_eq!((g.sub_x, g.sub_y, g.sub_right), (4, 4, false));
+        for a in [UP, DOWN, NOOP, FIRE] {
+            g.act(a, &mut rng);
+            assert!(!g.sub_right);
+        }
+        assert_eq!((g.sub_x, g.sub_y), (4, 4));
+        for _ in 0..10 {
+            g.act(RIGHT, &mut rng);
+            g.act(DOWN, &mut rng);
+        }
+        assert_eq!((g.sub_x, g.sub_y, g.sub_right), (9, 8, true));
+        // Firing while reloading neither fires nor moves.
+        g.shot_timer = 3;
+        g.act(FIRE, &mut rng);
+        assert_eq!((g.sub_x, g.sub_y, g.f_bullets.len()), (9, 8, 0));
     }
 
     #[test]

@@ -307,10 +307,11 @@ mod tests {
     }
 
     /// Uniformly random policy over all 6 actions, sticky 0.1, ramping on. Reference: the
-    /// `minatar` 1.0.15 Python package under the same protocol, 5000 episodes: mean return
-    /// 0.4754 (s.e. 0.0118). Our mean must lie within 2 combined standard errors.
+    /// `minatar` 1.0.15 Python package under the same protocol, 15,000 episodes (two runs of
+    /// 5,000 and 10,000 pooled): mean return 0.4878 (s.e. 0.0069). Our mean must lie within 2
+    /// combined standard errors.
     #[test]
     fn random_policy_return_matches_the_package() {
-        testing::check_random_policy(Game::Asterix, 5000, 0.4754, 0.0118);
+        testing::check_random_policy(Game::Asterix, 5000, 0.4878, 0.0069);
     }
 }

@@ -16,13 +16,14 @@ const SLOTS: usize = 8;
 const C: usize = 4;
 
 /// An enemy or gold in row `slot + 1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Entity {
     x: i32,
     moving_right: bool,
     gold: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Asterix {
     ramping: bool,
     player_x: i32,

@@ -26,6 +26,7 @@ const FLIP_Y: [u8; 4] = [3, 2, 1, 0];
 /// Paddle hit on the diagonal: both components flip.
 const FLIP_XY: [u8; 4] = [2, 3, 0, 1];
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Breakout {
     ball_x: i32,
     ball_y: i32,

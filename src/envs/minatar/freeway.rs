@@ -15,13 +15,14 @@ const TIME_LIMIT: i32 = 2500;
 const CHICKEN_X: i32 = 4;
 
 /// A car in row `lane + 1`: it moves one cell every `|speed|` frames in the direction of the sign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Car {
     x: i32,
     timer: i32,
     speed: i32,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Freeway {
     cars: [Car; 8],
     pos: i32,

@@ -112,7 +112,7 @@ pub fn make(game: Game, cfg: &EnvConfig) -> Result<Box<dyn Env>> {
 }
 
 /// The rules of one game: what the package's per-game `Env` class does, minus sticky actions.
-pub trait Rules: Send {
+pub trait Rules: Send + serde::Serialize + serde::de::DeserializeOwned {
     /// Registered id, for error messages.
     const ID: &'static str;
     /// Observation channels `C`.
@@ -149,6 +149,8 @@ pub(crate) fn set_rows<const C: usize>(obs: &mut [f32], rows: &[u16; SIZE], ch: 
 
 /// A MinAtar game behind the [`Env`] interface: sticky actions, time limit, the environment's own
 /// [`Rng`], and the observation written on every reset and step.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(bound = "R: Rules")]
 pub struct MinAtar<R: Rules> {
     rules: R,
     rng: Rng,
@@ -193,6 +195,8 @@ impl<R: Rules> MinAtar<R> {
 }
 
 impl<R: Rules> Env for MinAtar<R> {
+    crate::serde_snapshot!("minatar");
+
     fn observation_space(&self) -> &Space {
         &self.obs_space
     }

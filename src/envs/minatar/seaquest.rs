@@ -40,7 +40,7 @@ const MOVE_X: [i32; 6] = [0, -1, 0, 1, 0, 0];
 const MOVE_Y: [i32; 6] = [0, 0, -1, 0, 1, 0];
 
 /// A bullet (friendly or enemy) flying along its row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Bullet {
     x: i32,
     y: i32,
@@ -49,7 +49,7 @@ struct Bullet {
 
 /// An enemy fish or sub, or a diver: it moves one cell every `move_interval + 1` frames;
 /// `shot_timer` is used by enemy subs only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Mover {
     x: i32,
     y: i32,
@@ -72,6 +72,7 @@ fn on_screen(x: i32) -> bool {
     (0..=9).contains(&x)
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Seaquest {
     ramping: bool,
     oxygen: i32,

@@ -49,6 +49,7 @@ fn count(rows: &[u16; 10]) -> i32 {
     rows.iter().map(|r| r.count_ones() as i32).sum()
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SpaceInvaders {
     ramping: bool,
     pos: i32,

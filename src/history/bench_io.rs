@@ -33,7 +33,10 @@ pub fn synthetic_history(n_rows: usize, seed: u64) -> Transitions {
         }
         let a = rng.below(5) as i64;
         let (dx, dy) = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)][a as usize];
-        let next = [(pos[0] + dx).clamp(0, GRID - 1), (pos[1] + dy).clamp(0, GRID - 1)];
+        let next = [
+            (pos[0] + dx).clamp(0, GRID - 1),
+            (pos[1] + dy).clamp(0, GRID - 1),
+        ];
         let truncated = step + 1 == EPISODE_LEN;
         let obs = [pos[0] as f32, pos[1] as f32];
         let next_obs = [next[0] as f32, next[1] as f32];
@@ -80,7 +83,10 @@ pub fn bench_io(n_rows: usize, dir: &Path) -> Result<Vec<Figure>> {
     let same = back == data;
     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     if !same {
-        return Err(Error::data(&path, "bench round trip: the rows read back differ from those written"));
+        return Err(Error::data(
+            &path,
+            "bench round trip: the rows read back differ from those written",
+        ));
     }
     let rate = |s: f64| n_rows as f64 / s.max(1e-9);
     Ok(vec![

@@ -113,7 +113,10 @@ impl Manifest {
     }
 
     pub fn total_rows(&self) -> u64 {
-        self.runs.iter().map(|r| r.summary.rows.end - r.summary.rows.start).sum()
+        self.runs
+            .iter()
+            .map(|r| r.summary.rows.end - r.summary.rows.start)
+            .sum()
     }
 
     pub fn total_episodes(&self) -> u64 {
@@ -200,7 +203,10 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
         ..TransitionSchema::for_env(&m.env)
     };
     for p in want_layout.mismatches(&m.layout) {
-        push(&manifest_path, format!("layout does not fit env `{}`: {p}", m.env.id()));
+        push(
+            &manifest_path,
+            format!("layout does not fit env `{}`: {p}", m.env.id()),
+        );
     }
     let mut task_ids = BTreeSet::new();
     for t in &m.tasks {
@@ -230,7 +236,10 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
         if !task_ids.contains(&s.task) {
             push(
                 &manifest_path,
-                format!("run {} has task {}, which is not in the task list", s.run, s.task),
+                format!(
+                    "run {} has task {}, which is not in the task list",
+                    s.run, s.task
+                ),
             );
         }
         if let Err(msg) = resolve_data_path(folder, &r.file) {
@@ -246,7 +255,11 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
                 &path,
                 format!(
                     "file does not exist (named by {MANIFEST_FILE} for run(s) {})",
-                    entries.iter().map(|r| r.summary.run.to_string()).collect::<Vec<_>>().join(", ")
+                    entries
+                        .iter()
+                        .map(|r| r.summary.run.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
             continue;
@@ -261,11 +274,17 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
         let found = reader.schema();
         let mismatches = m.layout.mismatches(found);
         for p in &mismatches {
-            push(&path, format!("does not match {MANIFEST_FILE}'s layout: {p}"));
+            push(
+                &path,
+                format!("does not match {MANIFEST_FILE}'s layout: {p}"),
+            );
         }
         if let Some(spec) = reader.env_spec() {
             if *spec != m.env {
-                push(&path, format!("env spec in the footer differs from {MANIFEST_FILE}'s"));
+                push(
+                    &path,
+                    format!("env spec in the footer differs from {MANIFEST_FILE}'s"),
+                );
             }
         }
         if !mismatches.is_empty() {
@@ -278,8 +297,10 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
                 continue;
             }
         };
-        let listed: HashMap<u32, &RunSummary> =
-            entries.iter().map(|r| (r.summary.run, &r.summary)).collect();
+        let listed: HashMap<u32, &RunSummary> = entries
+            .iter()
+            .map(|r| (r.summary.run, &r.summary))
+            .collect();
         let mut seen = BTreeSet::new();
         for got in &runs {
             seen.insert(got.run);
@@ -321,7 +342,10 @@ pub fn validate(folder: &Path) -> Vec<Problem> {
         for n in names {
             let rel = format!("{DATA_DIR}/{n}");
             if !by_file.contains_key(&rel) {
-                push(&data.join(&n), format!("not named by any run in {MANIFEST_FILE}"));
+                push(
+                    &data.join(&n),
+                    format!("not named by any run in {MANIFEST_FILE}"),
+                );
             }
         }
     }
@@ -351,7 +375,10 @@ fn strip_path(e: &Error, path: &Path) -> String {
 fn run_differences(want: &RunSummary, got: &RunSummary) -> Vec<String> {
     let mut out = Vec::new();
     if want.task != got.task {
-        out.push(format!("task is {} in {MANIFEST_FILE} but {} in the file", want.task, got.task));
+        out.push(format!(
+            "task is {} in {MANIFEST_FILE} but {} in the file",
+            want.task, got.task
+        ));
     }
     if want.rows != got.rows {
         out.push(format!(
@@ -375,7 +402,9 @@ fn run_differences(want: &RunSummary, got: &RunSummary) -> Vec<String> {
         ("last_return", want.last_return, got.last_return),
     ] {
         if !close(a, b) {
-            out.push(format!("{what} is {a:?} in {MANIFEST_FILE} but {b:?} in the file"));
+            out.push(format!(
+                "{what} is {a:?} in {MANIFEST_FILE} but {b:?} in the file"
+            ));
         }
     }
     out
@@ -406,7 +435,9 @@ impl DatasetWriter {
             ));
         }
         if !manifest.runs.is_empty() {
-            return Err(Error::Config("DatasetWriter::create takes a manifest with no runs".into()));
+            return Err(Error::Config(
+                "DatasetWriter::create takes a manifest with no runs".into(),
+            ));
         }
         crate::fs::create_dir_all(&folder.join(DATA_DIR))?;
         Ok(Self {
@@ -436,7 +467,11 @@ impl DatasetWriter {
             let summary = w.finish()?;
             let file = format!(
                 "{DATA_DIR}/{}",
-                summary.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                summary
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
             );
             for r in summary.runs {
                 self.manifest.runs.push(RunEntry {
@@ -456,11 +491,17 @@ impl DatasetWriter {
                 if t.run < prev {
                     return Err(Error::data(
                         &self.folder,
-                        format!("run {} arrives after run {prev}: runs must come in increasing order", t.run),
+                        format!(
+                            "run {} arrives after run {prev}: runs must come in increasing order",
+                            t.run
+                        ),
                     ));
                 }
             }
-            let full = self.current.as_ref().is_some_and(|w| w.rows() >= self.rows_per_file);
+            let full = self
+                .current
+                .as_ref()
+                .is_some_and(|w| w.rows() >= self.rows_per_file);
             if full {
                 self.close_current()?;
             }
@@ -490,7 +531,10 @@ impl DatasetWriter {
         if batch.schema != self.manifest.layout {
             return Err(Error::data(
                 &self.folder,
-                format!("batch layout {:?} differs from the dataset's {:?}", batch.schema, self.manifest.layout),
+                format!(
+                    "batch layout {:?} differs from the dataset's {:?}",
+                    batch.schema, self.manifest.layout
+                ),
             ));
         }
         for i in 0..batch.len() {
@@ -514,9 +558,14 @@ impl DatasetWriter {
 /// already holds a dataset.
 pub fn merge(folders: &[PathBuf], out: &Path) -> Result<Manifest> {
     let Some(first_folder) = folders.first() else {
-        return Err(Error::Config("merge needs at least one dataset folder".into()));
+        return Err(Error::Config(
+            "merge needs at least one dataset folder".into(),
+        ));
     };
-    let manifests: Vec<Manifest> = folders.iter().map(|f| Manifest::load(f)).collect::<Result<_>>()?;
+    let manifests: Vec<Manifest> = folders
+        .iter()
+        .map(|f| Manifest::load(f))
+        .collect::<Result<_>>()?;
     let first = &manifests[0];
     let mut refusals = Vec::new();
     let mut tasks: BTreeMap<u32, serde_json::Value> = BTreeMap::new();

@@ -18,8 +18,8 @@ pub mod writer;
 
 pub use bench_io::bench_io;
 pub use manifest::{
-    merge, summarize, validate, DatasetSummary, DatasetWriter, Manifest, Problem, RunEntry,
-    SourceAlgo, TaskEntry,
+    merge, summarize, validate, validate_or_error, DatasetSummary, DatasetWriter, Manifest,
+    Problem, RunEntry, SourceAlgo, TaskEntry,
 };
 pub use reader::TransitionReader;
 pub use sampler::{WindowBatch, WindowSampler};
@@ -27,3 +27,6 @@ pub use schema::{ActionSpec, PolicyKind, PolicySpec, TransitionSchema};
 pub use tally::RunSummary;
 pub use transitions::{ActionRef, Actions, EpisodeSpan, RunSpan, TransitionRef, Transitions};
 pub use writer::{FileSummary, TransitionWriter, WriterOptions};
+
+#[cfg(test)]
+mod tests;

@@ -55,7 +55,9 @@ impl TransitionReader {
         let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
             Error::data(
                 path,
-                format!("cannot read as Parquet (not a Parquet file, or truncated or corrupt): {e}"),
+                format!(
+                    "cannot read as Parquet (not a Parquet file, or truncated or corrupt): {e}"
+                ),
             )
         })?;
         let kv: HashMap<String, String> = meta
@@ -74,7 +76,10 @@ impl TransitionReader {
             Some(json) => Some(serde_json::from_str(json).map_err(|e| {
                 Error::data(
                     path,
-                    format!("metadata `{}` is not a valid env spec: {e}", schema::META_ENV_SPEC),
+                    format!(
+                        "metadata `{}` is not a valid env spec: {e}",
+                        schema::META_ENV_SPEC
+                    ),
                 )
             })?),
         };
@@ -127,7 +132,8 @@ impl TransitionReader {
             match arrow.index_of(name) {
                 Ok(i) => idx.push(i),
                 Err(_) => {
-                    let names: Vec<&str> = arrow.fields().iter().map(|f| f.name().as_str()).collect();
+                    let names: Vec<&str> =
+                        arrow.fields().iter().map(|f| f.name().as_str()).collect();
                     return Err(Error::Config(format!(
                         "{}: no column `{name}`{} (columns: {})",
                         self.path.display(),
@@ -147,7 +153,10 @@ impl TransitionReader {
         columns: Option<&[&str]>,
         batch_rows: usize,
     ) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-        let file = self.file.try_clone().map_err(|e| Error::io(&self.path, e))?;
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
                 .with_projection(self.projection(columns)?)
@@ -307,7 +316,10 @@ pub(crate) fn append_batch(out: &mut Transitions, batch: &RecordBatch, path: &Pa
     for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
         let name = field.name().as_str();
         if col.null_count() > 0 {
-            return Err(bad(name, &format!("{} null values; the format has no nulls", col.null_count())));
+            return Err(bad(
+                name,
+                &format!("{} null values; the format has no nulls", col.null_count()),
+            ));
         }
         let u32s = || {
             col.as_primitive_opt::<UInt32Type>()
@@ -332,7 +344,9 @@ pub(crate) fn append_batch(out: &mut Transitions, batch: &RecordBatch, path: &Pa
                 .ok_or_else(|| bad(name, "list values shorter than the list"))
         };
         let bools = |dst: &mut Vec<bool>| -> Result<()> {
-            let a = col.as_boolean_opt().ok_or_else(|| bad(name, "expected Boolean"))?;
+            let a = col
+                .as_boolean_opt()
+                .ok_or_else(|| bad(name, "expected Boolean"))?;
             dst.extend(a.values().iter());
             Ok(())
         };

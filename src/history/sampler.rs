@@ -95,7 +95,9 @@ impl<'a> WindowSampler<'a> {
             }
         }
         if kept.is_empty() {
-            return Err(Error::Config("the window sampler was given no transitions".into()));
+            return Err(Error::Config(
+                "the window sampler was given no transitions".into(),
+            ));
         }
         Ok(Self {
             data,
@@ -163,7 +165,8 @@ impl<'a> WindowSampler<'a> {
                 let slot = i * c + j;
                 out.mask[slot] = 1.0;
                 out.rows[slot] = row as i64;
-                out.obs[slot * od..(slot + 1) * od].copy_from_slice(&d.obs[row * od..(row + 1) * od]);
+                out.obs[slot * od..(slot + 1) * od]
+                    .copy_from_slice(&d.obs[row * od..(row + 1) * od]);
                 copy_action(&d.action, row, ad, &mut out.target_action, slot);
                 if pos > run_start {
                     let prev = self.kept[pos - 1];

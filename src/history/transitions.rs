@@ -156,7 +156,10 @@ impl Transitions {
                 ActionRef::Continuous(&v[i * a..(i + 1) * a])
             }
         };
-        let policy = self.schema.policy.map(|p| &self.policy[i * p.dim..(i + 1) * p.dim]);
+        let policy = self
+            .schema
+            .policy
+            .map(|p| &self.policy[i * p.dim..(i + 1) * p.dim]);
         TransitionRef {
             run: self.run[i],
             task: self.task[i],

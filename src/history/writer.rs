@@ -227,7 +227,11 @@ impl TransitionWriter {
     fn check_shapes(&self, t: &TransitionRef<'_>) -> Result<()> {
         let s = &self.schema;
         let problem = if t.obs.len() != s.obs_dim {
-            Some(format!("obs has length {}, expected {}", t.obs.len(), s.obs_dim))
+            Some(format!(
+                "obs has length {}, expected {}",
+                t.obs.len(),
+                s.obs_dim
+            ))
         } else if t.next_obs.len() != s.obs_dim {
             Some(format!(
                 "next_obs has length {}, expected {}",
@@ -240,10 +244,9 @@ impl TransitionWriter {
                 (ActionSpec::Continuous { dim }, ActionRef::Continuous(a)) if a.len() == dim => {
                     None
                 }
-                (ActionSpec::Continuous { dim }, ActionRef::Continuous(a)) => Some(format!(
-                    "action has length {}, expected {dim}",
-                    a.len()
-                )),
+                (ActionSpec::Continuous { dim }, ActionRef::Continuous(a)) => {
+                    Some(format!("action has length {}, expected {dim}", a.len()))
+                }
                 (want, _) => Some(format!(
                     "action kind does not match the file's {want:?} actions"
                 )),
@@ -251,11 +254,9 @@ impl TransitionWriter {
             .or_else(|| match (s.policy, t.policy) {
                 (None, None) => None,
                 (Some(p), Some(v)) if v.len() == p.dim => None,
-                (Some(p), Some(v)) => Some(format!(
-                    "policy has length {}, expected {}",
-                    v.len(),
-                    p.dim
-                )),
+                (Some(p), Some(v)) => {
+                    Some(format!("policy has length {}, expected {}", v.len(), p.dim))
+                }
                 (Some(_), None) => Some("policy is missing (the file has a policy column)".into()),
                 (None, Some(_)) => Some("policy given but the file has no policy column".into()),
             })
@@ -264,7 +265,13 @@ impl TransitionWriter {
             None => Ok(()),
             Some(p) => Err(Error::data(
                 &self.path,
-                format!("row {} (run {}, episode {}, step {}): {p}", self.rows(), t.run, t.episode, t.step),
+                format!(
+                    "row {} (run {}, episode {}, step {}): {p}",
+                    self.rows(),
+                    t.run,
+                    t.episode,
+                    t.step
+                ),
             )),
         }
     }
@@ -354,14 +361,14 @@ fn u32_array(v: Vec<u32>) -> ArrayRef {
     Arc::new(UInt32Array::new(ScalarBuffer::from(v), None))
 }
 
-fn f32_list_array(v: Vec<f32>, dim: usize) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+fn f32_list_array(
+    v: Vec<f32>,
+    dim: usize,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
     let values = Arc::new(Float32Array::new(ScalarBuffer::from(v), None));
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     Ok(Arc::new(FixedSizeListArray::try_new(
-        item,
-        dim as i32,
-        values,
-        None,
+        item, dim as i32, values, None,
     )?))
 }
 

@@ -40,7 +40,6 @@ pub const SUMMARY_COLUMNS: [&str; 7] = [
 /// An open transitions file whose schema and metadata have been checked.
 pub struct TransitionReader {
     path: PathBuf,
-    file: File,
     meta: ArrowReaderMetadata,
     schema: TransitionSchema,
     env: Option<EnvSpec>,
@@ -85,7 +84,6 @@ impl TransitionReader {
         };
         Ok(Self {
             path: path.to_path_buf(),
-            file,
             meta,
             schema,
             env,
@@ -153,10 +151,9 @@ impl TransitionReader {
         columns: Option<&[&str]>,
         batch_rows: usize,
     ) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| Error::io(&self.path, e))?;
+        // A fresh handle, not `try_clone`: clones share one file offset, and readers decoding
+        // row groups in parallel would then seek under each other's feet.
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
                 .with_projection(self.projection(columns)?)
@@ -207,8 +204,10 @@ impl TransitionReader {
     }
 
     fn read_inner(&self, columns: Option<&[&str]>) -> Result<Transitions> {
+        // Decode row groups in parallel into Arrow batches, then copy once into vectors sized
+        // up front (growing them batch by batch would copy everything again).
         let groups: Vec<usize> = (0..self.num_row_groups()).collect();
-        let parts: Vec<Result<Transitions>> = groups
+        let decoded: Vec<Result<Vec<RecordBatch>>> = groups
             .par_iter()
             .map(|&g| {
                 let reader = self
@@ -216,21 +215,17 @@ impl TransitionReader {
                     .with_row_groups(vec![g])
                     .build()
                     .map_err(|e| self.decode_error(e))?;
-                let mut t = Transitions::new(self.schema);
-                for b in reader {
-                    let b = b.map_err(|e| self.decode_error(e))?;
-                    append_batch(&mut t, &b, &self.path)?;
-                }
-                Ok(t)
+                reader
+                    .map(|b| b.map_err(|e| self.decode_error(e)))
+                    .collect()
             })
             .collect();
-        let mut parts = parts.into_iter();
-        let mut out = match parts.next() {
-            Some(first) => first?,
-            None => return Ok(Transitions::new(self.schema)),
-        };
-        for p in parts {
-            append(&mut out, p?);
+        let mut out = Transitions::new(self.schema);
+        out.reserve(self.num_rows() as usize);
+        for part in decoded {
+            for b in part? {
+                append_batch(&mut out, &b, &self.path)?;
+            }
         }
         Ok(out)
     }
@@ -289,24 +284,6 @@ impl Iterator for RecordBatches {
             })
         })
     }
-}
-
-fn append(out: &mut Transitions, t: Transitions) {
-    out.run.extend_from_slice(&t.run);
-    out.task.extend_from_slice(&t.task);
-    out.episode.extend_from_slice(&t.episode);
-    out.step.extend_from_slice(&t.step);
-    out.obs.extend_from_slice(&t.obs);
-    match (&mut out.action, &t.action) {
-        (Actions::Discrete(a), Actions::Discrete(b)) => a.extend_from_slice(b),
-        (Actions::Continuous(a), Actions::Continuous(b)) => a.extend_from_slice(b),
-        _ => {}
-    }
-    out.reward.extend_from_slice(&t.reward);
-    out.terminated.extend_from_slice(&t.terminated);
-    out.truncated.extend_from_slice(&t.truncated);
-    out.next_obs.extend_from_slice(&t.next_obs);
-    out.policy.extend_from_slice(&t.policy);
 }
 
 /// Appends the columns present in `batch` to `out`. The schema was checked at open, so a type

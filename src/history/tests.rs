@@ -665,6 +665,14 @@ fn bench_io_print() {
     let dir = std::env::var("REINCARNATE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir());
+    if std::env::var("REINCARNATE_BENCH_KEEP").is_ok() {
+        let data = bench_io::synthetic_history(n, 0);
+        write(
+            &dir.join("keep.parquet"),
+            &data,
+            writer::DEFAULT_ROW_GROUP_ROWS,
+        );
+    }
     for f in bench_io(n, &dir).unwrap() {
         println!("{} {} {}", f.name, f.value, f.unit);
     }

@@ -146,6 +146,53 @@ impl Transitions {
         }
     }
 
+    /// Reserves room for `n` more rows in every column.
+    pub fn reserve(&mut self, n: usize) {
+        let s = self.schema;
+        self.run.reserve(n);
+        self.task.reserve(n);
+        self.episode.reserve(n);
+        self.step.reserve(n);
+        self.obs.reserve(n * s.obs_dim);
+        match &mut self.action {
+            Actions::Discrete(v) => v.reserve(n),
+            Actions::Continuous(v) => v.reserve(n * s.action_dim()),
+        }
+        self.reward.reserve(n);
+        self.terminated.reserve(n);
+        self.truncated.reserve(n);
+        self.next_obs.reserve(n * s.obs_dim);
+        self.policy.reserve(n * s.policy_dim());
+    }
+
+    /// Appends rows `rows` of `other` (same layout), column by column.
+    pub fn extend_from(&mut self, other: &Transitions, rows: Range<usize>) {
+        let (d, a, p) = (
+            self.schema.obs_dim,
+            self.schema.action_dim(),
+            self.schema.policy_dim(),
+        );
+        let (s, e) = (rows.start, rows.end);
+        self.run.extend_from_slice(&other.run[s..e]);
+        self.task.extend_from_slice(&other.task[s..e]);
+        self.episode.extend_from_slice(&other.episode[s..e]);
+        self.step.extend_from_slice(&other.step[s..e]);
+        self.obs.extend_from_slice(&other.obs[s * d..e * d]);
+        match (&mut self.action, &other.action) {
+            (Actions::Discrete(v), Actions::Discrete(o)) => v.extend_from_slice(&o[s..e]),
+            (Actions::Continuous(v), Actions::Continuous(o)) => {
+                v.extend_from_slice(&o[s * a..e * a])
+            }
+            _ => {}
+        }
+        self.reward.extend_from_slice(&other.reward[s..e]);
+        self.terminated.extend_from_slice(&other.terminated[s..e]);
+        self.truncated.extend_from_slice(&other.truncated[s..e]);
+        self.next_obs
+            .extend_from_slice(&other.next_obs[s * d..e * d]);
+        self.policy.extend_from_slice(&other.policy[s * p..e * p]);
+    }
+
     /// Row `i`, borrowed. Panics if `i` is out of range or a column was not read.
     pub fn row(&self, i: usize) -> TransitionRef<'_> {
         let d = self.schema.obs_dim;

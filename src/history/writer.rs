@@ -15,10 +15,13 @@ use arrow::array::{ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Field, SchemaRef};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 
 use super::schema::{self, ActionSpec, TransitionSchema};
 use super::tally::{RowTally, RunSummary};
@@ -65,7 +68,12 @@ pub struct TransitionWriter {
     tmp: PathBuf,
     schema: TransitionSchema,
     arrow_schema: SchemaRef,
-    writer: Option<ArrowWriter<BufWriter<File>>>,
+    /// `None` once finished. Columns of a row group are encoded in parallel through the
+    /// factory, then appended in order to the file writer.
+    writer: Option<(
+        SerializedFileWriter<BufWriter<File>>,
+        ArrowRowGroupWriterFactory,
+    )>,
     buf: Transitions,
     row_group_rows: usize,
     tally: RowTally,
@@ -127,11 +135,14 @@ impl TransitionWriter {
         let tmp = crate::fs::temp_path(path);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let arrow_schema = schema.to_arrow();
+        // ArrowWriter sets up the Parquet schema and embeds the Arrow schema in the footer;
+        // its parts then let row groups be encoded column-parallel.
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             arrow_schema.clone(),
             Some(props),
         )
+        .and_then(|w| w.into_serialized_writer())
         .map_err(|e| Error::data(&tmp, format!("cannot start a Parquet writer: {e}")))?;
         let mut w = Self {
             path: path.to_path_buf(),
@@ -218,8 +229,36 @@ impl TransitionWriter {
                 ));
             }
         }
-        for i in 0..n {
-            self.push(&batch.row(i))?;
+        // Whole column slices at a time: the per-row work is only the order check.
+        let mut start = 0;
+        while start < n {
+            let end = n.min(start + self.row_group_rows - self.buf.len());
+            let mut accepted = end;
+            let mut failure = None;
+            for i in start..end {
+                let done = batch.terminated[i] || batch.truncated[i];
+                let r = self.tally.push(
+                    batch.run[i],
+                    batch.task[i],
+                    batch.episode[i],
+                    batch.step[i],
+                    batch.reward[i],
+                    done,
+                );
+                if let Err(m) = r {
+                    accepted = i;
+                    failure = Some(m);
+                    break;
+                }
+            }
+            self.buf.extend_from(batch, start..accepted);
+            if let Some(m) = failure {
+                return Err(Error::data(&self.path, m));
+            }
+            if self.buf.len() >= self.row_group_rows {
+                self.flush_row_group()?;
+            }
+            start = end;
         }
         Ok(())
     }
@@ -277,23 +316,7 @@ impl TransitionWriter {
     }
 
     fn reserve(&mut self) {
-        let n = self.row_group_rows.min(1 << 16);
-        let b = &mut self.buf;
-        let s = self.schema;
-        b.run.reserve(n);
-        b.task.reserve(n);
-        b.episode.reserve(n);
-        b.step.reserve(n);
-        b.obs.reserve(n * s.obs_dim);
-        match &mut b.action {
-            Actions::Discrete(v) => v.reserve(n),
-            Actions::Continuous(v) => v.reserve(n * s.action_dim()),
-        }
-        b.reward.reserve(n);
-        b.terminated.reserve(n);
-        b.truncated.reserve(n);
-        b.next_obs.reserve(n * s.obs_dim);
-        b.policy.reserve(n * s.policy_dim());
+        self.buf.reserve(self.row_group_rows.min(1 << 16));
     }
 
     /// Encodes the buffered rows as one row group. The column vectors move into Arrow buffers.
@@ -304,14 +327,39 @@ impl TransitionWriter {
         let cols = std::mem::replace(&mut self.buf, Transitions::new(self.schema));
         let batch = to_record_batch(&self.arrow_schema, cols)
             .map_err(|e| Error::data(&self.tmp, format!("cannot build a record batch: {e}")))?;
-        let tmp = &self.tmp;
-        let w = self
+        let (file_writer, factory) = self
             .writer
             .as_mut()
-            .ok_or_else(|| Error::data(tmp, "writer already finished"))?;
-        w.write(&batch)
-            .and_then(|_| w.flush())
-            .map_err(|e| Error::data(&self.tmp, format!("cannot write a row group: {e}")))?;
+            .ok_or_else(|| Error::data(&self.tmp, "writer already finished"))?;
+        let tmp = &self.tmp;
+        let perr = |e: parquet::errors::ParquetError| {
+            Error::data(
+                tmp,
+                format!("cannot write row group {}: {e}", self.row_groups),
+            )
+        };
+        let writers = factory
+            .create_column_writers(self.row_groups)
+            .map_err(perr)?;
+        let fields = self.arrow_schema.fields();
+        let chunks: Vec<ArrowColumnChunk> = writers
+            .into_par_iter()
+            .zip(batch.columns().par_iter())
+            .zip(fields.par_iter())
+            .map(|((mut w, array), field)| {
+                // Every column of the format is one Parquet leaf.
+                for leaf in compute_leaves(field, array)? {
+                    w.write(&leaf)?;
+                }
+                w.close()
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(perr)?;
+        let mut rg = file_writer.next_row_group().map_err(perr)?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut rg).map_err(perr)?;
+        }
+        rg.close().map_err(perr)?;
         self.row_groups += 1;
         self.reserve();
         Ok(())
@@ -324,7 +372,7 @@ impl TransitionWriter {
     /// Writes the last row group and the footer, syncs, and renames the file into place.
     pub fn finish(mut self) -> Result<FileSummary> {
         self.flush_row_group()?;
-        let mut w = self.writer.take().ok_or_else(|| self.finished_error())?;
+        let (mut w, _) = self.writer.take().ok_or_else(|| self.finished_error())?;
         w.finish()
             .map_err(|e| Error::data(&self.tmp, format!("cannot write the Parquet footer: {e}")))?;
         let out = w.inner_mut();

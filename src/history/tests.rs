@@ -672,6 +672,9 @@ fn bench_io_print() {
             &data,
             writer::DEFAULT_ROW_GROUP_ROWS,
         );
+        let cont = TransitionSchema::new(3, ActionSpec::Continuous { dim: 2 })
+            .with_policy(PolicyKind::Logits, 4);
+        write(&dir.join("keep-cont.parquet"), &history(cont, 2, 3, 0), 8);
     }
     for f in bench_io(n, &dir).unwrap() {
         println!("{} {} {}", f.name, f.value, f.unit);

@@ -1,0 +1,358 @@
+//! [`TransitionReader`]: opens one transitions file, checks it against the format before any
+//! data is decoded, and reads it whole, by record batch, or a few columns at a time.
+//!
+//! Every failure is an [`Error::Data`] naming the file: not Parquet, truncated, a column of
+//! the wrong type, nulls where the format has none. Nothing in here panics on a bad file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Int64Type, UInt32Type};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
+
+use super::schema::{self, TransitionSchema};
+use super::tally::{RowTally, RunSummary};
+use super::transitions::{Actions, EpisodeSpan, Transitions};
+use crate::envs::EnvSpec;
+use crate::error::{Error, Result};
+
+/// Rows per record batch when iterating.
+pub const DEFAULT_BATCH_ROWS: usize = 1 << 16;
+
+/// The columns [`TransitionReader::runs`] and [`TransitionReader::episodes`] need.
+pub const SUMMARY_COLUMNS: [&str; 7] = [
+    schema::RUN,
+    schema::TASK,
+    schema::EPISODE,
+    schema::STEP,
+    schema::REWARD,
+    schema::TERMINATED,
+    schema::TRUNCATED,
+];
+
+/// An open transitions file whose schema and metadata have been checked.
+pub struct TransitionReader {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+    schema: TransitionSchema,
+    env: Option<EnvSpec>,
+    kv: HashMap<String, String>,
+}
+
+impl TransitionReader {
+    /// Opens `path`, reads the footer and checks the schema and format metadata, reporting every
+    /// problem at once.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
+            Error::data(
+                path,
+                format!(
+                    "cannot read as Parquet (not a Parquet file, or truncated or corrupt): {e}"
+                ),
+            )
+        })?;
+        let kv: HashMap<String, String> = meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let schema = TransitionSchema::from_file(path, meta.schema(), &kv)?;
+        let env = match kv.get(schema::META_ENV_SPEC) {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                Error::data(
+                    path,
+                    format!(
+                        "metadata `{}` is not a valid env spec: {e}",
+                        schema::META_ENV_SPEC
+                    ),
+                )
+            })?),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            meta,
+            schema,
+            env,
+            kv,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's layout (obs dim, action kind, policy column).
+    pub fn schema(&self) -> &TransitionSchema {
+        &self.schema
+    }
+
+    /// The env spec stored in the footer, if the writer was given one.
+    pub fn env_spec(&self) -> Option<&EnvSpec> {
+        self.env.as_ref()
+    }
+
+    /// All key-value metadata of the footer.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.kv
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.meta.metadata().file_metadata().num_rows().max(0) as u64
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.meta.metadata().num_row_groups()
+    }
+
+    /// Checks column names and returns their root indices (the `run` column always included,
+    /// so row counts are known). `None` means every column.
+    fn projection(&self, columns: Option<&[&str]>) -> Result<ProjectionMask> {
+        let arrow = self.meta.schema();
+        let Some(columns) = columns else {
+            return Ok(ProjectionMask::all());
+        };
+        let mut idx = vec![0usize];
+        for name in columns {
+            match arrow.index_of(name) {
+                Ok(i) => idx.push(i),
+                Err(_) => {
+                    let names: Vec<&str> =
+                        arrow.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(Error::Config(format!(
+                        "{}: no column `{name}`{} (columns: {})",
+                        self.path.display(),
+                        crate::error::did_you_mean(name, names.iter().copied()),
+                        names.join(", ")
+                    )));
+                }
+            }
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        Ok(ProjectionMask::roots(self.meta.parquet_schema(), idx))
+    }
+
+    fn builder(
+        &self,
+        columns: Option<&[&str]>,
+        batch_rows: usize,
+    ) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+        // A fresh handle, not `try_clone`: clones share one file offset, and readers decoding
+        // row groups in parallel would then seek under each other's feet.
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+                .with_projection(self.projection(columns)?)
+                .with_batch_size(batch_rows.max(1)),
+        )
+    }
+
+    /// Arrow record batches of `batch_rows` rows, only the named columns (`None`: all).
+    pub fn record_batches(
+        &self,
+        columns: Option<&[&str]>,
+        batch_rows: usize,
+    ) -> Result<RecordBatches> {
+        let reader = self
+            .builder(columns, batch_rows)?
+            .build()
+            .map_err(|e| self.decode_error(e))?;
+        Ok(RecordBatches {
+            path: self.path.clone(),
+            reader,
+        })
+    }
+
+    /// Like [`record_batches`](Self::record_batches), each batch converted to [`Transitions`]
+    /// (columns not read are empty).
+    pub fn batches(
+        &self,
+        columns: Option<&[&str]>,
+        batch_rows: usize,
+    ) -> Result<impl Iterator<Item = Result<Transitions>> + '_> {
+        let batches = self.record_batches(columns, batch_rows)?;
+        Ok(batches.map(move |b| {
+            let b = b?;
+            let mut t = Transitions::new(self.schema);
+            append_batch(&mut t, &b, &self.path)?;
+            Ok(t)
+        }))
+    }
+
+    /// The whole file. Row groups decode in parallel.
+    pub fn read_all(&self) -> Result<Transitions> {
+        self.read_inner(None)
+    }
+
+    /// Only the named columns (plus `run`); the others are left empty.
+    pub fn read_columns(&self, columns: &[&str]) -> Result<Transitions> {
+        self.read_inner(Some(columns))
+    }
+
+    fn read_inner(&self, columns: Option<&[&str]>) -> Result<Transitions> {
+        // Decode row groups in parallel into Arrow batches, then copy once into vectors sized
+        // up front (growing them batch by batch would copy everything again).
+        let groups: Vec<usize> = (0..self.num_row_groups()).collect();
+        let decoded: Vec<Result<Vec<RecordBatch>>> = groups
+            .par_iter()
+            .map(|&g| {
+                let reader = self
+                    .builder(columns, 1 << 20)?
+                    .with_row_groups(vec![g])
+                    .build()
+                    .map_err(|e| self.decode_error(e))?;
+                reader
+                    .map(|b| b.map_err(|e| self.decode_error(e)))
+                    .collect()
+            })
+            .collect();
+        let mut out = Transitions::new(self.schema);
+        out.reserve(self.num_rows() as usize);
+        for part in decoded {
+            for b in part? {
+                append_batch(&mut out, &b, &self.path)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per-run summaries computed from the data (reads only [`SUMMARY_COLUMNS`]), checking the
+    /// (run, episode, step) order and one task per run on the way.
+    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        let mut tally = RowTally::new();
+        for t in self.batches(Some(&SUMMARY_COLUMNS), DEFAULT_BATCH_ROWS)? {
+            let t = t?;
+            for i in 0..t.len() {
+                tally
+                    .push(
+                        t.run[i],
+                        t.task[i],
+                        t.episode[i],
+                        t.step[i],
+                        t.reward[i],
+                        t.terminated[i] || t.truncated[i],
+                    )
+                    .map_err(|m| Error::data(&self.path, m))?;
+            }
+        }
+        Ok(tally.finish())
+    }
+
+    /// Every episode of the file (rows as file row indices), with return, length and whether
+    /// it ended. Reads only [`SUMMARY_COLUMNS`].
+    pub fn episodes(&self) -> Result<Vec<EpisodeSpan>> {
+        Ok(self.read_columns(&SUMMARY_COLUMNS)?.episodes())
+    }
+
+    fn decode_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::data(
+            &self.path,
+            format!("cannot decode Parquet data (truncated or corrupt file?): {e}"),
+        )
+    }
+}
+
+/// Iterator of Arrow record batches from one file; errors name the file.
+pub struct RecordBatches {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+}
+
+impl Iterator for RecordBatches {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.reader.next().map(|r| {
+            r.map_err(|e| {
+                Error::data(
+                    &self.path,
+                    format!("cannot decode Parquet data (truncated or corrupt file?): {e}"),
+                )
+            })
+        })
+    }
+}
+
+/// Appends the columns present in `batch` to `out`. The schema was checked at open, so a type
+/// surprise here means a corrupt file; it is still an error, not a panic.
+pub(crate) fn append_batch(out: &mut Transitions, batch: &RecordBatch, path: &Path) -> Result<()> {
+    let bad = |name: &str, what: &str| Error::data(path, format!("column `{name}`: {what}"));
+    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = field.name().as_str();
+        if col.null_count() > 0 {
+            return Err(bad(
+                name,
+                &format!("{} null values; the format has no nulls", col.null_count()),
+            ));
+        }
+        let u32s = || {
+            col.as_primitive_opt::<UInt32Type>()
+                .map(|a| a.values())
+                .ok_or_else(|| bad(name, "expected UInt32"))
+        };
+        let f32_list = || -> Result<&[f32]> {
+            let l = col
+                .as_fixed_size_list_opt()
+                .ok_or_else(|| bad(name, "expected FixedSizeList<Float32>"))?;
+            let v = l
+                .values()
+                .as_primitive_opt::<Float32Type>()
+                .ok_or_else(|| bad(name, "expected Float32 list items"))?;
+            if v.null_count() > 0 {
+                return Err(bad(name, "null list items; the format has no nulls"));
+            }
+            let size = l.value_length() as usize;
+            let start = l.offset() * size;
+            v.values()
+                .get(start..start + l.len() * size)
+                .ok_or_else(|| bad(name, "list values shorter than the list"))
+        };
+        let bools = |dst: &mut Vec<bool>| -> Result<()> {
+            let a = col
+                .as_boolean_opt()
+                .ok_or_else(|| bad(name, "expected Boolean"))?;
+            dst.extend(a.values().iter());
+            Ok(())
+        };
+        match name {
+            schema::RUN => out.run.extend_from_slice(u32s()?),
+            schema::TASK => out.task.extend_from_slice(u32s()?),
+            schema::EPISODE => out.episode.extend_from_slice(u32s()?),
+            schema::STEP => out.step.extend_from_slice(u32s()?),
+            schema::OBS => out.obs.extend_from_slice(f32_list()?),
+            schema::NEXT_OBS => out.next_obs.extend_from_slice(f32_list()?),
+            schema::POLICY => out.policy.extend_from_slice(f32_list()?),
+            schema::REWARD => out.reward.extend_from_slice(
+                col.as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| bad(name, "expected Float32"))?
+                    .values(),
+            ),
+            schema::TERMINATED => bools(&mut out.terminated)?,
+            schema::TRUNCATED => bools(&mut out.truncated)?,
+            schema::ACTION => match (&mut out.action, col.data_type()) {
+                (Actions::Discrete(v), DataType::Int64) => v.extend_from_slice(
+                    col.as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| bad(name, "expected Int64"))?
+                        .values(),
+                ),
+                (Actions::Continuous(v), _) => v.extend_from_slice(f32_list()?),
+                _ => return Err(bad(name, "action type differs from the file's schema")),
+            },
+            other => return Err(bad(other, "not a column of the format")),
+        }
+    }
+    Ok(())
+}

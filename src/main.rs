@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
 use reincarnate::experiment::{eval_random, load_experiment, run_experiment};
 use reincarnate::report::{si, table, Figure};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -237,9 +237,9 @@ fn cmd_train(
     env: Option<&str>,
     algo: Option<&str>,
     steps: Option<u64>,
-    out: Option<&PathBuf>,
+    out: Option<&Path>,
     resume: bool,
-    config: Option<&PathBuf>,
+    config: Option<&Path>,
 ) -> Result<()> {
     let mut table = match config {
         Some(p) => toml::from_str::<toml::Table>(
@@ -277,7 +277,7 @@ fn cmd_train(
         .unwrap_or_else(|| "train flags".into());
     let spec: reincarnate::train::TrainSpec = reincarnate::config::from_table(table, &source)?;
     let device = reincarnate::device::parse_device(&c.device)?;
-    let out = out.cloned().unwrap_or_else(|| {
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
         PathBuf::from("checkpoints").join(format!(
             "{}-{}-s{}",
             spec.env.config().id.replace('/', "-"),
@@ -299,7 +299,7 @@ fn cmd_train(
     Ok(())
 }
 
-fn cmd_run(c: &Common, path: &PathBuf) -> Result<()> {
+fn cmd_run(c: &Common, path: &Path) -> Result<()> {
     let exp = load_experiment(path, &c.overrides)?;
     let stem = path
         .file_stem()
@@ -409,9 +409,9 @@ fn main() {
                 env.as_deref(),
                 algo.as_deref(),
                 *steps,
-                out.as_ref(),
+                out.as_deref(),
                 *resume,
-                config.as_ref(),
+                config.as_deref(),
             ),
             Command::Inspect { path } => {
                 print!("{}", reincarnate::checkpoint::describe(path)?);

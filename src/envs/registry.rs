@@ -4,6 +4,9 @@
 use super::{bandit, classic, gridworld, minatar, shuffled_split, Env, EnvConfig};
 use crate::error::{did_you_mean, Error, Result};
 
+/// Splits `n` tasks into (train, test) index lists.
+pub type SplitFn = fn(&EnvConfig, usize) -> (Vec<usize>, Vec<usize>);
+
 /// One registered environment id.
 pub struct EnvEntry {
     pub id: &'static str,
@@ -12,7 +15,7 @@ pub struct EnvEntry {
     pub options: &'static [&'static str],
     pub num_tasks: fn(&EnvConfig) -> usize,
     /// (train, test) task indices.
-    pub split: fn(&EnvConfig, usize) -> (Vec<usize>, Vec<usize>),
+    pub split: SplitFn,
     pub make: fn(&EnvConfig, usize) -> Result<Box<dyn Env>>,
     pub describe: fn(&EnvConfig, usize) -> serde_json::Value,
 }

@@ -57,26 +57,6 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_and_auto_work_bad_names_are_explained() {
-        assert!(parse_device("cpu").unwrap().is_cpu());
-        parse_device("auto").unwrap();
-        let e = parse_device("gpu").unwrap_err().to_string();
-        assert!(e.contains("auto, cpu, cuda"), "{e}");
-        let e = parse_device("cuda:x").unwrap_err().to_string();
-        assert!(e.contains("cuda:N"), "{e}");
-        #[cfg(not(feature = "cuda"))]
-        assert!(parse_device("cuda")
-            .unwrap_err()
-            .to_string()
-            .contains("--features cuda"));
-    }
-}
-
 /// Pins candle's CPU thread count once per process. Without `RAYON_NUM_THREADS`, candle 0.11
 /// asks `num_cpus::get_physical()` (a read of /proc/cpuinfo) on every matrix multiply, which
 /// costs more than the multiply itself for the small networks of RL. `threads = None` keeps a
@@ -99,4 +79,24 @@ pub fn configure_cpu_threads(threads: Option<usize>) {
         // process), so no other thread reads the environment concurrently.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_auto_work_bad_names_are_explained() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        parse_device("auto").unwrap();
+        let e = parse_device("gpu").unwrap_err().to_string();
+        assert!(e.contains("auto, cpu, cuda"), "{e}");
+        let e = parse_device("cuda:x").unwrap_err().to_string();
+        assert!(e.contains("cuda:N"), "{e}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(parse_device("cuda")
+            .unwrap_err()
+            .to_string()
+            .contains("--features cuda"));
+    }
 }

@@ -2,8 +2,8 @@
 //! reload, and clear failures.
 
 use reincarnate::checkpoint;
-use reincarnate::train::{run_train, TrainSpec};
 use reincarnate::replay::RawArray;
+use reincarnate::train::{run_train, TrainSpec};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -40,9 +40,16 @@ fn tensors(dir: &Path, file: &str) -> BTreeMap<String, RawArray> {
 
 fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
     let (ta, tb) = (tensors(a, file), tensors(b, file));
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{file}: tensor names differ");
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "{file}: tensor names differ"
+    );
     for (name, x) in &ta {
-        assert!(x == &tb[name], "{file}: tensor `{name}` differs between the runs");
+        assert!(
+            x == &tb[name],
+            "{file}: tensor `{name}` differs between the runs"
+        );
     }
 }
 
@@ -79,7 +86,11 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
     let (la, lb) = (train_lines(&a), train_lines(&b));
     assert!(la.len() > 20);
     if let Some(i) = (0..la.len().max(lb.len())).find(|&i| la.get(i) != lb.get(i)) {
-        panic!("metrics differ after resume at line {i}:\n  {:?}\n  {:?}", la.get(i), lb.get(i));
+        panic!(
+            "metrics differ after resume at line {i}:\n  {:?}\n  {:?}",
+            la.get(i),
+            lb.get(i)
+        );
     }
 
     // A different seed gives a different run.

@@ -439,10 +439,10 @@ impl Agent for Dqn {
             )));
         };
         let d = self.obs_dim;
-        for i in 0..a.len() {
+        for (i, &action) in a.iter().enumerate() {
             self.replay.push(
                 &exp.obs[i * d..(i + 1) * d],
-                a[i] as i64,
+                action as i64,
                 &[],
                 exp.rewards[i],
                 &exp.next_obs[i * d..(i + 1) * d],
@@ -459,12 +459,12 @@ impl Agent for Dqn {
             return Ok(None);
         }
         let mut metrics = None;
-        if step % c.train_frequency == 0 {
+        if step.is_multiple_of(c.train_frequency) {
             for _ in 0..c.gradient_steps {
                 metrics = Some(self.gradient_step(step)?);
             }
         }
-        if step % self.config.target_update_frequency == 0 {
+        if step.is_multiple_of(self.config.target_update_frequency) {
             if self.config.tau >= 1.0 {
                 self.target_store.copy_from(&self.store)?;
             } else {

@@ -323,7 +323,7 @@ mod tests {
             a.reset();
             let mut rng = crate::rng::Rng::seed_from_u64(0);
             let n_act = fam.spec().action_space.discrete_n();
-            let mut step = |v: &mut VecEnv, rng: &mut crate::rng::Rng| match n_act {
+            let step = |v: &mut VecEnv, rng: &mut crate::rng::Rng| match n_act {
                 Some(n) => {
                     let acts: Vec<usize> = (0..4).map(|_| rng.below(n)).collect();
                     v.step(ActionBatch::Discrete(&acts)).unwrap();

@@ -109,7 +109,11 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
 /// Updates/s of the DQN family on the reference sizes: CartPole MLP 120-84 at batch 128
 /// and the MinAtar conv net (16 3×3 filters, FC 128, 10×10×4 input, 6 actions) at batch 32.
 /// Each update = sample a minibatch, forward online and target nets, loss, backward, Adam step.
-pub fn bench_updates(budget: Duration, device: &candle_core::Device) -> Result<Vec<Figure>> {
+pub fn bench_updates(
+    budget: Duration,
+    device: &candle_core::Device,
+    filter: Option<&str>,
+) -> Result<Vec<Figure>> {
     use crate::agents::Experience;
     use crate::envs::{Bounds, EnvConfig, EnvSpec};
     use crate::eval::ActionBuf;
@@ -143,6 +147,9 @@ pub fn bench_updates(budget: Duration, device: &candle_core::Device) -> Result<V
     ];
     let mut figures = Vec::new();
     for (name, shape, n_actions, _batch, mut agent_cfg) in cases {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
         let obs_dim: usize = shape.iter().product();
         let spec = EnvSpec {
             config: EnvConfig::new("bench"),

@@ -42,14 +42,46 @@ pub struct Experiment {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Stage {
     Eval(EvalStage),
+    Train(TrainStage),
+    Compare(CompareStage),
 }
 
 impl Stage {
     pub fn name(&self) -> &str {
         match self {
             Stage::Eval(s) => &s.name,
+            Stage::Train(s) => &s.name,
+            Stage::Compare(s) => &s.name,
         }
     }
+}
+
+/// Train one agent configuration over several seeds (`runs/NAME/STAGE/seed-S/`). The result
+/// holds each seed's final greedy evaluation and their mean.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainStage {
+    pub name: String,
+    pub env: EnvRef,
+    pub algo: String,
+    #[serde(default)]
+    pub agent: toml::Table,
+    #[serde(default, rename = "loop")]
+    pub train_loop: crate::train::LoopConfig,
+    /// Seeds to train (default: the experiment's seed).
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+}
+
+/// Plot the greedy-evaluation curves of earlier `train` stages (mean ± standard error over
+/// seeds) into `STAGE/compare.svg`; the result is the final mean of each.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompareStage {
+    pub name: String,
+    pub stages: Vec<String>,
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 fn default_policy() -> String {
@@ -153,6 +185,7 @@ pub struct StageOutcome {
 pub fn run_experiment(
     exp: &Experiment,
     default_name: &str,
+    device: &candle_core::Device,
 ) -> Result<(PathBuf, Vec<StageOutcome>)> {
     let name = exp.name.clone().unwrap_or_else(|| default_name.to_string());
     let root = exp
@@ -176,6 +209,8 @@ pub fn run_experiment(
             write_json_atomic(&stage_file, stage)?;
             let result = match stage {
                 Stage::Eval(s) => run_eval_stage(s, exp.seed)?,
+                Stage::Train(s) => run_train_stage(s, exp.seed, &dir, device)?,
+                Stage::Compare(s) => run_compare_stage(s, exp, &root, &dir)?,
             };
             write_json_atomic(&result_file, &result)?;
             (result, false)
@@ -189,4 +224,109 @@ pub fn run_experiment(
     }
     write_json_atomic(&root.join("summary.json"), &summary)?;
     Ok((root, outcomes))
+}
+
+fn run_train_stage(
+    stage: &TrainStage,
+    default_seed: u64,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<serde_json::Value> {
+    let seeds = if stage.seeds.is_empty() {
+        vec![default_seed]
+    } else {
+        stage.seeds.clone()
+    };
+    let spec = crate::train::TrainSpec {
+        env: stage.env.clone(),
+        algo: stage.algo.clone(),
+        agent: stage.agent.clone(),
+        train_loop: stage.train_loop.clone(),
+    };
+    let mut finals = Vec::new();
+    let mut per_seed = serde_json::Map::new();
+    for seed in seeds {
+        let out = dir.join(format!("seed-{seed}"));
+        let summary = crate::train::run_train(&spec, seed, device, &out, false)?;
+        let r = summary
+            .final_eval
+            .map(|r| r.mean_return)
+            .unwrap_or(f64::NAN);
+        finals.push(r);
+        per_seed.insert(
+            seed.to_string(),
+            serde_json::json!({
+                "final_return": r,
+                "episodes": summary.episodes,
+                "steps_per_second": summary.steps_per_second,
+            }),
+        );
+    }
+    let (mean, se) = crate::eval::mean_stderr(&finals);
+    Ok(
+        serde_json::json!({ "final_return_mean": mean, "final_return_stderr": se, "seeds": per_seed }),
+    )
+}
+
+/// Evaluation curves of a train stage's seeds: (step, mean, stderr) at the steps every seed reached.
+fn eval_curve(stage_dir: &Path) -> Result<Vec<(f64, f64, f64)>> {
+    let mut curves = Vec::new();
+    for entry in std::fs::read_dir(stage_dir).map_err(|e| Error::io(stage_dir, e))? {
+        let p = entry.map_err(|e| Error::io(stage_dir, e))?.path();
+        let m = p.join("metrics.jsonl");
+        if p.is_dir() && m.exists() {
+            curves.push(crate::report::metrics::read_series(&m, "eval", "return")?);
+        }
+    }
+    let n = curves.iter().map(|c| c.len()).min().unwrap_or(0);
+    Ok((0..n)
+        .map(|i| {
+            let ys: Vec<f64> = curves.iter().map(|c| c[i].1).collect();
+            let (m, se) = crate::eval::mean_stderr(&ys);
+            (curves[0][i].0, m, se)
+        })
+        .collect())
+}
+
+fn run_compare_stage(
+    stage: &CompareStage,
+    exp: &Experiment,
+    root: &Path,
+    dir: &Path,
+) -> Result<serde_json::Value> {
+    use crate::report::plot::{line_plot, Series};
+    let mut series = Vec::new();
+    let mut finals = serde_json::Map::new();
+    for name in &stage.stages {
+        if !exp
+            .stages
+            .iter()
+            .any(|s| matches!(s, Stage::Train(t) if &t.name == name))
+        {
+            return Err(Error::Config(format!(
+                "compare stage `{}`: `{name}` is not a train stage of this experiment",
+                stage.name
+            )));
+        }
+        let curve = eval_curve(&root.join(name))?;
+        if let Some(last) = curve.last() {
+            finals.insert(
+                name.clone(),
+                serde_json::json!({ "final_return_mean": last.1, "final_return_stderr": last.2 }),
+            );
+        }
+        series.push(Series {
+            name: name.clone(),
+            points: curve.iter().map(|c| (c.0, c.1)).collect(),
+            band: curve.iter().map(|c| (c.0, c.1 - c.2, c.1 + c.2)).collect(),
+            hline: None,
+        });
+    }
+    let title = stage
+        .title
+        .clone()
+        .unwrap_or_else(|| "greedy evaluation return (mean ± s.e. over seeds)".into());
+    let plot = dir.join("compare.svg");
+    line_plot(&plot, &title, "environment steps", "return", &series)?;
+    Ok(serde_json::json!({ "plot": plot, "final": finals }))
 }

@@ -299,13 +299,62 @@ fn cmd_train(
     Ok(())
 }
 
+/// A stage result as a person wants to read it: a table of evaluations, a train stage's final
+/// return, a comparison's plot.
+fn print_stage_result(result: &serde_json::Value) {
+    let row = |name: &str, r: &serde_json::Value| -> Option<Vec<String>> {
+        let m = r.get("mean_return")?.as_f64()?;
+        let se = r.get("stderr")?.as_f64()?;
+        let len = r.get("mean_length")?.as_f64()?;
+        let opt = r.get("optimal_return").and_then(|v| v.as_f64());
+        Some(vec![
+            name.to_string(),
+            format!("{m:.3} ± {se:.3}"),
+            format!("{len:.1}"),
+            opt.map(|o| format!("{o:.2}")).unwrap_or_else(|| "-".into()),
+        ])
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if let Some(r) = row(
+        result.get("env").and_then(|e| e.as_str()).unwrap_or("env"),
+        result,
+    ) {
+        rows.push(r);
+    } else if let Some(map) = result.as_object() {
+        rows.extend(map.iter().filter_map(|(env, r)| row(env, r)));
+    }
+    if !rows.is_empty() {
+        println!(
+            "{}",
+            table(&["env", "return (mean ± s.e.)", "length", "optimal"], &rows)
+        );
+    }
+    if let (Some(m), Some(se)) = (
+        result.get("final_return_mean").and_then(|v| v.as_f64()),
+        result.get("final_return_stderr").and_then(|v| v.as_f64()),
+    ) {
+        println!("  final greedy return {m:.2} ± {se:.2} over seeds");
+    }
+    if let Some(plot) = result.get("plot").and_then(|v| v.as_str()) {
+        if let Some(fin) = result.get("final").and_then(|v| v.as_object()) {
+            for (k, v) in fin {
+                let m = v["final_return_mean"].as_f64().unwrap_or(f64::NAN);
+                let se = v["final_return_stderr"].as_f64().unwrap_or(f64::NAN);
+                println!("  {k}: final greedy return {m:.2} ± {se:.2}");
+            }
+        }
+        println!("  plot: {plot}");
+    }
+}
+
 fn cmd_run(c: &Common, path: &Path) -> Result<()> {
     let exp = load_experiment(path, &c.overrides)?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "experiment".into());
-    let (root, outcomes) = run_experiment(&exp, &stem)?;
+    let device = reincarnate::device::parse_device(&c.device)?;
+    let (root, outcomes) = run_experiment(&exp, &stem, &device)?;
     for o in &outcomes {
         let note = if o.skipped {
             " (finished earlier, skipped)"
@@ -313,30 +362,7 @@ fn cmd_run(c: &Common, path: &Path) -> Result<()> {
             ""
         };
         println!("stage {}{note}", o.name);
-        if let Some(map) = o.result.as_object() {
-            // An eval stage over several envs: one row per env.
-            let rows: Vec<Vec<String>> = map
-                .iter()
-                .filter_map(|(env, r)| {
-                    let m = r.get("mean_return")?.as_f64()?;
-                    let se = r.get("stderr")?.as_f64()?;
-                    let len = r.get("mean_length")?.as_f64()?;
-                    let opt = r.get("optimal_return").and_then(|v| v.as_f64());
-                    Some(vec![
-                        env.clone(),
-                        format!("{m:.3} ± {se:.3}"),
-                        format!("{len:.1}"),
-                        opt.map(|o| format!("{o:.2}")).unwrap_or_else(|| "-".into()),
-                    ])
-                })
-                .collect();
-            if !rows.is_empty() {
-                println!(
-                    "{}",
-                    table(&["env", "return (mean ± s.e.)", "length", "optimal"], &rows)
-                );
-            }
-        }
+        print_stage_result(&o.result);
     }
     println!("wrote {}", root.join("summary.json").display());
     Ok(())
@@ -352,9 +378,11 @@ fn cmd_bench(
     let budget = Duration::from_secs_f64(seconds);
     let figures: Vec<Figure> = match what {
         BenchWhat::Envs => reincarnate::bench::bench_envs(budget, filter)?,
-        BenchWhat::Updates => {
-            reincarnate::bench::bench_updates(budget, &reincarnate::device::parse_device(device)?)?
-        }
+        BenchWhat::Updates => reincarnate::bench::bench_updates(
+            budget,
+            &reincarnate::device::parse_device(device)?,
+            filter,
+        )?,
     };
     if json {
         for f in &figures {

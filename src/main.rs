@@ -77,12 +77,24 @@ enum Command {
         /// Continue from the checkpoint in --out.
         #[arg(long)]
         resume: bool,
+        /// Log the agent's whole interaction stream as it learns to this dataset folder.
+        #[arg(long)]
+        log_history: Option<PathBuf>,
         /// TOML file with `env`, `algo`, `[agent]`, `[loop]`.
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Summarise a checkpoint folder.
-    Inspect { path: PathBuf },
+    /// Summarise a checkpoint folder or a dataset folder.
+    Inspect {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dataset folders: validate, merge shards.
+    Dataset {
+        #[command(subcommand)]
+        action: DatasetAction,
+    },
     /// Run a whole pipeline from an experiment file; finished stages are skipped on re-run.
     Run { experiment: PathBuf },
     /// Performance figures.
@@ -100,10 +112,23 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DatasetAction {
+    /// Check schema, sort order and manifest consistency; lists every problem.
+    Validate { path: PathBuf },
+    /// Combine shard datasets (made with --shard i/n) into one, renumbering runs.
+    Merge {
+        shards: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchWhat {
     Envs,
     Updates,
+    Io,
 }
 
 fn env_config(id: &str, overrides: &[String]) -> Result<EnvConfig> {
@@ -239,6 +264,7 @@ fn cmd_train(
     steps: Option<u64>,
     out: Option<&Path>,
     resume: bool,
+    log_history: Option<&Path>,
     config: Option<&Path>,
 ) -> Result<()> {
     let mut table = match config {
@@ -257,6 +283,12 @@ fn cmd_train(
     let mut sets = c.overrides.clone();
     if let Some(s) = steps {
         sets.push(format!("loop.steps={s}"));
+    }
+    if let Some(h) = log_history {
+        sets.push(format!(
+            "loop.log_history={}",
+            toml::Value::String(h.display().to_string())
+        ));
     }
     // `env.KEY=VALUE` on an env given by id turns it into a table first.
     if sets.iter().any(|s| s.starts_with("env.")) {
@@ -347,6 +379,33 @@ fn print_stage_result(result: &serde_json::Value) {
     }
 }
 
+/// A scratch folder for `bench io` in the system temp dir, removed afterwards.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("reincarnate-bench-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
+    if path.join("dataset.json").exists() {
+        let summary = reincarnate::history::summarize(path)?;
+        if json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            println!("{summary}");
+        }
+        return Ok(());
+    }
+    if path.join(reincarnate::checkpoint::CONFIG_FILE).exists() {
+        print!("{}", reincarnate::checkpoint::describe(path)?);
+        return Ok(());
+    }
+    bail!(
+        "{}: neither a dataset folder (dataset.json) nor a checkpoint folder (config.json + model.safetensors)",
+        path.display()
+    )
+}
+
 fn cmd_run(c: &Common, path: &Path) -> Result<()> {
     let exp = load_experiment(path, &c.overrides)?;
     let stem = path
@@ -378,6 +437,16 @@ fn cmd_bench(
     let budget = Duration::from_secs_f64(seconds);
     let figures: Vec<Figure> = match what {
         BenchWhat::Envs => reincarnate::bench::bench_envs(budget, filter)?,
+        BenchWhat::Io => {
+            let dir = tempfile_dir()?;
+            let rows = std::env::var("REINCARNATE_BENCH_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000_000);
+            let r = reincarnate::history::bench_io(rows, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            r?
+        }
         BenchWhat::Updates => reincarnate::bench::bench_updates(
             budget,
             &reincarnate::device::parse_device(device)?,
@@ -431,6 +500,7 @@ fn main() {
                 steps,
                 out,
                 resume,
+                log_history,
                 config,
             } => cmd_train(
                 &cli.common,
@@ -439,12 +509,28 @@ fn main() {
                 *steps,
                 out.as_deref(),
                 *resume,
+                log_history.as_deref(),
                 config.as_deref(),
             ),
-            Command::Inspect { path } => {
-                print!("{}", reincarnate::checkpoint::describe(path)?);
-                Ok(())
-            }
+            Command::Inspect { path, json } => cmd_inspect(path, *json),
+            Command::Dataset { action } => match action {
+                DatasetAction::Validate { path } => {
+                    reincarnate::history::validate_or_error(path)?;
+                    println!("{}: valid", path.display());
+                    Ok(())
+                }
+                DatasetAction::Merge { shards, out } => {
+                    let m = reincarnate::history::merge(shards, out)?;
+                    println!(
+                        "merged {} shards into {} ({} runs, {} transitions)",
+                        shards.len(),
+                        out.display(),
+                        m.runs.len(),
+                        m.total_rows()
+                    );
+                    Ok(())
+                }
+            },
             Command::Run { experiment } => cmd_run(&cli.common, experiment),
             Command::Bench {
                 what,

@@ -14,6 +14,9 @@ use crate::checkpoint::{self, CheckpointData};
 use crate::envs::{EnvConfig, TaskFamily, TaskSet, VecEnv};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate_tasks, ActionBuf, EvalReport, Policy};
+use crate::history::{
+    ActionRef, DatasetWriter, Manifest, SourceAlgo, TaskEntry, TransitionRef, TransitionSchema,
+};
 use crate::report::metrics::{read_series, MetricsLog};
 use crate::report::plot::{line_plot, smooth, Series};
 use serde::{Deserialize, Serialize};
@@ -44,6 +47,10 @@ pub struct LoopConfig {
     /// Show a progress bar (off in tests).
     #[serde(default = "d_true")]
     pub progress: bool,
+    /// Log every transition of the run (its whole learning history) to this dataset folder,
+    /// in the Parquet transition schema (`train --log-history datasets/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_history: Option<PathBuf>,
 }
 
 fn d_steps() -> u64 {
@@ -174,6 +181,38 @@ pub fn train(
         }
     }
     crate::fs::create_dir_all(out)?;
+    let mut history = match &cfg.log_history {
+        None => None,
+        Some(_) if resume => return Err(Error::Config(
+            "--log-history cannot continue a history across --resume yet; log a fresh run instead"
+                .into(),
+        )),
+        Some(dir) => {
+            let spec = family.spec().clone();
+            let source = SourceAlgo {
+                name: agent.algorithm().to_string(),
+                config: agent
+                    .save(false)?
+                    .config
+                    .get("agent")
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            let tasks = vec![TaskEntry {
+                index: task as u32,
+                params: family.describe_task(task),
+            }];
+            let manifest = Manifest::new(
+                spec.clone(),
+                TransitionSchema::for_env(&spec),
+                tasks,
+                "train",
+                source,
+            );
+            Some(DatasetWriter::create(dir, manifest)?)
+        }
+    };
+    let (mut ep_index, mut ep_step) = (0u32, 0u32);
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resume.then_some(step))?;
     let n_actions_space = family.spec().action_space.clone();
     let mut actions = ActionBuf::for_space(&n_actions_space, 1);
@@ -233,6 +272,30 @@ pub fn train(
             terminated: venv.terminated(),
             truncated: venv.truncated(),
         })?;
+        if let Some(w) = history.as_mut() {
+            let action = match &actions {
+                ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
+                ActionBuf::Continuous(a) => ActionRef::Continuous(a),
+            };
+            w.push(&TransitionRef {
+                run: 0,
+                task: task as u32,
+                episode: ep_index,
+                step: ep_step,
+                obs: &obs,
+                action,
+                reward: venv.rewards()[0],
+                terminated: venv.terminated()[0],
+                truncated: venv.truncated()[0],
+                next_obs: venv.next_obs(),
+                policy: None,
+            })?;
+        }
+        ep_step += 1;
+        if !venv.finished().is_empty() {
+            ep_index += 1;
+            ep_step = 0;
+        }
         step += 1;
         obs.copy_from_slice(venv.obs());
         for end in venv.finished() {
@@ -293,6 +356,9 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
+    if let Some(w) = history {
+        w.finish()?;
+    }
     log.flush()?;
     if let Some(r) = &last_eval {
         crate::fs::write_json_atomic(&out.join("eval.json"), r)?;

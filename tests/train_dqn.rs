@@ -135,3 +135,45 @@ fn unknown_agent_key_is_named_with_a_suggestion() {
         "{e}"
     );
 }
+
+#[test]
+fn log_history_records_every_transition_and_matches_the_episode_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = spec(SMALL_CARTPOLE);
+    s.train_loop.steps = 700;
+    let hist = tmp.path().join("hist");
+    s.train_loop.log_history = Some(hist.clone());
+    let out = tmp.path().join("run");
+    let summary = run_train(&s, 3, &candle_core::Device::Cpu, &out, false).unwrap();
+    reincarnate::history::validate_or_error(&hist).unwrap();
+    let manifest = reincarnate::history::Manifest::load(&hist).unwrap();
+    assert_eq!(manifest.total_rows(), 700);
+    let file = hist.join(&manifest.runs[0].file);
+    let reader = reincarnate::history::TransitionReader::open(&file).unwrap();
+    let complete: Vec<f64> = reader
+        .episodes()
+        .unwrap()
+        .iter()
+        .filter(|e| e.complete)
+        .map(|e| e.ret)
+        .collect();
+    assert_eq!(complete.len() as u64, summary.episodes);
+    let logged: Vec<f64> =
+        reincarnate::report::metrics::read_series(&out.join("metrics.jsonl"), "episode", "return")
+            .unwrap()
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
+    assert_eq!(complete, logged);
+    // A second log into the same folder is refused rather than overwriting it.
+    let e = run_train(
+        &s,
+        3,
+        &candle_core::Device::Cpu,
+        &tmp.path().join("run2"),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("already exists"), "{e}");
+}

@@ -57,15 +57,40 @@ pub trait Agent {
 /// Algorithms `train` accepts.
 pub const ALGORITHMS: &[&str] = &["dqn", "c51"];
 
-/// Deep-merges `over` into `base` (tables merge key by key; other values replace).
+/// Deep-merges `over` into `base` (tables merge key by key; other values replace). A table
+/// with a `kind` tag (a schedule, an enum variant) replaces the default wholesale: its fields
+/// belong to that variant only.
 pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if !o.contains_key("kind") => {
+                merge_tables(b, o)
+            }
             _ => {
                 base.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_tables_replace_and_plain_tables_merge() {
+        let mut base: toml::Table = toml::from_str(
+            "lr = { kind = \"constant\", value = 1.0 }\nnet = { body = \"mlp\", atoms = 1 }",
+        )
+        .unwrap();
+        let over: toml::Table = toml::from_str(
+            "lr = { kind = \"linear\", start = 1.0, end = 0.0, steps = 10 }\nnet = { atoms = 51 }",
+        )
+        .unwrap();
+        merge_tables(&mut base, &over);
+        assert!(!base["lr"].as_table().unwrap().contains_key("value"));
+        assert_eq!(base["net"]["body"].as_str(), Some("mlp"));
+        assert_eq!(base["net"]["atoms"].as_integer(), Some(51));
     }
 }
 

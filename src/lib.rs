@@ -15,6 +15,7 @@ pub mod eval;
 pub mod experiment;
 pub mod fs;
 pub mod history;
+pub mod hub;
 pub mod nn;
 pub mod replay;
 pub mod report;

@@ -48,7 +48,7 @@ enum Command {
         /// Environment id (see `reincarnate envs`); default: the checkpoint's.
         #[arg(long)]
         env: Option<String>,
-        /// `random`, or a checkpoint folder (evaluated greedily).
+        /// `random`, a checkpoint folder or `hf://ORG/NAME` (evaluated greedily).
         #[arg(long, default_value = "random")]
         policy: String,
         /// Episodes per task.
@@ -203,7 +203,7 @@ fn cmd_eval(
         eval_random(&cfg, tasks, episodes, c.seed)?
     } else {
         let device = reincarnate::device::parse_device(&c.device)?;
-        let path = PathBuf::from(policy);
+        let path = local_folder(policy, false)?;
         let data = reincarnate::checkpoint::load(&path)?;
         let mut agent = reincarnate::agents::from_checkpoint(&data, &device)
             .with_context(|| format!("loading {}", path.display()))?;
@@ -386,7 +386,26 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A checkpoint or dataset argument as a local folder: `hf://...` resolves through the Hub
+/// cache (offline when cached), anything else is a path.
+fn local_folder(arg: &str, dataset: bool) -> Result<PathBuf> {
+    use reincarnate::hub::{is_hub_url, resolve_checkpoint, resolve_dataset, HubRef};
+    if !is_hub_url(arg) {
+        return Ok(PathBuf::from(arg));
+    }
+    let r = HubRef::parse(arg)?;
+    Ok(
+        if dataset || matches!(r.kind, reincarnate::hub::RepoKind::Dataset) {
+            resolve_dataset(&r)?
+        } else {
+            resolve_checkpoint(&r)?
+        },
+    )
+}
+
 fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
+    let resolved = local_folder(&path.to_string_lossy(), false)?;
+    let path = resolved.as_path();
     if path.join("dataset.json").exists() {
         let summary = reincarnate::history::summarize(path)?;
         if json {

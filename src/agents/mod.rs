@@ -73,27 +73,6 @@ pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tagged_tables_replace_and_plain_tables_merge() {
-        let mut base: toml::Table = toml::from_str(
-            "lr = { kind = \"constant\", value = 1.0 }\nnet = { body = \"mlp\", atoms = 1 }",
-        )
-        .unwrap();
-        let over: toml::Table = toml::from_str(
-            "lr = { kind = \"linear\", start = 1.0, end = 0.0, steps = 10 }\nnet = { atoms = 51 }",
-        )
-        .unwrap();
-        merge_tables(&mut base, &over);
-        assert!(!base["lr"].as_table().unwrap().contains_key("value"));
-        assert_eq!(base["net"]["body"].as_str(), Some("mlp"));
-        assert_eq!(base["net"]["atoms"].as_integer(), Some(51));
-    }
-}
-
 fn with_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
     defaults: T,
     user: &toml::Table,
@@ -165,4 +144,25 @@ pub fn from_checkpoint(
     };
     agent.load(data)?;
     Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_tables_replace_and_plain_tables_merge() {
+        let mut base: toml::Table = toml::from_str(
+            "lr = { kind = \"constant\", value = 1.0 }\nnet = { body = \"mlp\", atoms = 1 }",
+        )
+        .unwrap();
+        let over: toml::Table = toml::from_str(
+            "lr = { kind = \"linear\", start = 1.0, end = 0.0, steps = 10 }\nnet = { atoms = 51 }",
+        )
+        .unwrap();
+        merge_tables(&mut base, &over);
+        assert!(!base["lr"].as_table().unwrap().contains_key("value"));
+        assert_eq!(base["net"]["body"].as_str(), Some("mlp"));
+        assert_eq!(base["net"]["atoms"].as_integer(), Some(51));
+    }
 }

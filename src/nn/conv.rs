@@ -22,11 +22,10 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    let y = if stride == 1 {
-        conv2d_im2col(x, w, padding)?
-    } else {
-        x.conv2d(w, padding, stride, 1, 1)?
-    };
+    if stride == 1 {
+        return conv2d_im2col(x, w, b, padding);
+    }
+    let y = x.conv2d(w, padding, stride, 1, 1)?;
     match b {
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),
@@ -34,7 +33,16 @@ pub fn conv2d(
 }
 
 /// Stride-1 convolution as `W_(out, in·kh·kw) × cols_(batch, in·kh·kw, oh·ow)`.
-fn conv2d_im2col(x: &Tensor, w: &Tensor, padding: usize) -> candle_core::Result<Tensor> {
+///
+/// A bias is folded into the same product (a row of ones appended to the columns, the bias
+/// appended to the kernel matrix): its gradient then comes out of the matrix product instead of
+/// a sum over batch and positions, which candle's CPU backward computes far more slowly.
+fn conv2d_im2col(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    padding: usize,
+) -> candle_core::Result<Tensor> {
     let (batch, c_in, _, _) = x.dims4()?;
     let (c_out, c_w, kh, kw) = w.dims4()?;
     if c_w != c_in {
@@ -60,6 +68,16 @@ fn conv2d_im2col(x: &Tensor, w: &Tensor, padding: usize) -> candle_core::Result<
     }
     let cols = Tensor::stack(&taps, 2)?.reshape((batch, c_in * kh * kw, oh * ow))?;
     let wm = w.reshape((c_out, c_in * kh * kw))?;
+    let (wm, cols) = match b {
+        Some(b) => {
+            let ones = Tensor::ones((batch, 1, oh * ow), cols.dtype(), cols.device())?;
+            (
+                Tensor::cat(&[&wm, &b.reshape((c_out, 1))?], 1)?,
+                Tensor::cat(&[&cols, &ones], 1)?,
+            )
+        }
+        None => (wm, cols),
+    };
     wm.broadcast_matmul(&cols)?.reshape((batch, c_out, oh, ow))
 }
 

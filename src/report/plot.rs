@@ -103,6 +103,8 @@ pub fn line_plot(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
+            .x_label_formatter(&|x| compact(*x))
+            .y_label_formatter(&|y| compact(*y))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(plot_err(path))?;
@@ -142,6 +144,25 @@ pub fn line_plot(
         root.present().map_err(plot_err(path))?;
     }
     crate::fs::write_atomic(path, svg.as_bytes())
+}
+
+/// Tick labels without trailing `.0` and with k/M suffixes: 100000 → "100k", 2.5 → "2.5".
+fn compact(x: f64) -> String {
+    let a = x.abs();
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if a >= 1e6 {
+        format!("{}M", trim(format!("{:.2}", x / 1e6)))
+    } else if a >= 1e4 {
+        format!("{}k", trim(format!("{:.1}", x / 1e3)))
+    } else {
+        trim(format!("{x:.2}"))
+    }
 }
 
 /// Moving average over a window of `k` points (for noisy episode returns).

@@ -175,6 +175,7 @@ fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<serde_json::Value> {
 }
 
 /// Outcome of one stage in a run.
+#[derive(Debug)]
 pub struct StageOutcome {
     pub name: String,
     pub skipped: bool,
@@ -201,8 +202,10 @@ pub fn run_experiment(
         create_dir_all(&dir)?;
         let stage_file = dir.join("stage.json");
         let result_file = dir.join("result.json");
-        let unchanged =
-            stage_file.exists() && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
+        // A comparison is cheap and reads other stages' outputs: it is always redrawn.
+        let unchanged = !matches!(stage, Stage::Compare(_))
+            && stage_file.exists()
+            && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
         let (result, skipped) = if unchanged && result_file.exists() {
             (read_json::<serde_json::Value>(&result_file)?, true)
         } else {

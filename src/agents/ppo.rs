@@ -289,7 +289,7 @@ impl PpoConfig {
             ));
         }
         if let Some(m) = self.max_grad_norm {
-            if !(m > 0.0) {
+            if m.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 return bad(format!("agent.max_grad_norm must be > 0, got {m}"));
             }
         }
@@ -314,12 +314,12 @@ pub fn gae(
     let n = last_values.len().max(1);
     let steps = rewards.len() / n;
     let mut adv = vec![0f32; rewards.len()];
-    for e in 0..n {
+    for (e, &last_value) in last_values.iter().enumerate() {
         let mut running = 0f64;
         for t in (0..steps).rev() {
             let i = t * n + e;
             let next_value = if t + 1 == steps {
-                last_values[e] as f64
+                last_value as f64
             } else {
                 values[i + n] as f64
             };

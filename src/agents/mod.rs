@@ -6,7 +6,9 @@ use crate::error::Result;
 use crate::eval::ActionBuf;
 use std::collections::BTreeMap;
 
+pub mod bandit_algos;
 pub mod dqn;
+pub mod ppo;
 
 /// Scalar metrics by name (losses, Q values, gradient norms, σ per SN layer, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -55,7 +57,7 @@ pub trait Agent {
 }
 
 /// Algorithms `train` accepts.
-pub const ALGORITHMS: &[&str] = &["dqn", "c51"];
+pub const ALGORITHMS: &[&str] = &["dqn", "c51", "ppo", "ucb", "thompson"];
 
 /// Deep-merges `over` into `base` (tables merge key by key; other values replace). A table
 /// with a `kind` tag (a schedule, an enum variant) replaces the default wholesale: its fields
@@ -107,6 +109,21 @@ pub fn build(
             device,
             seed,
         )?)),
+        "ppo" => Ok(Box::new(ppo::Ppo::new(
+            with_defaults(ppo::PpoConfig::default(), agent_cfg, algo)?,
+            env,
+            device,
+            seed,
+        )?)),
+        "ucb" => Ok(Box::new(bandit_algos::Ucb::new(
+            with_defaults(bandit_algos::UcbConfig::default(), agent_cfg, algo)?,
+            env,
+        )?)),
+        "thompson" => Ok(Box::new(bandit_algos::Thompson::new(
+            with_defaults(bandit_algos::ThompsonConfig::default(), agent_cfg, algo)?,
+            env,
+            seed,
+        )?)),
         other => Err(crate::Error::Config(format!(
             "unknown algorithm `{other}`{}; available: {}",
             crate::error::did_you_mean(other, ALGORITHMS.iter().copied()),
@@ -139,6 +156,24 @@ pub fn from_checkpoint(
                 serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
                     .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
             Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0)?)
+        }
+        "ppo" => {
+            let cfg: ppo::PpoConfig =
+                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
+                    .map_err(|e| bad(&format!("`agent` is not a ppo config: {e}")))?;
+            Box::new(ppo::Ppo::new(cfg, &env, device, 0)?)
+        }
+        "ucb" => {
+            let cfg: bandit_algos::UcbConfig =
+                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
+                    .map_err(|e| bad(&format!("`agent` is not a ucb config: {e}")))?;
+            Box::new(bandit_algos::Ucb::new(cfg, &env)?)
+        }
+        "thompson" => {
+            let cfg: bandit_algos::ThompsonConfig =
+                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
+                    .map_err(|e| bad(&format!("`agent` is not a thompson config: {e}")))?;
+            Box::new(bandit_algos::Thompson::new(cfg, &env, 0)?)
         }
         other => return Err(bad(&format!("unknown algorithm `{other}`"))),
     };

@@ -94,7 +94,10 @@ struct LoopState {
     episodes: u64,
     evals: u64,
     venv: serde_json::Value,
-    agent: serde_json::Value,
+    /// The latest update's metrics: a resumed run logs them at its next log step, as the
+    /// uninterrupted run does.
+    #[serde(default)]
+    last_train: Option<Metrics>,
 }
 
 /// The agent acting greedily, as a [`Policy`] for evaluation.
@@ -156,6 +159,7 @@ pub fn train(
     let mut venv = VecEnv::new(&family, &[task], seed)?;
     venv.reset();
     let (mut step, mut episodes, mut evals) = (0u64, 0u64, 0u64);
+    let mut resumed_last_train: Option<Metrics> = None;
     if resume {
         let data = checkpoint::load(out)?;
         let ts = data.trainer_state.clone().ok_or_else(|| {
@@ -173,6 +177,7 @@ pub fn train(
         agent.load(&data)?;
         venv.restore(&st.venv)?;
         (step, episodes, evals) = (st.step, st.episodes, st.evals);
+        resumed_last_train = st.last_train;
         if step >= cfg.steps {
             return Err(Error::Config(format!(
                 "the checkpoint in {} is already at step {step}; pass a larger --steps to continue",
@@ -228,7 +233,7 @@ pub fn train(
     let start = std::time::Instant::now();
     let start_step = step;
     let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
-    let mut last_train: Option<Metrics> = None;
+    let mut last_train: Option<Metrics> = resumed_last_train;
     let mut last_eval: Option<EvalReport> = None;
 
     let save = |agent: &dyn Agent,
@@ -236,6 +241,7 @@ pub fn train(
                 step: u64,
                 episodes: u64,
                 evals: u64,
+                last_train: &Option<Metrics>,
                 log: &mut MetricsLog|
      -> Result<()> {
         log.flush()?;
@@ -246,7 +252,7 @@ pub fn train(
             episodes,
             evals,
             venv: venv.snapshot()?,
-            agent: serde_json::Value::Null,
+            last_train: last_train.clone(),
         };
         data.trainer_state = Some(serde_json::json!({
             "step": step,
@@ -352,7 +358,7 @@ pub fn train(
             last_eval = Some(r);
         }
         if (cfg.checkpoint_interval > 0 && step % cfg.checkpoint_interval == 0) || final_step {
-            save(agent, &venv, step, episodes, evals, &mut log)?;
+            save(agent, &venv, step, episodes, evals, &last_train, &mut log)?;
         }
     }
     bar.finish_and_clear();

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod bench;
 pub mod checkpoint;
+pub mod collect;
 pub mod config;
 pub mod device;
 pub mod envs;

@@ -84,6 +84,30 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Train many source runs over a task family and log every transition (learning histories).
+    Collect {
+        #[arg(long)]
+        env: String,
+        /// Source algorithm: ppo (gridworlds), ucb / thompson (bandits), dqn, c51.
+        #[arg(long)]
+        algo: String,
+        #[arg(long, value_enum, default_value_t = TaskSet::Train)]
+        tasks: TaskSet,
+        /// Number of runs (learning histories); run r uses task r mod (number of tasks).
+        #[arg(long)]
+        runs: usize,
+        /// Environment steps per run.
+        #[arg(long)]
+        steps: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// i/n: only runs r with r mod n = i (for array jobs); re-running resumes.
+        #[arg(long)]
+        shard: Option<reincarnate::collect::Shard>,
+        /// Runs in parallel (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Summarise a checkpoint folder or a dataset folder.
     Inspect {
         path: PathBuf,
@@ -532,6 +556,44 @@ fn main() {
                 config.as_deref(),
             ),
             Command::Inspect { path, json } => cmd_inspect(path, *json),
+            Command::Collect {
+                env,
+                algo,
+                tasks,
+                runs,
+                steps,
+                out,
+                shard,
+                threads,
+            } => {
+                let mut agent = toml::Table::new();
+                let sets: Vec<String> = cli.common.overrides.iter().map(|o| {
+                    o.strip_prefix("agent.").map(String::from).ok_or_else(|| anyhow::anyhow!(
+                        "--set {o}: collect takes only agent.* overrides (e.g. --set agent.learning_rate=1e-3)"))
+                }).collect::<Result<_>>()?;
+                reincarnate::config::apply_overrides(&mut agent, &sets)?;
+                let spec = reincarnate::collect::CollectSpec {
+                    env: reincarnate::envs::EnvRef::Id(env.clone()),
+                    algo: algo.clone(),
+                    agent,
+                    tasks: *tasks,
+                    runs: *runs,
+                    steps: *steps,
+                    threads: *threads,
+                };
+                let device = reincarnate::device::parse_device(&cli.common.device)?;
+                let s =
+                    reincarnate::collect::collect(&spec, cli.common.seed, *shard, out, &device)?;
+                println!(
+                    "{}: {} runs collected now, {} finished earlier; the dataset holds {} runs",
+                    out.display(),
+                    s.runs_done_now,
+                    s.runs_skipped,
+                    s.runs_in_dataset
+                );
+                print!("{}", reincarnate::history::summarize(out)?);
+                Ok(())
+            }
             Command::Dataset { action } => match action {
                 DatasetAction::Validate { path } => {
                     reincarnate::history::validate_or_error(path)?;

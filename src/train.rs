@@ -51,6 +51,13 @@ pub struct LoopConfig {
     /// in the Parquet transition schema (`train --log-history datasets/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_history: Option<PathBuf>,
+    /// Run index written into the logged history (`collect` numbers its runs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub history_run: u32,
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
 }
 
 fn d_steps() -> u64 {
@@ -284,7 +291,7 @@ pub fn train(
                 ActionBuf::Continuous(a) => ActionRef::Continuous(a),
             };
             w.push(&TransitionRef {
-                run: 0,
+                run: cfg.history_run,
                 task: task as u32,
                 episode: ep_index,
                 step: ep_step,

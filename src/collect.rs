@@ -1,0 +1,253 @@
+//! `reincarnate collect`: many source runs of one algorithm over a task family, every
+//! transition logged — the learning histories that algorithm distillation trains on.
+//!
+//! Layout: run `r` trains a fresh agent (seed derived from the collection seed and `r`) on task
+//! `tasks[r % tasks.len()]` and logs itself into `OUT/runs/run-RRRRR/`, a complete one-run
+//! dataset folder whose `dataset.json` is written last. After every finished run the top-level
+//! `OUT/dataset.json` is rebuilt from the finished run folders (their files referenced as
+//! `runs/run-RRRRR/data/...`), atomically. So a collection killed at any moment leaves a
+//! readable dataset of its finished runs; the interrupted run has no manifest and is simply
+//! redone by the next invocation, which skips finished runs.
+//!
+//! `--shard i/n` runs only the runs `r ≡ i (mod n)`: any scheduler (Slurm array, Kubernetes
+//! indexed Job, Ray) can fill one dataset folder on shared storage, or separate folders that
+//! `reincarnate dataset merge` combines.
+
+use crate::envs::{EnvRef, TaskFamily, TaskSet};
+use crate::error::{Error, Result};
+use crate::history::{Manifest, RunEntry};
+use crate::train::{run_train, LoopConfig, TrainSpec};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A collection job (`collect` flags or a `kind = "collect"` stage).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectSpec {
+    pub env: EnvRef,
+    pub algo: String,
+    #[serde(default)]
+    pub agent: toml::Table,
+    /// Which tasks the runs cycle through.
+    #[serde(default = "d_tasks")]
+    pub tasks: TaskSet,
+    /// Number of source runs (learning histories).
+    pub runs: usize,
+    /// Environment steps per run.
+    pub steps: u64,
+    /// Runs in parallel (default: all cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+fn d_tasks() -> TaskSet {
+    TaskSet::Train
+}
+
+/// `i/n`: this process does runs `r` with `r % n == i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Config(format!(
+                "--shard {s}: expected i/n with 0 ≤ i < n, e.g. --shard 0/4"
+            ))
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// What a collection did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectSummary {
+    pub out: PathBuf,
+    pub runs_done_now: usize,
+    pub runs_skipped: usize,
+    pub runs_in_dataset: usize,
+}
+
+pub fn run_folder(out: &Path, run: usize) -> PathBuf {
+    out.join("runs").join(format!("run-{run:05}"))
+}
+
+/// Runs the collection (or the remaining part of an interrupted one).
+pub fn collect(
+    spec: &CollectSpec,
+    seed: u64,
+    shard: Option<Shard>,
+    out: &Path,
+    device: &candle_core::Device,
+) -> Result<CollectSummary> {
+    if spec.runs == 0 || spec.steps == 0 {
+        return Err(Error::Config(
+            "collect needs --runs and --steps of at least 1".into(),
+        ));
+    }
+    let family = TaskFamily::new(&spec.env.config())?;
+    let tasks = family.tasks(spec.tasks);
+    let shard = shard.unwrap_or(Shard { index: 0, count: 1 });
+    crate::fs::create_dir_all(&out.join("runs"))?;
+    let mine: Vec<usize> = (0..spec.runs)
+        .filter(|r| r % shard.count == shard.index)
+        .collect();
+    let (done, todo): (Vec<usize>, Vec<usize>) = mine
+        .into_iter()
+        .partition(|&r| run_folder(out, r).join("dataset.json").exists());
+    let threads = spec
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
+    let bar = crate::report::progress_bar(
+        todo.len() as u64,
+        &format!("collect {} {}", spec.algo, family.spec().id()),
+    );
+    let manifest_lock = Mutex::new(());
+    let next = Mutex::new(todo.clone().into_iter());
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // Workers take the next unfinished run until none is left or one has failed.
+    let next_run = || -> Option<usize> {
+        let failed = first_error.lock().map(|e| e.is_some()).unwrap_or(true);
+        if failed {
+            return None;
+        }
+        next.lock().ok().and_then(|mut it| it.next())
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(todo.len()).max(1) {
+            scope.spawn(|| {
+                while let Some(r) = next_run() {
+                    let result = collect_one(spec, &tasks, seed, r, out, device).and_then(|_| {
+                        let _guard = manifest_lock.lock();
+                        rebuild_manifest(out)
+                    });
+                    bar.inc(1);
+                    if let Err(e) = result {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let total = rebuild_manifest(out)?;
+    Ok(CollectSummary {
+        out: out.to_path_buf(),
+        runs_done_now: todo.len(),
+        runs_skipped: done.len(),
+        runs_in_dataset: total,
+    })
+}
+
+fn collect_one(
+    spec: &CollectSpec,
+    tasks: &[usize],
+    seed: u64,
+    r: usize,
+    out: &Path,
+    device: &candle_core::Device,
+) -> Result<()> {
+    let folder = run_folder(out, r);
+    // A folder without a manifest is an interrupted run: start it again.
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+    }
+    let scratch = out.join("runs").join(format!(".checkpoint-{r:05}"));
+    let train_loop = LoopConfig {
+        steps: spec.steps,
+        task: Some(tasks[r % tasks.len()]),
+        eval_interval: 0,
+        eval_episodes: 1,
+        checkpoint_interval: 0,
+        log_interval: spec.steps.max(1),
+        progress: false,
+        log_history: Some(folder),
+        history_run: r as u32,
+    };
+    let job = TrainSpec {
+        env: spec.env.clone(),
+        algo: spec.algo.clone(),
+        agent: spec.agent.clone(),
+        train_loop,
+    };
+    let result = run_train(
+        &job,
+        crate::rng::derive_seed(seed, r as u64),
+        device,
+        &scratch,
+        false,
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.map(|_| ())
+}
+
+/// Rewrites `OUT/dataset.json` from every finished run folder; returns the number of runs.
+pub fn rebuild_manifest(out: &Path) -> Result<usize> {
+    let runs_dir = out.join("runs");
+    let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
+        .map_err(|e| Error::io(&runs_dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run-"))
+        .collect();
+    names.sort();
+    let mut top: Option<Manifest> = None;
+    for name in names {
+        let folder = runs_dir.join(&name);
+        if !folder.join("dataset.json").exists() {
+            continue;
+        }
+        let m = Manifest::load(&folder)?;
+        let top = top.get_or_insert_with(|| {
+            let mut t = m.clone();
+            t.runs.clear();
+            t.tasks.clear();
+            t
+        });
+        if top.env != m.env || top.source.name != m.source.name {
+            return Err(Error::data(
+                folder.join("dataset.json"),
+                "a run of another environment or algorithm is in this collection",
+            ));
+        }
+        for t in &m.tasks {
+            if !top.tasks.iter().any(|x| x.index == t.index) {
+                top.tasks.push(t.clone());
+            }
+        }
+        for run in &m.runs {
+            top.runs.push(RunEntry {
+                file: format!("runs/{name}/{}", run.file),
+                summary: run.summary.clone(),
+            });
+        }
+    }
+    let Some(mut top) = top else { return Ok(0) };
+    top.tasks.sort_by_key(|t| t.index);
+    let n = top.runs.len();
+    top.save(out)?;
+    Ok(n)
+}

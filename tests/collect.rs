@@ -1,0 +1,161 @@
+//! `collect`: learning histories over a task family — they show learning, survive SIGKILL, and
+//! shard and merge.
+
+use reincarnate::collect::{collect, CollectSpec, Shard};
+use reincarnate::envs::{EnvRef, TaskSet};
+use reincarnate::history::{summarize, validate_or_error, Manifest};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn spec(env: &str, algo: &str, runs: usize, steps: u64) -> CollectSpec {
+    CollectSpec {
+        env: EnvRef::Id(env.into()),
+        algo: algo.into(),
+        agent: toml::Table::new(),
+        tasks: TaskSet::Train,
+        runs,
+        steps,
+        threads: Some(2),
+    }
+}
+
+fn run_ids(dir: &Path) -> Vec<u32> {
+    let mut ids: Vec<u32> = Manifest::load(dir)
+        .unwrap()
+        .runs
+        .iter()
+        .map(|r| r.summary.run)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn dark_room_ppo_histories_rise_from_random_to_near_optimal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("dr");
+    let s = collect(
+        &spec("dark_room", "ppo", 4, 4000),
+        0,
+        None,
+        &out,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!((s.runs_done_now, s.runs_in_dataset), (4, 4));
+    validate_or_error(&out).unwrap();
+    let m = Manifest::load(&out).unwrap();
+    let tasks: Vec<u32> = m.runs.iter().map(|r| r.summary.task).collect();
+    assert_eq!(tasks.len(), 4);
+    let sum = summarize(&out).unwrap();
+    let (first, last) = (
+        sum.mean_first_return.unwrap(),
+        sum.mean_last_return.unwrap(),
+    );
+    // Random play on Dark Room scores ~0.15; the optimum averages ~16.5 over goals.
+    assert!(first < 3.0 && last > 11.0, "first {first}, last {last}");
+    // Re-running a finished collection does nothing.
+    let again = collect(
+        &spec("dark_room", "ppo", 4, 4000),
+        0,
+        None,
+        &out,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!((again.runs_done_now, again.runs_skipped), (0, 4));
+}
+
+#[test]
+fn bandit_ucb_histories_improve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bandit");
+    collect(
+        &spec("bandit", "ucb", 6, 2000),
+        0,
+        None,
+        &out,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    validate_or_error(&out).unwrap();
+    let sum = summarize(&out).unwrap();
+    let (first, last) = (
+        sum.mean_first_return.unwrap(),
+        sum.mean_last_return.unwrap(),
+    );
+    assert!(last > first + 10.0, "first {first}, last {last}");
+}
+
+#[test]
+fn shards_fill_one_folder_or_merge_from_several() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = candle_core::Device::Cpu;
+    let s = spec("dark_room", "ppo", 5, 400);
+    // Two shards into one folder.
+    let shared = tmp.path().join("shared");
+    collect(&s, 1, Some(Shard { index: 0, count: 2 }), &shared, &dev).unwrap();
+    assert_eq!(run_ids(&shared), vec![0, 2, 4]);
+    collect(&s, 1, Some(Shard { index: 1, count: 2 }), &shared, &dev).unwrap();
+    assert_eq!(run_ids(&shared), vec![0, 1, 2, 3, 4]);
+    validate_or_error(&shared).unwrap();
+    // Two shards into separate folders, merged by manifest.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    collect(&s, 1, Some(Shard { index: 0, count: 2 }), &a, &dev).unwrap();
+    collect(&s, 1, Some(Shard { index: 1, count: 2 }), &b, &dev).unwrap();
+    let merged = tmp.path().join("merged");
+    let m = reincarnate::history::merge(&[a, b], &merged).unwrap();
+    assert_eq!(m.runs.len(), 5);
+    assert_eq!(m.total_rows(), 5 * 400);
+    validate_or_error(&merged).unwrap();
+    assert!("2/2".parse::<Shard>().is_err() && "x".parse::<Shard>().is_err());
+}
+
+#[test]
+fn a_collection_killed_with_sigkill_stays_readable_and_a_rerun_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("killed");
+    let args = [
+        "collect",
+        "--env",
+        "dark_room",
+        "--algo",
+        "ppo",
+        "--runs",
+        "16",
+        "--steps",
+        "3000",
+        "--threads",
+        "1",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first run has landed.
+    let start = Instant::now();
+    while !out.join("dataset.json").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    validate_or_error(&out).unwrap();
+    let partial = run_ids(&out).len();
+    assert!((1..16).contains(&partial), "{partial} runs before the kill");
+    let status = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    validate_or_error(&out).unwrap();
+    assert_eq!(run_ids(&out), (0..16).collect::<Vec<u32>>());
+}

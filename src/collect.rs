@@ -39,6 +39,12 @@ pub struct CollectSpec {
     /// Runs in parallel (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Teacher mode: roll out this fixed policy (a checkpoint folder) instead of training
+    /// `algo`; actions are greedy, or uniformly random with probability `epsilon`.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    #[serde(default)]
+    pub epsilon: f64,
 }
 
 fn d_tasks() -> TaskSet {
@@ -175,6 +181,18 @@ fn collect_one(
     if folder.exists() {
         std::fs::remove_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
     }
+    if let Some(policy) = &spec.policy {
+        let seed = crate::rng::derive_seed(seed, r as u64);
+        return rollout_one(
+            spec,
+            policy,
+            tasks[r % tasks.len()],
+            seed,
+            r as u32,
+            &folder,
+            device,
+        );
+    }
     let scratch = out.join("runs").join(format!(".checkpoint-{r:05}"));
     let train_loop = LoopConfig {
         steps: spec.steps,
@@ -250,4 +268,96 @@ pub fn rebuild_manifest(out: &Path) -> Result<usize> {
     let n = top.runs.len();
     top.save(out)?;
     Ok(n)
+}
+
+/// Teacher data: `spec.steps` steps of a fixed policy on `task`, logged as run `run`.
+fn rollout_one(
+    spec: &CollectSpec,
+    policy: &Path,
+    task: usize,
+    seed: u64,
+    run: u32,
+    folder: &Path,
+    device: &candle_core::Device,
+) -> Result<()> {
+    use crate::eval::ActionBuf;
+    use crate::history::{
+        ActionRef, DatasetWriter, SourceAlgo, TaskEntry, TransitionRef, TransitionSchema,
+    };
+    let data = crate::checkpoint::load(policy)?;
+    let mut agent = crate::agents::from_checkpoint(&data, device)?;
+    let family = TaskFamily::new(&spec.env.config())?;
+    let trained: crate::envs::EnvSpec = serde_json::from_value(data.config["env"].clone())
+        .map_err(|e| {
+            Error::data(
+                policy.join("config.json"),
+                format!("`env` is not an env spec: {e}"),
+            )
+        })?;
+    let env_spec = family.spec().clone();
+    if trained.observation_space != env_spec.observation_space
+        || trained.action_space != env_spec.action_space
+    {
+        return Err(Error::Config(format!(
+            "{} was trained on `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
+            policy.display(), trained.id(), trained.observation_space, trained.action_space,
+            env_spec.id(), env_spec.observation_space, env_spec.action_space
+        )));
+    }
+    let source = SourceAlgo {
+        name: format!("policy:{}", agent.algorithm()),
+        config: serde_json::json!({ "checkpoint": policy, "epsilon": spec.epsilon, "agent": data.config.get("agent") }),
+    };
+    let tasks = vec![TaskEntry {
+        index: task as u32,
+        params: family.describe_task(task),
+    }];
+    let manifest = crate::history::Manifest::new(
+        env_spec.clone(),
+        TransitionSchema::for_env(&env_spec),
+        tasks,
+        "teacher",
+        source,
+    );
+    let mut writer = DatasetWriter::create(folder, manifest)?;
+    let mut venv = crate::envs::VecEnv::new(&family, &[task], seed)?;
+    venv.reset();
+    let mut rng = crate::rng::Rng::seed_from_u64(seed ^ 0x7EAC_4E5);
+    let mut actions = ActionBuf::for_space(&env_spec.action_space, 1);
+    let mut random = crate::eval::RandomPolicy::new(env_spec.action_space.clone(), seed);
+    let mut obs = venv.obs().to_vec();
+    let (mut episode, mut t) = (0u32, 0u32);
+    for _ in 0..spec.steps {
+        if spec.epsilon > 0.0 && rng.bernoulli(spec.epsilon) {
+            crate::eval::Policy::act(&mut random, &obs, &mut actions)?;
+        } else {
+            agent.act(&obs, false, u64::MAX, &mut actions)?;
+        }
+        venv.step(actions.as_batch())?;
+        let action = match &actions {
+            ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
+            ActionBuf::Continuous(a) => ActionRef::Continuous(a),
+        };
+        writer.push(&TransitionRef {
+            run,
+            task: task as u32,
+            episode,
+            step: t,
+            obs: &obs,
+            action,
+            reward: venv.rewards()[0],
+            terminated: venv.terminated()[0],
+            truncated: venv.truncated()[0],
+            next_obs: venv.next_obs(),
+            policy: None,
+        })?;
+        t += 1;
+        if !venv.finished().is_empty() {
+            episode += 1;
+            t = 0;
+        }
+        obs.copy_from_slice(venv.obs());
+    }
+    writer.finish()?;
+    Ok(())
 }

@@ -88,8 +88,8 @@ enum Command {
     Collect {
         #[arg(long)]
         env: String,
-        /// Source algorithm: ppo (gridworlds), ucb / thompson (bandits), dqn, c51.
-        #[arg(long)]
+        /// Source algorithm: ppo (gridworlds), ucb / thompson (bandits), dqn, c51 (ignored with --policy).
+        #[arg(long, default_value = "ppo")]
         algo: String,
         #[arg(long, value_enum, default_value_t = TaskSet::Train)]
         tasks: TaskSet,
@@ -107,6 +107,12 @@ enum Command {
         /// Runs in parallel (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Teacher mode: roll out this checkpoint's policy instead of training --algo.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Teacher mode: probability of a uniformly random action.
+        #[arg(long, default_value_t = 0.0)]
+        epsilon: f64,
     },
     /// Summarise a checkpoint folder or a dataset folder.
     Inspect {
@@ -565,6 +571,8 @@ fn main() {
                 out,
                 shard,
                 threads,
+                policy,
+                epsilon,
             } => {
                 let mut agent = toml::Table::new();
                 let sets: Vec<String> = cli.common.overrides.iter().map(|o| {
@@ -580,6 +588,11 @@ fn main() {
                     runs: *runs,
                     steps: *steps,
                     threads: *threads,
+                    policy: match policy {
+                        Some(p) => Some(local_folder(&p.to_string_lossy(), false)?),
+                        None => None,
+                    },
+                    epsilon: *epsilon,
                 };
                 let device = reincarnate::device::parse_device(&cli.common.device)?;
                 let s =

@@ -17,6 +17,8 @@ fn spec(env: &str, algo: &str, runs: usize, steps: u64) -> CollectSpec {
         runs,
         steps,
         threads: Some(2),
+        policy: None,
+        epsilon: 0.0,
     }
 }
 
@@ -158,4 +160,56 @@ fn a_collection_killed_with_sigkill_stays_readable_and_a_rerun_finishes_it() {
     );
     validate_or_error(&out).unwrap();
     assert_eq!(run_ids(&out), (0..16).collect::<Vec<u32>>());
+}
+
+#[test]
+fn teacher_mode_logs_the_checkpoints_greedy_actions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = candle_core::Device::Cpu;
+    let ck = tmp.path().join("teacher");
+    let job: reincarnate::train::TrainSpec = reincarnate::config::from_table(
+        toml::from_str(
+            "env = \"cartpole\"\nalgo = \"dqn\"\n[agent]\nlearning_starts = 100\ntrain_frequency = 1\n\
+             [loop]\nsteps = 1500\neval_interval = 0\nprogress = false\n",
+        )
+        .unwrap(),
+        "test",
+    )
+    .unwrap();
+    reincarnate::train::run_train(&job, 0, &dev, &ck, false).unwrap();
+    let mut s = spec("cartpole", "dqn", 2, 400);
+    s.policy = Some(ck.clone());
+    let out = tmp.path().join("teacher-data");
+    collect(&s, 5, None, &out, &dev).unwrap();
+    validate_or_error(&out).unwrap();
+    let m = Manifest::load(&out).unwrap();
+    assert_eq!(m.source.name, "policy:dqn");
+    assert_eq!(m.total_rows(), 800);
+    // Every logged action is the teacher's greedy action at the logged observation.
+    let data = reincarnate::checkpoint::load(&ck).unwrap();
+    let teacher = reincarnate::agents::from_checkpoint(&data, &dev).unwrap();
+    for run in &m.runs {
+        let t = reincarnate::history::TransitionReader::open(&out.join(&run.file))
+            .unwrap()
+            .read_all()
+            .unwrap();
+        let reincarnate::agents::PolicyOutput::QValues(q) = teacher.policy_output(&t.obs).unwrap()
+        else {
+            panic!("a DQN teacher outputs Q-values")
+        };
+        let reincarnate::history::Actions::Discrete(actions) = &t.action else {
+            panic!("discrete actions")
+        };
+        for (i, &a) in actions.iter().enumerate() {
+            let best = if q[2 * i + 1] > q[2 * i] { 1 } else { 0 };
+            assert_eq!(a, best, "row {i}");
+        }
+    }
+    // A teacher for another environment is refused with both spaces named.
+    let mut wrong = spec("dark_room", "dqn", 1, 10);
+    wrong.policy = Some(ck);
+    let e = collect(&wrong, 0, None, &tmp.path().join("wrong"), &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not fit"), "{e}");
 }

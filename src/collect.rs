@@ -322,7 +322,7 @@ fn rollout_one(
     let mut writer = DatasetWriter::create(folder, manifest)?;
     let mut venv = crate::envs::VecEnv::new(&family, &[task], seed)?;
     venv.reset();
-    let mut rng = crate::rng::Rng::seed_from_u64(seed ^ 0x7EAC_4E5);
+    let mut rng = crate::rng::Rng::seed_from_u64(seed ^ 0x07EA_C4E5);
     let mut actions = ActionBuf::for_space(&env_spec.action_space, 1);
     let mut random = crate::eval::RandomPolicy::new(env_spec.action_space.clone(), seed);
     let mut obs = venv.obs().to_vec();

@@ -444,3 +444,167 @@ mod tests {
         assert!(wrong.import(&arrays, &state).is_err());
     }
 }
+
+/// Replay buffers as datasets in the one transition schema (DESIGN.md): a teacher's replay
+/// dumps to the same Parquet files that QDagger reads, and any dataset fills a buffer.
+pub mod dataset {
+    use super::{ActionStore, ReplayBuffer};
+    use crate::envs::EnvSpec;
+    use crate::error::{Error, Result};
+    use crate::history::{
+        ActionRef, Actions, DatasetWriter, Manifest, SourceAlgo, TaskEntry, TransitionReader,
+        TransitionRef, TransitionSchema,
+    };
+    use std::path::Path;
+
+    /// Writes the buffer's transitions, oldest first, as run 0 of a new dataset at `folder`.
+    /// Episodes and steps are numbered by walking the stored stream (a wrapped buffer's first
+    /// episode may start mid-way).
+    pub fn dump(
+        replay: &ReplayBuffer,
+        folder: &Path,
+        env: &EnvSpec,
+        task: usize,
+        task_params: serde_json::Value,
+        source: SourceAlgo,
+    ) -> Result<Manifest> {
+        let schema = TransitionSchema::for_env(env);
+        let tasks = vec![TaskEntry {
+            index: task as u32,
+            params: task_params,
+        }];
+        let mut w = DatasetWriter::create(
+            folder,
+            Manifest::new(env.clone(), schema, tasks, "replay", source),
+        )?;
+        let (mut episode, mut step) = (0u32, 0u32);
+        for (obs, ad, ac, reward, next_obs, terminated, truncated) in replay.iter_ordered() {
+            let action = match replay.actions {
+                ActionStore::Discrete(_) => ActionRef::Discrete(ad),
+                ActionStore::Continuous { .. } => ActionRef::Continuous(ac),
+            };
+            w.push(&TransitionRef {
+                run: 0,
+                task: task as u32,
+                episode,
+                step,
+                obs,
+                action,
+                reward,
+                terminated,
+                truncated,
+                next_obs,
+                policy: None,
+            })?;
+            step += 1;
+            if terminated || truncated {
+                episode += 1;
+                step = 0;
+            }
+        }
+        w.finish()
+    }
+
+    /// Appends every transition of the dataset at `folder` (runs in manifest order) to `replay`
+    /// and returns how many were read. Observation size and action kind must match the buffer.
+    pub fn load(replay: &mut ReplayBuffer, folder: &Path) -> Result<usize> {
+        let manifest = Manifest::load(folder)?;
+        let d = manifest.layout.obs_dim;
+        if d != replay.obs_dim {
+            return Err(Error::data(
+                folder.join("dataset.json"),
+                format!(
+                    "observations have {d} values, the replay buffer expects {}",
+                    replay.obs_dim
+                ),
+            ));
+        }
+        let mut n = 0;
+        for run in &manifest.runs {
+            let path = crate::history::manifest::resolve_data_path(folder, &run.file)
+                .map_err(|m| Error::data(folder.join("dataset.json"), m))?;
+            let t = TransitionReader::open(&path)?.read_all()?;
+            let rows = t.reward.len();
+            for i in 0..rows {
+                let (ad, ac): (i64, &[f32]) = match (&t.action, &replay.actions) {
+                    (Actions::Discrete(a), ActionStore::Discrete(_)) => (a[i], &[]),
+                    (Actions::Continuous(a), ActionStore::Continuous { dim, .. }) => {
+                        (0, &a[i * dim..(i + 1) * dim])
+                    }
+                    _ => return Err(Error::data(
+                        &path,
+                        "action column kind (discrete/continuous) does not match the replay buffer",
+                    )),
+                };
+                replay.push(
+                    &t.obs[i * d..(i + 1) * d],
+                    ad,
+                    ac,
+                    t.reward[i],
+                    &t.next_obs[i * d..(i + 1) * d],
+                    t.terminated[i],
+                    t.truncated[i],
+                );
+            }
+            n += rows;
+        }
+        Ok(n)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::envs::{Action, TaskFamily};
+
+        #[test]
+        fn dump_then_load_round_trips_a_wrapped_buffer() {
+            let fam = TaskFamily::from_id("cartpole").unwrap();
+            let mut env = fam.make(0).unwrap();
+            let mut rb = ReplayBuffer::new(300, 4, None);
+            let (mut obs, mut next) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+            env.reset(Some(0), &mut obs);
+            let mut rng = crate::rng::Rng::seed_from_u64(0);
+            for _ in 0..1000 {
+                let a = rng.below(2);
+                let s = env.step(Action::Discrete(a), &mut next).unwrap();
+                rb.push(
+                    &obs,
+                    a as i64,
+                    &[],
+                    s.reward,
+                    &next,
+                    s.terminated,
+                    s.truncated,
+                );
+                if s.done() {
+                    env.reset(None, &mut obs);
+                } else {
+                    obs.copy_from_slice(&next);
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let folder = dir.path().join("replay");
+            let src = SourceAlgo {
+                name: "dqn".into(),
+                config: serde_json::json!({}),
+            };
+            let m = dump(&rb, &folder, fam.spec(), 0, serde_json::json!({}), src).unwrap();
+            assert_eq!(m.total_rows(), 300);
+            crate::history::validate_or_error(&folder).unwrap();
+            let mut back = ReplayBuffer::new(300, 4, None);
+            assert_eq!(load(&mut back, &folder).unwrap(), 300);
+            let a: Vec<_> = rb
+                .iter_ordered()
+                .map(|t| (t.0.to_vec(), t.1, t.3, t.4.to_vec(), t.5, t.6))
+                .collect();
+            let b: Vec<_> = back
+                .iter_ordered()
+                .map(|t| (t.0.to_vec(), t.1, t.3, t.4.to_vec(), t.5, t.6))
+                .collect();
+            assert_eq!(a, b);
+            let mut wrong = ReplayBuffer::new(10, 3, None);
+            let e = load(&mut wrong, &folder).unwrap_err().to_string();
+            assert!(e.contains("4 values") && e.contains("expects 3"), "{e}");
+        }
+    }
+}

@@ -281,9 +281,7 @@ fn rollout_one(
     device: &candle_core::Device,
 ) -> Result<()> {
     use crate::eval::ActionBuf;
-    use crate::history::{
-        ActionRef, DatasetWriter, SourceAlgo, TaskEntry, TransitionRef, TransitionSchema,
-    };
+    use crate::history::{DatasetWriter, SourceAlgo, TaskEntry, TransitionSchema};
     let data = crate::checkpoint::load(policy)?;
     let mut agent = crate::agents::from_checkpoint(&data, device)?;
     let family = TaskFamily::new(&spec.env.config())?;
@@ -319,14 +317,14 @@ fn rollout_one(
         "teacher",
         source,
     );
-    let mut writer = DatasetWriter::create(folder, manifest)?;
+    let mut logger =
+        crate::train::HistoryLogger::new(DatasetWriter::create(folder, manifest)?, run, task);
     let mut venv = crate::envs::VecEnv::new(&family, &[task], seed)?;
     venv.reset();
     let mut rng = crate::rng::Rng::seed_from_u64(seed ^ 0x07EA_C4E5);
     let mut actions = ActionBuf::for_space(&env_spec.action_space, 1);
     let mut random = crate::eval::RandomPolicy::new(env_spec.action_space.clone(), seed);
     let mut obs = venv.obs().to_vec();
-    let (mut episode, mut t) = (0u32, 0u32);
     for _ in 0..spec.steps {
         if spec.epsilon > 0.0 && rng.bernoulli(spec.epsilon) {
             crate::eval::Policy::act(&mut random, &obs, &mut actions)?;
@@ -334,30 +332,9 @@ fn rollout_one(
             agent.act(&obs, false, u64::MAX, &mut actions)?;
         }
         venv.step(actions.as_batch())?;
-        let action = match &actions {
-            ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
-            ActionBuf::Continuous(a) => ActionRef::Continuous(a),
-        };
-        writer.push(&TransitionRef {
-            run,
-            task: task as u32,
-            episode,
-            step: t,
-            obs: &obs,
-            action,
-            reward: venv.rewards()[0],
-            terminated: venv.terminated()[0],
-            truncated: venv.truncated()[0],
-            next_obs: venv.next_obs(),
-            policy: None,
-        })?;
-        t += 1;
-        if !venv.finished().is_empty() {
-            episode += 1;
-            t = 0;
-        }
+        logger.log(&obs, &actions, &venv)?;
         obs.copy_from_slice(venv.obs());
     }
-    writer.finish()?;
+    logger.finish()?;
     Ok(())
 }

@@ -107,6 +107,59 @@ struct LoopState {
     last_train: Option<Metrics>,
 }
 
+/// Logs the transitions of a one-environment [`VecEnv`] as one run of a dataset, numbering
+/// episodes and steps as they go (the training loop's `--log-history`, `collect`'s teacher data).
+pub struct HistoryLogger {
+    writer: DatasetWriter,
+    run: u32,
+    task: u32,
+    episode: u32,
+    step: u32,
+}
+
+impl HistoryLogger {
+    pub fn new(writer: DatasetWriter, run: u32, task: usize) -> Self {
+        Self {
+            writer,
+            run,
+            task: task as u32,
+            episode: 0,
+            step: 0,
+        }
+    }
+
+    /// Records the step just taken: `obs` is the observation the actions were chosen in.
+    pub fn log(&mut self, obs: &[f32], actions: &ActionBuf, venv: &VecEnv) -> Result<()> {
+        let action = match actions {
+            ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
+            ActionBuf::Continuous(a) => ActionRef::Continuous(a),
+        };
+        self.writer.push(&TransitionRef {
+            run: self.run,
+            task: self.task,
+            episode: self.episode,
+            step: self.step,
+            obs,
+            action,
+            reward: venv.rewards()[0],
+            terminated: venv.terminated()[0],
+            truncated: venv.truncated()[0],
+            next_obs: venv.next_obs(),
+            policy: None,
+        })?;
+        self.step += 1;
+        if !venv.finished().is_empty() {
+            self.episode += 1;
+            self.step = 0;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<crate::history::Manifest> {
+        self.writer.finish()
+    }
+}
+
 /// The agent acting greedily, as a [`Policy`] for evaluation.
 pub struct GreedyPolicy<'a> {
     pub agent: &'a mut dyn Agent,
@@ -221,10 +274,13 @@ pub fn train(
                 "train",
                 source,
             );
-            Some(DatasetWriter::create(dir, manifest)?)
+            Some(HistoryLogger::new(
+                DatasetWriter::create(dir, manifest)?,
+                cfg.history_run,
+                task,
+            ))
         }
     };
-    let (mut ep_index, mut ep_step) = (0u32, 0u32);
     let mut log = MetricsLog::open(&out.join("metrics.jsonl"), resume.then_some(step))?;
     let n_actions_space = family.spec().action_space.clone();
     let mut actions = ActionBuf::for_space(&n_actions_space, 1);
@@ -285,29 +341,8 @@ pub fn train(
             terminated: venv.terminated(),
             truncated: venv.truncated(),
         })?;
-        if let Some(w) = history.as_mut() {
-            let action = match &actions {
-                ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
-                ActionBuf::Continuous(a) => ActionRef::Continuous(a),
-            };
-            w.push(&TransitionRef {
-                run: cfg.history_run,
-                task: task as u32,
-                episode: ep_index,
-                step: ep_step,
-                obs: &obs,
-                action,
-                reward: venv.rewards()[0],
-                terminated: venv.terminated()[0],
-                truncated: venv.truncated()[0],
-                next_obs: venv.next_obs(),
-                policy: None,
-            })?;
-        }
-        ep_step += 1;
-        if !venv.finished().is_empty() {
-            ep_index += 1;
-            ep_step = 0;
+        if let Some(h) = history.as_mut() {
+            h.log(&obs, &actions, &venv)?;
         }
         step += 1;
         obs.copy_from_slice(venv.obs());
@@ -369,8 +404,8 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    if let Some(w) = history {
-        w.finish()?;
+    if let Some(h) = history {
+        h.finish()?;
     }
     log.flush()?;
     if let Some(r) = &last_eval {

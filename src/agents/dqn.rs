@@ -245,7 +245,7 @@ impl Dqn {
     }
 
     fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
-        let n = obs.len() / self.obs_dim;
+        let n = super::batch_rows(&self.algorithm, obs, self.obs_dim)?;
         Ok(Tensor::from_slice(obs, (n, self.obs_dim), &self.device)?)
     }
 
@@ -267,15 +267,7 @@ impl Dqn {
     }
 
     fn one_hot(&self, actions: &[i64]) -> Result<Tensor> {
-        let mut v = vec![0f32; actions.len() * self.n_actions];
-        for (i, &a) in actions.iter().enumerate() {
-            v[i * self.n_actions + a as usize] = 1.0;
-        }
-        Ok(Tensor::from_vec(
-            v,
-            (actions.len(), self.n_actions),
-            &self.device,
-        )?)
+        super::one_hot(actions, self.n_actions, &self.device)
     }
 
     /// The TD loss of a sampled batch and the mean Q of the taken actions.

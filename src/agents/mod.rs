@@ -56,6 +56,35 @@ pub trait Agent {
     fn load(&mut self, data: &CheckpointData) -> Result<()>;
 }
 
+/// Rows in a flat batch of observations of `obs_dim` values each, or an error naming `algo`
+/// when the batch is not a whole number of observations.
+pub fn batch_rows(algo: &str, obs: &[f32], obs_dim: usize) -> crate::Result<usize> {
+    if obs_dim == 0 || !obs.len().is_multiple_of(obs_dim) {
+        return Err(crate::Error::Env(format!(
+            "{algo} expects observations of {obs_dim} values each, got a batch of {}",
+            obs.len()
+        )));
+    }
+    Ok(obs.len() / obs_dim)
+}
+
+/// One-hot rows `(actions.len(), n)` for discrete actions.
+pub fn one_hot(
+    actions: &[i64],
+    n: usize,
+    device: &candle_core::Device,
+) -> crate::Result<candle_core::Tensor> {
+    let mut v = vec![0f32; actions.len() * n];
+    for (i, &a) in actions.iter().enumerate() {
+        v[i * n + a as usize] = 1.0;
+    }
+    Ok(candle_core::Tensor::from_vec(
+        v,
+        (actions.len(), n),
+        device,
+    )?)
+}
+
 /// Algorithms `train` accepts.
 pub const ALGORITHMS: &[&str] = &["dqn", "c51", "ppo", "ucb", "thompson"];
 

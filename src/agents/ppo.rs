@@ -642,14 +642,7 @@ impl Ppo {
 
     /// Encoded network inputs `(B, input_dim)` for raw observations `(B·obs_dim)`.
     fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
-        if self.obs_dim == 0 || !obs.len().is_multiple_of(self.obs_dim) {
-            return Err(Error::Env(format!(
-                "ppo expects observations of {} values each, got a batch of {}",
-                self.obs_dim,
-                obs.len()
-            )));
-        }
-        let n = obs.len() / self.obs_dim;
+        let n = super::batch_rows("ppo", obs, self.obs_dim)?;
         let x = self.encoder.encode(obs);
         Ok(Tensor::from_vec(
             x,
@@ -670,15 +663,7 @@ impl Ppo {
     }
 
     fn one_hot(&self, actions: &[i64]) -> Result<Tensor> {
-        let mut v = vec![0f32; actions.len() * self.n_actions];
-        for (i, &a) in actions.iter().enumerate() {
-            v[i * self.n_actions + a as usize] = 1.0;
-        }
-        Ok(Tensor::from_vec(
-            v,
-            (actions.len(), self.n_actions),
-            &self.device,
-        )?)
+        super::one_hot(actions, self.n_actions, &self.device)
     }
 
     /// One PPO iteration on the full rollout; clears it.

@@ -2,13 +2,13 @@
 //! Thompson sampling have sub-linear regret on the bandits, runs resume bit for bit, and bad
 //! config keys are named with a suggestion.
 
+mod common;
+use common::{assert_same_tensors, tensors};
 use reincarnate::agents::{self, Experience, PolicyOutput};
 use reincarnate::checkpoint;
 use reincarnate::envs::{Action, EnvConfig, TaskFamily};
 use reincarnate::eval::ActionBuf;
-use reincarnate::replay::RawArray;
 use reincarnate::train::{run_train, TrainSpec, TrainSummary};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 fn spec(toml_text: &str) -> TrainSpec {
@@ -261,25 +261,6 @@ fn policy_outputs_are_distributions_and_ucb_is_one_hot() {
     assert_eq!(p.len(), 10);
     // orthogonal init with gain 0.01 on the head: close to uniform
     assert!(p.iter().all(|&x| (x - 0.2).abs() < 0.05), "{p:?}");
-}
-
-fn tensors(dir: &Path, file: &str) -> BTreeMap<String, RawArray> {
-    checkpoint::read_safetensors(&dir.join(file)).unwrap().0
-}
-
-fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
-    let (ta, tb) = (tensors(a, file), tensors(b, file));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "{file}: tensor names differ"
-    );
-    for (name, x) in &ta {
-        assert!(
-            x == &tb[name],
-            "{file}: tensor `{name}` differs between the runs"
-        );
-    }
 }
 
 fn metric_lines(dir: &Path, skip_eval_at: u64) -> Vec<String> {

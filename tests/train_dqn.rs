@@ -1,10 +1,10 @@
 //! The training core end to end: exact resume, DQN/C51 learning CartPole, checkpoints that
 //! reload, and clear failures.
 
+mod common;
+use common::{assert_same_tensors, tensors};
 use reincarnate::checkpoint;
-use reincarnate::replay::RawArray;
 use reincarnate::train::{run_train, TrainSpec};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 fn spec(toml_text: &str) -> TrainSpec {
@@ -31,27 +31,6 @@ checkpoint_interval = 0
 log_interval = 100
 progress = false
 "#;
-
-/// Tensors of a safetensors file in a checkpoint (the header's metadata map has no fixed key
-/// order, so files are compared by content, not by bytes).
-fn tensors(dir: &Path, file: &str) -> BTreeMap<String, RawArray> {
-    checkpoint::read_safetensors(&dir.join(file)).unwrap().0
-}
-
-fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
-    let (ta, tb) = (tensors(a, file), tensors(b, file));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "{file}: tensor names differ"
-    );
-    for (name, x) in &ta {
-        assert!(
-            x == &tb[name],
-            "{file}: tensor `{name}` differs between the runs"
-        );
-    }
-}
 
 #[test]
 fn resumed_run_equals_uninterrupted_run_bit_for_bit() {

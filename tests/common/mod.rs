@@ -1,0 +1,28 @@
+//! Helpers shared by the integration tests.
+
+use reincarnate::checkpoint;
+use reincarnate::replay::RawArray;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Tensors of a safetensors file in a checkpoint (the header's metadata map has no fixed key
+/// order, so files are compared by content, not by bytes).
+pub fn tensors(dir: &Path, file: &str) -> BTreeMap<String, RawArray> {
+    checkpoint::read_safetensors(&dir.join(file)).unwrap().0
+}
+
+/// The same tensor names and identical contents in `file` of two checkpoint folders.
+pub fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
+    let (ta, tb) = (tensors(a, file), tensors(b, file));
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "{file}: tensor names differ"
+    );
+    for (name, x) in &ta {
+        assert!(
+            x == &tb[name],
+            "{file}: tensor `{name}` differs between the runs"
+        );
+    }
+}

@@ -575,13 +575,24 @@ fn main() {
                 epsilon,
             } => {
                 let mut agent = toml::Table::new();
-                let sets: Vec<String> = cli.common.overrides.iter().map(|o| {
-                    o.strip_prefix("agent.").map(String::from).ok_or_else(|| anyhow::anyhow!(
-                        "--set {o}: collect takes only agent.* overrides (e.g. --set agent.learning_rate=1e-3)"))
-                }).collect::<Result<_>>()?;
-                reincarnate::config::apply_overrides(&mut agent, &sets)?;
+                let (mut agent_sets, mut env_sets) = (Vec::new(), Vec::new());
+                for o in &cli.common.overrides {
+                    if let Some(rest) = o.strip_prefix("agent.") {
+                        agent_sets.push(rest.to_string());
+                    } else if o.starts_with("env.") {
+                        env_sets.push(o.clone());
+                    } else {
+                        bail!("--set {o}: collect takes agent.* and env.* overrides (e.g. --set agent.learning_rate=1e-3)");
+                    }
+                }
+                reincarnate::config::apply_overrides(&mut agent, &agent_sets)?;
+                let env_ref = if env_sets.is_empty() {
+                    reincarnate::envs::EnvRef::Id(env.clone())
+                } else {
+                    reincarnate::envs::EnvRef::Config(env_config(env, &env_sets)?)
+                };
                 let spec = reincarnate::collect::CollectSpec {
-                    env: reincarnate::envs::EnvRef::Id(env.clone()),
+                    env: env_ref,
                     algo: algo.clone(),
                     agent,
                     tasks: *tasks,

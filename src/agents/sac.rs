@@ -41,7 +41,7 @@ use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
 use crate::eval::ActionBuf;
-use crate::nn::hyperspherical::{FeatureLog, HyperNet};
+use crate::nn::hyperspherical::{self, FeatureLog, HyperNet};
 use crate::nn::linear::linear;
 use crate::nn::optim::AdamState;
 use crate::nn::running_norm::{RewardScaler, RunningMeanStd};
@@ -343,6 +343,7 @@ impl ActorNet {
                 c.actor_hidden,
                 c.actor_blocks,
                 &[("mean", act), ("log_std", act)],
+                hyperspherical::ORTHOGONAL,
             )?),
         })
     }
@@ -381,12 +382,14 @@ impl ActorNet {
 }
 
 impl CriticNet {
+    /// `fresh = false` builds a copy whose values are set right after (a target network).
     fn new(
         c: &SacNetConfig,
         store: &mut ParamStore,
         prefix: &str,
         in_dim: usize,
         atoms: usize,
+        fresh: bool,
     ) -> Result<Self> {
         Ok(match c.body {
             SacBody::Mlp => {
@@ -401,6 +404,11 @@ impl CriticNet {
                 c.critic_hidden,
                 c.critic_blocks,
                 &[("head", atoms)],
+                if fresh {
+                    hyperspherical::ORTHOGONAL
+                } else {
+                    Init::Zeros
+                },
             )?),
         })
     }
@@ -513,7 +521,7 @@ impl Sac {
         let n_critics = if config.clipped_double_q { 2 } else { 1 };
         let mut actor_store = ParamStore::new(device, crate::rng::derive_seed(seed, 1));
         let actor = ActorNet::new(&config.network, &mut actor_store, obs_dim, act_dim)?;
-        let build_critics = |store: &mut ParamStore| -> Result<Vec<CriticNet>> {
+        let build_critics = |store: &mut ParamStore, fresh: bool| -> Result<Vec<CriticNet>> {
             (0..n_critics)
                 .map(|i| {
                     CriticNet::new(
@@ -522,14 +530,15 @@ impl Sac {
                         &format!("critic.{i}"),
                         obs_dim + act_dim,
                         config.atoms,
+                        fresh,
                     )
                 })
                 .collect()
         };
         let mut critic_store = ParamStore::new(device, crate::rng::derive_seed(seed, 2));
-        let critics = build_critics(&mut critic_store)?;
+        let critics = build_critics(&mut critic_store, true)?;
         let mut target_store = ParamStore::new(device, crate::rng::derive_seed(seed, 3));
-        let targets = build_critics(&mut target_store)?;
+        let targets = build_critics(&mut target_store, false)?;
         target_store.copy_from(&critic_store)?;
         let mut temp_store = ParamStore::new(device, 0);
         let log_alpha = temp_store.var(

@@ -72,13 +72,16 @@ pub struct HyperDense {
 }
 
 impl HyperDense {
-    /// Orthogonal init (gain 1), then projected to unit rows.
-    pub fn new(p: &mut ParamPath<'_>, in_features: usize, out_features: usize) -> Result<Self> {
-        let weight = p.var(
-            "weight",
-            &[out_features, in_features],
-            Init::Orthogonal { gain: 1.0 },
-        )?;
+    /// `init` (SimbaV2: orthogonal, gain 1), then projected to unit rows. A network that will
+    /// be overwritten at once (a target copy) passes [`Init::Zeros`] to skip the orthogonal
+    /// factorisation, which dominates construction time at the paper's sizes.
+    pub fn new(
+        p: &mut ParamPath<'_>,
+        in_features: usize,
+        out_features: usize,
+        init: Init,
+    ) -> Result<Self> {
+        let weight = p.var("weight", &[out_features, in_features], init)?;
         let layer = Self {
             name: p.name("weight"),
             weight,
@@ -160,11 +163,17 @@ pub struct HyperEmbedding {
 }
 
 impl HyperEmbedding {
-    pub fn new(p: &mut ParamPath<'_>, in_dim: usize, hidden: usize, shift: f64) -> Result<Self> {
+    pub fn new(
+        p: &mut ParamPath<'_>,
+        in_dim: usize,
+        hidden: usize,
+        shift: f64,
+        init: Init,
+    ) -> Result<Self> {
         let s = (2.0 / hidden as f64).sqrt();
         Ok(Self {
             shift,
-            dense: HyperDense::new(&mut p.pp("dense"), in_dim + 1, hidden)?,
+            dense: HyperDense::new(&mut p.pp("dense"), in_dim + 1, hidden, init)?,
             scaler: Scaler::new(&mut p.pp("scaler"), hidden, s, s)?,
         })
     }
@@ -189,12 +198,12 @@ pub struct HyperLerpBlock {
 
 impl HyperLerpBlock {
     /// `n_blocks` is the network's L (α starts at 1/(L+1)).
-    pub fn new(p: &mut ParamPath<'_>, hidden: usize, n_blocks: usize) -> Result<Self> {
+    pub fn new(p: &mut ParamPath<'_>, hidden: usize, n_blocks: usize, init: Init) -> Result<Self> {
         let s = (2.0 / hidden as f64).sqrt();
         Ok(Self {
-            w1: HyperDense::new(&mut p.pp("w1"), hidden, 4 * hidden)?,
+            w1: HyperDense::new(&mut p.pp("w1"), hidden, 4 * hidden, init)?,
             scaler: Scaler::new(&mut p.pp("scaler"), 4 * hidden, s, s)?,
-            w2: HyperDense::new(&mut p.pp("w2"), 4 * hidden, hidden)?,
+            w2: HyperDense::new(&mut p.pp("w2"), 4 * hidden, hidden, init)?,
             alpha: Scaler::new(
                 &mut p.pp("alpha"),
                 hidden,
@@ -237,11 +246,11 @@ pub struct HyperHead {
 }
 
 impl HyperHead {
-    pub fn new(p: &mut ParamPath<'_>, hidden: usize, out: usize) -> Result<Self> {
+    pub fn new(p: &mut ParamPath<'_>, hidden: usize, out: usize, init: Init) -> Result<Self> {
         Ok(Self {
-            w1: HyperDense::new(&mut p.pp("w1"), hidden, hidden)?,
+            w1: HyperDense::new(&mut p.pp("w1"), hidden, hidden, init)?,
             scaler: Scaler::new(&mut p.pp("scaler"), hidden, 1.0, 1.0)?,
-            w2: HyperDense::new(&mut p.pp("w2"), hidden, out)?,
+            w2: HyperDense::new(&mut p.pp("w2"), hidden, out, init)?,
             bias: p.var("bias", &[out], Init::Zeros)?,
         })
     }
@@ -268,25 +277,31 @@ pub struct HyperNet {
     heads: Vec<HyperHead>,
 }
 
+/// SimbaV2's kernel initialisation: orthogonal with gain 1.
+pub const ORTHOGONAL: Init = Init::Orthogonal { gain: 1.0 };
+
 /// SimbaV2's input shift `c` (§3.1).
 pub const INPUT_SHIFT: f64 = 3.0;
 
 impl HyperNet {
-    /// Parameters `<p>.embedding.*`, `<p>.blocks.<i>.*`, `<p>.<head name>.*`.
+    /// Parameters `<p>.embedding.*`, `<p>.blocks.<i>.*`, `<p>.<head name>.*`; kernels drawn
+    /// from `init` ([`ORTHOGONAL`] as in the paper, or zeros for a copy about to be overwritten).
     pub fn new(
         p: &mut ParamPath<'_>,
         in_dim: usize,
         hidden: usize,
         n_blocks: usize,
         outputs: &[(&str, usize)],
+        init: Init,
     ) -> Result<Self> {
-        let embedding = HyperEmbedding::new(&mut p.pp("embedding"), in_dim, hidden, INPUT_SHIFT)?;
+        let embedding =
+            HyperEmbedding::new(&mut p.pp("embedding"), in_dim, hidden, INPUT_SHIFT, init)?;
         let blocks = (0..n_blocks)
-            .map(|i| HyperLerpBlock::new(&mut p.pp("blocks").pp(i), hidden, n_blocks))
+            .map(|i| HyperLerpBlock::new(&mut p.pp("blocks").pp(i), hidden, n_blocks, init))
             .collect::<Result<Vec<_>>>()?;
         let heads = outputs
             .iter()
-            .map(|(name, out)| HyperHead::new(&mut p.pp(name), hidden, *out))
+            .map(|(name, out)| HyperHead::new(&mut p.pp(name), hidden, *out, init))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embedding,
@@ -346,7 +361,15 @@ mod tests {
     fn shapes_names_unit_rows_and_unit_features() {
         let dev = Device::Cpu;
         let mut store = ParamStore::new(&dev, 0);
-        let net = HyperNet::new(&mut store.pp("critic"), 5, 16, 2, &[("head", 101)]).unwrap();
+        let net = HyperNet::new(
+            &mut store.pp("critic"),
+            5,
+            16,
+            2,
+            &[("head", 101)],
+            ORTHOGONAL,
+        )
+        .unwrap();
         for name in [
             "critic.embedding.dense.weight",
             "critic.embedding.scaler.scale",

@@ -542,6 +542,21 @@ fn print_stage_result(result: &serde_json::Value) {
         }
         println!("  plot: {plot}");
     }
+    if let Some(t) = result.get("table_text").and_then(|v| v.as_str()) {
+        println!("{t}");
+    } else if let Some(methods) = result.get("methods").and_then(|v| v.as_object()) {
+        for (m, v) in methods {
+            let at = v["first_step_iqm_at_teacher"]
+                .as_f64()
+                .map_or("not reached".to_string(), |s| format!("step {s}"));
+            println!(
+                "  {m}: final teacher-normalised IQM {:.2} (95% CI {:.2}..{:.2}) | teacher level: {at}",
+                v["final_iqm"].as_f64().unwrap_or(f64::NAN),
+                v["ci95"][0].as_f64().unwrap_or(f64::NAN),
+                v["ci95"][1].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
 }
 
 /// A scratch folder for `bench io` in the system temp dir, removed afterwards.

@@ -356,3 +356,67 @@ fn bad_teachers_fail_naming_what_is_wrong() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing key `network.4.bias`"));
 }
+
+#[test]
+fn experiment_stages_aggregate_methods_over_seeds_into_iqm_and_a_table() {
+    let f = fixture();
+    let runs = f.root.join("runs");
+    let text = format!(
+        r#"
+name = "tiny"
+runs_dir = "{runs}"
+[[stage]]
+name = "cp"
+kind = "reincarnate"
+env = "cartpole"
+teacher = "{pt}"
+arch = "mlp:120,84"
+methods = ["qdagger", "tabula_rasa"]
+seeds = [0, 1]
+[stage.agent]
+learning_starts = 500
+train_frequency = 64
+gradient_steps = 8
+[stage.loop]
+steps = 1000
+eval_interval = 500
+eval_episodes = 3
+checkpoint_interval = 0
+progress = false
+[stage.method_config]
+offline_updates = 1000
+teacher_data_steps = 2000
+score_episodes = 3
+[[stage]]
+name = "summary"
+kind = "reincarnation_summary"
+stages = ["cp"]
+"#,
+        runs = runs.display(),
+        pt = f.pt.display()
+    );
+    let file = f.root.join("tiny.toml");
+    std::fs::write(&file, text).unwrap();
+    let exp = reincarnate::experiment::load_experiment(&file, &[]).unwrap();
+    let (root, outcomes) =
+        reincarnate::experiment::run_experiment(&exp, "tiny", &candle_core::Device::Cpu).unwrap();
+    let cp = &outcomes[0].result["methods"];
+    for m in ["qdagger", "tabula_rasa"] {
+        assert_eq!(cp[m]["finals"].as_array().unwrap().len(), 2, "{cp}");
+        let (lo, hi) = (
+            cp[m]["ci95"][0].as_f64().unwrap(),
+            cp[m]["ci95"][1].as_f64().unwrap(),
+        );
+        let iqm = cp[m]["final_iqm"].as_f64().unwrap();
+        assert!(lo <= iqm && iqm <= hi, "{m}: {iqm} outside [{lo}, {hi}]");
+    }
+    // The warm start shows at step 0 of the IQM curve.
+    let start = |m: &str| cp[m]["iqm_curve"][0][1].as_f64().unwrap();
+    assert!(start("qdagger") > start("tabula_rasa") + 0.3, "{cp}");
+    let table = std::fs::read_to_string(root.join("summary/table.md")).unwrap();
+    assert!(
+        table.contains("| qdagger |") && table.contains("| tabula_rasa |"),
+        "{table}"
+    );
+    assert!(root.join("cp/reincarnation.svg").exists());
+}

@@ -23,6 +23,7 @@ pub mod kickstart;
 pub mod pretrain;
 pub mod qdagger;
 pub mod rehearsal;
+pub mod stage;
 pub mod teacher;
 
 use crate::agents::dqn::DqnHook;

@@ -44,7 +44,7 @@ pub enum Stage {
     Eval(EvalStage),
     Train(TrainStage),
     Compare(CompareStage),
-    Reincarnate(crate::reincarnation::stage::ReincarnateStage),
+    Reincarnate(Box<crate::reincarnation::stage::ReincarnateStage>),
     ReincarnationSummary(crate::reincarnation::stage::ReincarnationSummaryStage),
 }
 

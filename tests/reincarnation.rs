@@ -192,6 +192,95 @@ fn eval_of_the_pytorch_file_reproduces_the_checkpoint_return() {
         eval(&st, Some("mlp:120,84"))["returns_by_episode"],
         from_checkpoint["returns_by_episode"]
     );
+    // The .pt as hf://org/cleanrl-cartpole/dqn.pt in a local Hub cache, offline.
+    let cache = f.root.join("hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("models--org--cleanrl-cartpole");
+    std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::copy(&f.pt, repo.join("snapshots").join(commit).join("dqn.pt")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args([
+            "eval",
+            "--policy",
+            "hf://org/cleanrl-cartpole/dqn.pt",
+            "--arch",
+            "mlp:120,84",
+        ])
+        .args(["--env", "cartpole", "--episodes", "5", "--json"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hub: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        hub["returns_by_episode"],
+        from_checkpoint["returns_by_episode"]
+    );
+}
+
+/// The MinAtar network as PyTorch's `nn.Sequential(Conv2d, ReLU, Flatten, Linear, ReLU,
+/// Linear)` state dict (`network.0`, `network.3`, `network.5`) acts exactly as the platform's.
+#[test]
+fn a_minatar_conv_state_dict_acts_as_the_platform_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let fam = reincarnate::envs::TaskFamily::from_id("minatar/breakout").unwrap();
+    let mut cfg = toml::Table::new();
+    cfg.insert(
+        "network".into(),
+        toml::from_str::<toml::Table>("body = \"minatar_conv\"")
+            .unwrap()
+            .into(),
+    );
+    let agent =
+        reincarnate::agents::build("dqn", &cfg, fam.spec(), &candle_core::Device::Cpu, 7).unwrap();
+    let data = agent.save(false).unwrap();
+    let ck = dir.path().join("ck");
+    reincarnate::checkpoint::save(&ck, &data).unwrap();
+    let mut tensors = Vec::new();
+    for (i, torch_index) in [0, 3, 5].into_iter().enumerate() {
+        for leaf in ["weight", "bias"] {
+            let a = &data.model[&format!("q.{i}.{leaf}")];
+            let n = a.shape.iter().product();
+            tensors.push((
+                format!("network.{torch_index}.{leaf}"),
+                a.shape.clone(),
+                a.to_f32("t", n).unwrap(),
+            ));
+        }
+    }
+    let pt = dir.path().join("minatar.pt");
+    torch_pt::write_state_dict(&pt, &tensors);
+    let obs: Vec<f32> = (0..3 * 400)
+        .map(|i| ((i * 7919) % 5 == 0) as u8 as f32)
+        .collect();
+    let load = |src: &Path, arch: Option<&str>| {
+        reincarnate::reincarnation::teacher::Teacher::load(
+            &src.display().to_string(),
+            arch,
+            fam.spec(),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let q = |t: &reincarnate::reincarnation::teacher::Teacher| match t.output(&obs).unwrap() {
+        reincarnate::agents::PolicyOutput::QValues(v) => v,
+        _ => panic!("a Q-network teacher"),
+    };
+    let (a, b) = (
+        q(&load(&pt, Some("minatar-conv:16,128"))),
+        q(&load(&ck, None)),
+    );
+    assert_eq!(a.len(), 3 * 6);
+    assert_eq!(a, b);
+    let e = load_err(&pt, Some("minatar-conv:8,128"), "minatar/breakout");
+    assert!(
+        e.contains("`network.0.weight`") && e.contains("expected shape [8, 4, 3, 3]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -345,10 +345,8 @@ pub fn run_reincarnate(
     }
 
     // Online phase.
-    match spec.method {
-        Method::Finetune => finetune::load_teacher_weights(student.as_mut(), &teacher)?,
-        Method::TabulaRasa | Method::Pretrain | Method::Bc => {}
-        _ => {}
+    if spec.method == Method::Finetune {
+        finetune::load_teacher_weights(student.as_mut(), &teacher)?;
     }
     let online_hook: Option<Box<dyn DqnHook>> = match spec.method {
         Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(

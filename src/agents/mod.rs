@@ -61,6 +61,11 @@ pub trait Agent {
     fn save(&self, resume: bool) -> Result<CheckpointData>;
     /// Restores what [`save`](Self::save) wrote; weights-only data restores just the weights.
     fn load(&mut self, data: &CheckpointData) -> Result<()>;
+    /// The DQN-family agent behind this box, for the reincarnation methods that hook into its
+    /// update ([`dqn::DqnHook`]); `None` for other agents.
+    fn as_dqn_mut(&mut self) -> Option<&mut dqn::Dqn> {
+        None
+    }
 }
 
 /// Rows in a flat batch of observations of `obs_dim` values each, or an error naming `algo`

@@ -506,6 +506,15 @@ pub fn import_state_dict(
     Ok(Box::new(agent))
 }
 
+/// The discrete-action methods meet a continuous (SAC-family) teacher.
+fn continuous_teacher() -> Error {
+    Error::Config(
+        "the teacher is a continuous-action (tanh-Gaussian) policy; the DQN-family methods need a \
+         teacher with Q-values or action probabilities over discrete actions"
+            .into(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,13 +545,4 @@ mod tests {
             ["network.0.bias", "network.2.weight", "network.10.weight"]
         );
     }
-}
-
-/// The discrete-action methods meet a continuous (SAC-family) teacher.
-fn continuous_teacher() -> Error {
-    Error::Config(
-        "the teacher is a continuous-action (tanh-Gaussian) policy; the DQN-family methods need a \
-         teacher with Q-values or action probabilities over discrete actions"
-            .into(),
-    )
 }

@@ -127,7 +127,8 @@ enum Command {
         /// Network held by a state-dict teacher: mlp:120,84 or minatar-conv:16,128.
         #[arg(long)]
         arch: Option<String>,
-        /// Teacher data: a dataset folder in the transition schema (default: roll the teacher out).
+        /// Teacher data: a dataset folder in the transition schema or hf://datasets/ORG/NAME
+        /// (default: roll the teacher out).
         #[arg(long)]
         teacher_data: Option<PathBuf>,
         /// qdagger, kickstart, jsrl, rehearsal, pretrain, dqfd, bc, finetune, tabula_rasa.
@@ -440,6 +441,8 @@ fn cmd_reincarnate(c: &Common, a: ReincarnateArgs<'_>) -> Result<()> {
         table.insert("arch".into(), s(arch));
     }
     if let Some(d) = a.teacher_data {
+        // A dataset folder or hf://datasets/ORG/NAME (resolved through the Hub cache).
+        let d = local_folder(&d.to_string_lossy(), true)?;
         table.insert("teacher_data".into(), s(&d.display().to_string()));
     }
     let mut sets = c.overrides.clone();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use super::model::{GptConfig, Positions, TokenSpec};
+use super::model::{Activation, GptConfig, Positions, TokenSpec};
 use super::policy::InContextPolicy;
 use super::train::{DistillConfig, Inputs, Trainer};
 use crate::envs::vec_env::ActionBatch;
@@ -34,6 +34,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         d_ff: 4 * s.d_model,
         context: s.context,
         positions: Positions::Learned,
+        activation: Activation::Relu,
         dropout: 0.1,
         attn_dropout: 0.1,
     }

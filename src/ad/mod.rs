@@ -7,16 +7,19 @@
 //! - [`kv_cache`]: incremental decoding over a sliding window;
 //! - [`train`]: `reincarnate distill` (AD and ED), metrics, checkpoints with exact resume;
 //! - [`policy`]: the in-context [`crate::eval::Policy`] for `reincarnate eval`;
-//! - [`curves`]: in-context learning curves, the source algorithm's curve, and their plot.
+//! - [`curves`]: in-context learning curves, the source algorithm's curve, and their plot;
+//! - [`stages`]: the `collect`, `distill`, `icl_eval` and `icl_plot` experiment stages;
+//! - [`bench`]: `reincarnate bench ad`.
 
 pub mod bench;
 pub mod curves;
 pub mod kv_cache;
 pub mod model;
 pub mod policy;
+pub mod stages;
 pub mod train;
 
 pub use kv_cache::KvCache;
-pub use model::{Gpt, GptConfig, Positions, TokenSpec};
+pub use model::{Activation, Gpt, GptConfig, Positions, TokenSpec};
 pub use policy::{is_in_context, InContextPolicy};
 pub use train::{distill, DistillConfig, DistillSummary, Mode};

@@ -45,6 +45,7 @@ pub struct InContextPolicy {
     window: Vec<Vec<f32>>,
     cache: KvCache,
     prev: Vec<Option<(usize, f32)>>,
+    last_logits: Vec<Vec<f32>>,
 }
 
 impl InContextPolicy {
@@ -63,6 +64,7 @@ impl InContextPolicy {
             window: Vec::new(),
             cache: KvCache::new(n_layer),
             prev: Vec::new(),
+            last_logits: Vec::new(),
         }
     }
 
@@ -92,6 +94,16 @@ impl InContextPolicy {
 
     pub fn model(&self) -> &Gpt {
         &self.model
+    }
+
+    /// The action logits of the last `act`, one row per environment.
+    pub fn last_logits(&self) -> &[Vec<f32>] {
+        &self.last_logits
+    }
+
+    /// Transitions in the context window now.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
     }
 
     /// Action logits `(n, A)` for the newest token of every environment.
@@ -189,6 +201,7 @@ impl Policy for InContextPolicy {
                 sample(row, &mut self.rng)
             };
         }
+        self.last_logits = logits;
         Ok(())
     }
 

@@ -78,11 +78,11 @@ fn eval_rate(policy: &mut InContextPolicy, n: usize, warm: usize, budget: Durati
 pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<Vec<Figure>> {
     let model = config(s);
     model.validate()?;
+    let family = TaskFamily::from_id("dark_room")?;
     let tokens = TokenSpec {
-        obs_dim: 2,
+        obs_space: family.spec().observation_space.clone(),
+        obs_encoding: crate::agents::ppo::ObsEncoding::OneHot,
         num_actions: 5,
-        obs_mean: vec![4.0, 4.0],
-        obs_std: vec![2.6, 2.6],
     };
     let cfg = DistillConfig {
         model: model.clone(),
@@ -99,7 +99,7 @@ pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<V
     // Training: random windows of full length.
     let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
     let mut rng = Rng::seed_from_u64(1);
-    let (b, c, f) = (s.batch, s.context, tokens.features());
+    let (b, c, f) = (s.batch, s.context, tokens.tokenizer().features());
     let mut batch = || Inputs {
         features: (0..b * c * f).map(|_| rng.normal() as f32).collect(),
         first_pos: vec![0; b],

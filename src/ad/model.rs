@@ -19,6 +19,8 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::kv_cache::KvCache;
+use crate::agents::ppo::{ObsEncoder, ObsEncoding};
+use crate::envs::Space;
 use crate::error::{Error, Result};
 use crate::nn::init::Init;
 use crate::nn::linear::Linear;
@@ -120,36 +122,66 @@ impl GptConfig {
     }
 }
 
-/// What a token is made of: observation size with its normalisation, and the action count.
+/// What a token is made of: the observation space and its encoding, and the action count.
+///
+/// The observation is encoded as the PPO source agent encodes it ([`ObsEncoder`]): one-hot
+/// per integer coordinate by default (Dark Room's (x, y) → 9 + 9 inputs), so attention can
+/// match "the cell I am on" against "the cell where a reward came" with one dot product.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenSpec {
-    pub obs_dim: usize,
+    pub obs_space: Space,
+    pub obs_encoding: ObsEncoding,
     pub num_actions: usize,
-    /// Per-dimension mean and standard deviation of the training observations.
-    pub obs_mean: Vec<f32>,
-    pub obs_std: Vec<f32>,
+}
+
+/// Turns transitions into token features (built once from a [`TokenSpec`]).
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    encoder: ObsEncoder,
+    obs_dim: usize,
+    num_actions: usize,
 }
 
 impl TokenSpec {
-    /// Features per token: obs, one-hot previous action, previous reward, has-previous flag.
+    pub fn tokenizer(&self) -> Tokenizer {
+        Tokenizer {
+            encoder: ObsEncoder::new(self.obs_encoding, &self.obs_space),
+            obs_dim: self.obs_space.flat_dim(),
+            num_actions: self.num_actions,
+        }
+    }
+}
+
+impl Tokenizer {
+    /// Features per token: encoded obs, one-hot previous action, previous reward, has-previous.
     pub fn features(&self) -> usize {
-        self.obs_dim + self.num_actions + 2
+        self.encoder.input_dim() + self.num_actions + 2
     }
 
-    /// Writes one token's features into `out` (`features()` long). `prev` is the previous
-    /// action and reward of the same history, `None` at its first transition.
-    pub fn write(&self, obs: &[f32], prev: Option<(usize, f32)>, out: &mut [f32]) {
-        let d = self.obs_dim;
-        for i in 0..d {
-            out[i] = (obs[i] - self.obs_mean[i]) / self.obs_std[i];
-        }
-        out[d..].iter_mut().for_each(|x| *x = 0.0);
-        if let Some((a, r)) = prev {
-            if a < self.num_actions {
-                out[d + a] = 1.0;
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+
+    pub fn num_actions(&self) -> usize {
+        self.num_actions
+    }
+
+    /// Writes the tokens of `rows` transitions into `out` (`rows × features()`): `obs` holds
+    /// `rows × obs_dim` raw observations, `prev[i]` the previous action and reward of the same
+    /// history (`None` at its first transition).
+    pub fn write(&self, obs: &[f32], prev: &[Option<(usize, f32)>], out: &mut [f32]) {
+        let enc = self.encoder.encode(obs);
+        let (e, f, a) = (self.encoder.input_dim(), self.features(), self.num_actions);
+        for (i, tok) in out.chunks_mut(f).enumerate().take(prev.len()) {
+            tok[..e].copy_from_slice(&enc[i * e..(i + 1) * e]);
+            tok[e..].iter_mut().for_each(|x| *x = 0.0);
+            if let Some((act, r)) = prev[i] {
+                if act < a {
+                    tok[e + act] = 1.0;
+                }
+                tok[e + a] = r;
+                tok[e + a + 1] = 1.0;
             }
-            out[d + self.num_actions] = r;
-            out[d + self.num_actions + 1] = 1.0;
         }
     }
 }
@@ -284,6 +316,7 @@ struct Block {
 pub struct Gpt {
     pub config: GptConfig,
     pub tokens: TokenSpec,
+    pub tokenizer: Tokenizer,
     wte: Linear,
     wpe: Tensor,
     blocks: Vec<Block>,
@@ -313,7 +346,8 @@ impl Gpt {
         let device = store.device().clone();
         let resid_std = 0.02 / (2.0 * l as f64).sqrt();
         let mut tr = store.pp("transformer");
-        let wte = gpt_linear(&mut tr.pp("wte"), tokens.features(), d, 0.02)?;
+        let tokenizer = tokens.tokenizer();
+        let wte = gpt_linear(&mut tr.pp("wte"), tokenizer.features(), d, 0.02)?;
         let wpe = match config.positions {
             Positions::Learned => tr
                 .var(
@@ -347,6 +381,7 @@ impl Gpt {
         Ok(Self {
             config: config.clone(),
             tokens: tokens.clone(),
+            tokenizer,
             wte,
             wpe,
             blocks,
@@ -375,7 +410,7 @@ impl Gpt {
         mut cache: Option<&mut KvCache>,
         mut train: Option<Train<'_>>,
     ) -> Result<Tensor> {
-        let f = self.tokens.features();
+        let f = self.tokenizer.features();
         if features.len() != b * t * f || first_pos.len() != b {
             return Err(Error::Config(format!(
                 "model input: expected {b}×{t}×{f} features and {b} start positions, found {} and {}",

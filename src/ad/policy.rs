@@ -108,7 +108,7 @@ impl InContextPolicy {
 
     /// Action logits `(n, A)` for the newest token of every environment.
     fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
-        let (n, f) = (self.n, self.model.tokens.features());
+        let (n, f) = (self.n, self.model.tokenizer.features());
         let first = vec![0usize; n];
         let len = self.window.len();
         let rows = if self.use_cache {
@@ -162,11 +162,8 @@ impl Policy for InContextPolicy {
     }
 
     fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
-        let (n, f, d) = (
-            self.n,
-            self.model.tokens.features(),
-            self.model.tokens.obs_dim,
-        );
+        let tk = &self.model.tokenizer;
+        let (n, f, d) = (self.n, tk.features(), tk.obs_dim());
         if obs.len() != n * d {
             return Err(Error::Env(format!(
                 "{}: expected {n}×{d} observation values, found {}",
@@ -185,13 +182,7 @@ impl Policy for InContextPolicy {
             self.window.drain(..cut);
         }
         let mut tok = vec![0f32; n * f];
-        for i in 0..n {
-            self.model.tokens.write(
-                &obs[i * d..(i + 1) * d],
-                self.prev[i],
-                &mut tok[i * f..(i + 1) * f],
-            );
-        }
+        self.model.tokenizer.write(obs, &self.prev, &mut tok);
         self.window.push(tok);
         let logits = self.logits()?;
         for (i, row) in logits.iter().enumerate() {

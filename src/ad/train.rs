@@ -18,7 +18,8 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::model::{accuracy, action_loss, Gpt, GptConfig, TokenSpec, Train};
+use super::model::{accuracy, action_loss, Gpt, GptConfig, TokenSpec, Tokenizer, Train};
+use crate::agents::ppo::ObsEncoding;
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
@@ -59,6 +60,8 @@ impl Mode {
 pub struct DistillConfig {
     pub mode: Mode,
     pub model: GptConfig,
+    /// How observations enter a token (default one-hot per integer coordinate).
+    pub obs_encoding: ObsEncoding,
     /// Gradient steps.
     pub steps: u64,
     pub batch: usize,
@@ -87,6 +90,7 @@ impl Default for DistillConfig {
         Self {
             mode: Mode::Ad,
             model: GptConfig::default(),
+            obs_encoding: ObsEncoding::OneHot,
             steps: 4000,
             batch: 128,
             lr: 3e-4,
@@ -191,29 +195,6 @@ pub fn final_episodes(data: &Transitions, n: usize) -> Transitions {
     out
 }
 
-/// Per-dimension mean and standard deviation (floored at 1e-3... raised to 1 where constant).
-fn obs_stats(data: &Transitions) -> (Vec<f32>, Vec<f32>) {
-    let d = data.schema.obs_dim;
-    let n = data.len().max(1) as f64;
-    let mut mean = vec![0f64; d];
-    let mut sq = vec![0f64; d];
-    for row in data.obs.chunks(d) {
-        for i in 0..d {
-            mean[i] += row[i] as f64;
-            sq[i] += (row[i] as f64).powi(2);
-        }
-    }
-    let mut std = vec![1f32; d];
-    for i in 0..d {
-        mean[i] /= n;
-        let var = sq[i] / n - mean[i] * mean[i];
-        if var > 1e-8 {
-            std[i] = var.sqrt() as f32;
-        }
-    }
-    (mean.into_iter().map(|m| m as f32).collect(), std)
-}
-
 /// Model inputs of a window batch: token features, per-window first real slot, targets, mask.
 pub struct Inputs {
     pub features: Vec<f32>,
@@ -222,15 +203,19 @@ pub struct Inputs {
     pub mask: Vec<f32>,
 }
 
-pub fn window_inputs(w: &WindowBatch, tokens: &TokenSpec) -> Result<Inputs> {
-    let (b, c, od, f) = (w.batch, w.context, w.obs_dim, tokens.features());
+pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
+    let (b, c, f, na) = (w.batch, w.context, tokens.features(), tokens.num_actions());
     let (Actions::Discrete(prev), Actions::Discrete(target)) = (&w.prev_action, &w.target_action)
     else {
         return Err(Error::Config(
             "distill needs discrete actions in the window batch".into(),
         ));
     };
+    let prevs: Vec<Option<(usize, f32)>> = (0..b * c)
+        .map(|s| (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s])))
+        .collect();
     let mut features = vec![0f32; b * c * f];
+    tokens.write(&w.obs, &prevs, &mut features);
     let mut first_pos = vec![0usize; b];
     let mut targets = vec![0u32; b * c];
     for (i, fp) in first_pos.iter_mut().enumerate() {
@@ -238,19 +223,16 @@ pub fn window_inputs(w: &WindowBatch, tokens: &TokenSpec) -> Result<Inputs> {
         for j in 0..c {
             let s = i * c + j;
             if w.mask[s] == 0.0 {
+                // Padding: an all-zero token (masked as a key and in the loss).
+                features[s * f..(s + 1) * f]
+                    .iter_mut()
+                    .for_each(|x| *x = 0.0);
                 continue;
             }
-            let p = (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s]));
-            tokens.write(
-                &w.obs[s * od..(s + 1) * od],
-                p,
-                &mut features[s * f..(s + 1) * f],
-            );
             let a = target[s];
-            if a < 0 || a as usize >= tokens.num_actions {
+            if a < 0 || a as usize >= na {
                 return Err(Error::Config(format!(
-                    "dataset action {a} is outside the action space of {} actions",
-                    tokens.num_actions
+                    "dataset action {a} is outside the action space of {na} actions"
                 )));
             }
             targets[s] = a as u32;
@@ -413,12 +395,10 @@ pub fn distill(
         Mode::Ed => 1,
     };
     let sampler = WindowSampler::new(&train_data, cfg.model.context, kth)?;
-    let (obs_mean, obs_std) = obs_stats(&train_data);
     let tokens = TokenSpec {
-        obs_dim: manifest.layout.obs_dim,
+        obs_space: manifest.env.observation_space.clone(),
+        obs_encoding: cfg.obs_encoding,
         num_actions,
-        obs_mean,
-        obs_std,
     };
     let config = checkpoint_config(cfg, &tokens, &manifest.env, data, &manifest.source.name);
     let mut t = Trainer::new(cfg, &tokens, seed, device)?;
@@ -471,7 +451,7 @@ pub fn distill(
     let (mut last_loss, mut last_acc) = (f64::NAN, f64::NAN);
     while t.step < cfg.steps {
         let w = sampler.sample(cfg.batch, &mut t.rng);
-        let x = window_inputs(&w, &tokens)?;
+        let x = window_inputs(&w, &t.model.tokenizer)?;
         let lr = cfg.schedule().value(t.step);
         let (loss, acc, gnorm) = t.update(cfg, &x)?;
         loss_sum += loss;

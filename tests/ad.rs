@@ -348,5 +348,5 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
 
 const RUNS: usize = 65;
 const STEPS: u64 = 1200;
-const EPISODES: usize = 30;
-const LATE_FRACTION: f64 = 0.5;
+const EPISODES: usize = 40;
+const LATE_FRACTION: f64 = 0.4;

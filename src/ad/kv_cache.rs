@@ -11,19 +11,21 @@
 //! at least `keep`, i.e. several episodes); full recomputation over the same window gives the
 //! same actions (tested in `tests/ad.rs`).
 
-use candle_core::Tensor;
-
-/// Per layer: keys and values `(B, H, S, head_dim)` of the `len` tokens seen so far.
-#[derive(Default)]
+/// Per layer: keys and values `(B, H, S, head_dim)` of the `len` tokens seen so far, in
+/// candle-nn's preallocated cache (appending writes in place instead of copying the whole
+/// cache every step).
 pub struct KvCache {
-    layers: Vec<(Option<Tensor>, Option<Tensor>)>,
+    layers: Vec<candle_nn::kv_cache::KvCache>,
     len: usize,
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize) -> Self {
+    /// A cache for `n_layer` layers and up to `context` tokens.
+    pub fn new(n_layer: usize, context: usize) -> Self {
         Self {
-            layers: (0..n_layer).map(|_| (None, None)).collect(),
+            layers: (0..n_layer)
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, context))
+                .collect(),
             len: 0,
         }
     }
@@ -39,12 +41,12 @@ impl KvCache {
 
     /// Drops everything.
     pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = (None, None));
+        self.layers.iter_mut().for_each(|l| l.reset());
         self.len = 0;
     }
 
     /// Layer `i`'s keys and values, which its attention appends to.
-    pub(crate) fn layer(&mut self, i: usize) -> &mut (Option<Tensor>, Option<Tensor>) {
+    pub(crate) fn layer(&mut self, i: usize) -> &mut candle_nn::kv_cache::KvCache {
         &mut self.layers[i]
     }
 

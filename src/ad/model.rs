@@ -268,7 +268,7 @@ impl Attention {
         b: usize,
         t: usize,
         bias: Option<&Tensor>,
-        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+        cache: Option<&mut candle_nn::kv_cache::KvCache>,
         attn_p: f64,
         train: &mut Option<Train<'_>>,
     ) -> Result<Tensor> {
@@ -283,13 +283,8 @@ impl Attention {
                 .contiguous()?) // (B, H, T, hd)
         };
         let (q, mut k, mut v) = (split(0)?, split(1)?, split(2)?);
-        if let Some((ck, cv)) = cache {
-            if let (Some(pk), Some(pv)) = (ck.as_ref(), cv.as_ref()) {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *ck = Some(k.clone());
-            *cv = Some(v.clone());
+        if let Some(c) = cache {
+            (k, v) = c.append(&k, &v)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, S)

@@ -51,7 +51,7 @@ pub struct InContextPolicy {
 impl InContextPolicy {
     pub fn new(model: Gpt, store: ParamStore, name: String, seed: u64) -> Self {
         let keep = model.config.context / 2;
-        let n_layer = model.config.n_layer;
+        let (n_layer, context) = (model.config.n_layer, model.config.context);
         Self {
             model,
             _store: store,
@@ -62,7 +62,7 @@ impl InContextPolicy {
             rng: Rng::seed_from_u64(seed ^ 0xAD),
             n: 0,
             window: Vec::new(),
-            cache: KvCache::new(n_layer),
+            cache: KvCache::new(n_layer, context),
             prev: Vec::new(),
             last_logits: Vec::new(),
         }

@@ -119,8 +119,9 @@ enum Command {
         /// Dataset folder of learning histories (`collect` output) or hf://datasets/ORG/NAME.
         #[arg(long)]
         data: String,
-        #[arg(long, value_enum, default_value_t = reincarnate::ad::Mode::Ad)]
-        mode: reincarnate::ad::Mode,
+        /// ad (default) or ed; overrides `mode` in --config.
+        #[arg(long, value_enum)]
+        mode: Option<reincarnate::ad::Mode>,
         /// Output checkpoint folder (default checkpoints/DATASET-MODE-sSEED).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -415,7 +416,7 @@ fn cmd_train(
 fn cmd_distill(
     c: &Common,
     data: &str,
-    mode: reincarnate::ad::Mode,
+    mode: Option<reincarnate::ad::Mode>,
     out: Option<&Path>,
     steps: Option<u64>,
     config: Option<&Path>,
@@ -429,7 +430,9 @@ fn cmd_distill(
         None => toml::Table::new(),
     };
     let mut sets = c.overrides.clone();
-    sets.push(format!("mode=\"{}\"", mode.as_str()));
+    if let Some(m) = mode {
+        sets.push(format!("mode=\"{}\"", m.as_str()));
+    }
     if let Some(s) = steps {
         sets.push(format!("steps={s}"));
     }
@@ -438,6 +441,7 @@ fn cmd_distill(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "distill flags".into());
     let cfg: reincarnate::ad::DistillConfig = reincarnate::config::from_table(table, &source)?;
+    let mode = cfg.mode;
     let folder = local_folder(data, true)?;
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
         let stem = folder

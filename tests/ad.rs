@@ -350,3 +350,89 @@ const RUNS: usize = 65;
 const STEPS: u64 = 1200;
 const EPISODES: usize = 40;
 const LATE_FRACTION: f64 = 0.4;
+
+/// The command line: `distill` writes a checkpoint that `eval --json` recognises as in-context,
+/// reporting the learning curve and the optimal return; `bench ad` prints its three figures.
+#[test]
+fn cli_distill_eval_and_bench() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    collect_darkroom(&data, TaskSet::Train, 2, 200);
+    let exe = env!("CARGO_BIN_EXE_reincarnate");
+    let ck = tmp.path().join("ck");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(exe).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let d = data.to_str().unwrap();
+    let c = ck.to_str().unwrap();
+    run(&[
+        "distill",
+        "--data",
+        d,
+        "--out",
+        c,
+        "--mode",
+        "ed",
+        "--steps",
+        "3",
+        "--set",
+        "batch=2",
+        "--set",
+        "warmup_steps=1",
+        "--set",
+        "model.n_layer=1",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.d_ff=16",
+        "--set",
+        "model.context=20",
+        "--set",
+        "ed_episodes=2",
+    ]);
+    let out = run(&["eval", "--policy", c, "--episodes", "3", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(r["policy"], "ed");
+    assert_eq!(r["returns_by_episode"].as_array().unwrap().len(), 3);
+    assert!(r["optimal_return"].as_f64().unwrap() > 10.0);
+    let out = run(&[
+        "bench",
+        "ad",
+        "--json",
+        "--seconds",
+        "0.05",
+        "--layers",
+        "1",
+        "--heads",
+        "1",
+        "--d-model",
+        "8",
+        "--context",
+        "16",
+        "--batch",
+        "2",
+    ]);
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "{out}");
+    assert!(
+        names[1].contains("kv-cache") && names[2].contains("recompute"),
+        "{names:?}"
+    );
+    // A bad flag value is a user error naming the field, not a panic.
+    let o = std::process::Command::new(exe)
+        .args(["distill", "--data", d, "--set", "model.n_head=3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("n_head"));
+}

@@ -1,8 +1,8 @@
 //! The algorithm-distillation transformer (Laskin et al. 2023, §4; nanoGPT layout): token
-//! embedding → (dropout) → `n_layer` pre-norm blocks (causal self-attention + GELU MLP) → final
+//! embedding → (dropout) → `n_layer` pre-norm blocks (causal self-attention + GELU or ReLU MLP) → final
 //! layer norm → action logits.
 //!
-//! One token per transition: the features `[obs (normalised), one_hot(previous action),
+//! One token per transition: the features `[encoded obs, one_hot(previous action),
 //! previous reward, has_previous]` go through one linear embedding. The paper fixes no layout;
 //! this is the common, three-times-shorter choice (PAPERS.md §4). The `(s, a, r)` three-token
 //! layout is not implemented.
@@ -286,8 +286,9 @@ impl Attention {
         if let Some(c) = cache {
             (k, v) = c.append(&k, &v)?;
         }
-        let scale = 1.0 / (hd as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, S)
+        // Scale the queries (T·hd values) rather than the scores (T·S values).
+        let q = (q * (1.0 / (hd as f64).sqrt()))?;
+        let mut att = q.matmul(&k.t()?)?; // (B, H, T, S)
         if let Some(bias) = bias {
             att = att.broadcast_add(bias)?;
         }

@@ -208,5 +208,84 @@ pub fn bench_updates(
             unit: "updates/s".into(),
         });
     }
+    figures.extend(bench_sac_updates(budget, device, filter)?);
+    Ok(figures)
+}
+
+/// Updates/s of the SAC family on the reference sizes (obs 17, 6 actions, batch 256,
+/// HalfCheetah-like): `sac` with 256-256 MLPs and `simbav2` at the paper's sizes (actor 1 block
+/// × 128, critic 2 blocks × 512, 101 atoms). One update = sample, critic step, actor step and
+/// temperature step (SAC's actor runs twice every second update: one per update on average),
+/// Polyak target. Per-layer diagnostics are off (`diagnostics_interval = 0`).
+pub fn bench_sac_updates(
+    budget: Duration,
+    device: &candle_core::Device,
+    filter: Option<&str>,
+) -> Result<Vec<Figure>> {
+    use crate::agents::Experience;
+    use crate::envs::{Bounds, EnvConfig, EnvSpec};
+    use crate::eval::ActionBuf;
+    let (obs_dim, act_dim) = (17usize, 6usize);
+    let cases = [
+        ("sac/mlp-256-256/b256", "sac"),
+        ("simbav2/actor-1x128-critic-2x512/b256", "simbav2"),
+    ];
+    let mut figures = Vec::new();
+    for (name, algo) in cases {
+        if filter.is_some_and(|f| !name.contains(f) && !format!("updates/{name}").contains(f)) {
+            continue;
+        }
+        let spec = EnvSpec {
+            config: EnvConfig::new("bench"),
+            observation_space: Space::Box {
+                shape: vec![obs_dim],
+                low: Bounds::Scalar(f32::NEG_INFINITY),
+                high: Bounds::Scalar(f32::INFINITY),
+            },
+            action_space: Space::Box {
+                shape: vec![act_dim],
+                low: Bounds::Scalar(-1.0),
+                high: Bounds::Scalar(1.0),
+            },
+            max_episode_steps: 1000,
+            num_tasks: 1,
+        };
+        let cfg = toml::toml! { learning_starts = 0
+        batch_size = 256
+        buffer_size = 10000
+        diagnostics_interval = 0 };
+        let mut agent = crate::agents::build(algo, &cfg, &spec, device, 0)?;
+        let mut rng = Rng::seed_from_u64(0);
+        for _ in 0..2_000 {
+            let obs: Vec<f32> = (0..obs_dim).map(|_| rng.normal() as f32).collect();
+            let next: Vec<f32> = (0..obs_dim).map(|_| rng.normal() as f32).collect();
+            let a: Vec<f32> = (0..act_dim)
+                .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                .collect();
+            agent.observe(&Experience {
+                obs: &obs,
+                actions: &ActionBuf::Continuous(a),
+                rewards: &[rng.normal() as f32],
+                next_obs: &next,
+                terminated: &[false],
+                truncated: &[false],
+            })?;
+        }
+        let mut step = 1u64;
+        for _ in 0..3 {
+            agent.update(step)?;
+            step += 1;
+        }
+        let ups = rate(budget, |_| {
+            agent.update(step)?;
+            step += 1;
+            Ok(1)
+        })?;
+        figures.push(Figure {
+            name: format!("updates/{name}"),
+            value: ups,
+            unit: "updates/s".into(),
+        });
+    }
     Ok(figures)
 }

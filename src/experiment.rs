@@ -48,6 +48,8 @@ pub enum Stage {
     Distill(crate::ad::stages::DistillStage),
     IclEval(crate::ad::stages::IclEvalStage),
     IclPlot(crate::ad::stages::IclPlotStage),
+    Reincarnate(Box<crate::reincarnation::stage::ReincarnateStage>),
+    ReincarnationSummary(crate::reincarnation::stage::ReincarnationSummaryStage),
 }
 
 impl Stage {
@@ -60,6 +62,8 @@ impl Stage {
             Stage::Distill(s) => &s.name,
             Stage::IclEval(s) => &s.name,
             Stage::IclPlot(s) => &s.name,
+            Stage::Reincarnate(s) => &s.name,
+            Stage::ReincarnationSummary(s) => &s.name,
         }
     }
 }
@@ -211,8 +215,10 @@ pub fn run_experiment(
         let stage_file = dir.join("stage.json");
         let result_file = dir.join("result.json");
         // A comparison is cheap and reads other stages' outputs: it is always redrawn.
-        let unchanged = !matches!(stage, Stage::Compare(_) | Stage::IclPlot(_))
-            && stage_file.exists()
+        let unchanged = !matches!(
+            stage,
+            Stage::Compare(_) | Stage::ReincarnationSummary(_) | Stage::IclPlot(_)
+        ) && stage_file.exists()
             && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
         let (result, skipped) = if unchanged && result_file.exists() {
             (read_json::<serde_json::Value>(&result_file)?, true)
@@ -228,6 +234,14 @@ pub fn run_experiment(
                 }
                 Stage::IclEval(s) => crate::ad::stages::run_icl_eval(s, exp.seed, &root, device)?,
                 Stage::IclPlot(s) => crate::ad::stages::run_icl_plot(s, &root, &dir)?,
+                Stage::Reincarnate(s) => {
+                    crate::reincarnation::stage::run_stage(s, exp.seed, &dir, device, &|name| {
+                        train_stage_checkpoint(exp, &root, name)
+                    })?
+                }
+                Stage::ReincarnationSummary(s) => {
+                    crate::reincarnation::stage::run_summary_stage(s, &summary, &dir, exp.seed)?
+                }
             };
             write_json_atomic(&result_file, &result)?;
             (result, false)
@@ -283,6 +297,23 @@ fn run_train_stage(
     Ok(
         serde_json::json!({ "final_return_mean": mean, "final_return_stderr": se, "seeds": per_seed }),
     )
+}
+
+/// The checkpoint of train stage `name` (its first seed), for `teacher = "stage:NAME"`.
+fn train_stage_checkpoint(exp: &Experiment, root: &Path, name: &str) -> Result<PathBuf> {
+    let seed = exp
+        .stages
+        .iter()
+        .find_map(|s| match s {
+            Stage::Train(t) if t.name == name => Some(t.seeds.first().copied().unwrap_or(exp.seed)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "teacher `stage:{name}`: no train stage named `{name}` in this experiment"
+            ))
+        })?;
+    Ok(root.join(name).join(format!("seed-{seed}")))
 }
 
 /// Evaluation curves of a train stage's seeds: (step, mean, stderr) at the steps every seed reached.

@@ -19,6 +19,7 @@ pub mod fs;
 pub mod history;
 pub mod hub;
 pub mod nn;
+pub mod reincarnation;
 pub mod replay;
 pub mod report;
 pub mod rng;

@@ -48,9 +48,13 @@ enum Command {
         /// Environment id (see `reincarnate envs`); default: the checkpoint's.
         #[arg(long)]
         env: Option<String>,
-        /// `random`, a checkpoint folder or `hf://ORG/NAME` (evaluated greedily).
+        /// `random`, a checkpoint folder, `hf://ORG/NAME`, or a `.safetensors`/`.pt`/`.pth`
+        /// state dict with --arch (evaluated greedily).
         #[arg(long, default_value = "random")]
         policy: String,
+        /// Network held by a state-dict --policy: mlp:120,84 or minatar-conv:16,128.
+        #[arg(long)]
+        arch: Option<String>,
         /// Episodes per task.
         #[arg(long, default_value_t = 10)]
         episodes: usize,
@@ -113,6 +117,40 @@ enum Command {
         /// Teacher mode: probability of a uniformly random action.
         #[arg(long, default_value_t = 0.0)]
         epsilon: f64,
+    },
+    /// Warm-start a student from a teacher (checkpoint, state dict + --arch, hf://) with a
+    /// reincarnation method; reports its teacher-normalised evaluation curve.
+    Reincarnate {
+        /// Checkpoint folder, .safetensors/.pt/.pth state dict (with --arch), or hf://ORG/NAME.
+        #[arg(long)]
+        teacher: String,
+        /// Network held by a state-dict teacher: mlp:120,84 or minatar-conv:16,128.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Teacher data: a dataset folder in the transition schema (default: roll the teacher out).
+        #[arg(long)]
+        teacher_data: Option<PathBuf>,
+        /// qdagger, kickstart, jsrl, rehearsal, pretrain, dqfd, bc, finetune, tabula_rasa.
+        #[arg(long)]
+        method: String,
+        /// Student algorithm: dqn, c51 (configure with --set agent.KEY=VALUE).
+        #[arg(long, default_value = "dqn")]
+        student: String,
+        #[arg(long)]
+        env: String,
+        /// Student environment steps (loop.steps).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Output folder (default checkpoints/ENV-METHOD-sSEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also train the same student from scratch at the same budget into OUT-tabula-rasa
+        /// and plot both curves.
+        #[arg(long)]
+        baseline: bool,
+        /// TOML file with `agent`, `loop`, `method_config` tables (flags and --set override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Train an algorithm-distillation (AD) or expert-distillation (ED) transformer on a dataset.
     Distill {
@@ -256,15 +294,24 @@ fn cmd_envs(json: bool) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn cmd_eval(
     c: &Common,
     env: Option<&str>,
     policy: &str,
+    arch: Option<&str>,
     episodes: usize,
     tasks: TaskSet,
     json: bool,
 ) -> Result<()> {
-    let r = if policy == "random" {
+    let r = if arch.is_some() || reincarnate::reincarnation::is_state_dict(policy) {
+        let env = env.context("--env is required with a state-dict --policy")?;
+        let cfg = env_config(env, &c.overrides)?;
+        let device = reincarnate::device::parse_device(&c.device)?;
+        reincarnate::reincarnation::eval_teacher(
+            policy, arch, &cfg, tasks, episodes, c.seed, &device,
+        )?
+    } else if policy == "random" {
         let env = env.context("--env is required with --policy random")?;
         let cfg = env_config(env, &c.overrides)?;
         eval_random(&cfg, tasks, episodes, c.seed)?
@@ -413,6 +460,94 @@ fn cmd_train(
     Ok(())
 }
 
+struct ReincarnateArgs<'a> {
+    teacher: &'a str,
+    arch: Option<&'a str>,
+    teacher_data: Option<&'a Path>,
+    method: &'a str,
+    student: &'a str,
+    env: &'a str,
+    steps: Option<u64>,
+    out: Option<&'a Path>,
+    baseline: bool,
+    config: Option<&'a Path>,
+}
+
+fn cmd_reincarnate(c: &Common, a: ReincarnateArgs<'_>) -> Result<()> {
+    use reincarnate::reincarnation::{run_reincarnate, Method, ReincarnateSpec};
+    let mut table = match a.config {
+        Some(p) => toml::from_str::<toml::Table>(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not valid TOML", p.display()))?,
+        None => toml::Table::new(),
+    };
+    let method: Method = a.method.parse()?;
+    let s = |v: &str| toml::Value::String(v.to_string());
+    table.insert("env".into(), s(a.env));
+    table.insert("teacher".into(), s(a.teacher));
+    table.insert("method".into(), s(method.name()));
+    table.insert("student".into(), s(a.student));
+    if let Some(arch) = a.arch {
+        table.insert("arch".into(), s(arch));
+    }
+    if let Some(d) = a.teacher_data {
+        table.insert("teacher_data".into(), s(&d.display().to_string()));
+    }
+    let mut sets = c.overrides.clone();
+    if let Some(n) = a.steps {
+        sets.push(format!("loop.steps={n}"));
+    }
+    if sets.iter().any(|s| s.starts_with("env.")) {
+        let mut t = toml::Table::new();
+        t.insert("id".into(), s(a.env));
+        table.insert("env".into(), toml::Value::Table(t));
+    }
+    reincarnate::config::apply_overrides(&mut table, &sets)?;
+    let spec: ReincarnateSpec = reincarnate::config::from_table(table, "reincarnate flags")?;
+    let device = reincarnate::device::parse_device(&c.device)?;
+    let out = a.out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("checkpoints").join(format!(
+            "{}-{}-s{}",
+            a.env.replace('/', "-"),
+            method.name(),
+            c.seed
+        ))
+    });
+    let r = run_reincarnate(&spec, c.seed, &device, &out)?;
+    let fmt_steps = |s: Option<u64>| s.map_or("not reached".to_string(), |s| format!("step {s}"));
+    println!(
+        "{} student on {}: teacher {:.2}, random {:.2} | final teacher-normalised score {:.3} | teacher level: {}",
+        method.name(), r.env, r.teacher_return, r.random_return, r.final_normalised, fmt_steps(r.steps_to_teacher)
+    );
+    let mut curves = vec![(method.name().to_string(), r.normalised_curve.clone())];
+    if a.baseline && method != Method::TabulaRasa {
+        let base_out = reincarnate::reincarnation::sibling(&out, "tabula-rasa");
+        let base = ReincarnateSpec {
+            method: Method::TabulaRasa,
+            ..spec.clone()
+        };
+        let b = run_reincarnate(&base, c.seed, &device, &base_out)?;
+        println!(
+            "tabula_rasa student: final teacher-normalised score {:.3} | teacher level: {} ({})",
+            b.final_normalised,
+            fmt_steps(b.steps_to_teacher),
+            base_out.display()
+        );
+        curves.push(("tabula_rasa".into(), b.normalised_curve));
+        reincarnate::reincarnation::plot_normalised(
+            &out.join("reincarnation.svg"),
+            &format!("{} vs tabula rasa on {}", method.name(), r.env),
+            &curves,
+        )?;
+    }
+    println!(
+        "wrote {} (model.safetensors, metrics.jsonl, reincarnation.json, reincarnation.svg)",
+        out.display()
+    );
+    Ok(())
+}
+
 fn cmd_distill(
     c: &Common,
     data: &str,
@@ -514,6 +649,21 @@ fn print_stage_result(result: &serde_json::Value) {
             }
         }
         println!("  plot: {plot}");
+    }
+    if let Some(t) = result.get("table_text").and_then(|v| v.as_str()) {
+        println!("{t}");
+    } else if let Some(methods) = result.get("methods").and_then(|v| v.as_object()) {
+        for (m, v) in methods {
+            let at = v["first_step_iqm_at_teacher"]
+                .as_f64()
+                .map_or("not reached".to_string(), |s| format!("step {s}"));
+            println!(
+                "  {m}: final teacher-normalised IQM {:.2} (95% CI {:.2}..{:.2}) | teacher level: {at}",
+                v["final_iqm"].as_f64().unwrap_or(f64::NAN),
+                v["ci95"][0].as_f64().unwrap_or(f64::NAN),
+                v["ci95"][1].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
 }
 
@@ -646,6 +796,7 @@ fn main() {
             Command::Eval {
                 env,
                 policy,
+                arch,
                 episodes,
                 tasks,
                 json,
@@ -653,6 +804,7 @@ fn main() {
                 &cli.common,
                 env.as_deref(),
                 policy,
+                arch.as_deref(),
                 *episodes,
                 *tasks,
                 *json,
@@ -692,6 +844,32 @@ fn main() {
                 config.as_deref(),
                 *resume,
             ),
+            Command::Reincarnate {
+                teacher,
+                arch,
+                teacher_data,
+                method,
+                student,
+                env,
+                steps,
+                out,
+                baseline,
+                config,
+            } => cmd_reincarnate(
+                &cli.common,
+                ReincarnateArgs {
+                    teacher,
+                    arch: arch.as_deref(),
+                    teacher_data: teacher_data.as_deref(),
+                    method,
+                    student,
+                    env,
+                    steps: *steps,
+                    out: out.as_deref(),
+                    baseline: *baseline,
+                    config: config.as_deref(),
+                },
+            ),
             Command::Collect {
                 env,
                 algo,
@@ -705,13 +883,24 @@ fn main() {
                 epsilon,
             } => {
                 let mut agent = toml::Table::new();
-                let sets: Vec<String> = cli.common.overrides.iter().map(|o| {
-                    o.strip_prefix("agent.").map(String::from).ok_or_else(|| anyhow::anyhow!(
-                        "--set {o}: collect takes only agent.* overrides (e.g. --set agent.learning_rate=1e-3)"))
-                }).collect::<Result<_>>()?;
-                reincarnate::config::apply_overrides(&mut agent, &sets)?;
+                let (mut agent_sets, mut env_sets) = (Vec::new(), Vec::new());
+                for o in &cli.common.overrides {
+                    if let Some(rest) = o.strip_prefix("agent.") {
+                        agent_sets.push(rest.to_string());
+                    } else if o.starts_with("env.") {
+                        env_sets.push(o.clone());
+                    } else {
+                        bail!("--set {o}: collect takes agent.* and env.* overrides (e.g. --set agent.learning_rate=1e-3)");
+                    }
+                }
+                reincarnate::config::apply_overrides(&mut agent, &agent_sets)?;
+                let env_ref = if env_sets.is_empty() {
+                    reincarnate::envs::EnvRef::Id(env.clone())
+                } else {
+                    reincarnate::envs::EnvRef::Config(env_config(env, &env_sets)?)
+                };
                 let spec = reincarnate::collect::CollectSpec {
-                    env: reincarnate::envs::EnvRef::Id(env.clone()),
+                    env: env_ref,
                     algo: algo.clone(),
                     agent,
                     tasks: *tasks,

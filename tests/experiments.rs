@@ -24,6 +24,19 @@ fn shipped_experiment_files_parse() {
                     )
                     .unwrap_or_else(|e| panic!("{} stage {}: {e}", p.display(), t.name));
                 }
+                if let reincarnate::experiment::Stage::Reincarnate(r) = stage {
+                    let fam = reincarnate::envs::TaskFamily::new(&r.env.config()).unwrap();
+                    let mut agent_cfg = r.agent.clone();
+                    agent_cfg.insert("buffer_size".into(), toml::Value::Integer(10));
+                    reincarnate::agents::build(
+                        &r.student,
+                        &agent_cfg,
+                        fam.spec(),
+                        &candle_core::Device::Cpu,
+                        0,
+                    )
+                    .unwrap_or_else(|e| panic!("{} stage {}: {e}", p.display(), r.name));
+                }
             }
             n += 1;
         }

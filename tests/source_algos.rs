@@ -15,10 +15,11 @@ fn spec(toml_text: &str) -> TrainSpec {
     reincarnate::config::from_table(toml::from_str(toml_text).unwrap(), "test").unwrap()
 }
 
+/// `env` is a TOML value: a quoted id or an inline table with options.
 fn ppo_spec(env: &str, task: usize, steps: u64, eval_episodes: usize) -> TrainSpec {
     spec(&format!(
         r#"
-env = "{env}"
+env = {env}
 algo = "ppo"
 [loop]
 steps = {steps}
@@ -45,7 +46,7 @@ fn optimal_return(env: &str, task: usize) -> f64 {
 /// Greedy return of PPO trained on one dark-room goal (start and goal fixed: one greedy
 /// evaluation episode is the greedy policy's exact return).
 fn dark_room_return(task: usize, steps: u64, seed: u64) -> f64 {
-    let s = ppo_spec("dark_room", task, steps, 1);
+    let s = ppo_spec("\"dark_room\"", task, steps, 1);
     train(&s, seed).final_eval.unwrap().mean_return
 }
 
@@ -62,19 +63,18 @@ fn ppo_reaches_most_of_the_optimal_return_on_dark_room_goals() {
     }
 }
 
-/// Dark Key-to-Door is partially observable for a memoryless policy (the position does not say
-/// whether the key is held). PPO's sampling policy learns to collect the key reliably and
-/// sometimes the door too; its argmax policy often gets trapped (see the report in the PR: the
-/// greedy ≥ 1.5 target needs memory in the agent). This checks the part that holds: the
-/// learning history improves from random behaviour to collecting the key in nearly every
-/// episode.
+/// Dark Key-to-Door is not Markov in the position alone (the same cell calls for "fetch the
+/// key" or "go to the door" depending on whether the key is held): a memoryless PPO learns to
+/// collect the key but its argmax policy gets trapped before the door. With the environment's
+/// `observe_key` flag the task is Markov, and the greedy policy must collect both rewards.
 #[test]
-fn ppo_improves_on_a_fixed_key_to_door_task() {
+fn ppo_solves_a_fixed_key_to_door_task_with_the_key_flag() {
     // key (2, 6), door (6, 1); random starts, 50-step episodes.
     let task = (9 + 6) * 81 + (6 * 9 + 2);
-    let s = ppo_spec("dark_key_to_door", task, 12_000, 20);
+    let env = r#"{ id = "dark_key_to_door", observe_key = true }"#;
+    let s = ppo_spec(env, task, 24_000, 20);
     let tmp = tempfile::tempdir().unwrap();
-    run_train(&s, 0, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
+    let summary = run_train(&s, 0, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
     let returns = reincarnate::report::metrics::read_series(
         &tmp.path().join("metrics.jsonl"),
         "episode",
@@ -83,10 +83,11 @@ fn ppo_improves_on_a_fixed_key_to_door_task() {
     .unwrap();
     let n = returns.len() / 5;
     let mean = |r: &[(f64, f64)]| r.iter().map(|p| p.1).sum::<f64>() / r.len() as f64;
-    let (first, last) = (mean(&returns[..n]), mean(&returns[returns.len() - n..]));
+    let first = mean(&returns[..n]);
+    let greedy = summary.final_eval.unwrap().mean_return;
     assert!(
-        first < 0.9 && last >= 0.9,
-        "mean training return {first:.2} in the first fifth, {last:.2} in the last"
+        first < 1.0 && greedy >= 1.5,
+        "mean training return {first:.2} in the first fifth; greedy return {greedy:.2} (max 2)"
     );
 }
 
@@ -427,7 +428,13 @@ fn sweep_ppo_over_tasks() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(4_000);
+    // SWEEP_ENV: an id, or a TOML inline table such as `{ id = "dark_key_to_door", observe_key = true }`.
     let env = std::env::var("SWEEP_ENV").unwrap_or_else(|_| "dark_room".into());
+    let env_value = if env.starts_with('{') {
+        env.clone()
+    } else {
+        format!("{env:?}")
+    };
     let tasks: Vec<usize> = std::env::var("SWEEP_TASKS")
         .ok()
         .map(|s| s.split(',').map(|t| t.parse().unwrap()).collect())
@@ -435,7 +442,7 @@ fn sweep_ppo_over_tasks() {
     let mut ok = 0;
     for (i, &task) in tasks.iter().enumerate() {
         let episodes = if env == "dark_room" { 1 } else { 20 };
-        let mut s = ppo_spec(&env, task, steps, episodes);
+        let mut s = ppo_spec(&env_value, task, steps, episodes);
         if let Ok(agent) = std::env::var("SWEEP_AGENT") {
             s.agent = toml::from_str(&agent).unwrap();
         }

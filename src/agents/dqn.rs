@@ -153,6 +153,53 @@ impl DqnConfig {
     }
 }
 
+/// What a reincarnation method ([`crate::reincarnation`]) adds to the DQN update, so that
+/// every method of Agarwal et al. (2022) runs on this one agent and the ordinary training loop
+/// ([`crate::train`]): an extra loss on each sampled batch (QDagger's and kickstarting's
+/// distillation, DQfD's large-margin loss, CQL, behaviour cloning), a fraction of teacher
+/// transitions mixed into each batch (rehearsal, DQfD), a learning-rate factor (QDagger ties
+/// the learning rate to its distillation weight), and actions chosen for the agent while it
+/// explores (JSRL's teacher roll-in). A plain DQN run has no hook and behaves exactly as before.
+pub trait DqnHook {
+    /// Sees every batched step the agent stores (e.g. to track the student's episode returns).
+    fn observe(&mut self, _exp: &Experience<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// May choose the exploration actions itself (JSRL roll-in); returns whether it did.
+    fn override_actions(&mut self, _obs: &[f32], _actions: &mut [usize]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Teacher transitions and the fraction of each batch drawn from them.
+    fn rehearsal(&self) -> Option<(&ReplayBuffer, f64)> {
+        None
+    }
+    /// Weight of the TD loss (0 for pure behaviour cloning).
+    fn td_weight(&self) -> f64 {
+        1.0
+    }
+    /// An extra loss term on the sampled batch. `q` holds the student's Q-values
+    /// `(batch, actions)` (expected values for C51) with gradients; the first `teacher_rows`
+    /// rows of the batch came from teacher data.
+    fn loss(
+        &mut self,
+        batch: &Batch,
+        q: &Tensor,
+        teacher_rows: usize,
+        step: u64,
+    ) -> Result<Option<(Tensor, Metrics)>>;
+    /// Factor on the configured learning rate.
+    fn lr_scale(&self) -> f64 {
+        1.0
+    }
+    /// State to save for an exact resume, and its restore.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The DQN-family agent.
 pub struct Dqn {
     algorithm: String,
@@ -171,6 +218,9 @@ pub struct Dqn {
     rng: Rng,
     updates: u64,
     batch: Batch,
+    /// Scratch for rehearsal's second sample.
+    own_batch: Batch,
+    hook: Option<Box<dyn DqnHook>>,
 }
 
 impl Dqn {
@@ -225,6 +275,8 @@ impl Dqn {
             rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 3)),
             updates: 0,
             batch: Batch::default(),
+            own_batch: Batch::default(),
+            hook: None,
         })
     }
 
@@ -242,6 +294,39 @@ impl Dqn {
 
     pub fn replay(&self) -> &ReplayBuffer {
         &self.replay
+    }
+
+    /// Installs (or with `None` removes) a reincarnation method's hook.
+    pub fn set_hook(&mut self, hook: Option<Box<dyn DqnHook>>) {
+        self.hook = hook;
+    }
+
+    /// One optimiser step on a batch drawn from `data` only (the offline phase of QDagger,
+    /// pretraining, DQfD and behaviour cloning), with the hook's loss on every row. The target
+    /// network is synchronised at the online rate measured in updates
+    /// (`target_update_frequency / train_frequency × gradient_steps` updates).
+    pub fn offline_step(&mut self, data: &ReplayBuffer, step: u64) -> Result<Metrics> {
+        if data.is_empty() {
+            return Err(Error::Config(
+                "the offline phase needs teacher data, but the teacher dataset is empty".into(),
+            ));
+        }
+        let m = self.gradient_step(step, Some(data))?;
+        let c = &self.config;
+        let every =
+            (c.target_update_frequency / c.train_frequency).max(1) * c.gradient_steps as u64;
+        if self.updates.is_multiple_of(every) {
+            self.sync_target()?;
+        }
+        Ok(m)
+    }
+
+    fn sync_target(&mut self) -> Result<()> {
+        if self.config.tau >= 1.0 {
+            self.target_store.copy_from(&self.store)
+        } else {
+            self.target_store.polyak_from(&self.store, self.config.tau)
+        }
     }
 
     fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
@@ -270,8 +355,9 @@ impl Dqn {
         super::one_hot(actions, self.n_actions, &self.device)
     }
 
-    /// The TD loss of a sampled batch and the mean Q of the taken actions.
-    fn loss(&self, b: &Batch) -> Result<(Tensor, f64)> {
+    /// The TD loss of a sampled batch, the mean Q of the taken actions, and (when a hook is
+    /// installed) the online network's Q-values `(batch, actions)` with gradients.
+    fn loss(&self, b: &Batch) -> Result<(Tensor, f64, Option<Tensor>)> {
         let n = b.size;
         let obs = self.obs_tensor(&b.obs)?;
         let next = self.obs_tensor(&b.next_obs)?;
@@ -289,7 +375,8 @@ impl Dqn {
         let next_pick = self.one_hot(&next_actions)?;
         match &self.support {
             None => {
-                let q = (self.q.forward(&obs, true)? * &taken)?.sum(D::Minus1)?; // (batch,)
+                let q_all = self.q.forward(&obs, true)?;
+                let q = (&q_all * &taken)?.sum(D::Minus1)?; // (batch,)
                 let next_q = (next_target_q * next_pick)?.sum(D::Minus1)?;
                 let y = (returns + (discounts * next_q)?)?.detach();
                 let td = (&q - y)?;
@@ -298,7 +385,7 @@ impl Dqn {
                     TdLoss::Huber => huber(&td)?.mean_all()?,
                 };
                 let q_mean = q.mean_all()?.to_scalar::<f32>()? as f64;
-                Ok((loss, q_mean))
+                Ok((loss, q_mean, self.hook.is_some().then_some(q_all)))
             }
             Some(support) => {
                 // logits (batch, actions, atoms) → the taken action's (batch, atoms)
@@ -316,22 +403,73 @@ impl Dqn {
                     .expected_value(&logits_a.detach())?
                     .mean_all()?
                     .to_scalar::<f32>()? as f64;
-                Ok((loss, q_mean))
+                let q_all = match self.hook {
+                    Some(_) => Some(support.expected_value(&logits)?),
+                    None => None,
+                };
+                Ok((loss, q_mean, q_all))
             }
         }
     }
 
-    /// One sampled minibatch, one optimiser step.
-    fn gradient_step(&mut self, step: u64) -> Result<Metrics> {
+    /// One sampled minibatch, one optimiser step. The batch comes from `offline` when given,
+    /// else from the agent's replay with the hook's rehearsal fraction drawn from teacher data
+    /// (those rows first).
+    fn gradient_step(&mut self, step: u64, offline: Option<&ReplayBuffer>) -> Result<Metrics> {
         let mut batch = std::mem::take(&mut self.batch);
         let (bs, n, gamma) = (
             self.config.batch_size,
             self.config.n_step,
             self.config.gamma as f32,
         );
-        self.replay
-            .sample_into(bs, n, gamma, &mut self.rng, &mut batch);
-        let (loss, q_mean) = self.loss(&batch)?;
+        let rehearsal = self
+            .hook
+            .as_ref()
+            .and_then(|h| h.rehearsal())
+            .filter(|(buf, _)| !buf.is_empty());
+        let teacher_rows = match (offline, rehearsal) {
+            (Some(data), _) => {
+                data.sample_into(bs, n, gamma, &mut self.rng, &mut batch);
+                bs
+            }
+            (None, Some((data, fraction))) => {
+                let k = ((fraction * bs as f64).round() as usize).min(bs);
+                data.sample_into(k, n, gamma, &mut self.rng, &mut batch);
+                if k < bs {
+                    let own = &mut self.own_batch;
+                    self.replay
+                        .sample_into(bs - k, n, gamma, &mut self.rng, own);
+                    batch.size += own.size;
+                    batch.obs.extend_from_slice(&own.obs);
+                    batch
+                        .actions_discrete
+                        .extend_from_slice(&own.actions_discrete);
+                    batch.returns.extend_from_slice(&own.returns);
+                    batch.next_obs.extend_from_slice(&own.next_obs);
+                    batch.discounts.extend_from_slice(&own.discounts);
+                    batch.indices.extend_from_slice(&own.indices);
+                }
+                k
+            }
+            (None, None) => {
+                self.replay
+                    .sample_into(bs, n, gamma, &mut self.rng, &mut batch);
+                0
+            }
+        };
+        let (td_loss, q_mean, q_all) = self.loss(&batch)?;
+        let mut extra = Metrics::new();
+        let mut loss = td_loss;
+        if let (Some(hook), Some(q_all)) = (self.hook.as_mut(), q_all) {
+            let w = hook.td_weight();
+            if w != 1.0 {
+                loss = (loss * w)?;
+            }
+            if let Some((aux, m)) = hook.loss(&batch, &q_all, teacher_rows, step)? {
+                loss = (loss + aux)?;
+                extra = m;
+            }
+        }
         self.batch = batch;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
@@ -354,17 +492,20 @@ impl Dqn {
             )));
         }
         self.q.sn_before_step(&mut grads, &mut self.optimizer)?;
-        let lr = self.config.learning_rate.value(self.updates);
+        let lr_scale = self.hook.as_ref().map_or(1.0, |h| h.lr_scale());
+        let lr = self.config.learning_rate.value(self.updates) * lr_scale;
         self.optimizer.step(&grads, lr)?;
         self.updates += 1;
-        Ok(Metrics::from([
+        let mut metrics = Metrics::from([
             ("loss".to_string(), loss_value),
             ("q_mean".to_string(), q_mean),
             ("grad_norm".to_string(), grad_norm),
             ("learning_rate".to_string(), lr),
             ("epsilon".to_string(), self.config.epsilon.at(step)),
             ("updates".to_string(), self.updates as f64),
-        ]))
+        ]);
+        metrics.extend(extra);
+        Ok(metrics)
     }
 
     /// Model tensors named as in `model.safetensors`.
@@ -386,6 +527,10 @@ impl Agent for Dqn {
         &self.algorithm
     }
 
+    fn as_dqn_mut(&mut self) -> Option<&mut Dqn> {
+        Some(self)
+    }
+
     fn act(
         &mut self,
         obs: &[f32],
@@ -399,6 +544,13 @@ impl Agent for Dqn {
                 self.algorithm
             )));
         };
+        if explore {
+            if let Some(hook) = self.hook.as_mut() {
+                if hook.override_actions(obs, out)? {
+                    return Ok(());
+                }
+            }
+        }
         let n = out.len();
         let eps = if explore {
             self.config.epsilon.at(step)
@@ -430,6 +582,9 @@ impl Agent for Dqn {
                 self.algorithm
             )));
         };
+        if let Some(hook) = self.hook.as_mut() {
+            hook.observe(exp)?;
+        }
         let d = self.obs_dim;
         for (i, &action) in a.iter().enumerate() {
             self.replay.push(
@@ -453,16 +608,11 @@ impl Agent for Dqn {
         let mut metrics = None;
         if step.is_multiple_of(c.train_frequency) {
             for _ in 0..c.gradient_steps {
-                metrics = Some(self.gradient_step(step)?);
+                metrics = Some(self.gradient_step(step, None)?);
             }
         }
         if step.is_multiple_of(self.config.target_update_frequency) {
-            if self.config.tau >= 1.0 {
-                self.target_store.copy_from(&self.store)?;
-            } else {
-                self.target_store
-                    .polyak_from(&self.store, self.config.tau)?;
-            }
+            self.sync_target()?;
         }
         Ok(metrics)
     }
@@ -508,6 +658,7 @@ impl Agent for Dqn {
                 "updates": self.updates,
                 "optimizer_step": step,
                 "replay": replay_state,
+                "hook": self.hook.as_ref().map(|h| h.state()),
             }));
         }
         Ok(data)
@@ -548,6 +699,9 @@ impl Agent for Dqn {
                 self.rng = serde_json::from_value(agent["rng"].clone())
                     .map_err(|e| Error::data("trainer_state.json", format!("agent.rng: {e}")))?;
                 self.updates = agent["updates"].as_u64().unwrap_or(0);
+                if let (Some(hook), Some(state)) = (self.hook.as_mut(), agent.get("hook")) {
+                    hook.load_state(state)?;
+                }
             }
             _ => {
                 // Weights only (a teacher, or evaluation): the target starts as the online net.

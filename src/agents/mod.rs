@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 pub mod bandit_algos;
 pub mod dqn;
 pub mod ppo;
+pub mod sac;
 
 /// Scalar metrics by name (losses, Q values, gradient norms, σ per SN layer, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -28,6 +29,12 @@ pub struct Experience<'a> {
 pub enum PolicyOutput {
     QValues(Vec<f32>),
     Probs(Vec<f32>),
+    /// A tanh-squashed Gaussian policy (SAC family): the pre-tanh mean and log-std,
+    /// `(batch, action_dim)` each, in the normalised action space [−1, 1].
+    GaussianMeanLogStd {
+        mean: Vec<f32>,
+        log_std: Vec<f32>,
+    },
 }
 
 pub trait Agent {
@@ -54,6 +61,11 @@ pub trait Agent {
     fn save(&self, resume: bool) -> Result<CheckpointData>;
     /// Restores what [`save`](Self::save) wrote; weights-only data restores just the weights.
     fn load(&mut self, data: &CheckpointData) -> Result<()>;
+    /// The DQN-family agent behind this box, for the reincarnation methods that hook into its
+    /// update ([`dqn::DqnHook`]); `None` for other agents.
+    fn as_dqn_mut(&mut self) -> Option<&mut dqn::Dqn> {
+        None
+    }
 }
 
 /// Rows in a flat batch of observations of `obs_dim` values each, or an error naming `algo`
@@ -86,7 +98,7 @@ pub fn one_hot(
 }
 
 /// Algorithms `train` accepts.
-pub const ALGORITHMS: &[&str] = &["dqn", "c51", "ppo", "ucb", "thompson"];
+pub const ALGORITHMS: &[&str] = &["dqn", "c51", "ppo", "ucb", "thompson", "sac", "simbav2"];
 
 /// Deep-merges `over` into `base` (tables merge key by key; other values replace). A table
 /// with a `kind` tag (a schedule, an enum variant) replaces the default wholesale: its fields
@@ -153,6 +165,20 @@ pub fn build(
             env,
             seed,
         )?)),
+        "sac" => Ok(Box::new(sac::Sac::new(
+            algo,
+            with_defaults(sac::SacConfig::default(), agent_cfg, algo)?,
+            env,
+            device,
+            seed,
+        )?)),
+        "simbav2" => Ok(Box::new(sac::Sac::new(
+            algo,
+            with_defaults(sac::SacConfig::simbav2(), agent_cfg, algo)?,
+            env,
+            device,
+            seed,
+        )?)),
         other => Err(crate::Error::Config(format!(
             "unknown algorithm `{other}`{}; available: {}",
             crate::error::did_you_mean(other, ALGORITHMS.iter().copied()),
@@ -203,6 +229,12 @@ pub fn from_checkpoint(
                 serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
                     .map_err(|e| bad(&format!("`agent` is not a thompson config: {e}")))?;
             Box::new(bandit_algos::Thompson::new(cfg, &env, 0)?)
+        }
+        "sac" | "simbav2" => {
+            let cfg: sac::SacConfig =
+                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
+                    .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
+            Box::new(sac::Sac::new(algo, cfg, &env, device, 0)?)
         }
         other => return Err(bad(&format!("unknown algorithm `{other}`"))),
     };

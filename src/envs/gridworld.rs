@@ -141,7 +141,8 @@ impl Env for DarkRoom {
 /// Dark Key-to-Door: 9×9, random start, an invisible key (+1 the first time the agent stands on
 /// it) and an invisible door (+1 when reached holding the key, which ends the episode); maximum
 /// return 2, horizon 50. Task `t` = key cell `t % 81`, door cell `t / 81` (cell `c` is
-/// `(c % 9, c / 9)`), so there are 81² tasks. The observation is the position only.
+/// `(c % 9, c / 9)`), so there are 81² tasks. The observation is the position only, or with
+/// `observe_key` the position and a has-key flag (0 or 1).
 #[derive(Serialize, Deserialize)]
 pub struct DarkKeyToDoor {
     horizon: u32,
@@ -150,6 +151,8 @@ pub struct DarkKeyToDoor {
     pos: (i32, i32),
     start: (i32, i32),
     has_key: bool,
+    #[serde(default)]
+    observe_key: bool,
     t: u32,
     rng: Rng,
     obs_space: Space,
@@ -159,8 +162,17 @@ pub struct DarkKeyToDoor {
 const KTD_SIZE: i32 = 9;
 
 impl DarkKeyToDoor {
-    pub fn new(task: usize, max_steps: Option<u32>) -> Self {
+    pub fn new(task: usize, max_steps: Option<u32>, observe_key: bool) -> Self {
         let cells = (KTD_SIZE * KTD_SIZE) as usize;
+        let obs_space = if observe_key {
+            Space::Box {
+                shape: vec![3],
+                low: Bounds::PerDim(vec![0.0, 0.0, 0.0]),
+                high: Bounds::PerDim(vec![(KTD_SIZE - 1) as f32, (KTD_SIZE - 1) as f32, 1.0]),
+            }
+        } else {
+            grid_obs_space(KTD_SIZE as usize)
+        };
         let cell = |c: usize| ((c as i32) % KTD_SIZE, (c as i32) / KTD_SIZE);
         Self {
             horizon: max_steps.unwrap_or(50),
@@ -169,10 +181,19 @@ impl DarkKeyToDoor {
             pos: (0, 0),
             start: (0, 0),
             has_key: false,
+            observe_key,
             t: 0,
             rng: Rng::seed_from_u64(task as u64),
-            obs_space: grid_obs_space(KTD_SIZE as usize),
+            obs_space,
             act_space: Space::Discrete { n: 5 },
+        }
+    }
+
+    fn write_obs(&self, obs: &mut [f32]) {
+        obs[0] = self.pos.0 as f32;
+        obs[1] = self.pos.1 as f32;
+        if self.observe_key {
+            obs[2] = f32::from(u8::from(self.has_key));
         }
     }
 
@@ -210,8 +231,7 @@ impl Env for DarkKeyToDoor {
         self.pos = self.start;
         self.has_key = false;
         self.t = 0;
-        obs[0] = self.pos.0 as f32;
-        obs[1] = self.pos.1 as f32;
+        self.write_obs(obs);
     }
 
     fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> Result<Step> {
@@ -227,8 +247,7 @@ impl Env for DarkKeyToDoor {
             reward = 1.0;
             terminated = true;
         }
-        obs[0] = self.pos.0 as f32;
-        obs[1] = self.pos.1 as f32;
+        self.write_obs(obs);
         Ok(Step {
             reward,
             terminated,
@@ -327,7 +346,7 @@ mod tests {
     fn key_to_door_needs_key_first_and_ends_at_door() {
         // key at cell 0 = (0, 0), door at cell 8 = (8, 0)
         let task = 8 * 81;
-        let mut env = DarkKeyToDoor::new(task, None);
+        let mut env = DarkKeyToDoor::new(task, None, false);
         let mut obs = vec![0.0; 2];
         env.reset(Some(3), &mut obs);
         let (sx, sy) = (obs[0] as i32, obs[1] as i32);
@@ -356,8 +375,36 @@ mod tests {
     }
 
     #[test]
+    fn key_to_door_flag_shows_the_key_only_with_observe_key() {
+        // key at (0, 0), door at (8, 8): walk left then up, onto the key
+        let task = 80 * 81;
+        let mut env = DarkKeyToDoor::new(task, None, true);
+        assert_eq!(env.observation_space().flat_dim(), 3);
+        let mut obs = vec![0.0; 3];
+        env.reset(Some(1), &mut obs);
+        assert_eq!(obs[2], 0.0);
+        let (sx, sy) = (obs[0] as i32, obs[1] as i32);
+        let mut total = 0.0;
+        for _ in 0..sx {
+            total += env.step(Action::Discrete(0), &mut obs).unwrap().reward;
+        }
+        for _ in 0..sy {
+            total += env.step(Action::Discrete(2), &mut obs).unwrap().reward;
+        }
+        assert_eq!((obs[0], obs[1], obs[2], total), (0.0, 0.0, 1.0, 1.0));
+        env.reset(Some(1), &mut obs);
+        assert_eq!(obs[2], 0.0, "the flag is cleared on reset");
+        assert_eq!(
+            DarkKeyToDoor::new(task, None, false)
+                .observation_space()
+                .flat_dim(),
+            2
+        );
+    }
+
+    #[test]
     fn key_to_door_start_is_random_but_seeded() {
-        let mut env = DarkKeyToDoor::new(5, None);
+        let mut env = DarkKeyToDoor::new(5, None, false);
         let mut a = vec![0.0; 2];
         let mut starts = std::collections::HashSet::new();
         for s in 0..50 {

@@ -214,6 +214,11 @@ pub struct EnvConfig {
     /// Bandits: number of generated tasks (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_tasks: Option<usize>,
+    /// Dark Key-to-Door: append a has-key flag (0/1) to the observation (default false). The
+    /// key and door stay invisible; the flag only makes the task Markov for memoryless source
+    /// algorithms, which otherwise cannot tell "fetch the key" from "go to the door" apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observe_key: Option<bool>,
 }
 
 impl EnvConfig {
@@ -226,6 +231,7 @@ impl EnvConfig {
             test_fraction: None,
             split_seed: None,
             num_tasks: None,
+            observe_key: None,
         }
     }
 
@@ -249,6 +255,9 @@ impl EnvConfig {
         }
         if self.num_tasks.is_some() {
             out.push("num_tasks");
+        }
+        if self.observe_key.is_some() {
+            out.push("observe_key");
         }
         out
     }

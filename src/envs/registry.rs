@@ -21,6 +21,7 @@ pub struct EnvEntry {
 }
 
 const GRID_OPTIONS: &[&str] = &["test_fraction", "split_seed"];
+const KEY_TO_DOOR_OPTIONS: &[&str] = &["test_fraction", "split_seed", "observe_key"];
 const BANDIT_OPTIONS: &[&str] = &["num_tasks", "split_seed", "test_fraction"];
 const MINATAR_OPTIONS: &[&str] = &["sticky_action_prob", "difficulty_ramping"];
 
@@ -77,11 +78,17 @@ static REGISTRY: &[EnvEntry] = &[
     },
     EnvEntry {
         id: "dark_key_to_door",
-        summary: "9x9, observe (x, y), invisible key (+1) then door (+1, ends), random start, horizon 50; 81x81 tasks",
-        options: GRID_OPTIONS,
+        summary: "9x9, observe (x, y) [+ has-key flag with observe_key], invisible key (+1) then door (+1, ends), random start, horizon 50; 81x81 tasks",
+        options: KEY_TO_DOOR_OPTIONS,
         num_tasks: |_| gridworld::DarkKeyToDoor::num_tasks(),
         split: grid_split,
-        make: |cfg, task| Ok(Box::new(gridworld::DarkKeyToDoor::new(task, cfg.max_episode_steps))),
+        make: |cfg, task| {
+            Ok(Box::new(gridworld::DarkKeyToDoor::new(
+                task,
+                cfg.max_episode_steps,
+                cfg.observe_key.unwrap_or(false),
+            )))
+        },
         describe: |_, task| gridworld::DarkKeyToDoor::describe(task),
     },
     EnvEntry {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use super::schema::{self, TransitionSchema};
 use super::tally::{RowTally, RunSummary};
-use super::transitions::{Actions, EpisodeSpan, Transitions};
+use super::transitions::{EpisodeSpan, RowsMut, Transitions};
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
 
@@ -185,12 +185,7 @@ impl TransitionReader {
         batch_rows: usize,
     ) -> Result<impl Iterator<Item = Result<Transitions>> + '_> {
         let batches = self.record_batches(columns, batch_rows)?;
-        Ok(batches.map(move |b| {
-            let b = b?;
-            let mut t = Transitions::new(self.schema);
-            append_batch(&mut t, &b, &self.path)?;
-            Ok(t)
-        }))
+        Ok(batches.map(move |b| batch_to_transitions(self.schema, &b?, &self.path)))
     }
 
     /// The whole file. Row groups decode in parallel.
@@ -204,29 +199,65 @@ impl TransitionReader {
     }
 
     fn read_inner(&self, columns: Option<&[&str]>) -> Result<Transitions> {
-        // Decode row groups in parallel into Arrow batches, then copy once into vectors sized
-        // up front (growing them batch by batch would copy everything again).
-        let groups: Vec<usize> = (0..self.num_row_groups()).collect();
-        let decoded: Vec<Result<Vec<RecordBatch>>> = groups
-            .par_iter()
-            .map(|&g| {
+        // The output is allocated once at its final size (the footer gives every row group's
+        // length), split into one disjoint block of rows per row group, and each row group is
+        // decoded in parallel in small record batches copied straight into its block. Small
+        // batches keep Arrow's buffers in the allocator's cache instead of faulting in a second
+        // copy of the whole file, which dominated the read time.
+        let read = |name: &str| columns.is_none_or(|c| name == schema::RUN || c.contains(&name));
+        let mut out = Transitions::new(self.schema);
+        out.resize_columns(self.num_rows() as usize, read);
+        let lens: Vec<usize> = self
+            .meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .collect();
+        let mut blocks = Vec::with_capacity(lens.len());
+        let mut rest = out.rows_mut();
+        for &len in &lens {
+            let (head, tail) = rest.split_at(len);
+            blocks.push(head);
+            rest = tail;
+        }
+        blocks
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(g, mut block)| -> Result<()> {
                 let reader = self
-                    .builder(columns, 1 << 20)?
+                    .builder(columns, DEFAULT_BATCH_ROWS)?
                     .with_row_groups(vec![g])
                     .build()
                     .map_err(|e| self.decode_error(e))?;
-                reader
-                    .map(|b| b.map_err(|e| self.decode_error(e)))
-                    .collect()
-            })
-            .collect();
-        let mut out = Transitions::new(self.schema);
-        out.reserve(self.num_rows() as usize);
-        for part in decoded {
-            for b in part? {
-                append_batch(&mut out, &b, &self.path)?;
-            }
-        }
+                let mut at = 0;
+                for b in reader {
+                    let b = b.map_err(|e| self.decode_error(e))?;
+                    if at + b.num_rows() > lens[g] {
+                        return Err(Error::data(
+                            &self.path,
+                            format!(
+                                "row group {g} decodes to more rows than its footer's {}",
+                                lens[g]
+                            ),
+                        ));
+                    }
+                    let (mut head, tail) = block.split_at(b.num_rows());
+                    fill_batch(&mut head, &b, &self.path)?;
+                    block = tail;
+                    at += b.num_rows();
+                }
+                if at != lens[g] {
+                    return Err(Error::data(
+                        &self.path,
+                        format!(
+                            "row group {g}: {at} rows decoded, the footer says {}",
+                            lens[g]
+                        ),
+                    ));
+                }
+                Ok(())
+            })?;
         Ok(out)
     }
 
@@ -286,11 +317,20 @@ impl Iterator for RecordBatches {
     }
 }
 
-/// Appends the columns present in `batch` to `out`. The schema was checked at open, so a type
+/// One decoded column of a record batch, borrowed from Arrow's buffers.
+enum Column<'a> {
+    U32(&'a [u32]),
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    Bool(arrow::buffer::BooleanBuffer),
+}
+
+/// The columns of `batch` by name, type-checked. The schema was checked at open, so a type
 /// surprise here means a corrupt file; it is still an error, not a panic.
-pub(crate) fn append_batch(out: &mut Transitions, batch: &RecordBatch, path: &Path) -> Result<()> {
+fn columns_of<'a>(batch: &'a RecordBatch, path: &Path) -> Result<Vec<(&'a str, Column<'a>)>> {
     let bad = |name: &str, what: &str| Error::data(path, format!("column `{name}`: {what}"));
-    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+    let mut out = Vec::with_capacity(batch.num_columns());
+    for (field, col) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         let name = field.name().as_str();
         if col.null_count() > 0 {
             return Err(bad(
@@ -298,60 +338,125 @@ pub(crate) fn append_batch(out: &mut Transitions, batch: &RecordBatch, path: &Pa
                 &format!("{} null values; the format has no nulls", col.null_count()),
             ));
         }
-        let u32s = || {
-            col.as_primitive_opt::<UInt32Type>()
-                .map(|a| a.values())
-                .ok_or_else(|| bad(name, "expected UInt32"))
-        };
-        let f32_list = || -> Result<&[f32]> {
-            let l = col
-                .as_fixed_size_list_opt()
-                .ok_or_else(|| bad(name, "expected FixedSizeList<Float32>"))?;
-            let v = l
-                .values()
-                .as_primitive_opt::<Float32Type>()
-                .ok_or_else(|| bad(name, "expected Float32 list items"))?;
-            if v.null_count() > 0 {
-                return Err(bad(name, "null list items; the format has no nulls"));
-            }
-            let size = l.value_length() as usize;
-            let start = l.offset() * size;
-            v.values()
-                .get(start..start + l.len() * size)
-                .ok_or_else(|| bad(name, "list values shorter than the list"))
-        };
-        let bools = |dst: &mut Vec<bool>| -> Result<()> {
-            let a = col
-                .as_boolean_opt()
-                .ok_or_else(|| bad(name, "expected Boolean"))?;
-            dst.extend(a.values().iter());
-            Ok(())
-        };
-        match name {
-            schema::RUN => out.run.extend_from_slice(u32s()?),
-            schema::TASK => out.task.extend_from_slice(u32s()?),
-            schema::EPISODE => out.episode.extend_from_slice(u32s()?),
-            schema::STEP => out.step.extend_from_slice(u32s()?),
-            schema::OBS => out.obs.extend_from_slice(f32_list()?),
-            schema::NEXT_OBS => out.next_obs.extend_from_slice(f32_list()?),
-            schema::POLICY => out.policy.extend_from_slice(f32_list()?),
-            schema::REWARD => out.reward.extend_from_slice(
+        let column = match col.data_type() {
+            DataType::UInt32 => Column::U32(
+                col.as_primitive_opt::<UInt32Type>()
+                    .ok_or_else(|| bad(name, "expected UInt32"))?
+                    .values(),
+            ),
+            DataType::Int64 => Column::I64(
+                col.as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| bad(name, "expected Int64"))?
+                    .values(),
+            ),
+            DataType::Float32 => Column::F32(
                 col.as_primitive_opt::<Float32Type>()
                     .ok_or_else(|| bad(name, "expected Float32"))?
                     .values(),
             ),
-            schema::TERMINATED => bools(&mut out.terminated)?,
-            schema::TRUNCATED => bools(&mut out.truncated)?,
-            schema::ACTION => match (&mut out.action, col.data_type()) {
-                (Actions::Discrete(v), DataType::Int64) => v.extend_from_slice(
-                    col.as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| bad(name, "expected Int64"))?
-                        .values(),
+            DataType::Boolean => Column::Bool(
+                col.as_boolean_opt()
+                    .ok_or_else(|| bad(name, "expected Boolean"))?
+                    .values()
+                    .clone(),
+            ),
+            DataType::FixedSizeList(..) => {
+                let l = col
+                    .as_fixed_size_list_opt()
+                    .ok_or_else(|| bad(name, "expected FixedSizeList<Float32>"))?;
+                let v = l
+                    .values()
+                    .as_primitive_opt::<Float32Type>()
+                    .ok_or_else(|| bad(name, "expected Float32 list items"))?;
+                if v.null_count() > 0 {
+                    return Err(bad(name, "null list items; the format has no nulls"));
+                }
+                let size = l.value_length() as usize;
+                let start = l.offset() * size;
+                Column::F32(
+                    v.values()
+                        .get(start..start + l.len() * size)
+                        .ok_or_else(|| bad(name, "list values shorter than the list"))?,
+                )
+            }
+            other => return Err(bad(name, &format!("unexpected type {other}"))),
+        };
+        out.push((name, column));
+    }
+    Ok(out)
+}
+
+/// A batch as [`Transitions`] (the columns not in `batch` are empty).
+fn batch_to_transitions(
+    schema: TransitionSchema,
+    batch: &RecordBatch,
+    path: &Path,
+) -> Result<Transitions> {
+    let mut t = Transitions::new(schema);
+    let fields = batch.schema_ref().fields().clone();
+    t.resize_columns(batch.num_rows(), |n| fields.iter().any(|f| f.name() == n));
+    fill_batch(&mut t.rows_mut(), batch, path)?;
+    Ok(t)
+}
+
+/// Copies the columns of `batch` into `dst`, whose blocks are exactly `batch.num_rows()` long
+/// (columns not read are empty slices).
+fn fill_batch(dst: &mut RowsMut<'_>, batch: &RecordBatch, path: &Path) -> Result<()> {
+    let bad = |name: &str, what: &str| Error::data(path, format!("column `{name}`: {what}"));
+    fn copy<T: Copy>(dst: &mut [T], src: &[T], name: &str, path: &Path) -> Result<()> {
+        if dst.len() != src.len() {
+            return Err(Error::data(
+                path,
+                format!(
+                    "column `{name}`: {} values where {} were expected",
+                    src.len(),
+                    dst.len()
                 ),
-                (Actions::Continuous(v), _) => v.extend_from_slice(f32_list()?),
-                _ => return Err(bad(name, "action type differs from the file's schema")),
-            },
-            other => return Err(bad(other, "not a column of the format")),
+            ));
+        }
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+    fn bools(dst: &mut [bool], src: &arrow::buffer::BooleanBuffer) {
+        for (d, v) in dst.iter_mut().zip(src.iter()) {
+            *d = v;
+        }
+    }
+    for (name, col) in columns_of(batch, path)? {
+        match (name, col) {
+            (schema::RUN, Column::U32(v)) => copy(dst.run, v, name, path)?,
+            (schema::TASK, Column::U32(v)) => copy(dst.task, v, name, path)?,
+            (schema::EPISODE, Column::U32(v)) => copy(dst.episode, v, name, path)?,
+            (schema::STEP, Column::U32(v)) => copy(dst.step, v, name, path)?,
+            (schema::OBS, Column::F32(v)) => copy(dst.obs, v, name, path)?,
+            (schema::NEXT_OBS, Column::F32(v)) => copy(dst.next_obs, v, name, path)?,
+            (schema::POLICY, Column::F32(v)) => copy(dst.policy, v, name, path)?,
+            (schema::REWARD, Column::F32(v)) => copy(dst.reward, v, name, path)?,
+            (schema::TERMINATED, Column::Bool(v)) => bools(dst.terminated, &v),
+            (schema::TRUNCATED, Column::Bool(v)) => bools(dst.truncated, &v),
+            (schema::ACTION, Column::I64(v)) if dst.discrete => {
+                copy(dst.action_i64, v, name, path)?
+            }
+            (schema::ACTION, Column::F32(v)) if !dst.discrete => {
+                copy(dst.action_f32, v, name, path)?
+            }
+            (schema::ACTION, _) => {
+                return Err(bad(name, "action type differs from the file's schema"))
+            }
+            (
+                schema::RUN
+                | schema::TASK
+                | schema::EPISODE
+                | schema::STEP
+                | schema::OBS
+                | schema::NEXT_OBS
+                | schema::POLICY
+                | schema::REWARD
+                | schema::TERMINATED
+                | schema::TRUNCATED,
+                _,
+            ) => return Err(bad(name, "unexpected column type")),
+            (other, _) => return Err(bad(other, "not a column of the format")),
         }
     }
     Ok(())

@@ -64,6 +64,109 @@ pub struct Transitions {
     pub policy: Vec<f32>,
 }
 
+/// Mutable column slices over a block of rows of a [`Transitions`] (empty where a column is not
+/// held), so that disjoint blocks can be filled in parallel.
+pub struct RowsMut<'a> {
+    obs_dim: usize,
+    action_dim: usize,
+    policy_dim: usize,
+    pub discrete: bool,
+    pub run: &'a mut [u32],
+    pub task: &'a mut [u32],
+    pub episode: &'a mut [u32],
+    pub step: &'a mut [u32],
+    pub obs: &'a mut [f32],
+    pub action_i64: &'a mut [i64],
+    pub action_f32: &'a mut [f32],
+    pub reward: &'a mut [f32],
+    pub terminated: &'a mut [bool],
+    pub truncated: &'a mut [bool],
+    pub next_obs: &'a mut [f32],
+    pub policy: &'a mut [f32],
+}
+
+impl<'a> RowsMut<'a> {
+    /// The first `rows` rows and the rest. Panics if a held column is shorter than `rows`
+    /// (callers split by lengths taken from the same data).
+    pub fn split_at(self, rows: usize) -> (RowsMut<'a>, RowsMut<'a>) {
+        fn cut<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
+            if s.is_empty() {
+                (&mut [], &mut [])
+            } else {
+                s.split_at_mut(at)
+            }
+        }
+        let (d, a, p) = (self.obs_dim, self.action_dim, self.policy_dim);
+        let (run, run2) = cut(self.run, rows);
+        let (task, task2) = cut(self.task, rows);
+        let (episode, episode2) = cut(self.episode, rows);
+        let (step, step2) = cut(self.step, rows);
+        let (obs, obs2) = cut(self.obs, rows * d);
+        let (action_i64, action_i642) = cut(self.action_i64, rows);
+        let (action_f32, action_f322) = cut(self.action_f32, rows * a);
+        let (reward, reward2) = cut(self.reward, rows);
+        let (terminated, terminated2) = cut(self.terminated, rows);
+        let (truncated, truncated2) = cut(self.truncated, rows);
+        let (next_obs, next_obs2) = cut(self.next_obs, rows * d);
+        let (policy, policy2) = cut(self.policy, rows * p);
+        let head = RowsMut {
+            obs_dim: d,
+            action_dim: a,
+            policy_dim: p,
+            discrete: self.discrete,
+            run,
+            task,
+            episode,
+            step,
+            obs,
+            action_i64,
+            action_f32,
+            reward,
+            terminated,
+            truncated,
+            next_obs,
+            policy,
+        };
+        let tail = RowsMut {
+            run: run2,
+            task: task2,
+            episode: episode2,
+            step: step2,
+            obs: obs2,
+            action_i64: action_i642,
+            action_f32: action_f322,
+            reward: reward2,
+            terminated: terminated2,
+            truncated: truncated2,
+            next_obs: next_obs2,
+            policy: policy2,
+            ..head.shape()
+        };
+        (head, tail)
+    }
+
+    fn shape(&self) -> RowsMut<'a> {
+        RowsMut {
+            obs_dim: self.obs_dim,
+            action_dim: self.action_dim,
+            policy_dim: self.policy_dim,
+            discrete: self.discrete,
+            run: &mut [],
+            task: &mut [],
+            episode: &mut [],
+            step: &mut [],
+            obs: &mut [],
+            action_i64: &mut [],
+            action_f32: &mut [],
+            reward: &mut [],
+            terminated: &mut [],
+            truncated: &mut [],
+            next_obs: &mut [],
+            policy: &mut [],
+        }
+    }
+}
+
 /// The rows of one episode of one run within a [`Transitions`], with its return and length.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpisodeSpan {
@@ -163,6 +266,62 @@ impl Transitions {
         self.truncated.reserve(n);
         self.next_obs.reserve(n * s.obs_dim);
         self.policy.reserve(n * s.policy_dim());
+    }
+
+    /// Sets every column for which `read(name)` holds to `n` rows of zeros (allocated zeroed,
+    /// so untouched pages cost nothing) and empties the others.
+    pub fn resize_columns(&mut self, n: usize, read: impl Fn(&str) -> bool) {
+        use super::schema as col;
+        let s = self.schema;
+        fn set<T: Clone + Default>(v: &mut Vec<T>, len: usize, on: bool) {
+            *v = if on {
+                vec![T::default(); len]
+            } else {
+                Vec::new()
+            };
+        }
+        set(&mut self.run, n, read(col::RUN));
+        set(&mut self.task, n, read(col::TASK));
+        set(&mut self.episode, n, read(col::EPISODE));
+        set(&mut self.step, n, read(col::STEP));
+        set(&mut self.obs, n * s.obs_dim, read(col::OBS));
+        match &mut self.action {
+            Actions::Discrete(v) => set(v, n, read(col::ACTION)),
+            Actions::Continuous(v) => set(v, n * s.action_dim(), read(col::ACTION)),
+        }
+        set(&mut self.reward, n, read(col::REWARD));
+        set(&mut self.terminated, n, read(col::TERMINATED));
+        set(&mut self.truncated, n, read(col::TRUNCATED));
+        set(&mut self.next_obs, n * s.obs_dim, read(col::NEXT_OBS));
+        set(&mut self.policy, n * s.policy_dim(), read(col::POLICY));
+    }
+
+    /// Mutable views of every column, to be split into disjoint blocks of rows.
+    pub fn rows_mut(&mut self) -> RowsMut<'_> {
+        let s = self.schema;
+        let (discrete, action_i64, action_f32): (bool, &mut [i64], &mut [f32]) =
+            match &mut self.action {
+                Actions::Discrete(v) => (true, v, &mut []),
+                Actions::Continuous(v) => (false, &mut [], v),
+            };
+        RowsMut {
+            obs_dim: s.obs_dim,
+            action_dim: s.action_dim(),
+            policy_dim: s.policy_dim(),
+            discrete,
+            run: &mut self.run,
+            task: &mut self.task,
+            episode: &mut self.episode,
+            step: &mut self.step,
+            obs: &mut self.obs,
+            action_i64,
+            action_f32,
+            reward: &mut self.reward,
+            terminated: &mut self.terminated,
+            truncated: &mut self.truncated,
+            next_obs: &mut self.next_obs,
+            policy: &mut self.policy,
+        }
     }
 
     /// Appends rows `rows` of `other` (same layout), column by column.

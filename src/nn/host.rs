@@ -111,6 +111,30 @@ pub(crate) fn update_in_place_from(
     dst.inplace_op2(src, &Binary(RefCell::new(f), name))
 }
 
+/// An in-place rewrite of one CPU tensor's data: `f(dst)`.
+struct Unary<F: FnMut(&mut [f32])>(RefCell<F>, &'static str);
+
+impl<F: FnMut(&mut [f32])> candle_core::InplaceOp1 for Unary<F> {
+    fn name(&self) -> &'static str {
+        self.1
+    }
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let dst = contiguous_f32_mut(s, l, self.1)?;
+        (self.0.borrow_mut())(dst);
+        Ok(())
+    }
+}
+
+/// Rewrites the data of a CPU f32 tensor in place (no allocation, no graph node). The tensor
+/// must pass [`is_host_f32`] (e.g. SimbaV2's per-row weight projection after each step).
+pub(crate) fn update_in_place(
+    dst: &Tensor,
+    name: &'static str,
+    f: impl FnMut(&mut [f32]),
+) -> candle_core::Result<()> {
+    dst.inplace_op1(&Unary(RefCell::new(f), name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,13 +25,16 @@ pub mod categorical;
 pub mod conv;
 pub mod grad;
 mod host;
+pub mod hyperspherical;
 pub mod init;
 pub mod linear;
 pub mod optim;
 pub mod params;
 pub mod qnet;
+pub mod running_norm;
 pub mod schedule;
 pub mod spectral_norm;
+pub mod tanh_gaussian;
 
 pub use categorical::{cross_entropy, CategoricalSupport};
 pub use conv::Conv2d;

@@ -1,5 +1,6 @@
 //! Human-facing output: aligned tables, progress bars, JSON figure lines, plots.
 
+pub mod aggregate;
 pub mod metrics;
 pub mod plot;
 

@@ -1,0 +1,1186 @@
+//! Soft Actor-Critic with MLP networks (`--algo sac`; Haarnoja et al., "Soft Actor-Critic
+//! Algorithms and Applications", 2018) or SimbaV2 networks (`--algo simbav2`; Lee et al.,
+//! "Hyperspherical Normalization for Scalable Deep Reinforcement Learning", ICML 2025).
+//!
+//! One agent, two sets of defaults, as `dqn`/`c51` share [`super::dqn`]:
+//! - `sac` follows CleanRL's `sac_continuous_action.py`: actor and twin critics 256-256 ReLU MLPs
+//!   with PyTorch's default init, log-std squashed into [−5, 2], Adam lr 3e-4 (actor) / 1e-3
+//!   (critics and temperature), batch 256, buffer 1M, 5,000 random steps, γ 0.99, τ 0.005,
+//!   automatic entropy tuning toward −|A| from α = 1, and the actor (with the temperature)
+//!   updated every second step, twice (`actor_update_interval = 2`, CleanRL's
+//!   `policy_frequency`). Update order: critic, actor, temperature, target.
+//! - `simbav2` follows PAPERS.md §1: [`crate::nn::hyperspherical`] actor (1 block × 128) and
+//!   critic (2 blocks × 512), 101-atom categorical critic on [−5, 5] with the C51 projection,
+//!   log-std in [−10, 2], running observation normalisation, reward scaling with G_max = 5,
+//!   temperature from 0.01 toward −|A|/2, Adam (no weight decay) with lr linear 1e-4 → 5e-5,
+//!   γ from the horizon, and the update order actor, temperature, critic, target. Every kernel
+//!   is re-projected onto unit rows after each optimiser step.
+//!
+//! Choices the spec leaves open, written down here:
+//! - Actions are produced in [−1, 1] and rescaled to the environment's box; the replay stores
+//!   the normalised action, and log-probabilities and the entropy target refer to it (as SB3 and
+//!   SimbaV2's action-rescaling wrapper do).
+//! - Observations and rewards are stored raw; normalisation and reward scaling use the current
+//!   running statistics when a batch is sampled (and when acting). Statistics update in
+//!   `observe`, from the observation the action was taken in.
+//! - With `clipped_double_q = false` the critic is a single network (SimbaV2 switches the twin
+//!   off for non-episodic tasks). With the twin on, the categorical target comes, per sample,
+//!   from the target critic of lower expected value, and the actor maximises the lower expected
+//!   Q.
+//! - The target network is a plain Polyak average; its kernels are not re-projected.
+//! - The temperature's learning rate is a separate schedule (1e-4 constant for SimbaV2).
+//! - The linear lr decay counts gradient updates; `steps` should be set to the run's number of
+//!   updates (experiment files do; the default is the paper's 1M).
+//!
+//! Metrics: losses, α, entropy, Q; every `diagnostics_interval` updates also per-layer feature
+//! norms, weight norms and effective learning rate `‖ΔW‖/‖W‖` of one step (after projection:
+//! the angular step on the sphere), the quantities the SimbaV2 paper plots (Fig. 3–4).
+
+use super::{Agent, Experience, Metrics, PolicyOutput};
+use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::{EnvSpec, Space};
+use crate::error::{Error, Result};
+use crate::eval::ActionBuf;
+use crate::nn::hyperspherical::{self, FeatureLog, HyperNet};
+use crate::nn::linear::linear;
+use crate::nn::optim::AdamState;
+use crate::nn::running_norm::{RewardScaler, RunningMeanStd};
+use crate::nn::{
+    cross_entropy, tanh_gaussian, Adam, AdamConfig, CategoricalSupport, Init, Linear, ParamStore,
+    Schedule, SnMode,
+};
+use crate::replay::{Batch, ReplayBuffer};
+use crate::rng::Rng;
+use candle_core::{Device, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Which networks the agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SacBody {
+    /// ReLU MLPs (`network.hidden`).
+    Mlp,
+    /// SimbaV2 hyperspherical networks (`network.actor_*`, `network.critic_*`).
+    Simbav2,
+}
+
+/// Network sizes. `hidden` is read by the MLP body, the `actor_*`/`critic_*` fields by SimbaV2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SacNetConfig {
+    pub body: SacBody,
+    pub hidden: Vec<usize>,
+    pub actor_hidden: usize,
+    pub actor_blocks: usize,
+    pub critic_hidden: usize,
+    pub critic_blocks: usize,
+}
+
+impl Default for SacNetConfig {
+    fn default() -> Self {
+        Self {
+            body: SacBody::Mlp,
+            hidden: vec![256, 256],
+            actor_hidden: 128,
+            actor_blocks: 1,
+            critic_hidden: 512,
+            critic_blocks: 2,
+        }
+    }
+}
+
+/// SAC / SimbaV2 hyperparameters (defaults: CleanRL's SAC; [`SacConfig::simbav2`]: the paper's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SacConfig {
+    pub network: SacNetConfig,
+    pub actor_lr: Schedule,
+    pub critic_lr: Schedule,
+    pub temperature_lr: Schedule,
+    pub optimizer: AdamConfig,
+    /// Discount; absent: from the horizon H, `clip((H/5 − 1)/(H/5), 0.95, 0.995)` (SimbaV2).
+    pub gamma: Option<f64>,
+    /// Polyak coefficient of the target critic, applied after every critic update.
+    pub tau: f64,
+    pub buffer_size: usize,
+    pub batch_size: usize,
+    /// Uniformly random actions before this many environment steps, and no updates.
+    pub learning_starts: u64,
+    /// Gradient updates per environment step (update-to-data ratio).
+    pub utd: usize,
+    /// The actor and temperature update every this many critic updates, this many times.
+    pub actor_update_interval: u64,
+    pub actor_first: bool,
+    pub clipped_double_q: bool,
+    pub autotune_temperature: bool,
+    pub initial_temperature: f64,
+    /// Target entropy = −scale · |A|.
+    pub target_entropy_scale: f64,
+    pub log_std_min: f64,
+    pub log_std_max: f64,
+    /// Critic atoms: 1 = scalar Q with MSE loss; > 1 = categorical on [v_min, v_max].
+    pub atoms: usize,
+    pub v_min: f64,
+    pub v_max: f64,
+    pub normalize_observations: bool,
+    pub scale_rewards: bool,
+    pub reward_g_max: f64,
+    /// Feature/weight norms and effective learning rates every this many updates (0: never).
+    pub diagnostics_interval: u64,
+}
+
+impl Default for SacConfig {
+    fn default() -> Self {
+        Self {
+            network: SacNetConfig::default(),
+            actor_lr: Schedule::constant(3e-4),
+            critic_lr: Schedule::constant(1e-3),
+            temperature_lr: Schedule::constant(1e-3),
+            optimizer: AdamConfig::default(),
+            gamma: Some(0.99),
+            tau: 0.005,
+            buffer_size: 1_000_000,
+            batch_size: 256,
+            learning_starts: 5_000,
+            utd: 1,
+            actor_update_interval: 2,
+            actor_first: false,
+            clipped_double_q: true,
+            autotune_temperature: true,
+            initial_temperature: 1.0,
+            target_entropy_scale: 1.0,
+            log_std_min: -5.0,
+            log_std_max: 2.0,
+            atoms: 1,
+            v_min: -5.0,
+            v_max: 5.0,
+            normalize_observations: false,
+            scale_rewards: false,
+            reward_g_max: 5.0,
+            diagnostics_interval: 1000,
+        }
+    }
+}
+
+impl SacConfig {
+    /// SimbaV2's defaults (PAPERS.md §1).
+    pub fn simbav2() -> Self {
+        let lr = Schedule::Linear {
+            start: 1e-4,
+            end: 5e-5,
+            steps: 1_000_000,
+        };
+        Self {
+            network: SacNetConfig {
+                body: SacBody::Simbav2,
+                ..SacNetConfig::default()
+            },
+            actor_lr: lr.clone(),
+            critic_lr: lr,
+            temperature_lr: Schedule::constant(1e-4),
+            gamma: None,
+            actor_update_interval: 1,
+            actor_first: true,
+            initial_temperature: 0.01,
+            target_entropy_scale: 0.5,
+            log_std_min: -10.0,
+            log_std_max: 2.0,
+            atoms: 101,
+            normalize_observations: true,
+            scale_rewards: true,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.batch_size == 0 || self.buffer_size == 0 || self.utd == 0 {
+            return bad(
+                "agent.batch_size, agent.buffer_size and agent.utd must be at least 1".into(),
+            );
+        }
+        if self.actor_update_interval == 0 {
+            return bad("agent.actor_update_interval must be at least 1".into());
+        }
+        if let Some(g) = self.gamma {
+            if !(0.0..=1.0).contains(&g) {
+                return bad(format!("agent.gamma must be in [0, 1], got {g}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.tau) {
+            return bad(format!("agent.tau must be in [0, 1], got {}", self.tau));
+        }
+        if self.initial_temperature <= 0.0 || self.log_std_min >= self.log_std_max {
+            return bad(format!(
+                "agent.initial_temperature must be > 0 and agent.log_std_min < agent.log_std_max, \
+                 got {}, [{}, {}]",
+                self.initial_temperature, self.log_std_min, self.log_std_max
+            ));
+        }
+        if self.atoms == 0 {
+            return bad("agent.atoms must be 1 (scalar Q) or more (categorical)".into());
+        }
+        if self.atoms > 1 {
+            CategoricalSupport::new(self.atoms, self.v_min, self.v_max)?;
+        }
+        if self.reward_g_max <= 0.0 {
+            return bad(format!(
+                "agent.reward_g_max must be > 0, got {}",
+                self.reward_g_max
+            ));
+        }
+        let n = &self.network;
+        let sizes_ok = match n.body {
+            SacBody::Mlp => !n.hidden.is_empty() && n.hidden.iter().all(|&h| h > 0),
+            SacBody::Simbav2 => n.actor_hidden > 0 && n.critic_hidden > 0,
+        };
+        if !sizes_ok {
+            return bad(format!(
+                "agent.network: layer sizes must be positive, got {n:?}"
+            ));
+        }
+        self.actor_lr.validate("agent.actor_lr")?;
+        self.critic_lr.validate("agent.critic_lr")?;
+        self.temperature_lr.validate("agent.temperature_lr")
+    }
+
+    /// The discount for an environment with `horizon` steps per episode.
+    pub fn discount(&self, horizon: usize) -> f64 {
+        self.gamma.unwrap_or_else(|| {
+            let h = horizon as f64 / 5.0;
+            ((h - 1.0) / h).clamp(0.95, 0.995)
+        })
+    }
+}
+
+/// A parameter, or a detached alias of it (see [`crate::nn::hyperspherical`]).
+fn view(v: &Var, grad: bool) -> Tensor {
+    if grad {
+        v.as_tensor().clone()
+    } else {
+        v.as_detached_tensor()
+    }
+}
+
+/// ReLU MLP whose last layer is linear.
+struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    fn new(store: &mut ParamStore, prefix: &str, sizes: &[usize]) -> Result<Self> {
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Linear::new(store.pp(prefix).pp(i), w[0], w[1], SnMode::Off))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    /// ReLU after every layer but the last (and after the last too with `relu_last`); hidden
+    /// activations are recorded (as `<i>`) when `log` is given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        grad: bool,
+        log: &mut FeatureLog<'_>,
+        relu_last: bool,
+    ) -> Result<Tensor> {
+        let mut h = x.clone();
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            let b = l.bias().map(|b| view(b, grad));
+            h = linear(&h, &view(l.weight(), grad), b.as_ref())?;
+            if i < last || relu_last {
+                h = h.relu()?;
+                if let Some(lg) = log.as_mut() {
+                    let n = h.detach().sqr()?.sum(D::Minus1)?.sqrt()?.mean_all()?;
+                    lg.push((format!("{i}"), n.to_scalar::<f32>()? as f64));
+                }
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// Actor: `(mean, raw log-std)` heads over a body.
+enum ActorNet {
+    Mlp {
+        body: Mlp,
+        mean: Linear,
+        log_std: Linear,
+    },
+    Hyper(HyperNet),
+}
+
+/// One critic: `(batch, atoms)` outputs for `[obs, action]`.
+enum CriticNet {
+    Mlp(Mlp),
+    Hyper(HyperNet),
+}
+
+impl ActorNet {
+    fn new(c: &SacNetConfig, store: &mut ParamStore, obs: usize, act: usize) -> Result<Self> {
+        Ok(match c.body {
+            SacBody::Mlp => {
+                let mut sizes = vec![obs];
+                sizes.extend(&c.hidden);
+                let body = Mlp::new(store, "actor.body", &sizes)?;
+                let h = *sizes.last().unwrap_or(&obs);
+                let mean = Linear::new(store.pp("actor.mean"), h, act, SnMode::Off)?;
+                let log_std = Linear::new(store.pp("actor.log_std"), h, act, SnMode::Off)?;
+                ActorNet::Mlp {
+                    body,
+                    mean,
+                    log_std,
+                }
+            }
+            SacBody::Simbav2 => ActorNet::Hyper(HyperNet::new(
+                &mut store.pp("actor"),
+                obs,
+                c.actor_hidden,
+                c.actor_blocks,
+                &[("mean", act), ("log_std", act)],
+                hyperspherical::ORTHOGONAL,
+            )?),
+        })
+    }
+
+    fn forward(
+        &self,
+        obs: &Tensor,
+        grad: bool,
+        mut log: FeatureLog<'_>,
+    ) -> Result<(Tensor, Tensor)> {
+        match self {
+            ActorNet::Mlp {
+                body,
+                mean,
+                log_std,
+            } => {
+                let h = body.forward(obs, grad, &mut log, true)?;
+                let head = |l: &Linear| -> Result<Tensor> {
+                    let b = l.bias().map(|b| view(b, grad));
+                    Ok(linear(&h, &view(l.weight(), grad), b.as_ref())?)
+                };
+                Ok((head(mean)?, head(log_std)?))
+            }
+            ActorNet::Hyper(net) => {
+                let mut out = net.forward(obs, grad, log)?;
+                let log_std = out
+                    .pop()
+                    .ok_or_else(|| Error::Training("actor head".into()))?;
+                let mean = out
+                    .pop()
+                    .ok_or_else(|| Error::Training("actor head".into()))?;
+                Ok((mean, log_std))
+            }
+        }
+    }
+}
+
+impl CriticNet {
+    /// `fresh = false` builds a copy whose values are set right after (a target network).
+    fn new(
+        c: &SacNetConfig,
+        store: &mut ParamStore,
+        prefix: &str,
+        in_dim: usize,
+        atoms: usize,
+        fresh: bool,
+    ) -> Result<Self> {
+        Ok(match c.body {
+            SacBody::Mlp => {
+                let mut sizes = vec![in_dim];
+                sizes.extend(&c.hidden);
+                sizes.push(atoms);
+                CriticNet::Mlp(Mlp::new(store, prefix, &sizes)?)
+            }
+            SacBody::Simbav2 => CriticNet::Hyper(HyperNet::new(
+                &mut store.pp(prefix),
+                in_dim,
+                c.critic_hidden,
+                c.critic_blocks,
+                &[("head", atoms)],
+                if fresh {
+                    hyperspherical::ORTHOGONAL
+                } else {
+                    Init::Zeros
+                },
+            )?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, grad: bool, mut log: FeatureLog<'_>) -> Result<Tensor> {
+        match self {
+            CriticNet::Mlp(m) => m.forward(x, grad, &mut log, false),
+            CriticNet::Hyper(net) => net
+                .forward(x, grad, log)?
+                .pop()
+                .ok_or_else(|| Error::Training("critic head".into())),
+        }
+    }
+}
+
+/// Every weight matrix of a store, for weight norms and effective learning rates: the
+/// hyperspherical kernels (`*.weight`) of SimbaV2 and the linear weights of the MLPs.
+fn weight_vars(store: &ParamStore) -> Vec<(String, Var)> {
+    store
+        .vars()
+        .iter()
+        .filter(|(n, _)| n.ends_with(".weight"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// The SAC-family agent.
+pub struct Sac {
+    algorithm: String,
+    config: SacConfig,
+    env: EnvSpec,
+    obs_dim: usize,
+    act_dim: usize,
+    action_scale: Vec<f32>,
+    action_bias: Vec<f32>,
+    gamma: f64,
+    device: Device,
+    actor_store: ParamStore,
+    actor: ActorNet,
+    critic_store: ParamStore,
+    critics: Vec<CriticNet>,
+    target_store: ParamStore,
+    targets: Vec<CriticNet>,
+    temp_store: ParamStore,
+    log_alpha: Var,
+    actor_opt: Adam,
+    critic_opt: Adam,
+    temp_opt: Adam,
+    support: Option<CategoricalSupport>,
+    obs_norm: Option<RunningMeanStd>,
+    reward_scaler: Option<RewardScaler>,
+    replay: ReplayBuffer,
+    rng: Rng,
+    updates: u64,
+    batch: Batch,
+    /// The latest per-layer norms and effective learning rates (logged by `diagnostics`).
+    norm_metrics: Metrics,
+}
+
+/// Diagnostics taken before an update: feature norms and every weight matrix's values.
+struct Snapshot {
+    features: Metrics,
+    weights: Vec<(String, Var, Vec<f32>)>,
+}
+
+/// A sampled batch as tensors, observations normalised and rewards scaled.
+pub struct Prepared {
+    obs: Tensor,
+    act: Tensor,
+    next: Tensor,
+    rewards: Vec<f32>,
+    discounts: Vec<f32>,
+}
+
+impl Sac {
+    pub fn new(
+        algorithm: &str,
+        config: SacConfig,
+        env: &EnvSpec,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        crate::device::configure_cpu_threads(None);
+        let (act_dim, action_scale, action_bias) = match &env.action_space {
+            Space::Box { shape, low, high } => {
+                let d: usize = shape.iter().product();
+                let (mut s, mut b) = (Vec::with_capacity(d), Vec::with_capacity(d));
+                for i in 0..d {
+                    let (lo, hi) = (low.get(i), high.get(i));
+                    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                        return Err(Error::Config(format!(
+                            "{algorithm} needs a bounded action box, but `{}` has [{lo}, {hi}] in dimension {i}",
+                            env.id()
+                        )));
+                    }
+                    s.push((hi - lo) / 2.0);
+                    b.push((hi + lo) / 2.0);
+                }
+                (d, s, b)
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "{algorithm} needs continuous (box) actions, but `{}` has {other}",
+                    env.id()
+                )))
+            }
+        };
+        let obs_dim = env.observation_space.flat_dim();
+        let n_critics = if config.clipped_double_q { 2 } else { 1 };
+        let mut actor_store = ParamStore::new(device, crate::rng::derive_seed(seed, 1));
+        let actor = ActorNet::new(&config.network, &mut actor_store, obs_dim, act_dim)?;
+        let build_critics = |store: &mut ParamStore, fresh: bool| -> Result<Vec<CriticNet>> {
+            (0..n_critics)
+                .map(|i| {
+                    CriticNet::new(
+                        &config.network,
+                        store,
+                        &format!("critic.{i}"),
+                        obs_dim + act_dim,
+                        config.atoms,
+                        fresh,
+                    )
+                })
+                .collect()
+        };
+        let mut critic_store = ParamStore::new(device, crate::rng::derive_seed(seed, 2));
+        let critics = build_critics(&mut critic_store, true)?;
+        let mut target_store = ParamStore::new(device, crate::rng::derive_seed(seed, 3));
+        let targets = build_critics(&mut target_store, false)?;
+        target_store.copy_from(&critic_store)?;
+        let mut temp_store = ParamStore::new(device, 0);
+        let log_alpha = temp_store.var(
+            "log_alpha",
+            &[1],
+            Init::Const(config.initial_temperature.ln() as f32),
+        )?;
+        let actor_opt = Adam::new(actor_store.trainable(), config.optimizer.clone())?;
+        let critic_opt = Adam::new(critic_store.trainable(), config.optimizer.clone())?;
+        let temp_opt = Adam::new(temp_store.trainable(), config.optimizer.clone())?;
+        let support = (config.atoms > 1)
+            .then(|| CategoricalSupport::new(config.atoms, config.v_min, config.v_max))
+            .transpose()?;
+        let gamma = config.discount(env.max_episode_steps as usize);
+        Ok(Self {
+            algorithm: algorithm.to_string(),
+            obs_norm: config
+                .normalize_observations
+                .then(|| RunningMeanStd::new(obs_dim)),
+            reward_scaler: config
+                .scale_rewards
+                .then(|| RewardScaler::new(1, gamma, config.reward_g_max)),
+            replay: ReplayBuffer::new(config.buffer_size, obs_dim, Some(act_dim)),
+            config,
+            env: env.clone(),
+            obs_dim,
+            act_dim,
+            action_scale,
+            action_bias,
+            gamma,
+            device: device.clone(),
+            actor_store,
+            actor,
+            critic_store,
+            critics,
+            target_store,
+            targets,
+            temp_store,
+            log_alpha,
+            actor_opt,
+            critic_opt,
+            temp_opt,
+            support,
+            rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 4)),
+            updates: 0,
+            batch: Batch::default(),
+            norm_metrics: Metrics::new(),
+        })
+    }
+
+    pub fn config(&self) -> &SacConfig {
+        &self.config
+    }
+    pub fn gamma(&self) -> f64 {
+        self.gamma
+    }
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+    /// The actor's and critics' parameters (`actor.*`, `critic.<i>.*`).
+    pub fn stores(&self) -> [&ParamStore; 2] {
+        [&self.actor_store, &self.critic_store]
+    }
+
+    /// Every hyperspherical kernel of the online actor and critics (empty for MLP bodies).
+    pub fn hyperspherical_kernels(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        if let ActorNet::Hyper(n) = &self.actor {
+            out.extend(n.kernels());
+        }
+        let mut k: Vec<(String, Tensor)> = out
+            .into_iter()
+            .map(|k| (k.name().to_string(), k.weight().as_detached_tensor()))
+            .collect();
+        for c in &self.critics {
+            if let CriticNet::Hyper(n) = c {
+                k.extend(
+                    n.kernels()
+                        .into_iter()
+                        .map(|k| (k.name().to_string(), k.weight().as_detached_tensor())),
+                );
+            }
+        }
+        k
+    }
+
+    pub fn alpha(&self) -> Result<f64> {
+        Ok(self.log_alpha.as_tensor().exp()?.to_vec1::<f32>()?[0] as f64)
+    }
+
+    fn rows(&self, obs: &[f32]) -> Result<usize> {
+        super::batch_rows(&self.algorithm, obs, self.obs_dim)
+    }
+
+    /// Observations as the networks see them (normalised when configured).
+    fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
+        let n = self.rows(obs)?;
+        match &self.obs_norm {
+            Some(norm) => {
+                let mut v = obs.to_vec();
+                norm.normalize(&mut v);
+                Ok(Tensor::from_vec(v, (n, self.obs_dim), &self.device)?)
+            }
+            None => Ok(Tensor::from_slice(obs, (n, self.obs_dim), &self.device)?),
+        }
+    }
+
+    fn noise(&mut self, rows: usize) -> Result<Tensor> {
+        let v: Vec<f32> = (0..rows * self.act_dim)
+            .map(|_| self.rng.normal() as f32)
+            .collect();
+        Ok(Tensor::from_vec(v, (rows, self.act_dim), &self.device)?)
+    }
+
+    /// `(mean, log_std)` of the pre-tanh Gaussian, `(batch, actions)` each.
+    pub fn gaussian(&self, obs: &Tensor, grad: bool) -> Result<(Tensor, Tensor)> {
+        let (mean, raw) = self.actor.forward(obs, grad, None)?;
+        let log_std =
+            tanh_gaussian::squash_log_std(&raw, self.config.log_std_min, self.config.log_std_max)?;
+        Ok((mean, log_std))
+    }
+
+    /// Q-values `(batch,)` of each critic in `nets` for `[obs, action]` rows.
+    fn q_values(&self, nets: &[CriticNet], x: &Tensor, grad: bool) -> Result<Vec<Tensor>> {
+        nets.iter()
+            .map(|c| {
+                let out = c.forward(x, grad, None)?;
+                match &self.support {
+                    Some(s) => s.expected_value(&out),
+                    None => Ok(out.squeeze(D::Minus1)?),
+                }
+            })
+            .collect()
+    }
+
+    fn prepare(&self, b: &Batch) -> Result<Prepared> {
+        let n = b.size;
+        let scale = self
+            .reward_scaler
+            .as_ref()
+            .map(|s| s.scale() as f32)
+            .unwrap_or(1.0);
+        Ok(Prepared {
+            obs: self.obs_tensor(&b.obs)?,
+            act: Tensor::from_slice(&b.actions_continuous, (n, self.act_dim), &self.device)?,
+            next: self.obs_tensor(&b.next_obs)?,
+            rewards: b.returns.iter().map(|r| r * scale).collect(),
+            discounts: b.discounts.clone(),
+        })
+    }
+
+    fn check(&self, what: &str, v: f64) -> Result<f64> {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(Error::Training(format!(
+                "{} {what} became {v}",
+                self.algorithm
+            )))
+        }
+    }
+
+    /// Critic loss (MSE per critic for scalar Q, cross-entropy to the C51-projected target for
+    /// categorical), summed over the critics; and the mean Q of the first critic.
+    pub fn critic_loss(&mut self, p: &Prepared) -> Result<(Tensor, f64)> {
+        let alpha = self.alpha()?;
+        let rows = p.rewards.len();
+        let noise = self.noise(rows)?;
+        let (mean, log_std) = self.gaussian(&p.next, false)?;
+        let (next_act, next_logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
+        let next_x = Tensor::cat(&[&p.next, &next_act], 1)?;
+        let x = Tensor::cat(&[&p.obs, &p.act], 1)?;
+        let rewards = Tensor::from_slice(&p.rewards, rows, &self.device)?;
+        let discounts = Tensor::from_slice(&p.discounts, rows, &self.device)?;
+        // r + γ(1 − d)(· − α log π(a'|s')): the entropy term joins the reward
+        let soft_rewards = (&rewards - (&discounts * next_logp.affine(alpha, 0.0)?)?)?;
+        let mut loss: Option<Tensor> = None;
+        let q_first;
+        match &self.support {
+            None => {
+                let next_q = self.q_values(&self.targets, &next_x, false)?;
+                let min_q = next_q
+                    .iter()
+                    .skip(1)
+                    .try_fold(next_q[0].clone(), |m, q| m.minimum(q))?;
+                let y = (soft_rewards + (discounts * min_q)?)?.detach();
+                let mut q0 = None;
+                for c in &self.critics {
+                    let q = c.forward(&x, true, None)?.squeeze(D::Minus1)?;
+                    let l = (&q - &y)?.sqr()?.mean_all()?;
+                    q0.get_or_insert_with(|| q.detach());
+                    loss = Some(match loss {
+                        None => l,
+                        Some(acc) => (acc + l)?,
+                    });
+                }
+                q_first = q0;
+            }
+            Some(support) => {
+                let logits: Vec<Tensor> = self
+                    .targets
+                    .iter()
+                    .map(|c| c.forward(&next_x, false, None))
+                    .collect::<Result<_>>()?;
+                // per row, the target critic of lower expected value
+                let mut probs = candle_nn::ops::softmax(&logits[0], D::Minus1)?;
+                if logits.len() > 1 {
+                    let qs = logits
+                        .iter()
+                        .map(|l| support.expected_value(l))
+                        .collect::<Result<Vec<_>>>()?;
+                    let pick = qs[1].lt(&qs[0])?.unsqueeze(1)?;
+                    let p1 = candle_nn::ops::softmax(&logits[1], D::Minus1)?;
+                    probs = pick.broadcast_as(probs.shape())?.where_cond(&p1, &probs)?;
+                }
+                let target = support.project_tensor(&soft_rewards, &discounts, &probs)?;
+                let mut q0 = None;
+                for c in &self.critics {
+                    let l = c.forward(&x, true, None)?;
+                    q0.get_or_insert_with(|| l.detach());
+                    let ce = cross_entropy(&l, &target)?.mean_all()?;
+                    loss = Some(match loss {
+                        None => ce,
+                        Some(acc) => (acc + ce)?,
+                    });
+                }
+                q_first = match q0 {
+                    Some(l) => Some(support.expected_value(&l)?),
+                    None => None,
+                };
+            }
+        }
+        let loss = loss.ok_or_else(|| Error::Training("no critics".into()))?;
+        let q_mean = match q_first {
+            Some(q) => q.mean_all()?.to_scalar::<f32>()? as f64,
+            None => 0.0,
+        };
+        Ok((loss, q_mean))
+    }
+
+    /// Actor loss `E[α log π(a|s) − min_i Q_i(s, a)]` with `a ~ π(·|s)` reparameterised (the
+    /// critics' weights detached), and the batch's log-probabilities (detached).
+    pub fn actor_loss(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor)> {
+        let alpha = self.alpha()?;
+        let noise = self.noise(obs.dim(0)?)?;
+        let (mean, log_std) = self.gaussian(obs, true)?;
+        let (act, logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
+        let x = Tensor::cat(&[obs, &act], 1)?;
+        let qs = self.q_values(&self.critics, &x, false)?;
+        let q = qs
+            .iter()
+            .skip(1)
+            .try_fold(qs[0].clone(), |m, q| m.minimum(q))?;
+        let loss = (logp.affine(alpha, 0.0)? - q)?.mean_all()?;
+        Ok((loss, logp.detach()))
+    }
+
+    fn actor_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
+        let (loss, logp) = self.actor_loss(&p.obs)?;
+        let lv = self.check("actor loss", loss.to_scalar::<f32>()? as f64)?;
+        let grads = loss.backward()?;
+        let lr = self.config.actor_lr.value(self.updates);
+        self.actor_opt.step(&grads, lr)?;
+        if let ActorNet::Hyper(n) = &self.actor {
+            n.project()?;
+        }
+        let mean_logp = logp.mean_all()?.to_scalar::<f32>()? as f64;
+        m.insert("actor_loss".into(), lv);
+        m.insert("entropy".into(), -mean_logp);
+        if self.config.autotune_temperature {
+            // d/d log α of −α(log π + H̄) is −α(mean log π + H̄), a scalar: no graph needed
+            let target = -self.config.target_entropy_scale * self.act_dim as f64;
+            let loss = (self.log_alpha.as_tensor().exp()? * (-(mean_logp + target)))?.mean_all()?;
+            let grads = loss.backward()?;
+            let lr = self.config.temperature_lr.value(self.updates);
+            self.temp_opt.step(&grads, lr)?;
+        }
+        Ok(())
+    }
+
+    fn critic_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
+        let (loss, q_mean) = self.critic_loss(p)?;
+        let lv = self.check("critic loss", loss.to_scalar::<f32>()? as f64)?;
+        let grads = loss.backward()?;
+        let lr = self.config.critic_lr.value(self.updates);
+        self.critic_opt.step(&grads, lr)?;
+        for c in &self.critics {
+            if let CriticNet::Hyper(n) = c {
+                n.project()?;
+            }
+        }
+        m.insert("critic_loss".into(), lv);
+        m.insert("q_mean".into(), q_mean);
+        m.insert("learning_rate".into(), lr);
+        Ok(())
+    }
+
+    /// One gradient update: sample, (actor, temperature), critic, target — or critic first.
+    fn gradient_step(&mut self) -> Result<Metrics> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.replay.sample_into(
+            self.config.batch_size,
+            1,
+            self.gamma as f32,
+            &mut self.rng,
+            &mut batch,
+        );
+        let p = self.prepare(&batch);
+        self.batch = batch;
+        let p = p?;
+        let diag = self.config.diagnostics_interval > 0
+            && self
+                .updates
+                .is_multiple_of(self.config.diagnostics_interval);
+        let before = if diag { Some(self.snapshot(&p)?) } else { None };
+        let mut m = Metrics::new();
+        let actor_due = self
+            .updates
+            .is_multiple_of(self.config.actor_update_interval);
+        let actor_times = if actor_due {
+            self.config.actor_update_interval
+        } else {
+            0
+        };
+        if self.config.actor_first {
+            for _ in 0..actor_times {
+                self.actor_step(&p, &mut m)?;
+            }
+            self.critic_step(&p, &mut m)?;
+        } else {
+            self.critic_step(&p, &mut m)?;
+            for _ in 0..actor_times {
+                self.actor_step(&p, &mut m)?;
+            }
+        }
+        self.target_store
+            .polyak_from(&self.critic_store, self.config.tau)?;
+        self.updates += 1;
+        if let Some(before) = before {
+            self.finish_diagnostics(before)?;
+        }
+        m.insert("alpha".into(), self.alpha()?);
+        m.insert("updates".into(), self.updates as f64);
+        if let Some(s) = &self.reward_scaler {
+            m.insert("reward_scale".into(), s.scale());
+        }
+        Ok(m)
+    }
+
+    /// Feature norms on the batch and a copy of every weight matrix before the update.
+    fn snapshot(&self, p: &Prepared) -> Result<Snapshot> {
+        let mut features = Metrics::new();
+        let mut feats = Vec::new();
+        self.actor.forward(&p.obs, false, Some(&mut feats))?;
+        for (name, v) in feats.drain(..) {
+            features.insert(format!("feature_norm/actor.{name}"), v);
+        }
+        let x = Tensor::cat(&[&p.obs, &p.act], 1)?;
+        self.critics[0].forward(&x, false, Some(&mut feats))?;
+        for (name, v) in feats {
+            features.insert(format!("feature_norm/critic.0.{name}"), v);
+        }
+        let mut weights = Vec::new();
+        for store in [&self.actor_store, &self.critic_store] {
+            for (n, v) in weight_vars(store) {
+                let data: Vec<f32> = v.as_tensor().flatten_all()?.to_vec1()?;
+                weights.push((n, v, data));
+            }
+        }
+        Ok(Snapshot { features, weights })
+    }
+
+    /// Weight norms and the effective learning rate `‖W_after − W_before‖ / ‖W_before‖` of the
+    /// update just taken (after projection, for hyperspherical kernels: the angular step).
+    fn finish_diagnostics(&mut self, before: Snapshot) -> Result<()> {
+        let mut m = before.features;
+        m.insert("diagnostics_update".into(), self.updates as f64);
+        for (name, var, old) in before.weights {
+            let new: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+            let (mut diff, mut norm_old, mut norm_new) = (0f64, 0f64, 0f64);
+            for (a, b) in new.iter().zip(&old) {
+                diff += ((a - b) as f64).powi(2);
+                norm_old += (*b as f64).powi(2);
+                norm_new += (*a as f64).powi(2);
+            }
+            let layer = name.trim_end_matches(".weight");
+            m.insert(format!("weight_norm/{layer}"), norm_new.sqrt());
+            m.insert(
+                format!("effective_lr/{layer}"),
+                diff.sqrt() / norm_old.sqrt().max(1e-12),
+            );
+        }
+        self.norm_metrics = m;
+        Ok(())
+    }
+
+    fn model_tensors(&self) -> HashMap<String, Tensor> {
+        let mut t = self.actor_store.state_dict();
+        t.extend(self.critic_store.state_dict());
+        t.extend(self.temp_store.state_dict());
+        t
+    }
+}
+
+impl Agent for Sac {
+    fn algorithm(&self) -> &str {
+        &self.algorithm
+    }
+
+    fn act(
+        &mut self,
+        obs: &[f32],
+        explore: bool,
+        step: u64,
+        actions: &mut ActionBuf,
+    ) -> Result<()> {
+        let ActionBuf::Continuous(out) = actions else {
+            return Err(Error::Env(format!(
+                "{} acts with continuous actions",
+                self.algorithm
+            )));
+        };
+        let rows = self.rows(obs)?;
+        if out.len() != rows * self.act_dim {
+            return Err(Error::Env(format!(
+                "{}: action buffer holds {} values, expected {rows}×{}",
+                self.algorithm,
+                out.len(),
+                self.act_dim
+            )));
+        }
+        let unit: Vec<f32> = if explore && step < self.config.learning_starts {
+            (0..out.len())
+                .map(|_| self.rng.uniform_range(-1.0, 1.0) as f32)
+                .collect()
+        } else {
+            let o = self.obs_tensor(obs)?;
+            let (mean, log_std) = self.gaussian(&o, false)?;
+            let a = if explore {
+                let noise = self.noise(rows)?;
+                tanh_gaussian::sample(&mean, &log_std, &noise)?.0
+            } else {
+                mean.tanh()?
+            };
+            a.flatten_all()?.to_vec1()?
+        };
+        for (i, (o, u)) in out.iter_mut().zip(unit).enumerate() {
+            let d = i % self.act_dim;
+            *o = u * self.action_scale[d] + self.action_bias[d];
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
+        let ActionBuf::Continuous(a) = exp.actions else {
+            return Err(Error::Env(format!(
+                "{} stores continuous actions",
+                self.algorithm
+            )));
+        };
+        let (d, k) = (self.obs_dim, self.act_dim);
+        let mut unit = vec![0f32; k];
+        for i in 0..exp.rewards.len() {
+            for (j, u) in unit.iter_mut().enumerate() {
+                *u = ((a[i * k + j] - self.action_bias[j]) / self.action_scale[j]).clamp(-1.0, 1.0);
+            }
+            let o = &exp.obs[i * d..(i + 1) * d];
+            if let Some(n) = self.obs_norm.as_mut() {
+                n.update(o);
+            }
+            self.replay.push(
+                o,
+                0,
+                &unit,
+                exp.rewards[i],
+                &exp.next_obs[i * d..(i + 1) * d],
+                exp.terminated[i],
+                exp.truncated[i],
+            );
+        }
+        if let Some(s) = self.reward_scaler.as_mut() {
+            s.update(exp.rewards, |i| exp.terminated[i] || exp.truncated[i]);
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, step: u64) -> Result<Option<Metrics>> {
+        if step < self.config.learning_starts || self.replay.is_empty() {
+            return Ok(None);
+        }
+        let mut m = None;
+        for _ in 0..self.config.utd {
+            m = Some(self.gradient_step()?);
+        }
+        Ok(m)
+    }
+
+    fn diagnostics(&self) -> Result<Metrics> {
+        Ok(self.norm_metrics.clone())
+    }
+
+    /// The pre-tanh Gaussian's mean and log-std in the normalised action space [−1, 1]
+    /// (a student distils toward `tanh(mean)` or the full distribution).
+    fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput> {
+        let (mean, log_std) = self.gaussian(&self.obs_tensor(obs)?, false)?;
+        Ok(PolicyOutput::GaussianMeanLogStd {
+            mean: mean.flatten_all()?.to_vec1()?,
+            log_std: log_std.flatten_all()?.to_vec1()?,
+        })
+    }
+
+    fn save(&self, resume: bool) -> Result<CheckpointData> {
+        let config = serde_json::json!({
+            "algorithm": self.algorithm,
+            "agent": self.config,
+            "env": self.env,
+            "gamma": self.gamma,
+            "observation_normalizer": self.obs_norm,
+        });
+        let mut data = CheckpointData {
+            config,
+            model: tensors_to_raw(&self.model_tensors())?,
+            ..Default::default()
+        };
+        if resume {
+            let mut opt = BTreeMap::new();
+            let mut steps = serde_json::Map::new();
+            for (name, o) in [
+                ("actor", &self.actor_opt),
+                ("critic", &self.critic_opt),
+                ("temperature", &self.temp_opt),
+            ] {
+                let AdamState { step, tensors } = o.state()?;
+                opt.extend(tensors_to_raw(&tensors)?);
+                steps.insert(name.into(), step.into());
+            }
+            for (k, v) in tensors_to_raw(&self.target_store.state_dict())? {
+                opt.insert(format!("target.{k}"), v);
+            }
+            data.optimizer = Some(opt);
+            let (arrays, replay_state) = self.replay.export();
+            data.replay = Some(arrays.into_iter().collect());
+            data.trainer_state = Some(serde_json::json!({
+                "rng": self.rng,
+                "updates": self.updates,
+                "optimizer_steps": steps,
+                "replay": replay_state,
+                "reward_scaler": self.reward_scaler,
+                "norm_metrics": self.norm_metrics,
+            }));
+        }
+        Ok(data)
+    }
+
+    fn load(&mut self, data: &CheckpointData) -> Result<()> {
+        let src = Path::new("model.safetensors");
+        let model = raw_to_tensors(&data.model, &self.device)?;
+        let split = |prefix: &str| -> HashMap<String, Tensor> {
+            model
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let unknown: Vec<&String> = model
+            .keys()
+            .filter(|k| !(k.starts_with("actor.") || k.starts_with("critic.") || *k == "log_alpha"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::data(
+                src,
+                format!(
+                    "unexpected tensors {unknown:?}: not part of a {} agent",
+                    self.algorithm
+                ),
+            ));
+        }
+        self.actor_store.load_state_dict(&split("actor."), src)?;
+        self.critic_store.load_state_dict(&split("critic."), src)?;
+        self.temp_store.load_state_dict(&split("log_alpha"), src)?;
+        if let Some(norm) = data
+            .config
+            .get("observation_normalizer")
+            .filter(|v| !v.is_null())
+        {
+            let n: RunningMeanStd = serde_json::from_value(norm.clone())
+                .map_err(|e| Error::data("config.json", format!("observation_normalizer: {e}")))?;
+            n.check_dim(self.obs_dim, "config.json")?;
+            self.obs_norm = Some(n);
+        }
+        let resume_state = data
+            .trainer_state
+            .as_ref()
+            .and_then(|t| t.get("agent"))
+            .filter(|a| !a.is_null());
+        match (resume_state, &data.optimizer, &data.replay) {
+            (Some(agent), Some(opt), Some(replay)) => {
+                let osrc = Path::new("optimizer.safetensors");
+                let opt = raw_to_tensors(opt, &self.device)?;
+                let mut target = HashMap::new();
+                let mut parts: [HashMap<String, Tensor>; 3] = Default::default();
+                for (k, v) in opt {
+                    if let Some(rest) = k.strip_prefix("target.") {
+                        target.insert(rest.to_string(), v);
+                    } else if k.starts_with("actor.") {
+                        parts[0].insert(k, v);
+                    } else if k.starts_with("critic.") {
+                        parts[1].insert(k, v);
+                    } else {
+                        parts[2].insert(k, v);
+                    }
+                }
+                self.target_store.load_state_dict(&target, osrc)?;
+                let steps = &agent["optimizer_steps"];
+                for ((name, o), tensors) in [
+                    ("actor", &mut self.actor_opt),
+                    ("critic", &mut self.critic_opt),
+                    ("temperature", &mut self.temp_opt),
+                ]
+                .into_iter()
+                .zip(parts)
+                {
+                    let step = steps[name].as_u64().unwrap_or(0);
+                    o.load_state(&AdamState { step, tensors }, osrc)?;
+                }
+                let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
+                self.replay.import(&arrays, &agent["replay"])?;
+                let bad = |f: &str, e: serde_json::Error| {
+                    Error::data("trainer_state.json", format!("agent.{f}: {e}"))
+                };
+                self.rng =
+                    serde_json::from_value(agent["rng"].clone()).map_err(|e| bad("rng", e))?;
+                self.updates = agent["updates"].as_u64().unwrap_or(0);
+                self.reward_scaler = serde_json::from_value(agent["reward_scaler"].clone())
+                    .map_err(|e| bad("reward_scaler", e))?;
+                self.norm_metrics = serde_json::from_value(agent["norm_metrics"].clone())
+                    .map_err(|e| bad("norm_metrics", e))?;
+            }
+            _ => {
+                self.target_store.copy_from(&self.critic_store)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! Kickstarting (Schmitt et al. 2018), as Agarwal et al. (2022) run it for value-based students:
+//! QDagger without the offline phase. The student starts from scratch, and its online TD loss
+//! gets the same temperature-softened distillation term with the same decaying weight
+//! (the loss and schedule live once, in [`super::qdagger`]).
+
+use super::qdagger::{DistillHook, NormalisedDecay};
+use super::teacher::Teacher;
+use std::rc::Rc;
+
+/// The online hook: distillation weighted by `coef`, decayed by the student's
+/// teacher-normalised return.
+pub fn hook(teacher: Rc<Teacher>, coef: f64, tau: f64, schedule: NormalisedDecay) -> DistillHook {
+    DistillHook::new(teacher, coef, tau, Some(schedule))
+}

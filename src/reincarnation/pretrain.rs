@@ -1,0 +1,37 @@
+//! Pretraining with an offline-RL loss, then fine-tuning (Agarwal et al. 2022, §4 baselines).
+//! The offline loss is CQL(H) (Kumar et al. 2020) on the student's Q-values:
+//! `TD + α · E_s[log Σ_a exp Q(s, a) − Q(s, a_data)]`, α = `cql_alpha` (1.0), on batches of
+//! teacher data only. Online fine-tuning is then the student's plain TD learning.
+
+use crate::agents::dqn::DqnHook;
+use crate::agents::Metrics;
+use crate::error::Result;
+use crate::replay::Batch;
+use candle_core::{Tensor, D};
+
+/// `mean(logsumexp(q) − q[a])` over rows, computed stably (max subtracted).
+pub fn cql_regulariser(q: &Tensor, actions: &[i64]) -> Result<Tensor> {
+    let n = q.dim(1)?;
+    let m = q.max_keepdim(D::Minus1)?.detach();
+    let lse = (q.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + m)?.squeeze(1)?;
+    let taken = (q * crate::agents::one_hot(actions, n, q.device())?)?.sum(D::Minus1)?;
+    Ok((lse - taken)?.mean_all()?)
+}
+
+pub struct CqlHook {
+    pub alpha: f64,
+}
+
+impl DqnHook for CqlHook {
+    fn loss(
+        &mut self,
+        batch: &Batch,
+        q: &Tensor,
+        _: usize,
+        _: u64,
+    ) -> Result<Option<(Tensor, Metrics)>> {
+        let r = cql_regulariser(q, &batch.actions_discrete)?;
+        let m = Metrics::from([("cql_regulariser".to_string(), r.to_scalar::<f32>()? as f64)]);
+        Ok(Some(((r * self.alpha)?, m)))
+    }
+}

@@ -1,0 +1,219 @@
+//! QDagger (Agarwal et al., "Reincarnating Reinforcement Learning", NeurIPS 2022, §4):
+//! policy-to-value reincarnation. The student minimises
+//! `TD + λ_t · H(softmax(Q_T(s)/τ), softmax(Q_S(s)/τ))` on states from its batch, τ = 0.1.
+//!
+//! - Offline phase: batches come from the teacher's data only, λ = `distill_coef` (3.0).
+//! - Online phase: the student collects its own data and
+//!   `λ_t = coef · max(1 − (G_S − G_random) / (G_T − G_random), 0)`, forced to 0 once
+//!   `decay_steps` environment steps have passed. `G_S` is the mean of the student's last
+//!   `return_window` training-episode returns (the paper uses the student's recent returns;
+//!   the window is our choice). With `tie_lr` the learning rate is scaled by the same factor,
+//!   floored at `lr_floor` (the paper's 1e-4 → 1e-5 is `lr_floor = 0.1`).
+//!
+//! The distillation loss is shared with kickstarting ([`super::kickstart`]), which is the
+//! online phase alone.
+
+use super::teacher::Teacher;
+use crate::agents::dqn::DqnHook;
+use crate::agents::{Experience, Metrics};
+use crate::error::Result;
+use crate::nn::categorical::cross_entropy;
+use crate::replay::Batch;
+use candle_core::Tensor;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// `H(softmax(Q_T/τ), softmax(Q_S/τ))` averaged over the batch: the cross-entropy from the
+/// teacher's temperature-softened policy to the student's (equal to the KL up to the teacher's
+/// entropy, a constant for the student).
+pub fn distillation_loss(student_q: &Tensor, teacher_targets: &Tensor, tau: f64) -> Result<Tensor> {
+    Ok(cross_entropy(&(student_q / tau)?, teacher_targets)?.mean_all()?)
+}
+
+/// λ's schedule in the online phase.
+#[derive(Clone, Debug)]
+pub struct NormalisedDecay {
+    pub random_return: f64,
+    pub teacher_return: f64,
+    /// Environment steps after which λ = 0.
+    pub decay_steps: u64,
+    pub return_window: usize,
+    pub tie_lr: bool,
+    pub lr_floor: f64,
+}
+
+/// The distillation term as a [`DqnHook`] (QDagger and kickstarting).
+pub struct DistillHook {
+    teacher: Rc<Teacher>,
+    coef: f64,
+    tau: f64,
+    /// `None`: constant λ = `coef` (the offline phase).
+    schedule: Option<NormalisedDecay>,
+    recent: VecDeque<f64>,
+    episode_return: f64,
+    lambda: f64,
+}
+
+impl DistillHook {
+    pub fn new(
+        teacher: Rc<Teacher>,
+        coef: f64,
+        tau: f64,
+        schedule: Option<NormalisedDecay>,
+    ) -> Self {
+        Self {
+            teacher,
+            coef,
+            tau,
+            schedule,
+            recent: VecDeque::new(),
+            episode_return: 0.0,
+            lambda: coef,
+        }
+    }
+
+    /// The student's recent return and teacher-normalised score.
+    fn student_score(&self, s: &NormalisedDecay) -> f64 {
+        if self.recent.is_empty() {
+            return 0.0;
+        }
+        let g = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+        (g - s.random_return) / (s.teacher_return - s.random_return)
+    }
+
+    fn update_lambda(&mut self, step: u64) {
+        self.lambda = match &self.schedule {
+            None => self.coef,
+            Some(s) if step >= s.decay_steps => 0.0,
+            Some(s) => self.coef * (1.0 - self.student_score(s)).max(0.0),
+        };
+    }
+}
+
+impl DqnHook for DistillHook {
+    fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
+        // The loop trains on one environment; sum its rewards into episode returns.
+        self.episode_return += exp.rewards[0] as f64;
+        if exp.terminated[0] || exp.truncated[0] {
+            self.recent.push_back(self.episode_return);
+            self.episode_return = 0.0;
+            let w = self.schedule.as_ref().map_or(1, |s| s.return_window.max(1));
+            while self.recent.len() > w {
+                self.recent.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    fn loss(
+        &mut self,
+        batch: &Batch,
+        q: &Tensor,
+        _teacher_rows: usize,
+        step: u64,
+    ) -> Result<Option<(Tensor, Metrics)>> {
+        self.update_lambda(step);
+        let mut m = Metrics::from([("distill_lambda".to_string(), self.lambda)]);
+        if let Some(s) = &self.schedule {
+            m.insert("student_normalised_return".into(), self.student_score(s));
+        }
+        if self.lambda == 0.0 {
+            return Ok(Some((q.zeros_like()?.sum_all()?, m)));
+        }
+        let targets = self
+            .teacher
+            .soft_targets(&batch.obs, self.tau, q.device())?;
+        let d = distillation_loss(q, &targets, self.tau)?;
+        m.insert("distill_loss".into(), d.to_scalar::<f32>()? as f64);
+        Ok(Some(((d * self.lambda)?, m)))
+    }
+
+    fn lr_scale(&self) -> f64 {
+        match &self.schedule {
+            Some(s) if s.tie_lr => {
+                let f = if self.coef > 0.0 {
+                    self.lambda / self.coef
+                } else {
+                    0.0
+                };
+                s.lr_floor + (1.0 - s.lr_floor) * f
+            }
+            _ => 1.0,
+        }
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "recent": self.recent,
+            "episode_return": self.episode_return,
+            "lambda": self.lambda,
+        })
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        let bad = |f: &str| {
+            crate::Error::data(
+                "trainer_state.json",
+                format!("agent.hook.{f} is missing or malformed"),
+            )
+        };
+        self.recent = serde_json::from_value(state["recent"].clone()).map_err(|_| bad("recent"))?;
+        self.episode_return = state["episode_return"]
+            .as_f64()
+            .ok_or_else(|| bad("episode_return"))?;
+        self.lambda = state["lambda"].as_f64().ok_or_else(|| bad("lambda"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The distillation gradient matches finite differences of the loss.
+    #[test]
+    fn distillation_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let q0 = vec![1.0f32, 0.5, -0.3, 0.2, 0.1, 0.4];
+        let tq = Tensor::new(&[[0.9f32, 0.6, -0.1], [0.0, 0.3, 0.2]], &dev).unwrap();
+        let targets = candle_nn::ops::softmax(&(tq / 0.5).unwrap(), 1).unwrap();
+        let tau = 0.5;
+        let f = |v: &[f32]| -> f64 {
+            let q = Tensor::from_slice(v, (2, 3), &dev).unwrap();
+            distillation_loss(&q, &targets, tau)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let var = Var::from_tensor(&Tensor::from_slice(&q0, (2, 3), &dev).unwrap()).unwrap();
+        let loss = distillation_loss(var.as_tensor(), &targets, tau).unwrap();
+        let g: Vec<f32> = loss
+            .backward()
+            .unwrap()
+            .get(&var)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for i in 0..q0.len() {
+            let (mut up, mut down) = (q0.clone(), q0.clone());
+            up[i] += 1e-2;
+            down[i] -= 1e-2;
+            let fd = (f(&up) - f(&down)) / 2e-2;
+            assert!(
+                (fd - g[i] as f64).abs() < 2e-3,
+                "d/dq[{i}]: analytic {} vs numeric {fd}",
+                g[i]
+            );
+        }
+        // Minimum where the student's softened policy equals the teacher's.
+        let same = Tensor::new(&[[0.9f32, 0.6, -0.1], [0.0, 0.3, 0.2]], &dev).unwrap();
+        let at_teacher = distillation_loss(&same, &targets, tau)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(at_teacher < f(&q0) as f32);
+    }
+}

@@ -258,7 +258,7 @@ struct Attention {
 }
 
 impl Attention {
-    /// `x` (B·T, d) → (B·T, d). `bias` (B, 1, T, T) is 0 where attention is allowed, −1e9
+    /// `x` (B·T, d) → (B·T, d). `bias` (B, H, T, S) is 0 where attention is allowed, −1e9
     /// elsewhere; with a cache, the new keys and values are appended to it and the queries attend
     /// over everything cached.
     #[allow(clippy::too_many_arguments)]
@@ -290,7 +290,7 @@ impl Attention {
         let q = (q * (1.0 / (hd as f64).sqrt()))?;
         let mut att = q.matmul(&k.t()?)?; // (B, H, T, S)
         if let Some(bias) = bias {
-            att = att.broadcast_add(bias)?;
+            att = (att + bias)?;
         }
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let att = dropout(&att, attn_p, train)?;
@@ -447,19 +447,26 @@ impl Gpt {
         // Causal mask with padded keys removed; every query may attend to itself, so a padded
         // query row is never empty. Single-token steps need no mask.
         let bias = if t > 1 {
-            let s = past + t;
-            let mut m = vec![0f32; b * t * s];
+            // Repeated over heads: a same-shape add takes candle's fast path, a broadcast over
+            // the head dimension its slow strided one (forward and backward).
+            let (s, h) = (past + t, self.config.n_head);
+            let mut m = vec![0f32; b * h * t * s];
             for (i, &fp) in first_pos.iter().enumerate() {
+                let one = &mut m[i * h * t * s..(i * h + 1) * t * s];
                 for q in 0..t {
                     for k in 0..s {
                         let allowed = k <= past + q && (k >= fp || k == past + q);
                         if !allowed {
-                            m[(i * t + q) * s + k] = -1e9;
+                            one[q * s + k] = -1e9;
                         }
                     }
                 }
+                let (first, rest) = m[i * h * t * s..(i + 1) * h * t * s].split_at_mut(t * s);
+                for head in rest.chunks_mut(t * s) {
+                    head.copy_from_slice(first);
+                }
             }
-            Some(Tensor::from_vec(m, (b, 1, t, s), &self.device)?)
+            Some(Tensor::from_vec(m, (b, h, t, s), &self.device)?)
         } else {
             None
         };

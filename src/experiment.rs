@@ -44,6 +44,10 @@ pub enum Stage {
     Eval(EvalStage),
     Train(TrainStage),
     Compare(CompareStage),
+    Collect(crate::ad::stages::CollectStage),
+    Distill(crate::ad::stages::DistillStage),
+    IclEval(crate::ad::stages::IclEvalStage),
+    IclPlot(crate::ad::stages::IclPlotStage),
     Reincarnate(Box<crate::reincarnation::stage::ReincarnateStage>),
     ReincarnationSummary(crate::reincarnation::stage::ReincarnationSummaryStage),
 }
@@ -54,6 +58,10 @@ impl Stage {
             Stage::Eval(s) => &s.name,
             Stage::Train(s) => &s.name,
             Stage::Compare(s) => &s.name,
+            Stage::Collect(s) => &s.name,
+            Stage::Distill(s) => &s.name,
+            Stage::IclEval(s) => &s.name,
+            Stage::IclPlot(s) => &s.name,
             Stage::Reincarnate(s) => &s.name,
             Stage::ReincarnationSummary(s) => &s.name,
         }
@@ -207,8 +215,10 @@ pub fn run_experiment(
         let stage_file = dir.join("stage.json");
         let result_file = dir.join("result.json");
         // A comparison is cheap and reads other stages' outputs: it is always redrawn.
-        let unchanged = !matches!(stage, Stage::Compare(_) | Stage::ReincarnationSummary(_))
-            && stage_file.exists()
+        let unchanged = !matches!(
+            stage,
+            Stage::Compare(_) | Stage::ReincarnationSummary(_) | Stage::IclPlot(_)
+        ) && stage_file.exists()
             && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
         let (result, skipped) = if unchanged && result_file.exists() {
             (read_json::<serde_json::Value>(&result_file)?, true)
@@ -218,6 +228,12 @@ pub fn run_experiment(
                 Stage::Eval(s) => run_eval_stage(s, exp.seed)?,
                 Stage::Train(s) => run_train_stage(s, exp.seed, &dir, device)?,
                 Stage::Compare(s) => run_compare_stage(s, exp, &root, &dir)?,
+                Stage::Collect(s) => crate::ad::stages::run_collect(s, exp.seed, &dir, device)?,
+                Stage::Distill(s) => {
+                    crate::ad::stages::run_distill(s, exp.seed, &root, &dir, device)?
+                }
+                Stage::IclEval(s) => crate::ad::stages::run_icl_eval(s, exp.seed, &root, device)?,
+                Stage::IclPlot(s) => crate::ad::stages::run_icl_plot(s, &root, &dir)?,
                 Stage::Reincarnate(s) => {
                     crate::reincarnation::stage::run_stage(s, exp.seed, &dir, device, &|name| {
                         train_stage_checkpoint(exp, &root, name)

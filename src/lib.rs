@@ -4,6 +4,7 @@
 //! `reincarnation`, `ad`, `train`, [`experiment`] → the binary's `main.rs`. Nothing lower
 //! imports anything higher.
 
+pub mod ad;
 pub mod agents;
 pub mod bench;
 pub mod checkpoint;

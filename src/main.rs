@@ -153,6 +153,27 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Train an algorithm-distillation (AD) or expert-distillation (ED) transformer on a dataset.
+    Distill {
+        /// Dataset folder of learning histories (`collect` output) or hf://datasets/ORG/NAME.
+        #[arg(long)]
+        data: String,
+        /// ad (default) or ed; overrides `mode` in --config.
+        #[arg(long, value_enum)]
+        mode: Option<reincarnate::ad::Mode>,
+        /// Output checkpoint folder (default checkpoints/DATASET-MODE-sSEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Gradient steps (`steps`).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// TOML file with distill settings (`steps`, `batch`, `lr`, `[model]`, ...).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Continue from the checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Summarise a checkpoint folder or a dataset folder.
     Inspect {
         path: PathBuf,
@@ -178,6 +199,21 @@ enum Command {
         /// Only figures whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// bench ad: transformer layers.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// bench ad: attention heads.
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// bench ad: embedding width.
+        #[arg(long = "d-model", default_value_t = 64)]
+        d_model: usize,
+        /// bench ad: context length in transitions.
+        #[arg(long, default_value_t = 256)]
+        context: usize,
+        /// bench ad: training batch (windows) and evaluation environments.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
     },
 }
 
@@ -198,6 +234,7 @@ enum BenchWhat {
     Envs,
     Updates,
     Io,
+    Ad,
 }
 
 fn env_config(id: &str, overrides: &[String]) -> Result<EnvConfig> {
@@ -283,6 +320,17 @@ fn cmd_eval(
         let device = reincarnate::device::parse_device(&c.device)?;
         let path = local_folder(policy, false)?;
         let data = reincarnate::checkpoint::load(&path)?;
+        if reincarnate::ad::is_in_context(&data.config) {
+            let r = reincarnate::ad::curves::eval_in_context(
+                &data,
+                env.map(|id| env_config(id, &c.overrides)).transpose()?,
+                tasks,
+                episodes,
+                c.seed,
+                &device,
+            )?;
+            return print_eval(&r, json);
+        }
         let mut agent = reincarnate::agents::from_checkpoint(&data, &device)
             .with_context(|| format!("loading {}", path.display()))?;
         let trained: reincarnate::envs::EnvSpec =
@@ -319,6 +367,10 @@ fn cmd_eval(
         };
         reincarnate::eval::evaluate(&family, tasks, episodes, c.seed, &mut greedy)?
     };
+    print_eval(&r, json)
+}
+
+fn print_eval(r: &reincarnate::eval::EvalReport, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -499,6 +551,62 @@ fn cmd_reincarnate(c: &Common, a: ReincarnateArgs<'_>) -> Result<()> {
     Ok(())
 }
 
+fn cmd_distill(
+    c: &Common,
+    data: &str,
+    mode: Option<reincarnate::ad::Mode>,
+    out: Option<&Path>,
+    steps: Option<u64>,
+    config: Option<&Path>,
+    resume: bool,
+) -> Result<()> {
+    let mut table = match config {
+        Some(p) => toml::from_str::<toml::Table>(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not valid TOML", p.display()))?,
+        None => toml::Table::new(),
+    };
+    let mut sets = c.overrides.clone();
+    if let Some(m) = mode {
+        sets.push(format!("mode=\"{}\"", m.as_str()));
+    }
+    if let Some(s) = steps {
+        sets.push(format!("steps={s}"));
+    }
+    reincarnate::config::apply_overrides(&mut table, &sets)?;
+    let source = config
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "distill flags".into());
+    let cfg: reincarnate::ad::DistillConfig = reincarnate::config::from_table(table, &source)?;
+    let mode = cfg.mode;
+    let folder = local_folder(data, true)?;
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        let stem = folder
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        PathBuf::from("checkpoints").join(format!("{stem}-{}-s{}", mode.as_str(), c.seed))
+    });
+    let device = reincarnate::device::parse_device(&c.device)?;
+    let s = reincarnate::ad::distill(&cfg, &folder, &out, c.seed, &device, resume)?;
+    println!(
+        "{} on {}: {} steps, {} parameters, final loss {:.4}, action accuracy {:.3}, {:.0} tokens/s",
+        mode.as_str(),
+        folder.display(),
+        s.steps,
+        s.num_params,
+        s.final_loss,
+        s.final_accuracy,
+        s.tokens_per_second
+    );
+    println!(
+        "wrote {} (model.safetensors, config.json, metrics.jsonl)",
+        out.display()
+    );
+    Ok(())
+}
+
 /// A stage result as a person wants to read it: a table of evaluations, a train stage's final
 /// return, a comparison's plot.
 fn print_stage_result(result: &serde_json::Value) {
@@ -635,6 +743,7 @@ fn cmd_bench(
     seconds: f64,
     filter: Option<&str>,
     device: &str,
+    ad: &reincarnate::ad::bench::AdBenchSizes,
 ) -> Result<()> {
     let budget = Duration::from_secs_f64(seconds);
     let figures: Vec<Figure> = match what {
@@ -649,6 +758,11 @@ fn cmd_bench(
             let _ = std::fs::remove_dir_all(&dir);
             r?
         }
+        BenchWhat::Ad => reincarnate::ad::bench::bench_ad(
+            ad,
+            budget,
+            &reincarnate::device::parse_device(device)?,
+        )?,
         BenchWhat::Updates => reincarnate::bench::bench_updates(
             budget,
             &reincarnate::device::parse_device(device)?,
@@ -717,6 +831,22 @@ fn main() {
                 config.as_deref(),
             ),
             Command::Inspect { path, json } => cmd_inspect(path, *json),
+            Command::Distill {
+                data,
+                mode,
+                out,
+                steps,
+                config,
+                resume,
+            } => cmd_distill(
+                &cli.common,
+                data,
+                *mode,
+                out.as_deref(),
+                *steps,
+                config.as_deref(),
+                *resume,
+            ),
             Command::Reincarnate {
                 teacher,
                 arch,
@@ -823,12 +953,24 @@ fn main() {
                 json,
                 seconds,
                 filter,
+                layers,
+                heads,
+                d_model,
+                context,
+                batch,
             } => cmd_bench(
                 *what,
                 *json,
                 *seconds,
                 filter.as_deref(),
                 &cli.common.device,
+                &reincarnate::ad::bench::AdBenchSizes {
+                    layers: *layers,
+                    heads: *heads,
+                    d_model: *d_model,
+                    context: *context,
+                    batch: *batch,
+                },
             ),
         }
     })();

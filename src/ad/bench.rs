@@ -1,0 +1,146 @@
+//! `reincarnate bench ad`: training tokens/s and frozen-evaluation env-steps/s with and without
+//! the KV cache, for a transformer of the given sizes on Dark Room (random weights: speed does
+//! not depend on what the model has learned).
+
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use super::model::{Activation, GptConfig, Positions, TokenSpec};
+use super::policy::InContextPolicy;
+use super::train::{DistillConfig, Inputs, Trainer};
+use crate::envs::vec_env::ActionBatch;
+use crate::envs::{TaskFamily, TaskSet, VecEnv};
+use crate::error::{Error, Result};
+use crate::eval::{ActionBuf, Feedback, Policy};
+use crate::report::Figure;
+use crate::rng::Rng;
+
+/// Model sizes from the command line (`--layers --heads --d-model --context --batch`).
+#[derive(Clone, Debug)]
+pub struct AdBenchSizes {
+    pub layers: usize,
+    pub heads: usize,
+    pub d_model: usize,
+    pub context: usize,
+    pub batch: usize,
+}
+
+fn config(s: &AdBenchSizes) -> GptConfig {
+    GptConfig {
+        n_layer: s.layers,
+        n_head: s.heads,
+        d_model: s.d_model,
+        d_ff: 4 * s.d_model,
+        context: s.context,
+        positions: Positions::Learned,
+        activation: Activation::Relu,
+        dropout: 0.1,
+        attn_dropout: 0.1,
+    }
+}
+
+/// Frozen-evaluation steps per second over `batch` Dark Room environments, after filling the
+/// context to at least 200 transitions (or the whole context, if shorter).
+fn eval_rate(policy: &mut InContextPolicy, n: usize, warm: usize, budget: Duration) -> Result<f64> {
+    let family = TaskFamily::from_id("dark_room")?;
+    let all = family.tasks(TaskSet::All);
+    let tasks: Vec<usize> = (0..n).map(|i| all[i % all.len()]).collect();
+    let mut venv = VecEnv::new(&family, &tasks, 0)?;
+    venv.reset();
+    policy.begin(n)?;
+    let mut actions = ActionBuf::Discrete(vec![0; n]);
+    let mut step = |policy: &mut InContextPolicy, venv: &mut VecEnv| -> Result<()> {
+        policy.act(venv.obs(), &mut actions)?;
+        let ActionBuf::Discrete(a) = &actions else {
+            return Err(Error::Env("bench ad: discrete actions expected".into()));
+        };
+        venv.step(ActionBatch::Discrete(a))?;
+        policy.observe(&Feedback {
+            actions: &actions,
+            rewards: venv.rewards(),
+            terminated: venv.terminated(),
+            truncated: venv.truncated(),
+        })
+    };
+    for _ in 0..warm {
+        step(policy, &mut venv)?;
+    }
+    let start = Instant::now();
+    let mut steps = 0usize;
+    while start.elapsed() < budget || steps == 0 {
+        step(policy, &mut venv)?;
+        steps += 1;
+    }
+    Ok((steps * n) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<Vec<Figure>> {
+    let model = config(s);
+    model.validate()?;
+    let family = TaskFamily::from_id("dark_room")?;
+    let tokens = TokenSpec {
+        obs_space: family.spec().observation_space.clone(),
+        obs_encoding: crate::agents::ppo::ObsEncoding::OneHot,
+        num_actions: 5,
+    };
+    let cfg = DistillConfig {
+        model: model.clone(),
+        batch: s.batch,
+        steps: u64::MAX,
+        warmup_steps: 10,
+        ..DistillConfig::default()
+    };
+    let tag = format!(
+        "L{}-H{}-d{}-c{}-b{}",
+        s.layers, s.heads, s.d_model, s.context, s.batch
+    );
+    let mut figures = Vec::new();
+    // Training: random windows of full length.
+    let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
+    let mut rng = Rng::seed_from_u64(1);
+    let (b, c, f) = (s.batch, s.context, tokens.tokenizer().features());
+    let mut batch = || Inputs {
+        features: (0..b * c * f).map(|_| rng.normal() as f32).collect(),
+        first_pos: vec![0; b],
+        targets: (0..b * c).map(|_| rng.below(5) as u32).collect(),
+        mask: vec![1.0; b * c],
+    };
+    let x = batch();
+    t.update(&cfg, &x)?; // warm-up
+    let start = Instant::now();
+    let mut steps = 0usize;
+    while start.elapsed() < budget || steps == 0 {
+        t.update(&cfg, &x)?;
+        steps += 1;
+    }
+    figures.push(Figure {
+        name: format!("ad/train/{tag}"),
+        value: (steps * b * c) as f64 / start.elapsed().as_secs_f64(),
+        unit: "tokens/s".into(),
+    });
+    // Frozen evaluation at a context of at least 200 (or the model's whole context).
+    let warm = c.min(200).saturating_sub(1).max(c / 2);
+    for use_cache in [true, false] {
+        let mut store = crate::nn::params::ParamStore::new(device, 0);
+        let gpt = super::model::Gpt::new(&model, &tokens, &mut store)?;
+        let mut p = InContextPolicy::new(gpt, store, "bench".into(), 0);
+        p.use_cache = use_cache;
+        // keep = context − 1: the window stays near full, the worst case for recomputation
+        // and the case the cache must handle (one re-encode per step would defeat it, so the
+        // cached run keeps the default half-window policy).
+        if !use_cache {
+            p.keep = c - 1;
+        }
+        let rate = eval_rate(&mut p, b, warm, budget)?;
+        figures.push(Figure {
+            name: format!(
+                "ad/eval/{tag}/{}",
+                if use_cache { "kv-cache" } else { "recompute" }
+            ),
+            value: rate,
+            unit: "env-steps/s".into(),
+        });
+    }
+    Ok(figures)
+}

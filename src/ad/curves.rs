@@ -1,0 +1,120 @@
+//! In-context learning curves: the return at each episode index of a frozen model's rollouts
+//! (from [`crate::eval::EvalReport`]), the source algorithm's own curve on the same tasks (from
+//! a learning-history dataset, e.g. `collect --tasks test`), and one plot of both.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::eval::{mean_stderr, EvalReport};
+use crate::report::plot::{line_plot, Series};
+
+/// (x, mean, standard error).
+pub type CurvePoint = (f64, f64, f64);
+
+/// (episode index from 1, mean return over runs, standard error) of a learning-history dataset:
+/// the source algorithm learning from scratch, episode by episode. Only indices every run reached
+/// are reported.
+pub fn source_curve(dataset: &Path) -> Result<Vec<(f64, f64, f64)>> {
+    let (_, data) = super::train::load_dataset(dataset)?;
+    let episodes = data.episodes();
+    let runs = data.runs(&episodes);
+    let per_run: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| {
+            episodes[r.episodes.clone()]
+                .iter()
+                .filter(|e| e.complete)
+                .map(|e| e.ret)
+                .collect()
+        })
+        .collect();
+    let n = per_run.iter().map(|r| r.len()).min().unwrap_or(0);
+    Ok((0..n)
+        .map(|i| {
+            let col: Vec<f64> = per_run.iter().map(|r| r[i]).collect();
+            let (m, se) = mean_stderr(&col);
+            ((i + 1) as f64, m, se)
+        })
+        .collect())
+}
+
+/// A report's in-context curve as plot points (episode index from 1).
+pub fn report_series(name: &str, r: &EvalReport) -> Series {
+    let pts: Vec<(f64, f64)> = r
+        .returns_by_episode
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| ((i + 1) as f64, m))
+        .collect();
+    let band = r
+        .returns_by_episode
+        .iter()
+        .zip(&r.stderr_by_episode)
+        .enumerate()
+        .map(|(i, (&m, &s))| ((i + 1) as f64, m - s, m + s))
+        .collect();
+    Series {
+        name: name.to_string(),
+        points: pts,
+        band,
+        hline: None,
+    }
+}
+
+/// Draws the in-context learning curves of `reports` (name, report), the source algorithm's
+/// curve (truncated to `max_episodes` when given) and the optimal return into an SVG.
+pub fn plot_icl(
+    path: &Path,
+    title: &str,
+    reports: &[(String, EvalReport)],
+    source: Option<(&str, &[CurvePoint])>,
+    max_episodes: Option<usize>,
+) -> Result<()> {
+    if reports.is_empty() && source.is_none() {
+        return Err(Error::Config("icl plot: nothing to plot".into()));
+    }
+    let mut series: Vec<Series> = reports.iter().map(|(n, r)| report_series(n, r)).collect();
+    if let Some((name, curve)) = source {
+        let keep = max_episodes.unwrap_or(usize::MAX);
+        let c: Vec<_> = curve.iter().take(keep).collect();
+        series.push(Series {
+            name: name.to_string(),
+            points: c.iter().map(|p| (p.0, p.1)).collect(),
+            band: c.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
+            hline: None,
+        });
+    }
+    if let Some(opt) = reports.iter().find_map(|(_, r)| r.optimal_return) {
+        series.push(Series::reference("optimal", opt));
+    }
+    line_plot(path, title, "episode", "return", &series)
+}
+
+/// `eval --policy CHECKPOINT` for an AD/ED checkpoint: rolls the frozen model out on every task
+/// of `tasks` at once (environment `env`, default the one it was distilled on) with the KV
+/// cache, and reports the return at each episode index.
+pub fn eval_in_context(
+    data: &crate::checkpoint::CheckpointData,
+    env: Option<crate::envs::EnvConfig>,
+    tasks: crate::envs::TaskSet,
+    episodes: usize,
+    seed: u64,
+    device: &candle_core::Device,
+) -> Result<EvalReport> {
+    use super::policy::InContextPolicy;
+    let trained = InContextPolicy::env_spec(data)?;
+    let cfg = env.unwrap_or_else(|| trained.config.clone());
+    let family = crate::envs::TaskFamily::new(&cfg)?;
+    let spec = family.spec();
+    if spec.observation_space != trained.observation_space
+        || spec.action_space != trained.action_space
+    {
+        return Err(Error::Config(format!(
+            "the model was distilled on `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
+            trained.id(), trained.observation_space, trained.action_space,
+            spec.id(), spec.observation_space, spec.action_space
+        )));
+    }
+    let mut policy = InContextPolicy::from_checkpoint(data, device, seed)?;
+    crate::eval::evaluate(&family, tasks, episodes, seed, &mut policy)
+}

@@ -1,0 +1,232 @@
+//! In-context evaluation: the frozen transformer acts in many environments at once, its context
+//! filled only by its own interaction (AD §4). One token per step per environment: the token
+//! of step t holds (obs_t, a_{t−1}, r_{t−1}) and its output is the distribution of a_t; the
+//! history runs on across episode boundaries, as in the training histories.
+//!
+//! The context is a window of the newest transitions that grows to `context` and then drops
+//! all but the newest `keep` (see [`super::kv_cache`] for why). With the KV cache each step
+//! encodes one token; without it each step re-encodes the whole window (the reference the
+//! cache is tested against, and the baseline of `bench ad`).
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::kv_cache::KvCache;
+use super::model::{Gpt, GptConfig, TokenSpec};
+use crate::checkpoint::{raw_to_tensors, CheckpointData};
+use crate::envs::EnvSpec;
+use crate::error::{Error, Result};
+use crate::eval::{ActionBuf, Feedback, Policy};
+use crate::nn::params::ParamStore;
+use crate::rng::Rng;
+
+/// A checkpoint's config names an in-context learner (`algorithm` = `ad` or `ed`).
+pub fn is_in_context(config: &serde_json::Value) -> bool {
+    matches!(
+        config.get("algorithm").and_then(|a| a.as_str()),
+        Some("ad") | Some("ed")
+    )
+}
+
+pub struct InContextPolicy {
+    model: Gpt,
+    _store: ParamStore,
+    name: String,
+    /// Encode one token per step against cached keys/values (`false`: recompute the window).
+    pub use_cache: bool,
+    /// Tokens kept when the window is full.
+    pub keep: usize,
+    /// Take the most likely action instead of sampling (sampling is AD's default).
+    pub greedy: bool,
+    rng: Rng,
+    n: usize,
+    /// Token features of the window, one `n × F` block per step, oldest first.
+    window: Vec<Vec<f32>>,
+    cache: KvCache,
+    prev: Vec<Option<(usize, f32)>>,
+    last_logits: Vec<Vec<f32>>,
+}
+
+impl InContextPolicy {
+    pub fn new(model: Gpt, store: ParamStore, name: String, seed: u64) -> Self {
+        let keep = model.config.context / 2;
+        let (n_layer, context) = (model.config.n_layer, model.config.context);
+        Self {
+            model,
+            _store: store,
+            name,
+            use_cache: true,
+            keep: keep.max(1),
+            greedy: false,
+            rng: Rng::seed_from_u64(seed ^ 0xAD),
+            n: 0,
+            window: Vec::new(),
+            cache: KvCache::new(n_layer, context),
+            prev: Vec::new(),
+            last_logits: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the model of an AD/ED checkpoint (weights only).
+    pub fn from_checkpoint(data: &CheckpointData, device: &Device, seed: u64) -> Result<Self> {
+        let cfg = &data.config;
+        let bad = |f: &str, e: String| Error::data("config.json", format!("`{f}`: {e}"));
+        let model_cfg: GptConfig = serde_json::from_value(cfg["model"].clone())
+            .map_err(|e| bad("model", e.to_string()))?;
+        let tokens: TokenSpec = serde_json::from_value(cfg["tokens"].clone())
+            .map_err(|e| bad("tokens", e.to_string()))?;
+        let mut store = ParamStore::new(device, 0);
+        let model = Gpt::new(&model_cfg, &tokens, &mut store)?;
+        store.load_state_dict(
+            &raw_to_tensors(&data.model, device)?,
+            Path::new("model.safetensors"),
+        )?;
+        let name = cfg["algorithm"].as_str().unwrap_or("ad").to_string();
+        Ok(Self::new(model, store, name, seed))
+    }
+
+    /// The environment the checkpoint was distilled on.
+    pub fn env_spec(data: &CheckpointData) -> Result<EnvSpec> {
+        serde_json::from_value(data.config["env"].clone())
+            .map_err(|e| Error::data("config.json", format!("`env`: {e}")))
+    }
+
+    pub fn model(&self) -> &Gpt {
+        &self.model
+    }
+
+    /// The action logits of the last `act`, one row per environment.
+    pub fn last_logits(&self) -> &[Vec<f32>] {
+        &self.last_logits
+    }
+
+    /// Transitions in the context window now.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Action logits `(n, A)` for the newest token of every environment.
+    fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
+        let (n, f) = (self.n, self.model.tokenizer.features());
+        let first = vec![0usize; n];
+        let len = self.window.len();
+        let rows = if self.use_cache {
+            if self.cache.len() + 1 != len {
+                // The window was cut (or this is the first step): encode all but the newest.
+                self.cache.clear();
+                if len > 1 {
+                    let feats = interleave(&self.window[..len - 1], n, f);
+                    self.model
+                        .forward(&feats, n, len - 1, &first, Some(&mut self.cache), None)?;
+                }
+            }
+            let newest = &self.window[len - 1];
+            self.model
+                .forward(newest, n, 1, &first, Some(&mut self.cache), None)?
+        } else {
+            let feats = interleave(&self.window, n, f);
+            let all = self.model.forward(&feats, n, len, &first, None, None)?;
+            // Rows are (env, slot); keep each env's last slot.
+            let idx: Vec<u32> = (0..n).map(|i| (i * len + len - 1) as u32).collect();
+            let idx = candle_core::Tensor::from_vec(idx, n, self.model.device())?;
+            all.index_select(&idx, 0)?
+        };
+        Ok(rows.to_dtype(candle_core::DType::F32)?.to_vec2()?)
+    }
+}
+
+/// Per-step blocks `[step][env][F]` → `[env][step][F]`.
+fn interleave(steps: &[Vec<f32>], n: usize, f: usize) -> Vec<f32> {
+    let t = steps.len();
+    let mut out = vec![0f32; n * t * f];
+    for (s, block) in steps.iter().enumerate() {
+        for i in 0..n {
+            out[(i * t + s) * f..(i * t + s + 1) * f].copy_from_slice(&block[i * f..(i + 1) * f]);
+        }
+    }
+    out
+}
+
+impl Policy for InContextPolicy {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn begin(&mut self, n_envs: usize) -> Result<()> {
+        self.n = n_envs;
+        self.window.clear();
+        self.cache.clear();
+        self.prev = vec![None; n_envs];
+        Ok(())
+    }
+
+    fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+        let tk = &self.model.tokenizer;
+        let (n, f, d) = (self.n, tk.features(), tk.obs_dim());
+        if obs.len() != n * d {
+            return Err(Error::Env(format!(
+                "{}: expected {n}×{d} observation values, found {}",
+                self.name,
+                obs.len()
+            )));
+        }
+        let ActionBuf::Discrete(out) = actions else {
+            return Err(Error::Env(format!(
+                "{}: the model chooses discrete actions",
+                self.name
+            )));
+        };
+        if self.window.len() == self.model.config.context {
+            let cut = self.window.len() - self.keep.min(self.window.len() - 1);
+            self.window.drain(..cut);
+        }
+        let mut tok = vec![0f32; n * f];
+        self.model.tokenizer.write(obs, &self.prev, &mut tok);
+        self.window.push(tok);
+        let logits = self.logits()?;
+        for (i, row) in logits.iter().enumerate() {
+            out[i] = if self.greedy {
+                argmax(row)
+            } else {
+                sample(row, &mut self.rng)
+            };
+        }
+        self.last_logits = logits;
+        Ok(())
+    }
+
+    fn observe(&mut self, fb: &Feedback<'_>) -> Result<()> {
+        if let ActionBuf::Discrete(a) = fb.actions {
+            for (i, p) in self.prev.iter_mut().enumerate() {
+                *p = Some((a[i], fb.rewards[i]));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Draws from softmax(row).
+fn sample(row: &[f32], rng: &mut Rng) -> usize {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let p: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
+    let total: f64 = p.iter().sum();
+    let mut u = rng.uniform() * total;
+    for (i, &pi) in p.iter().enumerate() {
+        if u < pi {
+            return i;
+        }
+        u -= pi;
+    }
+    row.len() - 1
+}

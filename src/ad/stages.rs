@@ -1,0 +1,260 @@
+//! Experiment stages of the distillation pipeline (`reincarnate run`): `collect` (learning
+//! histories), `distill` (AD or ED), `icl_eval` (frozen in-context evaluation on held-out tasks)
+//! and `icl_plot` (in-context learning curves next to the source algorithm's own curve).
+//!
+//! A stage that consumes another names it (`data = "histories"`, `policy = "ad"`): its output
+//! folder `runs/NAME/STAGE/` is used. A name that is not a stage is taken as a path.
+//!
+//! ```toml
+//! [[stage]]
+//! name = "histories"
+//! kind = "collect"
+//! env = "dark_room"
+//! algo = "ppo"
+//! tasks = "train"
+//! runs = 130
+//! steps = 4000
+//!
+//! [[stage]]
+//! name = "ad"
+//! kind = "distill"
+//! data = "histories"
+//! config = { mode = "ad", steps = 1200, every_kth_episode = 10, model = { n_layer = 2 } }
+//!
+//! [[stage]]
+//! name = "ad-eval"
+//! kind = "icl_eval"
+//! policy = "ad"
+//! episodes = 40
+//!
+//! [[stage]]
+//! name = "curves"
+//! kind = "icl_plot"
+//! evals = ["ad-eval"]
+//! source = "test-histories"     # optional: a collect stage on the test tasks
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::train::{distill, DistillConfig};
+use crate::collect::{collect, CollectSpec};
+use crate::envs::{EnvRef, TaskSet};
+use crate::error::{Error, Result};
+use crate::eval::EvalReport;
+
+fn d_ppo() -> String {
+    "ppo".into()
+}
+fn d_train() -> TaskSet {
+    TaskSet::Train
+}
+fn d_test() -> TaskSet {
+    TaskSet::Test
+}
+fn d_episodes() -> usize {
+    40
+}
+
+/// `kind = "collect"`: many source runs, every transition logged (see `reincarnate collect`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectStage {
+    pub name: String,
+    pub env: EnvRef,
+    #[serde(default = "d_ppo")]
+    pub algo: String,
+    #[serde(default)]
+    pub agent: toml::Table,
+    #[serde(default = "d_train")]
+    pub tasks: TaskSet,
+    pub runs: usize,
+    pub steps: u64,
+}
+
+/// `kind = "distill"`: train AD or ED (`config.mode`) on a collect stage's histories.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistillStage {
+    pub name: String,
+    /// A collect stage's name, or a dataset folder.
+    pub data: String,
+    #[serde(default)]
+    pub config: DistillConfig,
+}
+
+/// `kind = "icl_eval"`: roll a distilled model out with frozen weights on held-out tasks.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IclEvalStage {
+    pub name: String,
+    /// A distill stage's name, or a checkpoint folder.
+    pub policy: String,
+    /// Default: the environment the model was distilled on.
+    #[serde(default)]
+    pub env: Option<EnvRef>,
+    #[serde(default = "d_test")]
+    pub tasks: TaskSet,
+    #[serde(default = "d_episodes")]
+    pub episodes: usize,
+}
+
+/// `kind = "icl_plot"`: the in-context learning curves of `icl_eval` stages and, optionally, the
+/// source algorithm's curve from a collect stage on the same tasks, into `STAGE/icl.svg`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IclPlotStage {
+    pub name: String,
+    pub evals: Vec<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// A stage's output folder when `name` is a stage of this run, else `name` as a path.
+fn resolve(root: &Path, name: &str) -> PathBuf {
+    let stage = root.join(name);
+    if stage.is_dir() {
+        stage
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+pub fn run_collect(
+    s: &CollectStage,
+    seed: u64,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<serde_json::Value> {
+    let spec = CollectSpec {
+        env: s.env.clone(),
+        algo: s.algo.clone(),
+        agent: s.agent.clone(),
+        tasks: s.tasks,
+        runs: s.runs,
+        steps: s.steps,
+        threads: None,
+        policy: None,
+        epsilon: 0.0,
+    };
+    collect(&spec, seed, None, dir, device)?;
+    let summary = crate::history::summarize(dir)?;
+    Ok(serde_json::to_value(summary).unwrap_or_default())
+}
+
+pub fn run_distill(
+    s: &DistillStage,
+    seed: u64,
+    root: &Path,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<serde_json::Value> {
+    let data = resolve(root, &s.data);
+    // Resume an interrupted run of this same configuration; anything else starts afresh.
+    let same = crate::fs::read_json::<serde_json::Value>(&dir.join(crate::checkpoint::CONFIG_FILE))
+        .ok()
+        .is_some_and(|c| {
+            c["distill"] == serde_json::to_value(&s.config).unwrap_or_default()
+                && c["dataset"] == serde_json::json!(data.display().to_string())
+        });
+    let summary = distill(&s.config, &data, dir, seed, device, same)?;
+    Ok(serde_json::to_value(summary).unwrap_or_default())
+}
+
+pub fn run_icl_eval(
+    s: &IclEvalStage,
+    seed: u64,
+    root: &Path,
+    device: &candle_core::Device,
+) -> Result<serde_json::Value> {
+    let ck = crate::checkpoint::load(&resolve(root, &s.policy))?;
+    if !super::is_in_context(&ck.config) {
+        return Err(Error::Config(format!(
+            "stage `{}`: `{}` is not an AD/ED checkpoint (config.json algorithm must be ad or ed)",
+            s.name, s.policy
+        )));
+    }
+    let r = super::curves::eval_in_context(
+        &ck,
+        s.env.as_ref().map(|e| e.config()),
+        s.tasks,
+        s.episodes,
+        seed,
+        device,
+    )?;
+    Ok(serde_json::to_value(r).unwrap_or_default())
+}
+
+/// First episode index (from 1) at which a curve reaches `frac` of `optimal`.
+fn episodes_to(curve: &[(f64, f64)], optimal: f64, frac: f64) -> Option<f64> {
+    curve.iter().find(|p| p.1 >= frac * optimal).map(|p| p.0)
+}
+
+pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<serde_json::Value> {
+    let mut reports = Vec::new();
+    for name in &s.evals {
+        let file = root.join(name).join("result.json");
+        let r: EvalReport = crate::fs::read_json(&file).map_err(|_| {
+            Error::Config(format!(
+                "icl_plot stage `{}`: `{name}` has no finished icl_eval result ({} is missing or not an eval report)",
+                s.name,
+                file.display()
+            ))
+        })?;
+        reports.push((name.clone(), r));
+    }
+    let source = match &s.source {
+        Some(src) => Some(super::curves::source_curve(&resolve(root, src))?),
+        None => None,
+    };
+    let max_ep = reports.iter().map(|(_, r)| r.episodes).max();
+    let plot = dir.join("icl.svg");
+    let title = s
+        .title
+        .clone()
+        .unwrap_or_else(|| "in-context learning on held-out tasks (mean ± s.e.)".into());
+    let src_name = s.source.clone().unwrap_or_default();
+    super::curves::plot_icl(
+        &plot,
+        &title,
+        &reports,
+        source.as_deref().map(|c| (src_name.as_str(), c)),
+        max_ep,
+    )?;
+    let optimal = reports.iter().find_map(|(_, r)| r.optimal_return);
+    let mut out = serde_json::Map::new();
+    for (name, r) in &reports {
+        let c = &r.returns_by_episode;
+        let first2 = c.iter().take(2).sum::<f64>() / c.len().clamp(1, 2) as f64;
+        let last = c.iter().rev().take(5).sum::<f64>() / c.len().clamp(1, 5) as f64;
+        let pts: Vec<(f64, f64)> = c
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| ((i + 1) as f64, m))
+            .collect();
+        out.insert(
+            name.clone(),
+            serde_json::json!({
+                "first_2_episodes": first2,
+                "last_5_episodes": last,
+                "optimal_return": r.optimal_return,
+                "episodes_to_80pct": optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+            }),
+        );
+    }
+    if let Some(curve) = &source {
+        let pts: Vec<(f64, f64)> = curve.iter().map(|p| (p.0, p.1)).collect();
+        out.insert(
+            format!("source:{src_name}"),
+            serde_json::json!({
+                "first_2_episodes": pts.iter().take(2).map(|p| p.1).sum::<f64>() / 2.0,
+                "episodes": pts.len(),
+                "episodes_to_80pct": optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+            }),
+        );
+    }
+    Ok(serde_json::json!({ "plot": plot, "curves": out }))
+}

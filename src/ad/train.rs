@@ -1,0 +1,500 @@
+//! `reincarnate distill`: train the transformer by behaviour cloning on learning histories.
+//!
+//! - AD (algorithm distillation, Laskin et al. 2023 §4): windows of `context` transitions drawn
+//!   from whole learning histories, across episode boundaries ([`WindowSampler`]), optionally
+//!   keeping every k-th episode; the model predicts every action of the window.
+//! - ED (expert distillation, the paper's baseline): the same model and loss on the last
+//!   `ed_episodes` episodes of each history only (the converged policy's behaviour).
+//!
+//! Optimiser: AdamW (β 0.9/0.99 as the paper's Adam; decoupled weight decay on matrices only),
+//! linear warm-up then cosine decay to 0, global-norm clipping at 1. Outputs a checkpoint folder
+//! (`model.safetensors`, `config.json` with the model config, `trainer_state.json` and
+//! `optimizer.safetensors` for exact resume) plus `metrics.jsonl`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::model::{accuracy, action_loss, Gpt, GptConfig, TokenSpec, Tokenizer, Train};
+use crate::agents::ppo::ObsEncoding;
+use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::EnvSpec;
+use crate::error::{Error, Result};
+use crate::history::manifest::resolve_data_path;
+use crate::history::{
+    Actions, Manifest, TransitionReader, Transitions, WindowBatch, WindowSampler,
+};
+use crate::nn::grad::clip_global_norm;
+use crate::nn::optim::{Adam, AdamConfig, AdamState};
+use crate::nn::params::ParamStore;
+use crate::nn::schedule::Schedule;
+use crate::report::metrics::MetricsLog;
+use crate::rng::{derive_seed, Rng};
+
+/// AD or ED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Ad,
+    Ed,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Ad => "ad",
+            Mode::Ed => "ed",
+        }
+    }
+}
+
+/// Distillation hyperparameters. Defaults follow the paper where it gives a value (batch 128,
+/// peak learning rate 3e-4 with a cosine schedule, gradient clip 1, Adam β 0.9/0.99).
+/// Left open by the paper and chosen here: 4000 steps with 10% warm-up, weight decay 1e-4,
+/// no label smoothing, no token masking, every episode kept, ED on the last 10 episodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    pub mode: Mode,
+    pub model: GptConfig,
+    /// How observations enter a token (default one-hot per integer coordinate).
+    pub obs_encoding: ObsEncoding,
+    /// Gradient steps.
+    pub steps: u64,
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warm-up steps (linear from 0); then half a cosine to 0 at `steps`.
+    pub warmup_steps: u64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub label_smoothing: f64,
+    /// Probability of zeroing a whole input token during training.
+    pub token_mask: f64,
+    /// History subsampling: keep episodes 0, k, 2k, ... of each run (AD only).
+    pub every_kth_episode: usize,
+    /// ED: the last this many complete episodes of each run.
+    pub ed_episodes: usize,
+    pub log_interval: u64,
+    /// Save a resumable checkpoint every this many steps (0: only at the end).
+    pub checkpoint_interval: u64,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Ad,
+            model: GptConfig::default(),
+            obs_encoding: ObsEncoding::OneHot,
+            steps: 4000,
+            batch: 128,
+            lr: 3e-4,
+            warmup_steps: 400,
+            beta1: 0.9,
+            beta2: 0.99,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            label_smoothing: 0.0,
+            token_mask: 0.0,
+            every_kth_episode: 1,
+            ed_episodes: 10,
+            log_interval: 100,
+            checkpoint_interval: 0,
+        }
+    }
+}
+
+impl DistillConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let bad = |m: String| Err(Error::Config(format!("distill: {m}")));
+        if self.steps == 0 || self.batch == 0 {
+            return bad(format!(
+                "steps and batch must be at least 1, found steps = {}, batch = {}",
+                self.steps, self.batch
+            ));
+        }
+        if self.warmup_steps > self.steps {
+            return bad(format!(
+                "warmup_steps = {} exceeds steps = {}",
+                self.warmup_steps, self.steps
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.grad_clip > 0.0) {
+            return bad(format!(
+                "lr and grad_clip must be positive, found lr = {}, grad_clip = {}",
+                self.lr, self.grad_clip
+            ));
+        }
+        for (n, p) in [
+            ("label_smoothing", self.label_smoothing),
+            ("token_mask", self.token_mask),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{n} must be in [0, 1), found {p}"));
+            }
+        }
+        if self.every_kth_episode == 0 || self.ed_episodes == 0 {
+            return bad("every_kth_episode and ed_episodes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        Schedule::WarmupCosine {
+            peak: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            final_value: 0.0,
+        }
+    }
+}
+
+/// Every transition of a dataset folder, runs in manifest order, with the manifest.
+pub fn load_dataset(folder: &Path) -> Result<(Manifest, Transitions)> {
+    crate::history::validate_or_error(folder)?;
+    let manifest = Manifest::load(folder)?;
+    if !manifest.layout.is_discrete() {
+        return Err(Error::data(
+            folder.join("dataset.json"),
+            "algorithm distillation here needs a discrete action space; this dataset's actions are continuous",
+        ));
+    }
+    let mut all = Transitions::new(manifest.layout);
+    for file in manifest.files() {
+        let path = resolve_data_path(folder, file)
+            .map_err(|m| Error::data(folder.join("dataset.json"), m))?;
+        let t = TransitionReader::open(&path)?.read_all()?;
+        all.extend_from(&t, 0..t.len());
+    }
+    if all.is_empty() {
+        return Err(Error::data(folder, "the dataset holds no transitions"));
+    }
+    Ok((manifest, all))
+}
+
+/// The last `n` complete episodes of every run (expert distillation's data).
+pub fn final_episodes(data: &Transitions, n: usize) -> Transitions {
+    let episodes = data.episodes();
+    let runs = data.runs(&episodes);
+    let mut out = Transitions::new(data.schema);
+    for r in &runs {
+        let complete: Vec<_> = episodes[r.episodes.clone()]
+            .iter()
+            .filter(|e| e.complete)
+            .collect();
+        for e in &complete[complete.len().saturating_sub(n)..] {
+            out.extend_from(data, e.rows.clone());
+        }
+    }
+    out
+}
+
+/// Model inputs of a window batch: token features, per-window first real slot, targets, mask.
+pub struct Inputs {
+    pub features: Vec<f32>,
+    pub first_pos: Vec<usize>,
+    pub targets: Vec<u32>,
+    pub mask: Vec<f32>,
+}
+
+pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
+    let (b, c, f, na) = (w.batch, w.context, tokens.features(), tokens.num_actions());
+    let (Actions::Discrete(prev), Actions::Discrete(target)) = (&w.prev_action, &w.target_action)
+    else {
+        return Err(Error::Config(
+            "distill needs discrete actions in the window batch".into(),
+        ));
+    };
+    let prevs: Vec<Option<(usize, f32)>> = (0..b * c)
+        .map(|s| (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s])))
+        .collect();
+    let mut features = vec![0f32; b * c * f];
+    tokens.write(&w.obs, &prevs, &mut features);
+    let mut first_pos = vec![0usize; b];
+    let mut targets = vec![0u32; b * c];
+    for (i, fp) in first_pos.iter_mut().enumerate() {
+        *fp = (0..c).find(|&j| w.mask[i * c + j] > 0.0).unwrap_or(c - 1);
+        for j in 0..c {
+            let s = i * c + j;
+            if w.mask[s] == 0.0 {
+                // Padding: an all-zero token (masked as a key and in the loss).
+                features[s * f..(s + 1) * f]
+                    .iter_mut()
+                    .for_each(|x| *x = 0.0);
+                continue;
+            }
+            let a = target[s];
+            if a < 0 || a as usize >= na {
+                return Err(Error::Config(format!(
+                    "dataset action {a} is outside the action space of {na} actions"
+                )));
+            }
+            targets[s] = a as u32;
+        }
+    }
+    Ok(Inputs {
+        features,
+        first_pos,
+        targets,
+        mask: w.mask.clone(),
+    })
+}
+
+/// What `distill` returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillSummary {
+    pub out: PathBuf,
+    pub mode: Mode,
+    pub steps: u64,
+    pub final_loss: f64,
+    pub final_accuracy: f64,
+    pub tokens_per_second: f64,
+    pub num_params: usize,
+}
+
+/// A model being trained with its optimiser and random stream.
+pub struct Trainer {
+    pub model: Gpt,
+    pub store: ParamStore,
+    pub opt: Adam,
+    pub rng: Rng,
+    pub step: u64,
+}
+
+impl Trainer {
+    pub fn new(
+        cfg: &DistillConfig,
+        tokens: &TokenSpec,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut store = ParamStore::new(device, derive_seed(seed, 1));
+        let model = Gpt::new(&cfg.model, tokens, &mut store)?;
+        let mut opt = Adam::new(
+            store.trainable(),
+            AdamConfig {
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+                decoupled_weight_decay: true,
+            },
+        )?;
+        // nanoGPT: decay matrices only (not biases, layer-norm gains, position table).
+        for (name, v) in store.trainable() {
+            if v.rank() < 2 || name.contains("wpe") {
+                opt.options_mut(&name)?.weight_decay = Some(0.0);
+            }
+        }
+        Ok(Self {
+            model,
+            store,
+            opt,
+            rng: Rng::seed_from_u64(derive_seed(seed, 2)),
+            step: 0,
+        })
+    }
+
+    /// One gradient step on `inputs`; returns (loss, accuracy, gradient norm).
+    pub fn update(&mut self, cfg: &DistillConfig, x: &Inputs) -> Result<(f64, f64, f64)> {
+        let (b, c) = (x.first_pos.len(), cfg.model.context);
+        let logits = self.model.forward(
+            &x.features,
+            b,
+            c,
+            &x.first_pos,
+            None,
+            Some(Train {
+                rng: &mut self.rng,
+                token_mask: cfg.token_mask,
+            }),
+        )?;
+        let loss = action_loss(&logits, &x.targets, &x.mask, cfg.label_smoothing)?;
+        let loss_v = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_v.is_finite() {
+            return Err(Error::Config(format!(
+                "distill: the loss became {loss_v} at step {}; lower lr",
+                self.step
+            )));
+        }
+        let mut grads = loss.backward()?;
+        let vars: Vec<_> = self.store.vars().values().cloned().collect();
+        let gnorm = clip_global_norm(&mut grads, &vars, cfg.grad_clip)?;
+        self.opt.step(&grads, cfg.schedule().value(self.step))?;
+        self.step += 1;
+        let acc = accuracy(&logits, &x.targets, &x.mask)?;
+        Ok((loss_v, acc, gnorm))
+    }
+}
+
+/// The checkpoint config: everything needed to rebuild the model and check the environment.
+pub fn checkpoint_config(
+    cfg: &DistillConfig,
+    tokens: &TokenSpec,
+    env: &EnvSpec,
+    data: &Path,
+    source: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "algorithm": cfg.mode.as_str(),
+        "model": cfg.model,
+        "tokens": tokens,
+        "env": env,
+        "distill": cfg,
+        "dataset": data.display().to_string(),
+        "source_algorithm": source,
+    })
+}
+
+fn save(t: &Trainer, config: &serde_json::Value, out: &Path) -> Result<()> {
+    let AdamState { step, tensors } = t.opt.state()?;
+    let data = CheckpointData {
+        config: config.clone(),
+        model: tensors_to_raw(&t.store.state_dict())?,
+        trainer_state: Some(serde_json::json!({
+            "step": t.step,
+            "optimizer_step": step,
+            "rng": t.rng,
+        })),
+        optimizer: Some(tensors_to_raw(&tensors)?),
+        replay: None,
+    };
+    crate::checkpoint::save(out, &data)
+}
+
+/// Trains AD or ED on the dataset at `data` into the checkpoint folder `out`; `resume`
+/// continues from `out` (bit-exact on CPU).
+pub fn distill(
+    cfg: &DistillConfig,
+    data: &Path,
+    out: &Path,
+    seed: u64,
+    device: &Device,
+    resume: bool,
+) -> Result<DistillSummary> {
+    cfg.validate()?;
+    let (manifest, all) = load_dataset(data)?;
+    let num_actions = manifest.env.action_space.discrete_n().ok_or_else(|| {
+        Error::data(
+            data.join("dataset.json"),
+            "the env's action space is not discrete",
+        )
+    })?;
+    let train_data = match cfg.mode {
+        Mode::Ad => all,
+        Mode::Ed => final_episodes(&all, cfg.ed_episodes),
+    };
+    let kth = match cfg.mode {
+        Mode::Ad => cfg.every_kth_episode,
+        Mode::Ed => 1,
+    };
+    let sampler = WindowSampler::new(&train_data, cfg.model.context, kth)?;
+    let tokens = TokenSpec {
+        obs_space: manifest.env.observation_space.clone(),
+        obs_encoding: cfg.obs_encoding,
+        num_actions,
+    };
+    let config = checkpoint_config(cfg, &tokens, &manifest.env, data, &manifest.source.name);
+    let mut t = Trainer::new(cfg, &tokens, seed, device)?;
+    let mut keep_up_to = None;
+    if resume && out.join(crate::checkpoint::TRAINER_STATE_FILE).exists() {
+        let ck = crate::checkpoint::load(out)?;
+        if ck.config["model"] != config["model"] || ck.config["distill"] != config["distill"] {
+            return Err(Error::data(
+                out.join("config.json"),
+                "--resume: the checkpoint was trained with another model or distill config",
+            ));
+        }
+        t.store.load_state_dict(
+            &raw_to_tensors(&ck.model, device)?,
+            &out.join("model.safetensors"),
+        )?;
+        let ts = ck.trainer_state.unwrap_or_default();
+        let bad = |f: &str| {
+            Error::data(
+                out.join("trainer_state.json"),
+                format!("missing or invalid `{f}`"),
+            )
+        };
+        t.step = ts["step"].as_u64().ok_or_else(|| bad("step"))?;
+        t.rng = serde_json::from_value(ts["rng"].clone()).map_err(|_| bad("rng"))?;
+        let opt = ck.optimizer.ok_or_else(|| {
+            Error::data(
+                out,
+                "--resume needs optimizer.safetensors, which is missing",
+            )
+        })?;
+        t.opt.load_state(
+            &AdamState {
+                step: ts["optimizer_step"]
+                    .as_u64()
+                    .ok_or_else(|| bad("optimizer_step"))?,
+                tensors: raw_to_tensors(&opt, device)?,
+            },
+            &out.join("optimizer.safetensors"),
+        )?;
+        keep_up_to = Some(t.step);
+    }
+    crate::fs::create_dir_all(out)?;
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), keep_up_to)?;
+    let pb = crate::report::progress_bar(cfg.steps, &format!("distill {}", cfg.mode.as_str()));
+    pb.set_position(t.step);
+    let start = Instant::now();
+    let start_step = t.step;
+    let (mut loss_sum, mut acc_sum, mut n_avg) = (0.0, 0.0, 0.0);
+    let (mut last_loss, mut last_acc) = (f64::NAN, f64::NAN);
+    while t.step < cfg.steps {
+        let w = sampler.sample(cfg.batch, &mut t.rng);
+        let x = window_inputs(&w, &t.model.tokenizer)?;
+        let lr = cfg.schedule().value(t.step);
+        let (loss, acc, gnorm) = t.update(cfg, &x)?;
+        loss_sum += loss;
+        acc_sum += acc;
+        n_avg += 1.0;
+        pb.inc(1);
+        if t.step % cfg.log_interval.max(1) == 0 || t.step == cfg.steps {
+            last_loss = loss_sum / n_avg;
+            last_acc = acc_sum / n_avg;
+            let el = start.elapsed().as_secs_f64().max(1e-9);
+            let tokens_s =
+                ((t.step - start_step) as f64 * (cfg.batch * cfg.model.context) as f64) / el;
+            let mut v = BTreeMap::new();
+            v.insert("loss".into(), last_loss);
+            v.insert("accuracy".into(), last_acc);
+            v.insert("lr".into(), lr);
+            v.insert("grad_norm".into(), gnorm);
+            v.insert("tokens_per_second".into(), tokens_s);
+            metrics.log(t.step, "train", &v)?;
+            pb.set_message(format!("loss {last_loss:.3} acc {last_acc:.2}"));
+            (loss_sum, acc_sum, n_avg) = (0.0, 0.0, 0.0);
+        }
+        if cfg.checkpoint_interval > 0
+            && t.step % cfg.checkpoint_interval == 0
+            && t.step < cfg.steps
+        {
+            metrics.flush()?;
+            save(&t, &config, out)?;
+            metrics.reopen()?;
+        }
+    }
+    pb.finish_and_clear();
+    metrics.flush()?;
+    save(&t, &config, out)?;
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(DistillSummary {
+        out: out.to_path_buf(),
+        mode: cfg.mode,
+        steps: t.step,
+        final_loss: last_loss,
+        final_accuracy: last_acc,
+        tokens_per_second: ((t.step - start_step) as f64 * (cfg.batch * cfg.model.context) as f64)
+            / el,
+        num_params: t.store.num_params(),
+    })
+}

@@ -60,6 +60,9 @@ enum Command {
         episodes: usize,
         #[arg(long, value_enum, default_value_t = TaskSet::Test)]
         tasks: TaskSet,
+        /// In-context (AD/ED) policies: sample actions from softmax(logits / T); 0 = most likely.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
         /// Print one JSON object on the last line of stdout.
         #[arg(long)]
         json: bool,
@@ -296,15 +299,27 @@ fn cmd_envs(json: bool) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cmd_eval(
-    c: &Common,
-    env: Option<&str>,
-    policy: &str,
-    arch: Option<&str>,
+/// The flags of `eval` besides the common ones.
+struct EvalArgs<'a> {
+    env: Option<&'a str>,
+    policy: &'a str,
+    arch: Option<&'a str>,
     episodes: usize,
     tasks: TaskSet,
+    temperature: f64,
     json: bool,
-) -> Result<()> {
+}
+
+fn cmd_eval(c: &Common, a: EvalArgs<'_>) -> Result<()> {
+    let EvalArgs {
+        env,
+        policy,
+        arch,
+        episodes,
+        tasks,
+        temperature,
+        json,
+    } = a;
     let r = if arch.is_some() || reincarnate::reincarnation::is_state_dict(policy) {
         let env = env.context("--env is required with a state-dict --policy")?;
         let cfg = env_config(env, &c.overrides)?;
@@ -321,13 +336,14 @@ fn cmd_eval(
         let path = local_folder(policy, false)?;
         let data = reincarnate::checkpoint::load(&path)?;
         if reincarnate::ad::is_in_context(&data.config) {
-            let r = reincarnate::ad::curves::eval_in_context(
+            let r = reincarnate::ad::curves::eval_in_context_at(
                 &data,
                 env.map(|id| env_config(id, &c.overrides)).transpose()?,
                 tasks,
                 episodes,
                 c.seed,
                 &device,
+                temperature,
             )?;
             return print_eval(&r, json);
         }
@@ -802,15 +818,19 @@ fn main() {
                 arch,
                 episodes,
                 tasks,
+                temperature,
                 json,
             } => cmd_eval(
                 &cli.common,
-                env.as_deref(),
-                policy,
-                arch.as_deref(),
-                *episodes,
-                *tasks,
-                *json,
+                EvalArgs {
+                    env: env.as_deref(),
+                    policy,
+                    arch: arch.as_deref(),
+                    episodes: *episodes,
+                    tasks: *tasks,
+                    temperature: *temperature,
+                    json: *json,
+                },
             ),
             Command::Train {
                 env,

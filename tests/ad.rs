@@ -402,6 +402,31 @@ fn cli_distill_eval_and_bench() {
     assert_eq!(r["policy"], "ed");
     assert_eq!(r["returns_by_episode"].as_array().unwrap().len(), 3);
     assert!(r["optimal_return"].as_f64().unwrap() > 10.0);
+    // temperature 0 = most likely action: a deterministic policy, so two seeds agree
+    let greedy = |seed: &str| {
+        let out = run(&[
+            "eval",
+            "--policy",
+            c,
+            "--episodes",
+            "2",
+            "--temperature",
+            "0",
+            "--seed",
+            seed,
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        r["returns_by_episode"].clone()
+    };
+    assert_eq!(greedy("1"), greedy("2"));
+    let o = std::process::Command::new(exe)
+        .args(["eval", "--policy", c, "--temperature=-1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--temperature") && err.contains("-1"), "{err}");
     let out = run(&[
         "bench",
         "ad",

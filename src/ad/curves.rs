@@ -101,7 +101,26 @@ pub fn eval_in_context(
     seed: u64,
     device: &candle_core::Device,
 ) -> Result<EvalReport> {
+    eval_in_context_at(data, env, tasks, episodes, seed, device, 1.0)
+}
+
+/// [`eval_in_context`] sampling actions from softmax(logits / `temperature`); 0 takes the most
+/// likely action.
+pub fn eval_in_context_at(
+    data: &crate::checkpoint::CheckpointData,
+    env: Option<crate::envs::EnvConfig>,
+    tasks: crate::envs::TaskSet,
+    episodes: usize,
+    seed: u64,
+    device: &candle_core::Device,
+    temperature: f64,
+) -> Result<EvalReport> {
     use super::policy::InContextPolicy;
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Err(Error::Config(format!(
+            "temperature (--temperature): expected a finite number >= 0 (0 = most likely action), found {temperature}"
+        )));
+    }
     let trained = InContextPolicy::env_spec(data)?;
     let cfg = env.unwrap_or_else(|| trained.config.clone());
     let family = crate::envs::TaskFamily::new(&cfg)?;
@@ -116,5 +135,7 @@ pub fn eval_in_context(
         )));
     }
     let mut policy = InContextPolicy::from_checkpoint(data, device, seed)?;
+    policy.greedy = temperature == 0.0;
+    policy.temperature = temperature;
     crate::eval::evaluate(&family, tasks, episodes, seed, &mut policy)
 }

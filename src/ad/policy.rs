@@ -39,6 +39,10 @@ pub struct InContextPolicy {
     pub keep: usize,
     /// Take the most likely action instead of sampling (sampling is AD's default).
     pub greedy: bool,
+    /// Sampling temperature: actions are drawn from softmax(logits / temperature). 1 samples
+    /// the learned distribution (AD's evaluation); lower values exploit more of what the
+    /// context already shows.
+    pub temperature: f64,
     rng: Rng,
     n: usize,
     /// Token features of the window, one `n × F` block per step, oldest first.
@@ -57,6 +61,7 @@ impl InContextPolicy {
             _store: store,
             name,
             use_cache: true,
+            temperature: 1.0,
             keep: keep.max(1),
             greedy: false,
             rng: Rng::seed_from_u64(seed ^ 0xAD),
@@ -189,7 +194,7 @@ impl Policy for InContextPolicy {
             out[i] = if self.greedy {
                 argmax(row)
             } else {
-                sample(row, &mut self.rng)
+                sample(row, self.temperature, &mut self.rng)
             };
         }
         self.last_logits = logits;
@@ -216,10 +221,13 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Draws from softmax(row).
-fn sample(row: &[f32], rng: &mut Rng) -> usize {
+/// Draws from softmax(row / temperature).
+fn sample(row: &[f32], temperature: f64, rng: &mut Rng) -> usize {
     let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let p: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
+    let p: Vec<f64> = row
+        .iter()
+        .map(|&v| ((v - m) as f64 / temperature).exp())
+        .collect();
     let total: f64 = p.iter().sum();
     let mut u = rng.uniform() * total;
     for (i, &pi) in p.iter().enumerate() {

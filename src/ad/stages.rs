@@ -98,6 +98,13 @@ pub struct IclEvalStage {
     pub tasks: TaskSet,
     #[serde(default = "d_episodes")]
     pub episodes: usize,
+    /// Sampling temperature of the frozen model (1: its learned distribution; 0: most likely).
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+}
+
+fn d_temperature() -> f64 {
+    1.0
 }
 
 /// `kind = "icl_plot"`: the in-context learning curves of `icl_eval` stages and, optionally, the
@@ -177,14 +184,16 @@ pub fn run_icl_eval(
             s.name, s.policy
         )));
     }
-    let r = super::curves::eval_in_context(
+    let r = super::curves::eval_in_context_at(
         &ck,
         s.env.as_ref().map(|e| e.config()),
         s.tasks,
         s.episodes,
         seed,
         device,
-    )?;
+        s.temperature,
+    )
+    .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
     Ok(serde_json::to_value(r).unwrap_or_default())
 }
 

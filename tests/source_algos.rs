@@ -387,7 +387,7 @@ fn unknown_agent_keys_are_named_with_a_suggestion() {
         ("bandit", "ucb", "exploraton", "exploration"),
         ("bandit", "thompson", "prior_alfa", "prior_alpha"),
     ] {
-        let mut s = ppo_spec(env, 0, 10, 1);
+        let mut s = ppo_spec(&format!("{env:?}"), 0, 10, 1);
         s.algo = algo.into();
         s.agent.insert(key.into(), toml::Value::Float(0.1));
         let e = run_train(
@@ -405,7 +405,7 @@ fn unknown_agent_keys_are_named_with_a_suggestion() {
         );
     }
     // PPO refuses a continuous action space, naming the env
-    let mut s = ppo_spec("pendulum", 0, 10, 1);
+    let mut s = ppo_spec("\"pendulum\"", 0, 10, 1);
     s.train_loop.task = None;
     let e = run_train(
         &s,

@@ -457,6 +457,13 @@ pub trait SacHook {
         log_std: &Tensor,
         step: u64,
     ) -> Result<Option<(Tensor, Metrics)>>;
+    /// State to save for an exact resume, and its restore.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The SAC-family agent.
@@ -1198,6 +1205,7 @@ impl Agent for Sac {
                 "replay": replay_state,
                 "reward_scaler": self.reward_scaler,
                 "norm_metrics": self.norm_metrics,
+                "hook": self.hook.as_ref().map(|h| h.state()),
             }));
         }
         Ok(data)
@@ -1286,6 +1294,9 @@ impl Agent for Sac {
                     .map_err(|e| bad("reward_scaler", e))?;
                 self.norm_metrics = serde_json::from_value(agent["norm_metrics"].clone())
                     .map_err(|e| bad("norm_metrics", e))?;
+                if let (Some(hook), Some(state)) = (self.hook.as_mut(), agent.get("hook")) {
+                    hook.load_state(state)?;
+                }
             }
             _ => {
                 self.target_store.copy_from(&self.critic_store)?;

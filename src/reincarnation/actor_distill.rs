@@ -106,4 +106,22 @@ impl SacHook for ActorDistillHook {
         m.insert("distill_kl".into(), kl.to_scalar::<f32>()? as f64);
         Ok(Some(((kl * lambda)?, m)))
     }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "recent": self.recent, "episode_return": self.episode_return })
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        let bad = |f: &str| {
+            crate::Error::data(
+                "trainer_state.json",
+                format!("agent.hook.{f} is missing or malformed"),
+            )
+        };
+        self.recent = serde_json::from_value(state["recent"].clone()).map_err(|_| bad("recent"))?;
+        self.episode_return = state["episode_return"]
+            .as_f64()
+            .ok_or_else(|| bad("episode_return"))?;
+        Ok(())
+    }
 }

@@ -457,6 +457,11 @@ pub trait SacHook {
         log_std: &Tensor,
         step: u64,
     ) -> Result<Option<(Tensor, Metrics)>>;
+    /// Teacher transitions (actions in [−1, 1], see [`Sac::adopt_data`]) and the fraction of
+    /// each online batch drawn from them (rehearsal).
+    fn rehearsal(&self) -> Option<(&ReplayBuffer, f64)> {
+        None
+    }
     /// State to save for an exact resume, and its restore.
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -948,13 +953,35 @@ impl Sac {
     /// One gradient update: sample, (actor, temperature), critic, target — or critic first.
     fn gradient_step(&mut self, data: Option<&ReplayBuffer>) -> Result<Metrics> {
         let mut batch = std::mem::take(&mut self.batch);
-        data.unwrap_or(&self.replay).sample_into(
-            self.config.batch_size,
-            1,
-            self.gamma as f32,
-            &mut self.rng,
-            &mut batch,
-        );
+        let n = self.config.batch_size;
+        let rehearsal = match (data, self.hook.as_ref()) {
+            (None, Some(h)) => h.rehearsal(),
+            _ => None,
+        };
+        match rehearsal {
+            Some((teacher, fraction)) if !teacher.is_empty() => {
+                // the first rows from the teacher's data, the rest from the agent's replay
+                let k = ((n as f64 * fraction).round() as usize).min(n);
+                let mut own = Batch::default();
+                teacher.sample_into(k, 1, self.gamma as f32, &mut self.rng, &mut batch);
+                self.replay
+                    .sample_into(n - k, 1, self.gamma as f32, &mut self.rng, &mut own);
+                batch.size += own.size;
+                batch.obs.extend(own.obs);
+                batch.actions_continuous.extend(own.actions_continuous);
+                batch.returns.extend(own.returns);
+                batch.next_obs.extend(own.next_obs);
+                batch.discounts.extend(own.discounts);
+                batch.indices.extend(own.indices);
+            }
+            _ => data.unwrap_or(&self.replay).sample_into(
+                n,
+                1,
+                self.gamma as f32,
+                &mut self.rng,
+                &mut batch,
+            ),
+        }
         let p = self.prepare(&batch);
         self.batch = batch;
         let p = p?;

@@ -313,7 +313,8 @@ pub fn run_reincarnate(
                 family.spec().id(),
             )?;
         }
-        sac_online_hook = sac_methods::online_hook(spec, &teacher, &schedule);
+        sac_online_hook =
+            sac_methods::online_hook(sac, spec, &teacher, &schedule, data.as_deref())?;
     } else if let (true, Some(data)) = (offline_updates > 0, &data) {
         let hook: Box<dyn DqnHook> = match spec.method {
             Method::Qdagger => Box::new(qdagger::DistillHook::new(

@@ -11,10 +11,13 @@
 //!   critic and actor learn from the transitions alone), then plain online SAC.
 //! - `finetune`: the teacher's weights (and observation statistics) loaded into a student of the
 //!   same architecture, then plain online SAC ([`super::finetune`]).
+//! - `rehearsal`: plain online SAC with `rehearsal_fraction` of every batch drawn from the
+//!   teacher's data (actions mapped into [−1, 1], the observation/reward statistics fed with
+//!   the data first, as in the offline phase).
 //! - `tabula_rasa`: the same student, no teacher.
 //!
-//! `jsrl`, `rehearsal`, `dqfd` and `bc` are built for discrete-action students and are refused
-//! with an error naming the method and the student.
+//! `jsrl`, `dqfd` and `bc` are built for discrete-action students and are refused with an
+//! error naming the method and the student.
 
 use super::actor_distill::ActorDistillHook;
 use super::qdagger::NormalisedDecay;
@@ -35,12 +38,13 @@ pub fn check(spec: &ReincarnateSpec, teacher: &Teacher) -> Result<()> {
         | Method::Kickstart
         | Method::Pretrain
         | Method::Finetune
+        | Method::Rehearsal
         | Method::TabulaRasa => {}
         m => {
             return Err(Error::Config(format!(
                 "--method {}: not available for the SAC-family student `{}` (it is built for \
                  discrete-action DQN-family students); SAC-family methods: qdagger, kickstart, \
-                 pretrain, finetune, tabula_rasa",
+                 pretrain, rehearsal, finetune, tabula_rasa",
                 m.name(),
                 spec.student
             )))
@@ -101,18 +105,46 @@ pub fn offline_phase(
     Ok(())
 }
 
-/// The online phase's hook: decayed actor distillation for `qdagger` and `kickstart`.
+/// The online phase's hook: decayed actor distillation for `qdagger` and `kickstart`,
+/// teacher data in every batch for `rehearsal`.
 pub fn online_hook(
+    sac: &mut Sac,
     spec: &ReincarnateSpec,
     teacher: &Rc<Teacher>,
     schedule: &NormalisedDecay,
-) -> Option<Box<dyn SacHook>> {
-    match spec.method {
-        Method::Qdagger | Method::Kickstart => Some(Box::new(ActorDistillHook::new(
+    data: Option<&ReplayBuffer>,
+) -> Result<Option<Box<dyn SacHook>>> {
+    Ok(match (spec.method, data) {
+        (Method::Qdagger | Method::Kickstart, _) => Some(Box::new(ActorDistillHook::new(
             teacher.clone(),
             spec.method_config.distill_coef,
             Some(schedule.clone()),
         ))),
+        (Method::Rehearsal, Some(data)) => Some(Box::new(RehearsalHook {
+            data: sac.adopt_data(data)?,
+            fraction: spec.method_config.rehearsal_fraction,
+        })),
         _ => None,
+    })
+}
+
+/// Rehearsal's hook: the teacher's transitions, as the agent trains on them.
+struct RehearsalHook {
+    data: ReplayBuffer,
+    fraction: f64,
+}
+
+impl SacHook for RehearsalHook {
+    fn actor_loss(
+        &mut self,
+        _: &[f32],
+        _: &candle_core::Tensor,
+        _: &candle_core::Tensor,
+        _: u64,
+    ) -> Result<Option<(candle_core::Tensor, crate::agents::Metrics)>> {
+        Ok(None)
+    }
+    fn rehearsal(&self) -> Option<(&ReplayBuffer, f64)> {
+        Some((&self.data, self.fraction))
     }
 }

@@ -106,14 +106,16 @@ impl Method {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MethodConfig {
-    /// QDagger/kickstarting distillation coefficient (3.0 in the paper).
+    /// QDagger/kickstarting distillation coefficient (3.0 in the paper); for SAC-family
+    /// students the weight of the actor's Gaussian KL ([`actor_distill`]).
     pub distill_coef: f64,
-    /// Distillation temperature τ (0.1).
+    /// Distillation temperature τ (0.1; DQN-family students only).
     pub temperature: f64,
     /// Distillation is switched off after this many environment steps (default: half the
     /// budget). Also JSRL's roll-in decay period.
     pub decay_steps: Option<u64>,
-    /// Tie the learning rate to the distillation factor (QDagger), floored at `lr_floor`.
+    /// Tie the learning rate to the distillation factor (QDagger), floored at `lr_floor`
+    /// (DQN-family students; SAC-family students keep their configured schedules).
     pub tie_lr: bool,
     pub lr_floor: f64,
     /// Training episodes averaged into the student's return for λ_t.

@@ -137,7 +137,8 @@ enum Command {
         /// qdagger, kickstart, jsrl, rehearsal, pretrain, dqfd, bc, finetune, tabula_rasa.
         #[arg(long)]
         method: String,
-        /// Student algorithm: dqn, c51 (configure with --set agent.KEY=VALUE).
+        /// Student algorithm: dqn, c51 (any DQN-family teacher), sac, simbav2 (a SAC-family
+        /// teacher); configure with --set agent.KEY=VALUE.
         #[arg(long, default_value = "dqn")]
         student: String,
         #[arg(long)]

@@ -66,6 +66,11 @@ pub trait Agent {
     fn as_dqn_mut(&mut self) -> Option<&mut dqn::Dqn> {
         None
     }
+    /// The SAC-family agent behind this box, for the reincarnation methods that hook into its
+    /// update ([`sac::SacHook`]); `None` for other agents.
+    fn as_sac_mut(&mut self) -> Option<&mut sac::Sac> {
+        None
+    }
 }
 
 /// Rows in a flat batch of observations of `obs_dim` values each, or an error naming `algo`

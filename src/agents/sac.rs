@@ -435,6 +435,42 @@ fn weight_vars(store: &ParamStore) -> Vec<(String, Var)> {
         .collect()
 }
 
+/// What a reincarnation method ([`crate::reincarnation`]) adds to the SAC update, as
+/// [`super::dqn::DqnHook`] does for the DQN family: an extra term in the actor's loss on each
+/// sampled batch (actor distillation toward a Gaussian teacher) and a view of every stored
+/// step (the student's returns, for the distillation weight's schedule). Critic pretraining
+/// needs no hook: [`Sac::offline_step`] runs the ordinary update on batches of given data.
+/// A run without a hook behaves exactly as before.
+pub trait SacHook {
+    /// Sees every batched step the agent stores.
+    fn observe(&mut self, _exp: &Experience<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// An extra actor-loss term on the batch: `obs` are the batch's raw observations (as
+    /// stored, `(batch, obs_dim)` row-major, for a teacher that normalises its own inputs);
+    /// `mean` and `log_std` the student's pre-tanh Gaussian `(batch, actions)` with gradients.
+    /// `step` is the environment step of the update (0 in an offline phase).
+    fn actor_loss(
+        &mut self,
+        obs: &[f32],
+        mean: &Tensor,
+        log_std: &Tensor,
+        step: u64,
+    ) -> Result<Option<(Tensor, Metrics)>>;
+    /// Teacher transitions (actions in [−1, 1], see [`Sac::adopt_data`]) and the fraction of
+    /// each online batch drawn from them (rehearsal).
+    fn rehearsal(&self) -> Option<(&ReplayBuffer, f64)> {
+        None
+    }
+    /// State to save for an exact resume, and its restore.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn load_state(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The SAC-family agent.
 pub struct Sac {
     algorithm: String,
@@ -466,6 +502,9 @@ pub struct Sac {
     batch: Batch,
     /// The latest per-layer norms and effective learning rates (logged by `diagnostics`).
     norm_metrics: Metrics,
+    hook: Option<Box<dyn SacHook>>,
+    /// The environment step of the current update, for the hook.
+    hook_step: u64,
 }
 
 /// Diagnostics taken before an update: feature norms and every weight matrix's values.
@@ -476,6 +515,8 @@ struct Snapshot {
 
 /// A sampled batch as tensors, observations normalised and rewards scaled.
 pub struct Prepared {
+    /// The observations as stored, for a hook's teacher.
+    raw_obs: Vec<f32>,
     obs: Tensor,
     act: Tensor,
     next: Tensor,
@@ -586,6 +627,8 @@ impl Sac {
             updates: 0,
             batch: Batch::default(),
             norm_metrics: Metrics::new(),
+            hook: None,
+            hook_step: 0,
         })
     }
 
@@ -623,6 +666,62 @@ impl Sac {
             }
         }
         k
+    }
+
+    /// Installs (or with `None` removes) a reincarnation method's hook.
+    pub fn set_hook(&mut self, hook: Option<Box<dyn SacHook>>) {
+        self.hook = hook;
+    }
+
+    /// Teacher data as this agent trains on it: actions mapped from the environment's box
+    /// into [−1, 1] (datasets and rollouts store environment actions, the agent's replay the
+    /// normalised ones), and the observation normaliser and reward scaler fed with the data,
+    /// so that an offline phase sees the statistics an agent that had collected the data
+    /// would have. Errors name the data's action width when it is not this agent's.
+    pub fn adopt_data(&mut self, data: &ReplayBuffer) -> Result<ReplayBuffer> {
+        let (d, k) = (self.obs_dim, self.act_dim);
+        if data.obs_dim() != d {
+            return Err(Error::Config(format!(
+                "teacher data: observations have {} values, {} on `{}` expects {d}",
+                data.obs_dim(),
+                self.algorithm,
+                self.env.id()
+            )));
+        }
+        let mut out = ReplayBuffer::new(data.len().max(1), d, Some(k));
+        let mut unit = vec![0f32; k];
+        for (o, _, a, r, next, term, trunc) in data.iter_ordered() {
+            if a.len() != k {
+                return Err(Error::Config(format!(
+                    "teacher data: actions have {} continuous values, {} on `{}` expects {k}",
+                    a.len(),
+                    self.algorithm,
+                    self.env.id()
+                )));
+            }
+            for (j, u) in unit.iter_mut().enumerate() {
+                *u = ((a[j] - self.action_bias[j]) / self.action_scale[j]).clamp(-1.0, 1.0);
+            }
+            if let Some(n) = self.obs_norm.as_mut() {
+                n.update(o);
+            }
+            if let Some(s) = self.reward_scaler.as_mut() {
+                s.update(&[r], |_| term || trunc);
+            }
+            out.push(o, 0, &unit, r, next, term, trunc);
+        }
+        Ok(out)
+    }
+
+    /// One update on a batch of `data` (from [`Sac::adopt_data`]) instead of the agent's own
+    /// replay: the offline phase of reincarnation (critic TD updates, and the actor's update
+    /// with the hook's term).
+    pub fn offline_step(&mut self, data: &ReplayBuffer) -> Result<Metrics> {
+        if data.is_empty() {
+            return Err(Error::Config("teacher data holds no transitions".into()));
+        }
+        self.hook_step = 0;
+        self.gradient_step(Some(data))
     }
 
     pub fn alpha(&self) -> Result<f64> {
@@ -682,6 +781,7 @@ impl Sac {
             .map(|s| s.scale() as f32)
             .unwrap_or(1.0);
         Ok(Prepared {
+            raw_obs: b.obs.clone(),
             obs: self.obs_tensor(&b.obs)?,
             act: Tensor::from_slice(&b.actions_continuous, (n, self.act_dim), &self.device)?,
             next: self.obs_tensor(&b.next_obs)?,
@@ -782,6 +882,12 @@ impl Sac {
     /// Actor loss `E[α log π(a|s) − min_i Q_i(s, a)]` with `a ~ π(·|s)` reparameterised (the
     /// critics' weights detached), and the batch's log-probabilities (detached).
     pub fn actor_loss(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (loss, logp, _, _) = self.actor_loss_parts(obs)?;
+        Ok((loss, logp))
+    }
+
+    /// [`Sac::actor_loss`] and the Gaussian `(mean, log_std)` it sampled from (with gradients).
+    fn actor_loss_parts(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let alpha = self.alpha()?;
         let noise = self.noise(obs.dim(0)?)?;
         let (mean, log_std) = self.gaussian(obs, true)?;
@@ -793,11 +899,19 @@ impl Sac {
             .skip(1)
             .try_fold(qs[0].clone(), |m, q| m.minimum(q))?;
         let loss = (logp.affine(alpha, 0.0)? - q)?.mean_all()?;
-        Ok((loss, logp.detach()))
+        Ok((loss, logp.detach(), mean, log_std))
     }
 
     fn actor_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
-        let (loss, logp) = self.actor_loss(&p.obs)?;
+        let (mut loss, logp, mean, log_std) = self.actor_loss_parts(&p.obs)?;
+        if let Some(hook) = self.hook.as_mut() {
+            if let Some((extra, hm)) =
+                hook.actor_loss(&p.raw_obs, &mean, &log_std, self.hook_step)?
+            {
+                m.extend(hm);
+                loss = (loss + extra)?;
+            }
+        }
         let lv = self.check("actor loss", loss.to_scalar::<f32>()? as f64)?;
         let grads = loss.backward()?;
         let lr = self.config.actor_lr.value(self.updates);
@@ -837,15 +951,37 @@ impl Sac {
     }
 
     /// One gradient update: sample, (actor, temperature), critic, target — or critic first.
-    fn gradient_step(&mut self) -> Result<Metrics> {
+    fn gradient_step(&mut self, data: Option<&ReplayBuffer>) -> Result<Metrics> {
         let mut batch = std::mem::take(&mut self.batch);
-        self.replay.sample_into(
-            self.config.batch_size,
-            1,
-            self.gamma as f32,
-            &mut self.rng,
-            &mut batch,
-        );
+        let n = self.config.batch_size;
+        let rehearsal = match (data, self.hook.as_ref()) {
+            (None, Some(h)) => h.rehearsal(),
+            _ => None,
+        };
+        match rehearsal {
+            Some((teacher, fraction)) if !teacher.is_empty() => {
+                // the first rows from the teacher's data, the rest from the agent's replay
+                let k = ((n as f64 * fraction).round() as usize).min(n);
+                let mut own = Batch::default();
+                teacher.sample_into(k, 1, self.gamma as f32, &mut self.rng, &mut batch);
+                self.replay
+                    .sample_into(n - k, 1, self.gamma as f32, &mut self.rng, &mut own);
+                batch.size += own.size;
+                batch.obs.extend(own.obs);
+                batch.actions_continuous.extend(own.actions_continuous);
+                batch.returns.extend(own.returns);
+                batch.next_obs.extend(own.next_obs);
+                batch.discounts.extend(own.discounts);
+                batch.indices.extend(own.indices);
+            }
+            _ => data.unwrap_or(&self.replay).sample_into(
+                n,
+                1,
+                self.gamma as f32,
+                &mut self.rng,
+                &mut batch,
+            ),
+        }
         let p = self.prepare(&batch);
         self.batch = batch;
         let p = p?;
@@ -1022,6 +1158,9 @@ impl Agent for Sac {
         if let Some(s) = self.reward_scaler.as_mut() {
             s.update(exp.rewards, |i| exp.terminated[i] || exp.truncated[i]);
         }
+        if let Some(hook) = self.hook.as_mut() {
+            hook.observe(exp)?;
+        }
         Ok(())
     }
 
@@ -1029,15 +1168,20 @@ impl Agent for Sac {
         if step < self.config.learning_starts || self.replay.is_empty() {
             return Ok(None);
         }
+        self.hook_step = step;
         let mut m = None;
         for _ in 0..self.config.utd {
-            m = Some(self.gradient_step()?);
+            m = Some(self.gradient_step(None)?);
         }
         Ok(m)
     }
 
     fn diagnostics(&self) -> Result<Metrics> {
         Ok(self.norm_metrics.clone())
+    }
+
+    fn as_sac_mut(&mut self) -> Option<&mut Sac> {
+        Some(self)
     }
 
     /// The pre-tanh Gaussian's mean and log-std in the normalised action space [−1, 1]
@@ -1088,6 +1232,7 @@ impl Agent for Sac {
                 "replay": replay_state,
                 "reward_scaler": self.reward_scaler,
                 "norm_metrics": self.norm_metrics,
+                "hook": self.hook.as_ref().map(|h| h.state()),
             }));
         }
         Ok(data)
@@ -1176,6 +1321,9 @@ impl Agent for Sac {
                     .map_err(|e| bad("reward_scaler", e))?;
                 self.norm_metrics = serde_json::from_value(agent["norm_metrics"].clone())
                     .map_err(|e| bad("norm_metrics", e))?;
+                if let (Some(hook), Some(state)) = (self.hook.as_mut(), agent.get("hook")) {
+                    hook.load_state(state)?;
+                }
             }
             _ => {
                 self.target_store.copy_from(&self.critic_store)?;

@@ -11,10 +11,11 @@
 //!
 //! Methods (one file each): [`qdagger`], [`kickstart`], [`jsrl`], [`rehearsal`], [`pretrain`],
 //! [`dqfd`], [`bc`], [`finetune`], and `tabula_rasa` (the same student, no teacher) as the
-//! baseline. Students are the DQN family (any config: DQN, C51, spectral norm, other bodies).
-//! The SAC family (actor distillation toward a Gaussian teacher, critic pretraining) will plug
-//! in beside these once SAC agents exist; the teacher interface already carries policy outputs.
+//! baseline. Students are the DQN family (any config: DQN, C51, spectral norm, other bodies)
+//! or the SAC family (`sac`, `simbav2`, any sizes) with a SAC-family teacher, through the
+//! agent's [`SacHook`] (see [`sac_methods`] for which methods apply and what they mean there).
 
+pub mod actor_distill;
 pub mod bc;
 pub mod dqfd;
 pub mod finetune;
@@ -23,10 +24,12 @@ pub mod kickstart;
 pub mod pretrain;
 pub mod qdagger;
 pub mod rehearsal;
+pub mod sac_methods;
 pub mod stage;
 pub mod teacher;
 
 use crate::agents::dqn::DqnHook;
+use crate::agents::sac::SacHook;
 use crate::envs::{EnvRef, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::evaluate_tasks;
@@ -103,14 +106,16 @@ impl Method {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MethodConfig {
-    /// QDagger/kickstarting distillation coefficient (3.0 in the paper).
+    /// QDagger/kickstarting distillation coefficient (3.0 in the paper); for SAC-family
+    /// students the weight of the actor's Gaussian KL ([`actor_distill`]).
     pub distill_coef: f64,
-    /// Distillation temperature τ (0.1).
+    /// Distillation temperature τ (0.1; DQN-family students only).
     pub temperature: f64,
     /// Distillation is switched off after this many environment steps (default: half the
     /// budget). Also JSRL's roll-in decay period.
     pub decay_steps: Option<u64>,
-    /// Tie the learning rate to the distillation factor (QDagger), floored at `lr_floor`.
+    /// Tie the learning rate to the distillation factor (QDagger), floored at `lr_floor`
+    /// (DQN-family students; SAC-family students keep their configured schedules).
     pub tie_lr: bool,
     pub lr_floor: f64,
     /// Training episodes averaged into the student's return for λ_t.
@@ -256,16 +261,20 @@ pub fn run_reincarnate(
     }
     let mut student =
         crate::agents::build(&spec.student, &spec.agent, family.spec(), device, seed)?;
-    let dqn_cfg = student
-        .as_dqn_mut()
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "student `{}`: the reincarnation methods here train DQN-family students (dqn, c51); SAC-family methods are not built yet",
-                spec.student
-            ))
-        })?
-        .config()
-        .clone();
+    // Gradient updates the online phase makes (the default length of an offline phase).
+    let online_updates = if let Some(sac) = student.as_sac_mut() {
+        sac_methods::check(spec, &teacher)?;
+        let c = sac.config();
+        steps.saturating_sub(c.learning_starts) * c.utd as u64
+    } else if let Some(dqn) = student.as_dqn_mut() {
+        let c = dqn.config();
+        steps.saturating_sub(c.learning_starts) / c.train_frequency * c.gradient_steps as u64
+    } else {
+        return Err(Error::Config(format!(
+            "student `{}`: the reincarnation methods train DQN-family (dqn, c51) or SAC-family (sac, simbav2) students",
+            spec.student
+        )));
+    };
     crate::fs::create_dir_all(out)?;
 
     // Teacher data.
@@ -279,8 +288,6 @@ pub fn run_reincarnate(
     let n_data = data.as_ref().map_or(0, |d| d.len());
 
     // Offline phase.
-    let online_updates = steps.saturating_sub(dqn_cfg.learning_starts) / dqn_cfg.train_frequency
-        * dqn_cfg.gradient_steps as u64;
     let offline_updates = if spec.method.has_offline_phase() {
         mc.offline_updates.unwrap_or(online_updates)
     } else {
@@ -295,7 +302,22 @@ pub fn run_reincarnate(
         tie_lr: mc.tie_lr,
         lr_floor: mc.lr_floor,
     };
-    if let (true, Some(data)) = (offline_updates > 0, &data) {
+    let mut sac_online_hook: Option<Box<dyn SacHook>> = None;
+    if let Some(sac) = student.as_sac_mut() {
+        if let (true, Some(data)) = (offline_updates > 0, &data) {
+            sac_methods::offline_phase(
+                sac,
+                spec,
+                &teacher,
+                data,
+                offline_updates,
+                out,
+                family.spec().id(),
+            )?;
+        }
+        sac_online_hook =
+            sac_methods::online_hook(sac, spec, &teacher, &schedule, data.as_deref())?;
+    } else if let (true, Some(data)) = (offline_updates > 0, &data) {
         let hook: Box<dyn DqnHook> = match spec.method {
             Method::Qdagger => Box::new(qdagger::DistillHook::new(
                 teacher.clone(),
@@ -402,6 +424,9 @@ pub fn run_reincarnate(
     if let Some(dqn) = student.as_dqn_mut() {
         dqn.set_hook(online_hook);
     }
+    if let Some(sac) = student.as_sac_mut() {
+        sac.set_hook(sac_online_hook);
+    }
     let summary = crate::train::train(student.as_mut(), &env_cfg, &loop_cfg, seed, out, false)?;
     let mut curve = vec![(0.0, start_eval)];
     curve.extend(read_series(&out.join("metrics.jsonl"), "eval", "return")?);
@@ -488,7 +513,11 @@ fn teacher_data(
                 "the teacher dataset holds no transitions",
             ));
         }
-        let mut replay = crate::replay::ReplayBuffer::new(rows, d, None);
+        let act_dim = match &family.spec().action_space {
+            crate::envs::Space::Box { shape, .. } => Some(shape.iter().product()),
+            crate::envs::Space::Discrete { .. } => None,
+        };
+        let mut replay = crate::replay::ReplayBuffer::new(rows, d, act_dim);
         crate::replay::dataset::load(&mut replay, folder)?;
         return Ok(replay);
     }

@@ -42,6 +42,26 @@ pub struct NormalisedDecay {
     pub lr_floor: f64,
 }
 
+impl NormalisedDecay {
+    /// The teacher-normalised score of the mean of `recent` returns (0 with none yet).
+    pub fn score(&self, recent: &VecDeque<f64>) -> f64 {
+        if recent.is_empty() {
+            return 0.0;
+        }
+        let g = recent.iter().sum::<f64>() / recent.len() as f64;
+        (g - self.random_return) / (self.teacher_return - self.random_return)
+    }
+
+    /// `λ_t = coef · max(1 − score, 0)`, 0 from `decay_steps` on.
+    pub fn lambda(&self, coef: f64, recent: &VecDeque<f64>, step: u64) -> f64 {
+        if step >= self.decay_steps {
+            0.0
+        } else {
+            coef * (1.0 - self.score(recent)).max(0.0)
+        }
+    }
+}
+
 /// The distillation term as a [`DqnHook`] (QDagger and kickstarting).
 pub struct DistillHook {
     teacher: Rc<Teacher>,
@@ -74,18 +94,13 @@ impl DistillHook {
 
     /// The student's recent return and teacher-normalised score.
     fn student_score(&self, s: &NormalisedDecay) -> f64 {
-        if self.recent.is_empty() {
-            return 0.0;
-        }
-        let g = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
-        (g - s.random_return) / (s.teacher_return - s.random_return)
+        s.score(&self.recent)
     }
 
     fn update_lambda(&mut self, step: u64) {
         self.lambda = match &self.schedule {
             None => self.coef,
-            Some(s) if step >= s.decay_steps => 0.0,
-            Some(s) => self.coef * (1.0 - self.student_score(s)).max(0.0),
+            Some(s) => s.lambda(self.coef, &self.recent, step),
         };
     }
 }

@@ -20,9 +20,11 @@
 //! fine-tunes like any platform checkpoint. Every mismatch with the environment is an error
 //! naming the tensor, the expected and the found shape, and which space disagrees.
 //!
-//! Continuous teachers (SAC, for SimbaV2 students) will expose the Gaussian mean/log-std of
-//! their policy through the same [`crate::agents::PolicyOutput`]; the DQN-family methods here
-//! use Q-values or action probabilities.
+//! Continuous teachers (a SAC or SimbaV2 checkpoint folder, or `hf://` to one) expose the
+//! pre-tanh Gaussian of their policy through the same [`crate::agents::PolicyOutput`]
+//! ([`Teacher::gaussian`]); they act greedily as `tanh(mean)` mapped onto the environment's
+//! action box, and roll out by sampling their Gaussian. The DQN-family methods use Q-values or
+//! action probabilities and refuse a continuous teacher with a named error.
 
 use crate::agents::{Agent, PolicyOutput};
 use crate::checkpoint::{tensor_to_raw, CheckpointData};
@@ -109,7 +111,10 @@ impl std::fmt::Display for Arch {
 pub struct Teacher {
     pub agent: Box<dyn Agent>,
     pub source: String,
+    /// Discrete actions: their number; continuous: the action box's width.
     n_actions: usize,
+    /// Continuous actions: the box's per-dimension `(scale, bias)` from [−1, 1].
+    action_box: Option<Vec<(f32, f32)>>,
 }
 
 impl Teacher {
@@ -132,24 +137,77 @@ impl Teacher {
             }
             load_checkpoint_teacher(&path, env, device)?
         };
-        let n_actions = match &env.action_space {
-            Space::Discrete { n } => *n,
-            other => {
-                return Err(Error::Config(format!(
-                    "teacher {src}: the DQN-family methods need discrete actions, `{}` has {other}",
-                    env.id()
-                )))
+        let (n_actions, action_box) = match &env.action_space {
+            Space::Discrete { n } => (*n, None),
+            Space::Box { shape, low, high } => {
+                let k: usize = shape.iter().product();
+                let b = (0..k)
+                    .map(|i| {
+                        let (lo, hi) = (low.get(i), high.get(i));
+                        ((hi - lo) / 2.0, (hi + lo) / 2.0)
+                    })
+                    .collect();
+                (k, Some(b))
             }
         };
         Ok(Self {
             agent,
             source: src.to_string(),
             n_actions,
+            action_box,
         })
     }
 
     pub fn n_actions(&self) -> usize {
         self.n_actions
+    }
+
+    /// Whether the teacher acts in a continuous action box (a SAC-family policy).
+    pub fn is_continuous(&self) -> bool {
+        self.action_box.is_some()
+    }
+
+    /// The teacher's pre-tanh Gaussian `(mean, log_std)`, `(batch, actions)` each, in the
+    /// normalised action space [−1, 1]; an error for a Q-value or probability teacher.
+    pub fn gaussian(&self, obs: &[f32], device: &Device) -> Result<(Tensor, Tensor)> {
+        match self.output(obs)? {
+            PolicyOutput::GaussianMeanLogStd { mean, log_std } => {
+                let rows = mean.len() / self.n_actions.max(1);
+                Ok((
+                    Tensor::from_vec(mean, (rows, self.n_actions), device)?,
+                    Tensor::from_vec(log_std, (rows, self.n_actions), device)?,
+                ))
+            }
+            _ => Err(Error::Config(format!(
+                "teacher {}: actor distillation for a SAC-family student needs a Gaussian \
+                 (SAC/SimbaV2) teacher, found one with Q-values or action probabilities",
+                self.source
+            ))),
+        }
+    }
+
+    /// Greedy continuous actions `tanh(mean)` mapped onto the environment's box.
+    fn greedy_continuous(&self, obs: &[f32], out: &mut [f32]) -> Result<()> {
+        let (mean, _) = self.gaussian(obs, &Device::Cpu)?;
+        let unit: Vec<f32> = mean.tanh()?.flatten_all()?.to_vec1()?;
+        self.to_env_actions(&unit, out)
+    }
+
+    fn to_env_actions(&self, unit: &[f32], out: &mut [f32]) -> Result<()> {
+        let b = self.action_box.as_ref().ok_or_else(continuous_teacher)?;
+        if unit.len() != out.len() {
+            return Err(Error::Env(format!(
+                "teacher {}: {} action values for a buffer of {}",
+                self.source,
+                unit.len(),
+                out.len()
+            )));
+        }
+        for (i, (o, u)) in out.iter_mut().zip(unit).enumerate() {
+            let (s, c) = b[i % b.len()];
+            *o = u * s + c;
+        }
+        Ok(())
     }
 
     /// The teacher's Q-values or action probabilities for a batch of observations.
@@ -208,6 +266,9 @@ impl Teacher {
         epsilon: f64,
         seed: u64,
     ) -> Result<ReplayBuffer> {
+        if self.is_continuous() {
+            return self.rollout_continuous(family, task, steps, epsilon, seed);
+        }
         let spec = family.spec();
         let d = spec.obs_dim();
         let mut replay = ReplayBuffer::new(steps.max(1), d, None);
@@ -240,6 +301,60 @@ impl Teacher {
         bar.finish_and_clear();
         Ok(replay)
     }
+
+    /// [`Teacher::rollout`] for a Gaussian teacher: each action is sampled from the teacher's
+    /// tanh-Gaussian (its own exploration, as its replay held), or with probability `epsilon`
+    /// uniform in the box. Actions are stored as the environment receives them.
+    fn rollout_continuous(
+        &self,
+        family: &TaskFamily,
+        task: usize,
+        steps: usize,
+        epsilon: f64,
+        seed: u64,
+    ) -> Result<ReplayBuffer> {
+        let d = family.spec().obs_dim();
+        let k = self.n_actions;
+        let mut replay = ReplayBuffer::new(steps.max(1), d, Some(k));
+        let mut venv = crate::envs::VecEnv::new(family, &[task], seed)?;
+        venv.reset();
+        let mut rng = crate::rng::Rng::seed_from_u64(crate::rng::derive_seed(seed, 0x7EAC));
+        let mut obs = venv.obs().to_vec();
+        let mut action = vec![0f32; k];
+        let bar = crate::report::progress_bar(steps as u64, "teacher rollout");
+        for i in 0..steps {
+            let unit: Vec<f32> = if rng.uniform() < epsilon {
+                (0..k)
+                    .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                    .collect()
+            } else {
+                let (mean, log_std) = self.gaussian(&obs, &Device::Cpu)?;
+                let m: Vec<f32> = mean.flatten_all()?.to_vec1()?;
+                let s: Vec<f32> = log_std.flatten_all()?.to_vec1()?;
+                m.iter()
+                    .zip(&s)
+                    .map(|(m, s)| (m + s.exp() * rng.normal() as f32).tanh())
+                    .collect()
+            };
+            self.to_env_actions(&unit, &mut action)?;
+            venv.step(crate::envs::vec_env::ActionBatch::Continuous(&action))?;
+            replay.push(
+                &obs,
+                0,
+                &action,
+                venv.rewards()[0],
+                venv.next_obs(),
+                venv.terminated()[0],
+                venv.truncated()[0],
+            );
+            obs.copy_from_slice(venv.obs());
+            if i % 1000 == 0 {
+                bar.set_position(i as u64);
+            }
+        }
+        bar.finish_and_clear();
+        Ok(replay)
+    }
 }
 
 /// The teacher acting greedily, as a [`Policy`] (evaluation, teacher-normalised scores).
@@ -250,13 +365,13 @@ impl Policy for TeacherPolicy<'_> {
         format!("teacher {}", self.0.source)
     }
     fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
-        let ActionBuf::Discrete(out) = actions else {
-            return Err(Error::Env(
-                "a Q-value teacher acts with discrete actions".into(),
-            ));
-        };
-        out.copy_from_slice(&self.0.greedy(obs)?);
-        Ok(())
+        match actions {
+            ActionBuf::Discrete(out) => {
+                out.copy_from_slice(&self.0.greedy(obs)?);
+                Ok(())
+            }
+            ActionBuf::Continuous(out) => self.0.greedy_continuous(obs, out),
+        }
     }
 }
 

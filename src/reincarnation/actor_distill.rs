@@ -20,13 +20,12 @@
 //!   phase, then decayed by the student's teacher-normalised training return and 0 after
 //!   `decay_steps`. The temperature τ and the learning-rate tie of the DQN methods do not apply.
 
-use super::qdagger::NormalisedDecay;
+use super::qdagger::{NormalisedDecay, StudentReturns};
 use super::teacher::Teacher;
 use crate::agents::sac::SacHook;
 use crate::agents::{Experience, Metrics};
 use crate::error::Result;
 use candle_core::{Tensor, D};
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// `KL(N(μ_p, σ_p²) ‖ N(μ_q, σ_q²))` for diagonal Gaussians given as `(batch, actions)` means
@@ -52,8 +51,7 @@ pub struct ActorDistillHook {
     coef: f64,
     /// `None`: constant λ = `coef` (the offline phase).
     schedule: Option<NormalisedDecay>,
-    recent: VecDeque<f64>,
-    episode_return: f64,
+    returns: StudentReturns,
 }
 
 impl ActorDistillHook {
@@ -62,24 +60,15 @@ impl ActorDistillHook {
             teacher,
             coef,
             schedule,
-            recent: VecDeque::new(),
-            episode_return: 0.0,
+            returns: StudentReturns::default(),
         }
     }
 }
 
 impl SacHook for ActorDistillHook {
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
-        // The loop trains on one environment; sum its rewards into episode returns.
-        self.episode_return += exp.rewards[0] as f64;
-        if exp.terminated[0] || exp.truncated[0] {
-            self.recent.push_back(self.episode_return);
-            self.episode_return = 0.0;
-            let w = self.schedule.as_ref().map_or(1, |s| s.return_window.max(1));
-            while self.recent.len() > w {
-                self.recent.pop_front();
-            }
-        }
+        let window = self.schedule.as_ref().map_or(1, |s| s.return_window);
+        self.returns.observe(exp, window);
         Ok(())
     }
 
@@ -92,11 +81,14 @@ impl SacHook for ActorDistillHook {
     ) -> Result<Option<(Tensor, Metrics)>> {
         let lambda = match &self.schedule {
             None => self.coef,
-            Some(s) => s.lambda(self.coef, &self.recent, step),
+            Some(s) => s.lambda(self.coef, self.returns.recent(), step),
         };
         let mut m = Metrics::from([("distill_lambda".to_string(), lambda)]);
         if let Some(s) = &self.schedule {
-            m.insert("student_normalised_return".into(), s.score(&self.recent));
+            m.insert(
+                "student_normalised_return".into(),
+                s.score(self.returns.recent()),
+            );
         }
         if lambda == 0.0 {
             return Ok(None);
@@ -108,20 +100,10 @@ impl SacHook for ActorDistillHook {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::json!({ "recent": self.recent, "episode_return": self.episode_return })
+        serde_json::Value::Object(self.returns.state_fields())
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        let bad = |f: &str| {
-            crate::Error::data(
-                "trainer_state.json",
-                format!("agent.hook.{f} is missing or malformed"),
-            )
-        };
-        self.recent = serde_json::from_value(state["recent"].clone()).map_err(|_| bad("recent"))?;
-        self.episode_return = state["episode_return"]
-            .as_f64()
-            .ok_or_else(|| bad("episode_return"))?;
-        Ok(())
+        self.returns.load_state(state)
     }
 }

@@ -62,6 +62,64 @@ impl NormalisedDecay {
     }
 }
 
+/// The student's recent training-episode returns, for [`NormalisedDecay`]. Shared by the DQN
+/// and SAC distillation hooks; saved in their hook state as `recent` and `episode_return`.
+#[derive(Clone, Debug, Default)]
+pub struct StudentReturns {
+    recent: VecDeque<f64>,
+    episode_return: f64,
+}
+
+impl StudentReturns {
+    /// Adds a batched step of the (single-environment) training loop, keeping the last
+    /// `window` finished episodes.
+    pub fn observe(&mut self, exp: &Experience<'_>, window: usize) {
+        self.episode_return += exp.rewards[0] as f64;
+        if exp.terminated[0] || exp.truncated[0] {
+            self.recent.push_back(self.episode_return);
+            self.episode_return = 0.0;
+            while self.recent.len() > window.max(1) {
+                self.recent.pop_front();
+            }
+        }
+    }
+
+    pub fn recent(&self) -> &VecDeque<f64> {
+        &self.recent
+    }
+
+    /// The hook-state fields `recent` and `episode_return`.
+    pub fn state_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("recent".into(), serde_json::json!(self.recent));
+        m.insert(
+            "episode_return".into(),
+            serde_json::json!(self.episode_return),
+        );
+        m
+    }
+
+    /// Restores what [`state_fields`](Self::state_fields) wrote into a hook state.
+    pub fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        let recent = serde_json::from_value(state["recent"].clone())
+            .map_err(|_| hook_state_error("recent"))?;
+        let episode_return = state["episode_return"]
+            .as_f64()
+            .ok_or_else(|| hook_state_error("episode_return"))?;
+        self.recent = recent;
+        self.episode_return = episode_return;
+        Ok(())
+    }
+}
+
+/// A hook-state field of `trainer_state.json` that is missing or malformed.
+pub fn hook_state_error(field: &str) -> crate::Error {
+    crate::Error::data(
+        "trainer_state.json",
+        format!("agent.hook.{field} is missing or malformed"),
+    )
+}
+
 /// The distillation term as a [`DqnHook`] (QDagger and kickstarting).
 pub struct DistillHook {
     teacher: Rc<Teacher>,
@@ -69,8 +127,7 @@ pub struct DistillHook {
     tau: f64,
     /// `None`: constant λ = `coef` (the offline phase).
     schedule: Option<NormalisedDecay>,
-    recent: VecDeque<f64>,
-    episode_return: f64,
+    returns: StudentReturns,
     lambda: f64,
 }
 
@@ -86,37 +143,28 @@ impl DistillHook {
             coef,
             tau,
             schedule,
-            recent: VecDeque::new(),
-            episode_return: 0.0,
+            returns: StudentReturns::default(),
             lambda: coef,
         }
     }
 
     /// The student's recent return and teacher-normalised score.
     fn student_score(&self, s: &NormalisedDecay) -> f64 {
-        s.score(&self.recent)
+        s.score(self.returns.recent())
     }
 
     fn update_lambda(&mut self, step: u64) {
         self.lambda = match &self.schedule {
             None => self.coef,
-            Some(s) => s.lambda(self.coef, &self.recent, step),
+            Some(s) => s.lambda(self.coef, self.returns.recent(), step),
         };
     }
 }
 
 impl DqnHook for DistillHook {
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
-        // The loop trains on one environment; sum its rewards into episode returns.
-        self.episode_return += exp.rewards[0] as f64;
-        if exp.terminated[0] || exp.truncated[0] {
-            self.recent.push_back(self.episode_return);
-            self.episode_return = 0.0;
-            let w = self.schedule.as_ref().map_or(1, |s| s.return_window.max(1));
-            while self.recent.len() > w {
-                self.recent.pop_front();
-            }
-        }
+        let window = self.schedule.as_ref().map_or(1, |s| s.return_window);
+        self.returns.observe(exp, window);
         Ok(())
     }
 
@@ -158,26 +206,16 @@ impl DqnHook for DistillHook {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::json!({
-            "recent": self.recent,
-            "episode_return": self.episode_return,
-            "lambda": self.lambda,
-        })
+        let mut m = self.returns.state_fields();
+        m.insert("lambda".into(), serde_json::json!(self.lambda));
+        serde_json::Value::Object(m)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        let bad = |f: &str| {
-            crate::Error::data(
-                "trainer_state.json",
-                format!("agent.hook.{f} is missing or malformed"),
-            )
-        };
-        self.recent = serde_json::from_value(state["recent"].clone()).map_err(|_| bad("recent"))?;
-        self.episode_return = state["episode_return"]
+        self.lambda = state["lambda"]
             .as_f64()
-            .ok_or_else(|| bad("episode_return"))?;
-        self.lambda = state["lambda"].as_f64().ok_or_else(|| bad("lambda"))?;
-        Ok(())
+            .ok_or_else(|| hook_state_error("lambda"))?;
+        self.returns.load_state(state)
     }
 }
 

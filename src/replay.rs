@@ -36,6 +36,23 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
+impl Batch {
+    /// Appends `other`'s rows after this batch's (e.g. the agent's own rows after teacher rows
+    /// in rehearsal).
+    pub fn append(&mut self, other: &Batch) {
+        self.size += other.size;
+        self.obs.extend_from_slice(&other.obs);
+        self.actions_discrete
+            .extend_from_slice(&other.actions_discrete);
+        self.actions_continuous
+            .extend_from_slice(&other.actions_continuous);
+        self.returns.extend_from_slice(&other.returns);
+        self.next_obs.extend_from_slice(&other.next_obs);
+        self.discounts.extend_from_slice(&other.discounts);
+        self.indices.extend_from_slice(&other.indices);
+    }
+}
+
 pub struct ReplayBuffer {
     capacity: usize,
     obs_dim: usize,

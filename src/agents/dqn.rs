@@ -439,15 +439,7 @@ impl Dqn {
                     let own = &mut self.own_batch;
                     self.replay
                         .sample_into(bs - k, n, gamma, &mut self.rng, own);
-                    batch.size += own.size;
-                    batch.obs.extend_from_slice(&own.obs);
-                    batch
-                        .actions_discrete
-                        .extend_from_slice(&own.actions_discrete);
-                    batch.returns.extend_from_slice(&own.returns);
-                    batch.next_obs.extend_from_slice(&own.next_obs);
-                    batch.discounts.extend_from_slice(&own.discounts);
-                    batch.indices.extend_from_slice(&own.indices);
+                    batch.append(own);
                 }
                 k
             }

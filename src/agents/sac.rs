@@ -966,13 +966,7 @@ impl Sac {
                 teacher.sample_into(k, 1, self.gamma as f32, &mut self.rng, &mut batch);
                 self.replay
                     .sample_into(n - k, 1, self.gamma as f32, &mut self.rng, &mut own);
-                batch.size += own.size;
-                batch.obs.extend(own.obs);
-                batch.actions_continuous.extend(own.actions_continuous);
-                batch.returns.extend(own.returns);
-                batch.next_obs.extend(own.next_obs);
-                batch.discounts.extend(own.discounts);
-                batch.indices.extend(own.indices);
+                batch.append(&own);
             }
             _ => data.unwrap_or(&self.replay).sample_into(
                 n,

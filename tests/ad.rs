@@ -5,7 +5,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use reincarnate::ad::model::{action_loss, layer_norm};
 use reincarnate::ad::{
     distill, Activation, DistillConfig, Gpt, GptConfig, InContextPolicy, Mode, Positions, TokenSpec,
@@ -131,44 +131,15 @@ fn layer_norm_gradient_matches_finite_differences() {
     let vals = [draw(n * d), draw(d), draw(d)];
     let shapes: [&[usize]; 3] = [&[n, d], &[d], &[d]];
     let r = Tensor::from_vec(draw(n * d), (n, d), &dev).unwrap();
-    let loss = |t: &[Tensor]| -> Tensor {
-        let y = layer_norm(&t[0], &t[1], &t[2]).unwrap();
-        (y.tanh().unwrap() * &r).unwrap().sum_all().unwrap()
-    };
-    let vars: Vec<Var> = (0..3)
-        .map(|i| Var::from_vec(vals[i].clone(), shapes[i], &dev).unwrap())
-        .collect();
-    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let grads = loss(&ts).backward().unwrap();
-    for k in 0..3 {
-        let g: Vec<f64> = grads
-            .get(&ts[k])
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for i in 0..vals[k].len() {
-            let eval = |delta: f64| {
-                let t: Vec<Tensor> = (0..3)
-                    .map(|j| {
-                        let mut v = vals[j].clone();
-                        if j == k {
-                            v[i] += delta;
-                        }
-                        Tensor::from_vec(v, shapes[j], &dev).unwrap()
-                    })
-                    .collect();
-                loss(&t).to_scalar::<f64>().unwrap()
-            };
-            let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
-            assert!(
-                (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
-                "tensor {k} [{i}]: finite difference {fd}, backprop {}",
-                g[i]
-            );
-        }
-    }
+    let inputs: Vec<(Vec<f64>, &[usize])> = vals.into_iter().zip(shapes).collect();
+    let bad = reincarnate::nn::grad_check::gradient_mismatches(
+        &inputs,
+        |t| (layer_norm(&t[0], &t[1], &t[2])?.tanh()? * &r)?.sum_all(),
+        1e-6,
+        &dev,
+    )
+    .unwrap();
+    assert!(bad.is_empty(), "{bad:#?}");
 }
 
 /// The training loss reaches every parameter (a fused kernel without backward would cut some),

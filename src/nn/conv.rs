@@ -226,43 +226,14 @@ mod tests {
         // padding 1 so the border taps are checked too
         let vals: Vec<Vec<f64>> = shapes.iter().map(|s| draw(s.iter().product())).collect();
         let r = Tensor::from_vec(draw(2 * 3 * 5 * 4), (2, 3, 5, 4), &dev).unwrap();
-        let loss = |t: &[Tensor]| -> Tensor {
-            let y = conv2d(&t[0], &t[1], Some(&t[2]), 1, 1).unwrap();
-            (y.tanh().unwrap() * &r).unwrap().sum_all().unwrap()
-        };
-        let vars: Vec<Var> = (0..3)
-            .map(|i| Var::from_vec(vals[i].clone(), shapes[i], &dev).unwrap())
-            .collect();
-        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let grads = loss(&ts).backward().unwrap();
-        for k in 0..3 {
-            let g: Vec<f64> = grads
-                .get(&ts[k])
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            for i in 0..vals[k].len() {
-                let eval = |d: f64| {
-                    let t: Vec<Tensor> = (0..3)
-                        .map(|j| {
-                            let mut v = vals[j].clone();
-                            if j == k {
-                                v[i] += d;
-                            }
-                            Tensor::from_vec(v, shapes[j], &dev).unwrap()
-                        })
-                        .collect();
-                    loss(&t).to_scalar::<f64>().unwrap()
-                };
-                let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
-                assert!(
-                    (fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()),
-                    "param {k} [{i}]: {fd} vs {}",
-                    g[i]
-                );
-            }
-        }
+        let inputs: Vec<(Vec<f64>, &[usize])> = vals.into_iter().zip(shapes).collect();
+        let bad = crate::nn::grad_check::gradient_mismatches(
+            &inputs,
+            |t| (conv2d(&t[0], &t[1], Some(&t[2]), 1, 1)?.tanh()? * &r)?.sum_all(),
+            1e-7,
+            &dev,
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }

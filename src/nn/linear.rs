@@ -203,42 +203,14 @@ mod tests {
         let vals = [draw(batch * inp), draw(out * inp), draw(out)];
         let r = Tensor::from_vec(draw(batch * out), (batch, out), &dev).unwrap();
         let shapes: [&[usize]; 3] = [&[batch, inp], &[out, inp], &[out]];
-        let loss = |t: &[Tensor]| -> Tensor {
-            let y = linear(&t[0], &t[1], Some(&t[2])).unwrap();
-            (y.tanh().unwrap() * &r).unwrap().sum_all().unwrap()
-        };
-        let vars: Vec<Var> = (0..3)
-            .map(|i| Var::from_vec(vals[i].clone(), shapes[i], &dev).unwrap())
-            .collect();
-        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let grads = loss(&ts).backward().unwrap();
-        for k in 0..3 {
-            let g: Vec<f64> = grads
-                .get(&ts[k])
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            for i in 0..vals[k].len() {
-                let eval = |d: f64| {
-                    let mut t: Vec<Tensor> = Vec::new();
-                    for j in 0..3 {
-                        let mut v = vals[j].clone();
-                        if j == k {
-                            v[i] += d;
-                        }
-                        t.push(Tensor::from_vec(v, shapes[j], &dev).unwrap());
-                    }
-                    loss(&t).to_scalar::<f64>().unwrap()
-                };
-                let fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
-                assert!(
-                    (fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()),
-                    "param {k} [{i}]: {fd} vs {}",
-                    g[i]
-                );
-            }
-        }
+        let inputs: Vec<(Vec<f64>, &[usize])> = vals.into_iter().zip(shapes).collect();
+        let bad = crate::nn::grad_check::gradient_mismatches(
+            &inputs,
+            |t| (linear(&t[0], &t[1], Some(&t[2]))?.tanh()? * &r)?.sum_all(),
+            1e-7,
+            &dev,
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }

@@ -24,6 +24,7 @@
 pub mod categorical;
 pub mod conv;
 pub mod grad;
+pub mod grad_check;
 mod host;
 pub mod hyperspherical;
 pub mod init;

@@ -779,6 +779,7 @@ fn cmd_bench(
             ad,
             budget,
             &reincarnate::device::parse_device(device)?,
+            filter,
         )?,
         BenchWhat::Updates => reincarnate::bench::bench_updates(
             budget,

@@ -75,7 +75,14 @@ fn eval_rate(policy: &mut InContextPolicy, n: usize, warm: usize, budget: Durati
     Ok((steps * n) as f64 / start.elapsed().as_secs_f64())
 }
 
-pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<Vec<Figure>> {
+/// Figures whose names contain `filter` (all without one); the others are not measured.
+pub fn bench_ad(
+    s: &AdBenchSizes,
+    budget: Duration,
+    device: &Device,
+    filter: Option<&str>,
+) -> Result<Vec<Figure>> {
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let model = config(s);
     model.validate()?;
     let family = TaskFamily::from_id("dark_room")?;
@@ -97,31 +104,42 @@ pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<V
     );
     let mut figures = Vec::new();
     // Training: random windows of full length.
-    let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
-    let mut rng = Rng::seed_from_u64(1);
-    let (b, c, f) = (s.batch, s.context, tokens.tokenizer().features());
-    let mut batch = || Inputs {
-        features: (0..b * c * f).map(|_| rng.normal() as f32).collect(),
-        first_pos: vec![0; b],
-        targets: (0..b * c).map(|_| rng.below(5) as u32).collect(),
-        mask: vec![1.0; b * c],
-    };
-    let x = batch();
-    t.update(&cfg, &x)?; // warm-up
-    let start = Instant::now();
-    let mut steps = 0usize;
-    while start.elapsed() < budget || steps == 0 {
-        t.update(&cfg, &x)?;
-        steps += 1;
+    let train_name = format!("ad/train/{tag}");
+    if wanted(&train_name) {
+        let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
+        let mut rng = Rng::seed_from_u64(1);
+        let (b, c, f) = (s.batch, s.context, tokens.tokenizer().features());
+        let mut batch = || Inputs {
+            features: (0..b * c * f).map(|_| rng.normal() as f32).collect(),
+            first_pos: vec![0; b],
+            targets: (0..b * c).map(|_| rng.below(5) as u32).collect(),
+            mask: vec![1.0; b * c],
+        };
+        let x = batch();
+        t.update(&cfg, &x)?; // warm-up
+        let start = Instant::now();
+        let mut steps = 0usize;
+        while start.elapsed() < budget || steps == 0 {
+            t.update(&cfg, &x)?;
+            steps += 1;
+        }
+        figures.push(Figure {
+            name: train_name,
+            value: (steps * b * c) as f64 / start.elapsed().as_secs_f64(),
+            unit: "tokens/s".into(),
+        });
     }
-    figures.push(Figure {
-        name: format!("ad/train/{tag}"),
-        value: (steps * b * c) as f64 / start.elapsed().as_secs_f64(),
-        unit: "tokens/s".into(),
-    });
     // Frozen evaluation at a context of at least 200 (or the model's whole context).
+    let (b, c) = (s.batch, s.context);
     let warm = c.min(200).saturating_sub(1).max(c / 2);
     for use_cache in [true, false] {
+        let name = format!(
+            "ad/eval/{tag}/{}",
+            if use_cache { "kv-cache" } else { "recompute" }
+        );
+        if !wanted(&name) {
+            continue;
+        }
         let mut store = crate::nn::params::ParamStore::new(device, 0);
         let gpt = super::model::Gpt::new(&model, &tokens, &mut store)?;
         let mut p = InContextPolicy::new(gpt, store, "bench".into(), 0);
@@ -134,10 +152,7 @@ pub fn bench_ad(s: &AdBenchSizes, budget: Duration, device: &Device) -> Result<V
         }
         let rate = eval_rate(&mut p, b, warm, budget)?;
         figures.push(Figure {
-            name: format!(
-                "ad/eval/{tag}/{}",
-                if use_cache { "kv-cache" } else { "recompute" }
-            ),
+            name,
             value: rate,
             unit: "env-steps/s".into(),
         });

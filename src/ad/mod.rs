@@ -11,9 +11,11 @@
 //! - [`stages`]: the `collect`, `distill`, `icl_eval` and `icl_plot` experiment stages;
 //! - [`bench`]: `reincarnate bench ad`.
 
+pub mod attention;
 pub mod bench;
 pub mod curves;
 pub mod kv_cache;
+pub mod layer_norm;
 pub mod model;
 pub mod policy;
 pub mod stages;

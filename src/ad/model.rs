@@ -18,6 +18,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::attention::{attention, AttnDropout, AttnMask};
 use super::kv_cache::KvCache;
 use crate::agents::ppo::{ObsEncoder, ObsEncoding};
 use crate::envs::Space;
@@ -209,14 +210,7 @@ fn dropout(x: &Tensor, p: f64, train: &mut Option<Train<'_>>) -> Result<Tensor> 
     }
 }
 
-/// Layer norm over the last dimension from tensor ops (differentiable), eps 1e-5 as PyTorch.
-pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle_core::Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-    xn.broadcast_mul(gamma)?.broadcast_add(beta)
-}
+pub use super::layer_norm::layer_norm;
 
 /// `weight` (ones) and `bias` (zeros) of a layer norm.
 pub struct LayerNorm {
@@ -258,16 +252,15 @@ struct Attention {
 }
 
 impl Attention {
-    /// `x` (B·T, d) → (B·T, d). `bias` (B, H, T, S) is 0 where attention is allowed, −1e9
-    /// elsewhere; with a cache, the new keys and values are appended to it and the queries attend
-    /// over everything cached.
+    /// `x` (B·T, d) → (B·T, d). With a cache, the new keys and values are appended to it and
+    /// the queries attend over everything cached.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
         b: usize,
         t: usize,
-        bias: Option<&Tensor>,
+        mask: &AttnMask,
         cache: Option<&mut candle_nn::kv_cache::KvCache>,
         attn_p: f64,
         train: &mut Option<Train<'_>>,
@@ -286,15 +279,14 @@ impl Attention {
         if let Some(c) = cache {
             (k, v) = c.append(&k, &v)?;
         }
-        // Scale the queries (T·hd values) rather than the scores (T·S values).
-        let q = (q * (1.0 / (hd as f64).sqrt()))?;
-        let mut att = q.matmul(&k.t()?)?; // (B, H, T, S)
-        if let Some(bias) = bias {
-            att = (att + bias)?;
-        }
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        let att = dropout(&att, attn_p, train)?;
-        let y = att.matmul(&v)?; // (B, H, T, hd)
+        let dropout = match train {
+            Some(tr) if attn_p > 0.0 => Some(AttnDropout {
+                p: attn_p,
+                seed: tr.rng.next_u64(),
+            }),
+            _ => None,
+        };
+        let y = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), mask, dropout)?; // (B, H, T, hd)
         let y = y.transpose(1, 2)?.contiguous()?.reshape((b * t, d))?;
         self.c_proj.forward(&y)
     }
@@ -444,31 +436,10 @@ impl Gpt {
         let pos_idx = Tensor::from_vec(pos_idx, b * t, &self.device)?;
         let pos = self.wpe.index_select(&pos_idx, 0)?; // (B·T, d)
         let mut x = dropout(&(tok + pos)?, self.config.dropout, &mut train)?;
-        // Causal mask with padded keys removed; every query may attend to itself, so a padded
-        // query row is never empty. Single-token steps need no mask.
-        let bias = if t > 1 {
-            // Repeated over heads: a same-shape add takes candle's fast path, a broadcast over
-            // the head dimension its slow strided one (forward and backward).
-            let (s, h) = (past + t, self.config.n_head);
-            let mut m = vec![0f32; b * h * t * s];
-            for (i, &fp) in first_pos.iter().enumerate() {
-                let one = &mut m[i * h * t * s..(i * h + 1) * t * s];
-                for q in 0..t {
-                    for k in 0..s {
-                        let allowed = k <= past + q && (k >= fp || k == past + q);
-                        if !allowed {
-                            one[q * s + k] = -1e9;
-                        }
-                    }
-                }
-                let (first, rest) = m[i * h * t * s..(i + 1) * h * t * s].split_at_mut(t * s);
-                for head in rest.chunks_mut(t * s) {
-                    head.copy_from_slice(first);
-                }
-            }
-            Some(Tensor::from_vec(m, (b, h, t, s), &self.device)?)
-        } else {
-            None
+        // Causal, padded keys hidden; every query may attend to itself (see `super::attention`).
+        let mask = AttnMask {
+            past,
+            first_pos: first_pos.to_vec(),
         };
         for (li, block) in self.blocks.iter().enumerate() {
             let h = block.ln_1.forward(&x)?;
@@ -477,7 +448,7 @@ impl Gpt {
                 &h,
                 b,
                 t,
-                bias.as_ref(),
+                &mask,
                 layer_cache,
                 self.config.attn_dropout,
                 &mut train,

@@ -25,7 +25,7 @@ pub mod categorical;
 pub mod conv;
 pub mod grad;
 pub mod grad_check;
-mod host;
+pub(crate) mod host;
 pub mod hyperspherical;
 pub mod init;
 pub mod linear;

@@ -8,7 +8,8 @@ mod common;
 use candle_core::{Device, Tensor};
 use reincarnate::ad::model::{action_loss, layer_norm};
 use reincarnate::ad::{
-    distill, Activation, DistillConfig, Gpt, GptConfig, InContextPolicy, Mode, Positions, TokenSpec,
+    distill, Activation, DistillConfig, Gpt, GptConfig, InContextPolicy, Mode, Positions,
+    TokenLayout, TokenSpec,
 };
 use reincarnate::collect::{collect, CollectSpec};
 use reincarnate::envs::{EnvRef, TaskFamily, TaskSet};
@@ -35,6 +36,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         d_model: 16,
         d_ff: 32,
         context,
+        layout: TokenLayout::Transition,
         positions,
         activation: Activation::Gelu,
         dropout: 0.1,
@@ -284,6 +286,7 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
         d_model: 32,
         d_ff: 64,
         context: 60,
+        layout: TokenLayout::Transition,
         positions: Positions::Learned,
         activation: Activation::Relu,
         dropout: 0.0,

@@ -33,6 +33,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         d_model: s.d_model,
         d_ff: 4 * s.d_model,
         context: s.context,
+        layout: super::model::TokenLayout::Transition,
         positions: Positions::Learned,
         activation: Activation::Relu,
         dropout: 0.1,

@@ -218,6 +218,9 @@ enum Command {
         /// bench ad: training batch (windows) and evaluation environments.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// bench ad: token layout (one token per transition, or s, a, r tokens).
+        #[arg(long, value_enum, default_value_t = reincarnate::ad::TokenLayout::Transition)]
+        layout: reincarnate::ad::TokenLayout,
     },
 }
 
@@ -980,6 +983,7 @@ fn main() {
                 d_model,
                 context,
                 batch,
+                layout,
             } => cmd_bench(
                 *what,
                 *json,
@@ -992,6 +996,7 @@ fn main() {
                     d_model: *d_model,
                     context: *context,
                     batch: *batch,
+                    layout: *layout,
                 },
             ),
         }

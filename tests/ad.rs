@@ -7,12 +7,15 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use reincarnate::ad::model::{action_loss, layer_norm};
+use reincarnate::ad::train::{window_inputs, Trainer};
 use reincarnate::ad::{
-    distill, Activation, DistillConfig, Gpt, GptConfig, InContextPolicy, Mode, Positions, TokenSpec,
+    distill, Activation, DistillConfig, Gpt, GptConfig, InContextPolicy, Mode, Positions,
+    TokenLayout, TokenSpec,
 };
 use reincarnate::collect::{collect, CollectSpec};
 use reincarnate::envs::{EnvRef, TaskFamily, TaskSet};
 use reincarnate::eval::{evaluate, ActionBuf, Feedback, Policy};
+use reincarnate::history::{Actions, WindowBatch};
 use reincarnate::nn::ParamStore;
 use std::path::Path;
 
@@ -35,6 +38,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         d_model: 16,
         d_ff: 32,
         context,
+        layout: TokenLayout::Transition,
         positions,
         activation: Activation::Gelu,
         dropout: 0.1,
@@ -42,11 +46,12 @@ fn small(context: usize, positions: Positions) -> GptConfig {
     }
 }
 
-/// Records every action and logit row a policy produces.
+/// Records every action and logit row a policy produces, and counts window cuts.
 struct Recorder<'a> {
     inner: &'a mut InContextPolicy,
     actions: Vec<usize>,
     logits: Vec<Vec<f32>>,
+    cuts: usize,
 }
 
 impl Policy for Recorder<'_> {
@@ -57,7 +62,11 @@ impl Policy for Recorder<'_> {
         self.inner.begin(n)
     }
     fn act(&mut self, obs: &[f32], a: &mut ActionBuf) -> reincarnate::Result<()> {
+        let before = self.inner.window_len();
         self.inner.act(obs, a)?;
+        if self.inner.window_len() <= before {
+            self.cuts += 1;
+        }
         if let ActionBuf::Discrete(v) = a {
             self.actions.extend_from_slice(v);
         }
@@ -81,24 +90,31 @@ fn random_policy(cfg: &GptConfig, use_cache: bool) -> InContextPolicy {
     p
 }
 
-#[test]
-fn kv_cache_gives_the_actions_of_full_recomputation() {
+/// Rolls out cached and fully recomputed decoding side by side; returns the window cuts seen.
+fn check_kv_cache_against_recomputation(layout: TokenLayout) -> usize {
     let fam = TaskFamily::from_id("dark_room").unwrap();
+    let mut cuts = 0;
     for positions in [Positions::Learned, Positions::Sinusoidal] {
-        // Context 24 with keep 12: over 4 episodes of 20 steps the window is cut 6 times.
-        let cfg = small(24, positions);
+        // Context 24 with keep 12: over 4 episodes of 20 steps the window is cut 5 times.
+        let cfg = GptConfig {
+            layout,
+            ..small(24, positions)
+        };
         let run = |use_cache: bool| {
             let mut p = random_policy(&cfg, use_cache);
             let mut rec = Recorder {
                 inner: &mut p,
                 actions: Vec::new(),
                 logits: Vec::new(),
+                cuts: 0,
             };
             let r = evaluate(&fam, TaskSet::Test, 4, 11, &mut rec).unwrap();
-            (rec.actions, rec.logits, r.returns_by_episode)
+            (rec.actions, rec.logits, r.returns_by_episode, rec.cuts)
         };
-        let (a_cache, l_cache, r_cache) = run(true);
-        let (a_full, l_full, r_full) = run(false);
+        let (a_cache, l_cache, r_cache, c_cache) = run(true);
+        let (a_full, l_full, r_full, c_full) = run(false);
+        assert_eq!(c_cache, c_full);
+        cuts += c_cache;
         assert_eq!(a_cache.len(), 16 * 80);
         let max_diff = l_cache
             .iter()
@@ -108,17 +124,190 @@ fn kv_cache_gives_the_actions_of_full_recomputation() {
             .fold(0f32, f32::max);
         assert!(
             max_diff < 1e-3,
-            "{positions:?}: logits differ by {max_diff}"
+            "{layout:?} {positions:?}: logits differ by {max_diff}"
         );
         // The logits must actually vary with the context for the comparison to mean something.
         let spread = l_full
             .iter()
             .map(|r| r[0] - r[1])
             .fold((f32::MAX, f32::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-        assert!(spread.1 - spread.0 > 1.0, "{positions:?}: {spread:?}");
-        assert_eq!(a_cache, a_full, "{positions:?}: actions differ");
+        assert!(
+            spread.1 - spread.0 > 1.0,
+            "{layout:?} {positions:?}: {spread:?}"
+        );
+        assert_eq!(a_cache, a_full, "{layout:?} {positions:?}: actions differ");
         assert_eq!(r_cache, r_full);
     }
+    cuts
+}
+
+#[test]
+fn kv_cache_gives_the_actions_of_full_recomputation() {
+    let cuts = check_kv_cache_against_recomputation(TokenLayout::Transition);
+    assert_eq!(cuts, 2 * 5);
+}
+
+/// The same in the (s, a, r) layout: each step encodes a_{t−1}, r_{t−1}, s_t against the
+/// cache, and the window is cut in whole transitions (3 tokens).
+#[test]
+fn sar_kv_cache_gives_the_actions_of_full_recomputation() {
+    let cuts = check_kv_cache_against_recomputation(TokenLayout::Sar);
+    assert_eq!(cuts, 2 * 5);
+}
+
+/// Training windows and in-context decoding tokenise a history the same way: the logits the
+/// policy computes step by step (cached) equal those of one training-style forward over the
+/// window that `window_inputs` builds from the same transitions.
+#[test]
+fn training_windows_and_decoding_see_the_same_tokens() {
+    let (c, steps) = (8, 7);
+    let mut rng = reincarnate::rng::Rng::seed_from_u64(9);
+    let obs: Vec<f32> = (0..steps * 2).map(|_| rng.below(9) as f32).collect();
+    let acts: Vec<usize> = (0..steps).map(|_| rng.below(5)).collect();
+    let rews: Vec<f32> = (0..steps).map(|_| rng.below(2) as f32).collect();
+    // One window of c slots: c − steps padding slots, then the history from its first step.
+    let pad = c - steps;
+    let mut w = WindowBatch {
+        batch: 1,
+        context: c,
+        obs_dim: 2,
+        action_dim: 1,
+        obs: vec![0.0; c * 2],
+        prev_action: Actions::Discrete(vec![0; c]),
+        prev_reward: vec![0.0; c],
+        has_prev: vec![0.0; c],
+        target_action: Actions::Discrete(vec![0; c]),
+        mask: vec![0.0; c],
+        rows: vec![-1; c],
+    };
+    let (Actions::Discrete(prev), Actions::Discrete(target)) =
+        (&mut w.prev_action, &mut w.target_action)
+    else {
+        unreachable!()
+    };
+    for t in 0..steps {
+        let j = pad + t;
+        w.obs[j * 2..j * 2 + 2].copy_from_slice(&obs[t * 2..t * 2 + 2]);
+        target[j] = acts[t] as i64;
+        if t > 0 {
+            prev[j] = acts[t - 1] as i64;
+            w.prev_reward[j] = rews[t - 1];
+            w.has_prev[j] = 1.0;
+        }
+        w.mask[j] = 1.0;
+        w.rows[j] = t as i64;
+    }
+    for layout in [TokenLayout::Transition, TokenLayout::Sar] {
+        let cfg = GptConfig {
+            layout,
+            ..small(c, Positions::Learned)
+        };
+        let mut p = random_policy(&cfg, true);
+        let x = window_inputs(&w, &p.model().tokenizer).unwrap();
+        let t = cfg.context * layout.tokens_per_transition();
+        let full: Vec<Vec<f32>> = p
+            .model()
+            .forward(&x.features, 1, t, &x.first_pos, None, None)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(full.len(), c);
+        p.begin(1).unwrap();
+        let mut buf = ActionBuf::Discrete(vec![0]);
+        let mut worst = 0f32;
+        for s in 0..steps {
+            p.act(&obs[s * 2..s * 2 + 2], &mut buf).unwrap();
+            for (a, b) in p.last_logits()[0].iter().zip(&full[pad + s]) {
+                worst = worst.max((a - b).abs());
+            }
+            p.observe(&Feedback {
+                actions: &ActionBuf::Discrete(vec![acts[s]]),
+                rewards: &[rews[s]],
+                terminated: &[false],
+                truncated: &[false],
+            })
+            .unwrap();
+        }
+        assert!(worst < 1e-4, "{layout:?}: logits differ by {worst}");
+    }
+}
+
+/// The sar model learns what needs both tokens of the previous transition: a_t = a_{t−1} if
+/// r_{t−1} = 1, else a_{t−1} + 1 (mod 5). From a_{t−1} alone at most half the actions can be
+/// right, from r_{t−1} alone a fifth; the first action of a window is random (a fifth).
+/// Full use of the context gives (7 + 0.2) / 8 = 0.9 accuracy on windows of 8.
+#[test]
+fn sar_model_learns_to_combine_previous_action_and_reward() {
+    let c = 8;
+    let batch = |rng: &mut reincarnate::rng::Rng, b: usize| -> WindowBatch {
+        let n = b * c;
+        let (mut target, mut prev) = (vec![0i64; n], vec![0i64; n]);
+        let (mut prev_reward, mut has_prev) = (vec![0f32; n], vec![0f32; n]);
+        let obs: Vec<f32> = (0..n * 2).map(|_| rng.below(9) as f32).collect();
+        for i in 0..b {
+            let mut a = rng.below(5) as i64;
+            for j in 0..c {
+                let s = i * c + j;
+                if j > 0 {
+                    let r = rng.below(2) as f32;
+                    prev[s] = a;
+                    prev_reward[s] = r;
+                    has_prev[s] = 1.0;
+                    a = if r > 0.0 { a } else { (a + 1) % 5 };
+                }
+                target[s] = a;
+            }
+        }
+        WindowBatch {
+            batch: b,
+            context: c,
+            obs_dim: 2,
+            action_dim: 1,
+            obs,
+            prev_action: Actions::Discrete(prev),
+            prev_reward,
+            has_prev,
+            target_action: Actions::Discrete(target),
+            mask: vec![1.0; n],
+            rows: (0..n as i64).collect(),
+        }
+    };
+    let model = GptConfig {
+        n_layer: 2,
+        n_head: 2,
+        d_model: 32,
+        d_ff: 64,
+        context: c,
+        layout: TokenLayout::Sar,
+        dropout: 0.0,
+        attn_dropout: 0.0,
+        ..GptConfig::default()
+    };
+    let cfg = DistillConfig {
+        model,
+        steps: 400,
+        batch: 32,
+        lr: 3e-3,
+        warmup_steps: 20,
+        ..DistillConfig::default()
+    };
+    let mut t = Trainer::new(&cfg, &tokens(), 0, &Device::Cpu).unwrap();
+    let mut rng = reincarnate::rng::Rng::seed_from_u64(4);
+    for _ in 0..cfg.steps {
+        let x = window_inputs(&batch(&mut rng, cfg.batch), &t.model.tokenizer).unwrap();
+        t.update(&cfg, &x).unwrap();
+    }
+    let test = batch(&mut rng, 256);
+    let x = window_inputs(&test, &t.model.tokenizer).unwrap();
+    let logits = t
+        .model
+        .forward(&x.features, 256, 3 * c, &x.first_pos, None, None)
+        .unwrap();
+    let acc = reincarnate::ad::model::accuracy(&logits, &x.targets, &x.mask).unwrap();
+    assert!(
+        acc > 0.8,
+        "held-out accuracy {acc}, chance 0.2, one token 0.5"
+    );
 }
 
 /// f64 central differences against backprop through the tensor-op layer norm.
@@ -266,6 +455,32 @@ fn checkpoint_round_trips_and_resume_is_exact() {
         .unwrap()
         .to_string();
     assert!(e.contains("transformer.wte.weight"), "{e}");
+
+    // The sar layout trains, writes its layout into the checkpoint's config, and evaluates;
+    // loading it as the transition layout is refused, naming the embedding tensors.
+    let sar_cfg = DistillConfig {
+        model: GptConfig {
+            layout: TokenLayout::Sar,
+            ..small(20, Positions::Learned)
+        },
+        ..cfg.clone()
+    };
+    let sar = tmp.path().join("sar");
+    distill(&sar_cfg, &data, &sar, 4, &dev, false).unwrap();
+    let ck = reincarnate::checkpoint::load(&sar).unwrap();
+    assert_eq!(ck.config["model"]["layout"], "sar");
+    let r = reincarnate::ad::curves::eval_in_context(&ck, None, TaskSet::Test, 2, 0, &dev).unwrap();
+    assert_eq!(r.returns_by_episode.len(), 2);
+    let mut bad = ck;
+    bad.config["model"]
+        .as_object_mut()
+        .unwrap()
+        .remove("layout");
+    let e = InContextPolicy::from_checkpoint(&bad, &dev, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("transformer.wte_s.weight"), "{e}");
 }
 
 /// The headline behaviour, small: PPO histories on the training goals, a small AD model, then
@@ -284,6 +499,7 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
         d_model: 32,
         d_ff: 64,
         context: 60,
+        layout: TokenLayout::Transition,
         positions: Positions::Learned,
         activation: Activation::Relu,
         dropout: 0.0,

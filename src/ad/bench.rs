@@ -1,12 +1,13 @@
 //! `reincarnate bench ad`: training tokens/s and frozen-evaluation env-steps/s with and without
-//! the KV cache, for a transformer of the given sizes on Dark Room (random weights: speed does
-//! not depend on what the model has learned).
+//! the KV cache, for a transformer of the given sizes and token layout on Dark Room (random
+//! weights: speed does not depend on what the model has learned). Training counts model tokens,
+//! three per transition in the sar layout.
 
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use super::model::{Activation, GptConfig, Positions, TokenSpec};
+use super::model::{Activation, GptConfig, Positions, TokenLayout, TokenSpec};
 use super::policy::InContextPolicy;
 use super::train::{DistillConfig, Inputs, Trainer};
 use crate::envs::vec_env::ActionBatch;
@@ -16,14 +17,17 @@ use crate::eval::{ActionBuf, Feedback, Policy};
 use crate::report::Figure;
 use crate::rng::Rng;
 
-/// Model sizes from the command line (`--layers --heads --d-model --context --batch`).
+/// Model sizes from the command line (`--layers --heads --d-model --context --batch
+/// --layout`).
 #[derive(Clone, Debug)]
 pub struct AdBenchSizes {
     pub layers: usize,
     pub heads: usize,
     pub d_model: usize,
+    /// In transitions, as [`GptConfig::context`].
     pub context: usize,
     pub batch: usize,
+    pub layout: TokenLayout,
 }
 
 fn config(s: &AdBenchSizes) -> GptConfig {
@@ -33,6 +37,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         d_model: s.d_model,
         d_ff: 4 * s.d_model,
         context: s.context,
+        layout: s.layout,
         positions: Positions::Learned,
         activation: Activation::Relu,
         dropout: 0.1,
@@ -98,19 +103,25 @@ pub fn bench_ad(
         warmup_steps: 10,
         ..DistillConfig::default()
     };
-    let tag = format!(
+    let mut tag = format!(
         "L{}-H{}-d{}-c{}-b{}",
         s.layers, s.heads, s.d_model, s.context, s.batch
     );
+    if s.layout != TokenLayout::Transition {
+        tag = format!("{tag}-{}", s.layout.as_str());
+    }
     let mut figures = Vec::new();
     // Training: random windows of full length.
     let train_name = format!("ad/train/{tag}");
     if wanted(&train_name) {
         let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
         let mut rng = Rng::seed_from_u64(1);
-        let (b, c, f) = (s.batch, s.context, tokens.tokenizer().features());
+        let (b, c, f) = (s.batch, s.context, t.model.tokenizer.features());
+        let tokens_per_window = model.max_tokens();
         let mut batch = || Inputs {
-            features: (0..b * c * f).map(|_| rng.normal() as f32).collect(),
+            features: (0..b * tokens_per_window * f)
+                .map(|_| rng.normal() as f32)
+                .collect(),
             first_pos: vec![0; b],
             targets: (0..b * c).map(|_| rng.below(5) as u32).collect(),
             mask: vec![1.0; b * c],
@@ -125,7 +136,7 @@ pub fn bench_ad(
         }
         figures.push(Figure {
             name: train_name,
-            value: (steps * b * c) as f64 / start.elapsed().as_secs_f64(),
+            value: (steps * b * tokens_per_window) as f64 / start.elapsed().as_secs_f64(),
             unit: "tokens/s".into(),
         });
     }

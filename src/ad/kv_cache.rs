@@ -9,7 +9,9 @@
 //! one token against at most `context` cached keys, instead of a full forward over the window.
 //! The window the model sees therefore holds between `keep` and `context` transitions (always
 //! at least `keep`, i.e. several episodes); full recomputation over the same window gives the
-//! same actions (tested in `tests/ad.rs`).
+//! same actions (tested in `tests/ad.rs`). In the sar layout the same holds in whole
+//! transitions: a step appends three tokens (a_{t−1}, r_{t−1}, s_t), the cache holds up to
+//! `3 · context` tokens, and a cut keeps the newest `keep` transitions from an s token.
 
 /// Per layer: keys and values `(B, H, S, head_dim)` of the `len` tokens seen so far, in
 /// candle-nn's preallocated cache (appending writes in place instead of copying the whole

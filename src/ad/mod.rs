@@ -22,6 +22,6 @@ pub mod stages;
 pub mod train;
 
 pub use kv_cache::KvCache;
-pub use model::{Activation, Gpt, GptConfig, Positions, TokenSpec};
+pub use model::{Activation, Gpt, GptConfig, Positions, TokenLayout, TokenSpec};
 pub use policy::{is_in_context, InContextPolicy};
 pub use train::{distill, DistillConfig, DistillSummary, Mode};

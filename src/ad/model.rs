@@ -2,13 +2,19 @@
 //! embedding → (dropout) → `n_layer` pre-norm blocks (causal self-attention + GELU or ReLU MLP) → final
 //! layer norm → action logits.
 //!
-//! One token per transition: the features `[encoded obs, one_hot(previous action),
-//! previous reward, has_previous]` go through one linear embedding. The paper fixes no layout;
-//! this is the common, three-times-shorter choice (PAPERS.md §4). The `(s, a, r)` three-token
-//! layout is not implemented.
+//! The paper fixes no token layout (PAPERS.md §4); two are offered ([`TokenLayout`]):
+//!
+//! - `transition` (default): one token per transition, the features `[encoded obs,
+//!   one_hot(previous action), previous reward, has_previous]` through one linear embedding
+//!   `wte`; the common, three-times-shorter choice. The action is predicted at every token.
+//! - `sar`: three tokens per transition, s_t, a_t, r_t in that order, each kind with its own
+//!   linear embedding (`wte_s` of the encoded obs, `wte_a` of the one-hot action, `wte_r` of the
+//!   reward). Token slot j (counting cached tokens) is of kind j mod 3, so every sequence starts
+//!   at an s token; a_t is predicted from the output at s_t, which has seen everything up to
+//!   r_{t−1} but not a_t.
 //!
 //! Positions are counted from the first token of the window the model sees (a training window's
-//! first real transition, or the first token of the evaluation context), so training windows
+//! first real token, or the first token of the evaluation context), so training windows
 //! and the sliding evaluation context (see [`super::kv_cache`]) agree.
 //!
 //! Layer norm and softmax are written from differentiable tensor ops: candle's fused kernels
@@ -39,6 +45,53 @@ pub enum Positions {
     Sinusoidal,
 }
 
+/// How transitions become tokens (the paper fixes no layout; PAPERS.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum TokenLayout {
+    /// One token per transition: `[encoded obs_t, one_hot(a_{t−1}), r_{t−1}, has_previous]`.
+    #[default]
+    Transition,
+    /// Three tokens per transition, s_t, a_t, r_t, each kind with its own embedding; a_t is
+    /// predicted from the output at s_t.
+    Sar,
+}
+
+impl TokenLayout {
+    /// Tokens each transition takes: 1 or 3.
+    pub fn tokens_per_transition(self) -> usize {
+        match self {
+            TokenLayout::Transition => 1,
+            TokenLayout::Sar => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenLayout::Transition => "transition",
+            TokenLayout::Sar => "sar",
+        }
+    }
+
+    fn is_transition(&self) -> bool {
+        *self == TokenLayout::Transition
+    }
+}
+
+/// Parses `"transition"` or `"sar"`; the error names the field, whatever the config's format.
+impl TryFrom<String> for TokenLayout {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "transition" => Ok(TokenLayout::Transition),
+            "sar" => Ok(TokenLayout::Sar),
+            _ => Err(format!(
+                "model.layout must be \"transition\" or \"sar\", found \"{s}\""
+            )),
+        }
+    }
+}
+
 /// The MLP's nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,8 +112,15 @@ pub struct GptConfig {
     pub n_head: usize,
     pub d_model: usize,
     pub d_ff: usize,
-    /// Maximum number of tokens (transitions) the model attends over.
+    /// Maximum number of transitions the model attends over, in either layout: in the `sar`
+    /// layout the model attends over `3 · context` tokens (and the learned position table has
+    /// `3 · context` rows). See [`GptConfig::max_tokens`].
     pub context: usize,
+    /// Token layout (`"transition"` by default, or `"sar"`). Configs written before the option
+    /// existed have no `layout` and load as `transition`; it is left out of written configs when
+    /// `transition`, so those stay byte-identical (and resumable) across the change.
+    #[serde(skip_serializing_if = "TokenLayout::is_transition")]
+    pub layout: TokenLayout,
     pub positions: Positions,
     pub activation: Activation,
     /// Dropout on the embeddings, after attention and after the MLP.
@@ -77,6 +137,7 @@ impl Default for GptConfig {
             d_model: 64,
             d_ff: 2048,
             context: 80,
+            layout: TokenLayout::Transition,
             positions: Positions::Learned,
             activation: Activation::Gelu,
             dropout: 0.1,
@@ -86,6 +147,11 @@ impl Default for GptConfig {
 }
 
 impl GptConfig {
+    /// Tokens the model attends over: `context` transitions × tokens per transition.
+    pub fn max_tokens(&self) -> usize {
+        self.context * self.layout.tokens_per_transition()
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("model: {m}")));
         if self.n_layer == 0 || self.n_head == 0 || self.d_model == 0 || self.d_ff == 0 {
@@ -135,41 +201,63 @@ pub struct TokenSpec {
     pub num_actions: usize,
 }
 
-/// Turns transitions into token features (built once from a [`TokenSpec`]).
+/// Turns transitions into token features (built once from a [`TokenSpec`] and a layout).
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     encoder: ObsEncoder,
     obs_dim: usize,
     num_actions: usize,
+    layout: TokenLayout,
 }
 
 impl TokenSpec {
+    /// The tokenizer of the default (one token per transition) layout.
     pub fn tokenizer(&self) -> Tokenizer {
+        self.tokenizer_for(TokenLayout::Transition)
+    }
+
+    pub fn tokenizer_for(&self, layout: TokenLayout) -> Tokenizer {
         Tokenizer {
             encoder: ObsEncoder::new(self.obs_encoding, &self.obs_space),
             obs_dim: self.obs_space.flat_dim(),
             num_actions: self.num_actions,
+            layout,
         }
     }
 }
 
 impl Tokenizer {
-    /// Features per token: encoded obs, one-hot previous action, previous reward, has-previous.
+    /// Features per token. Transition layout: encoded obs, one-hot previous action, previous
+    /// reward, has-previous. Sar layout: encoded obs, one-hot action, reward, of which a token
+    /// fills only its own kind's part (the rest is 0).
     pub fn features(&self) -> usize {
-        self.encoder.input_dim() + self.num_actions + 2
+        let (e, a) = (self.encoder.input_dim(), self.num_actions);
+        match self.layout {
+            TokenLayout::Transition => e + a + 2,
+            TokenLayout::Sar => e + a + 1,
+        }
+    }
+
+    pub fn layout(&self) -> TokenLayout {
+        self.layout
     }
 
     pub fn obs_dim(&self) -> usize {
         self.obs_dim
     }
 
+    /// Width of an encoded observation.
+    pub fn obs_features(&self) -> usize {
+        self.encoder.input_dim()
+    }
+
     pub fn num_actions(&self) -> usize {
         self.num_actions
     }
 
-    /// Writes the tokens of `rows` transitions into `out` (`rows × features()`): `obs` holds
-    /// `rows × obs_dim` raw observations, `prev[i]` the previous action and reward of the same
-    /// history (`None` at its first transition).
+    /// Transition layout: writes the tokens of `rows` transitions into `out` (`rows ×
+    /// features()`): `obs` holds `rows × obs_dim` raw observations, `prev[i]` the previous
+    /// action and reward of the same history (`None` at its first transition).
     pub fn write(&self, obs: &[f32], prev: &[Option<(usize, f32)>], out: &mut [f32]) {
         let enc = self.encoder.encode(obs);
         let (e, f, a) = (self.encoder.input_dim(), self.features(), self.num_actions);
@@ -183,6 +271,38 @@ impl Tokenizer {
                 tok[e + a] = r;
                 tok[e + a + 1] = 1.0;
             }
+        }
+    }
+
+    /// Sar layout: one s token per observation of `obs` (`rows × obs_dim`) into `out` (`rows ×
+    /// features()`).
+    pub fn write_states(&self, obs: &[f32], out: &mut [f32]) {
+        let enc = self.encoder.encode(obs);
+        let (e, f) = (self.encoder.input_dim(), self.features());
+        for (tok, x) in out.chunks_mut(f).zip(enc.chunks(e)) {
+            tok[..e].copy_from_slice(x);
+            tok[e..].iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+
+    /// Sar layout: one a token per action into `out` (an action outside the space, or `None`,
+    /// gives an all-zero token).
+    pub fn write_actions(&self, actions: &[Option<usize>], out: &mut [f32]) {
+        let (e, f, na) = (self.encoder.input_dim(), self.features(), self.num_actions);
+        for (tok, a) in out.chunks_mut(f).zip(actions) {
+            tok.iter_mut().for_each(|v| *v = 0.0);
+            if let Some(a) = a.filter(|&a| a < na) {
+                tok[e + a] = 1.0;
+            }
+        }
+    }
+
+    /// Sar layout: one r token per reward into `out`.
+    pub fn write_rewards(&self, rewards: &[f32], out: &mut [f32]) {
+        let (e, f, na) = (self.encoder.input_dim(), self.features(), self.num_actions);
+        for (tok, &r) in out.chunks_mut(f).zip(rewards) {
+            tok.iter_mut().for_each(|v| *v = 0.0);
+            tok[e + na] = r;
         }
     }
 }
@@ -300,12 +420,29 @@ struct Block {
     c_proj: Linear,
 }
 
+/// The token embedding of each layout.
+enum TokenEmbedding {
+    /// One linear over the transition token's features.
+    Transition { wte: Linear },
+    /// One linear per kind, over its part of the token (encoded obs, one-hot action, reward).
+    Sar {
+        wte_s: Linear,
+        wte_a: Linear,
+        wte_r: Linear,
+    },
+}
+
+/// Sar layout: the kind of token slot `slot` (counting cached tokens): 0 = s, 1 = a, 2 = r.
+fn sar_kind(slot: usize) -> usize {
+    slot % 3
+}
+
 /// The decoder-only transformer with its action head.
 pub struct Gpt {
     pub config: GptConfig,
     pub tokens: TokenSpec,
     pub tokenizer: Tokenizer,
-    wte: Linear,
+    wte: TokenEmbedding,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -334,18 +471,27 @@ impl Gpt {
         let device = store.device().clone();
         let resid_std = 0.02 / (2.0 * l as f64).sqrt();
         let mut tr = store.pp("transformer");
-        let tokenizer = tokens.tokenizer();
-        let wte = gpt_linear(&mut tr.pp("wte"), tokenizer.features(), d, 0.02)?;
+        let tokenizer = tokens.tokenizer_for(config.layout);
+        let wte = match config.layout {
+            TokenLayout::Transition => TokenEmbedding::Transition {
+                wte: gpt_linear(&mut tr.pp("wte"), tokenizer.features(), d, 0.02)?,
+            },
+            TokenLayout::Sar => {
+                let obs = tokenizer.obs_features();
+                TokenEmbedding::Sar {
+                    wte_s: gpt_linear(&mut tr.pp("wte_s"), obs, d, 0.02)?,
+                    wte_a: gpt_linear(&mut tr.pp("wte_a"), tokens.num_actions, d, 0.02)?,
+                    wte_r: gpt_linear(&mut tr.pp("wte_r"), 1, d, 0.02)?,
+                }
+            }
+        };
+        let max_tokens = config.max_tokens();
         let wpe = match config.positions {
             Positions::Learned => tr
-                .var(
-                    "wpe.weight",
-                    &[config.context, d],
-                    Init::Normal { std: 0.02 },
-                )?
+                .var("wpe.weight", &[max_tokens, d], Init::Normal { std: 0.02 })?
                 .as_tensor()
                 .clone(),
-            Positions::Sinusoidal => sinusoidal(config.context, d, &device)?,
+            Positions::Sinusoidal => sinusoidal(max_tokens, d, &device)?,
         };
         let mut blocks = Vec::with_capacity(l);
         for i in 0..l {
@@ -383,10 +529,57 @@ impl Gpt {
         &self.device
     }
 
-    /// Logits `(B·T, A)` for token features `(B, T, F)` given as a flat vector.
+    /// Token embeddings `(B·T, d)` of features `x` `(B·T, F)`; in the sar layout slot j of
+    /// each window is of kind `sar_kind(past + j)`.
+    fn embed(&self, x: &Tensor, b: usize, t: usize, past: usize) -> Result<Tensor> {
+        match &self.wte {
+            TokenEmbedding::Transition { wte } => wte.forward(x),
+            TokenEmbedding::Sar {
+                wte_s,
+                wte_a,
+                wte_r,
+            } => {
+                // Each kind's linear reads its part of the features; a 0/1 column keeps its
+                // output on the tokens of that kind only.
+                let part = |lin: &Linear, kind: usize, start: usize, len: usize| {
+                    let is_kind: Vec<f32> = (0..b * t)
+                        .map(|i| f32::from(u8::from(sar_kind(past + i % t) == kind)))
+                        .collect();
+                    let is_kind = Tensor::from_vec(is_kind, (b * t, 1), &self.device)?;
+                    let y = lin.forward(&x.narrow(1, start, len)?.contiguous()?)?;
+                    Ok::<_, Error>(y.broadcast_mul(&is_kind)?)
+                };
+                let (e, na) = (self.tokenizer.obs_features(), self.tokens.num_actions);
+                let s = part(wte_s, 0, 0, e)?;
+                let a = part(wte_a, 1, e, na)?;
+                let r = part(wte_r, 2, e + na, 1)?;
+                Ok(((s + a)? + r)?)
+            }
+        }
+    }
+
+    /// Rows of the model's output that predict an action, as indices into `(B·T)`: every token
+    /// in the transition layout, the s tokens in the sar layout.
+    fn prediction_rows(&self, b: usize, t: usize, past: usize) -> Option<Vec<u32>> {
+        match self.config.layout {
+            TokenLayout::Transition => None,
+            TokenLayout::Sar => Some(
+                (0..b * t)
+                    .filter(|&i| sar_kind(past + i % t) == 0)
+                    .map(|i| i as u32)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Action logits `(B·S, A)` for token features `(B, T, F)` given as a flat vector, one row
+    /// per transition whose action the tokens predict: S = T in the transition layout; in the
+    /// sar layout S is the number of s tokens among the T slots (slot j, counting cached
+    /// tokens, is an s token when `(past + j) mod 3 = 0`).
     ///
     /// `first_pos[b]` is the slot of window b's first real token (left padding before it):
-    /// positions count from there and padded keys are masked out. `cache`, when given, must be
+    /// positions count from there and padded keys are masked out. In the sar layout it must be
+    /// a multiple of 3 (padding is whole transitions). `cache`, when given, must be
     /// empty or hold earlier tokens of the same windows (then `first_pos` must be all 0 and
     /// positions continue from the cached length).
     pub fn forward(
@@ -407,11 +600,17 @@ impl Gpt {
             )));
         }
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        if past + t > self.config.context {
+        if past + t > self.config.max_tokens() {
             return Err(Error::Config(format!(
-                "model input: {} tokens exceed the context of {}",
+                "model input: {} tokens exceed the context of {} tokens",
                 past + t,
-                self.config.context
+                self.config.max_tokens()
+            )));
+        }
+        let tpt = self.config.layout.tokens_per_transition();
+        if let Some(fp) = first_pos.iter().find(|&&fp| fp % tpt != 0) {
+            return Err(Error::Config(format!(
+                "model input: a window starts at token slot {fp}, expected a multiple of {tpt} (whole transitions)"
             )));
         }
         let mut feats = features.to_vec();
@@ -425,8 +624,9 @@ impl Gpt {
             }
         }
         let x = Tensor::from_vec(feats, (b * t, f), &self.device)?;
-        let tok = self.wte.forward(&x)?; // (B·T, d)
-                                         // Position of slot j of window i: past + j − first_pos[i] (clamped at 0 for padding).
+        let tok = self.embed(&x, b, t, past)?; // (B·T, d)
+
+        // Position of slot j of window i: past + j − first_pos[i] (clamped at 0 for padding).
         let mut pos_idx = Vec::with_capacity(b * t);
         for &fp in first_pos {
             for j in 0..t {
@@ -465,6 +665,10 @@ impl Gpt {
         }
         if let Some(c) = cache {
             c.advance(t);
+        }
+        if let Some(rows) = self.prediction_rows(b, t, past) {
+            let n = rows.len();
+            x = x.index_select(&Tensor::from_vec(rows, n, &self.device)?, 0)?; // (B·S, d)
         }
         self.head.forward(&self.ln_f.forward(&x)?)
     }
@@ -509,4 +713,148 @@ pub fn accuracy(logits: &Tensor, targets: &[u32], mask: &[f32]) -> Result<f64> {
         }
     }
     Ok(if n > 0.0 { hit / n } else { f64::NAN })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envs::TaskFamily;
+
+    fn tokens() -> TokenSpec {
+        let Ok(family) = TaskFamily::from_id("dark_room") else {
+            panic!("dark_room is a built-in task family");
+        };
+        TokenSpec {
+            obs_space: family.spec().observation_space.clone(),
+            obs_encoding: ObsEncoding::OneHot,
+            num_actions: 5,
+        }
+    }
+
+    fn sar(context: usize) -> GptConfig {
+        GptConfig {
+            n_layer: 2,
+            n_head: 2,
+            d_model: 16,
+            d_ff: 32,
+            context,
+            layout: TokenLayout::Sar,
+            dropout: 0.0,
+            attn_dropout: 0.0,
+            ..GptConfig::default()
+        }
+    }
+
+    #[test]
+    fn configs_without_a_layout_load_as_transition_and_write_none() {
+        let mut old = serde_json::to_value(GptConfig::default()).unwrap();
+        assert!(old.get("layout").is_none(), "{old}");
+        old["context"] = serde_json::json!(40);
+        let c: GptConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(c.layout, TokenLayout::Transition);
+        assert_eq!(c.context, 40);
+        assert_eq!(c.max_tokens(), 40);
+    }
+
+    #[test]
+    fn sar_layout_round_trips_through_json_and_toml() {
+        let c = sar(10);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["layout"], "sar");
+        assert_eq!(serde_json::from_value::<GptConfig>(v).unwrap(), c);
+        let t: toml::Table = toml::from_str("layout = \"sar\"\ncontext = 10\n").unwrap();
+        let c: GptConfig = crate::config::from_table(t, "x.toml").unwrap();
+        assert_eq!(c.layout, TokenLayout::Sar);
+        assert_eq!(c.max_tokens(), 30);
+    }
+
+    #[test]
+    fn unknown_layout_is_an_error_naming_the_field() {
+        let e = serde_json::from_value::<GptConfig>(serde_json::json!({"layout": "sra"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model.layout") && e.contains("\"sra\""), "{e}");
+        let t: toml::Table = toml::from_str("layout = \"sra\"\n").unwrap();
+        let e = crate::config::from_table::<GptConfig>(t, "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("model.layout"), "{e}");
+        assert!(e.contains("\"transition\" or \"sar\""), "{e}");
+    }
+
+    /// Random sar tokens for `b` windows of `c` transitions, with the kinds' parts filled.
+    fn random_sar_features(tk: &Tokenizer, b: usize, c: usize, rng: &mut Rng) -> Vec<f32> {
+        let obs: Vec<f32> = (0..b * c * 2).map(|_| rng.below(9) as f32).collect();
+        let acts: Vec<Option<usize>> = (0..b * c).map(|_| Some(rng.below(5))).collect();
+        let rews: Vec<f32> = (0..b * c).map(|_| rng.normal() as f32).collect();
+        let f = tk.features();
+        let (mut s, mut a, mut r) = (
+            vec![0.0; b * c * f],
+            vec![0.0; b * c * f],
+            vec![0.0; b * c * f],
+        );
+        tk.write_states(&obs, &mut s);
+        tk.write_actions(&acts, &mut a);
+        tk.write_rewards(&rews, &mut r);
+        let mut out = Vec::with_capacity(3 * b * c * f);
+        for i in 0..b * c {
+            for part in [&s, &a, &r] {
+                out.extend_from_slice(&part[i * f..(i + 1) * f]);
+            }
+        }
+        out
+    }
+
+    /// a_t is predicted at s_t: its logits do not change with the tokens a_t and r_t (which come
+    /// after s_t), but the next transition's do.
+    #[test]
+    fn sar_predicts_each_action_at_its_state_token_without_seeing_it() {
+        let mut store = ParamStore::new(&Device::Cpu, 3);
+        let model = Gpt::new(&sar(4), &tokens(), &mut store).unwrap();
+        let names: Vec<String> = store.vars().keys().cloned().collect();
+        for n in ["transformer.wte_s.weight", "transformer.wte_a.weight"] {
+            assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+        }
+        assert!(!names.iter().any(|x| x == "transformer.wte.weight"));
+        let wpe = store.vars()["transformer.wpe.weight"]
+            .as_tensor()
+            .dims()
+            .to_vec();
+        assert_eq!(wpe, vec![12, 16]);
+        let tk = &model.tokenizer;
+        let f = tk.features();
+        let mut rng = Rng::seed_from_u64(1);
+        let feats = random_sar_features(tk, 2, 4, &mut rng);
+        let logits = |x: &[f32]| -> Vec<Vec<f32>> {
+            let l = model.forward(x, 2, 12, &[0, 3], None, None).unwrap();
+            l.to_vec2().unwrap()
+        };
+        let base = logits(&feats);
+        assert_eq!(base.len(), 2 * 4, "one row per transition");
+        // Change a_1 and r_1 of window 0 (token slots 4 and 5).
+        let mut changed = feats.clone();
+        for x in &mut changed[4 * f..6 * f] {
+            *x = if *x == 0.0 { 1.0 } else { 0.0 };
+        }
+        let after = logits(&changed);
+        let diff = |i: usize| -> f32 {
+            base[i]
+                .iter()
+                .zip(&after[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        assert_eq!(diff(0), 0.0);
+        assert_eq!(diff(1), 0.0, "the prediction of a_1 saw a_1 or r_1");
+        assert!(diff(2) > 1e-4, "s_2 should attend to a_1 and r_1");
+        for i in 4..8 {
+            assert_eq!(diff(i), 0.0, "window 1 changed");
+        }
+        // Padding is whole transitions.
+        let e = model
+            .forward(&feats, 2, 12, &[0, 2], None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiple of 3"), "{e}");
+    }
 }

@@ -1,19 +1,22 @@
 //! In-context evaluation: the frozen transformer acts in many environments at once, its context
-//! filled only by its own interaction (AD §4). One token per step per environment: the token
-//! of step t holds (obs_t, a_{t−1}, r_{t−1}) and its output is the distribution of a_t; the
-//! history runs on across episode boundaries, as in the training histories.
+//! filled only by its own interaction (AD §4). In the transition layout, one token per step per
+//! environment: the token of step t holds (obs_t, a_{t−1}, r_{t−1}) and its output is the
+//! distribution of a_t. In the sar layout, step t appends the tokens a_{t−1}, r_{t−1}, s_t (only
+//! s_0 at the first step) and a_t is read at s_t. The history runs on across episode boundaries,
+//! as in the training histories.
 //!
 //! The context is a window of the newest transitions that grows to `context` and then drops
-//! all but the newest `keep` (see [`super::kv_cache`] for why). With the KV cache each step
-//! encodes one token; without it each step re-encodes the whole window (the reference the
-//! cache is tested against, and the baseline of `bench ad`).
+//! all but the newest `keep` whole transitions, so that it starts at a transition's first
+//! token as training windows do (see [`super::kv_cache`] for why). With the KV cache each step
+//! encodes only its new tokens; without it each step re-encodes the whole window (the reference
+//! the cache is tested against, and the baseline of `bench ad`).
 
 use std::path::Path;
 
 use candle_core::Device;
 
 use super::kv_cache::KvCache;
-use super::model::{Gpt, GptConfig, TokenSpec};
+use super::model::{Gpt, GptConfig, TokenLayout, TokenSpec};
 use crate::checkpoint::{raw_to_tensors, CheckpointData};
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
@@ -35,7 +38,7 @@ pub struct InContextPolicy {
     name: String,
     /// Encode one token per step against cached keys/values (`false`: recompute the window).
     pub use_cache: bool,
-    /// Tokens kept when the window is full.
+    /// Transitions kept when the window is full.
     pub keep: usize,
     /// Take the most likely action instead of sampling (sampling is AD's default).
     pub greedy: bool,
@@ -45,7 +48,7 @@ pub struct InContextPolicy {
     pub temperature: f64,
     rng: Rng,
     n: usize,
-    /// Token features of the window, one `n × F` block per step, oldest first.
+    /// Token features of the window, one `n × F` block per token slot, oldest first.
     window: Vec<Vec<f32>>,
     cache: KvCache,
     prev: Vec<Option<(usize, f32)>>,
@@ -55,7 +58,7 @@ pub struct InContextPolicy {
 impl InContextPolicy {
     pub fn new(model: Gpt, store: ParamStore, name: String, seed: u64) -> Self {
         let keep = model.config.context / 2;
-        let (n_layer, context) = (model.config.n_layer, model.config.context);
+        let (n_layer, tokens) = (model.config.n_layer, model.config.max_tokens());
         Self {
             model,
             _store: store,
@@ -67,7 +70,7 @@ impl InContextPolicy {
             rng: Rng::seed_from_u64(seed ^ 0xAD),
             n: 0,
             window: Vec::new(),
-            cache: KvCache::new(n_layer, context),
+            cache: KvCache::new(n_layer, tokens),
             prev: Vec::new(),
             last_logits: Vec::new(),
         }
@@ -106,37 +109,47 @@ impl InContextPolicy {
         &self.last_logits
     }
 
-    /// Transitions in the context window now.
+    /// Transitions in the context window now (the last one's action is still to be chosen).
     pub fn window_len(&self) -> usize {
-        self.window.len()
+        self.window
+            .len()
+            .div_ceil(self.model.config.layout.tokens_per_transition())
     }
 
-    /// Action logits `(n, A)` for the newest token of every environment.
-    fn logits(&mut self) -> Result<Vec<Vec<f32>>> {
+    /// Action logits `(n, A)` at the newest token of every environment, of which the newest
+    /// `new` token slots of the window are not in the cache yet.
+    fn logits(&mut self, new: usize) -> Result<Vec<Vec<f32>>> {
         let (n, f) = (self.n, self.model.tokenizer.features());
         let first = vec![0usize; n];
         let len = self.window.len();
         let rows = if self.use_cache {
-            if self.cache.len() + 1 != len {
+            if self.cache.len() + new != len {
                 // The window was cut (or this is the first step): encode all but the newest.
                 self.cache.clear();
-                if len > 1 {
-                    let feats = interleave(&self.window[..len - 1], n, f);
-                    self.model
-                        .forward(&feats, n, len - 1, &first, Some(&mut self.cache), None)?;
+                if len > new {
+                    let feats = interleave(&self.window[..len - new], n, f);
+                    self.model.forward(
+                        &feats,
+                        n,
+                        len - new,
+                        &first,
+                        Some(&mut self.cache),
+                        None,
+                    )?;
                 }
             }
-            let newest = &self.window[len - 1];
+            let newest = interleave(&self.window[len - new..], n, f);
             self.model
-                .forward(newest, n, 1, &first, Some(&mut self.cache), None)?
+                .forward(&newest, n, new, &first, Some(&mut self.cache), None)?
         } else {
             let feats = interleave(&self.window, n, f);
-            let all = self.model.forward(&feats, n, len, &first, None, None)?;
-            // Rows are (env, slot); keep each env's last slot.
-            let idx: Vec<u32> = (0..n).map(|i| (i * len + len - 1) as u32).collect();
-            let idx = candle_core::Tensor::from_vec(idx, n, self.model.device())?;
-            all.index_select(&idx, 0)?
+            self.model.forward(&feats, n, len, &first, None, None)?
         };
+        // Rows are (env, prediction); keep each env's last one (the newest token's).
+        let per_env = rows.dim(0)? / n.max(1);
+        let idx: Vec<u32> = (0..n).map(|i| (i * per_env + per_env - 1) as u32).collect();
+        let idx = candle_core::Tensor::from_vec(idx, n, self.model.device())?;
+        let rows = rows.index_select(&idx, 0)?;
         Ok(rows.to_dtype(candle_core::DType::F32)?.to_vec2()?)
     }
 }
@@ -182,14 +195,45 @@ impl Policy for InContextPolicy {
                 self.name
             )));
         };
-        if self.window.len() == self.model.config.context {
-            let cut = self.window.len() - self.keep.min(self.window.len() - 1);
+        let context = self.model.config.context;
+        if self.window_len() == context {
+            // Keep the newest `keep` transitions, from the first token of the oldest of them.
+            let tpt = self.model.config.layout.tokens_per_transition();
+            let cut = (context - self.keep.min(context - 1)) * tpt;
             self.window.drain(..cut);
         }
-        let mut tok = vec![0f32; n * f];
-        self.model.tokenizer.write(obs, &self.prev, &mut tok);
-        self.window.push(tok);
-        let logits = self.logits()?;
+        let new = match tk.layout() {
+            TokenLayout::Transition => {
+                let mut tok = vec![0f32; n * f];
+                tk.write(obs, &self.prev, &mut tok);
+                self.window.push(tok);
+                1
+            }
+            TokenLayout::Sar => {
+                // a_{t−1} and r_{t−1} (a missing one is an all-zero token), then s_t.
+                let mut new = 0;
+                if !self.window.is_empty() {
+                    let acts: Vec<Option<usize>> =
+                        self.prev.iter().map(|p| p.map(|(a, _)| a)).collect();
+                    let rews: Vec<f32> = self
+                        .prev
+                        .iter()
+                        .map(|p| p.map_or(0.0, |(_, r)| r))
+                        .collect();
+                    let (mut a_tok, mut r_tok) = (vec![0f32; n * f], vec![0f32; n * f]);
+                    tk.write_actions(&acts, &mut a_tok);
+                    tk.write_rewards(&rews, &mut r_tok);
+                    self.window.push(a_tok);
+                    self.window.push(r_tok);
+                    new += 2;
+                }
+                let mut s_tok = vec![0f32; n * f];
+                tk.write_states(obs, &mut s_tok);
+                self.window.push(s_tok);
+                new + 1
+            }
+        };
+        let logits = self.logits(new)?;
         for (i, row) in logits.iter().enumerate() {
             out[i] = if self.greedy {
                 argmax(row)

@@ -18,7 +18,9 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::model::{accuracy, action_loss, Gpt, GptConfig, TokenSpec, Tokenizer, Train};
+use super::model::{
+    accuracy, action_loss, Gpt, GptConfig, TokenLayout, TokenSpec, Tokenizer, Train,
+};
 use crate::agents::ppo::ObsEncoding;
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
 use crate::envs::EnvSpec;
@@ -195,7 +197,9 @@ pub fn final_episodes(data: &Transitions, n: usize) -> Transitions {
     out
 }
 
-/// Model inputs of a window batch: token features, per-window first real slot, targets, mask.
+/// Model inputs of a window batch: token features, per-window first real token slot, and one
+/// target and loss-mask entry per transition (the model predicts one action per transition in
+/// either layout: at its token, or at its s token in the sar layout).
 pub struct Inputs {
     pub features: Vec<f32>,
     pub first_pos: Vec<usize>,
@@ -203,19 +207,17 @@ pub struct Inputs {
     pub mask: Vec<f32>,
 }
 
+/// The tokens of a window batch in the tokenizer's layout: `C` transitions per window become
+/// `C` tokens, or `3·C` tokens (s, a, r per transition) in the sar layout, where the first
+/// real token slot is 3 × the first real transition slot.
 pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
-    let (b, c, f, na) = (w.batch, w.context, tokens.features(), tokens.num_actions());
+    let (b, c, na) = (w.batch, w.context, tokens.num_actions());
     let (Actions::Discrete(prev), Actions::Discrete(target)) = (&w.prev_action, &w.target_action)
     else {
         return Err(Error::Config(
             "distill needs discrete actions in the window batch".into(),
         ));
     };
-    let prevs: Vec<Option<(usize, f32)>> = (0..b * c)
-        .map(|s| (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s])))
-        .collect();
-    let mut features = vec![0f32; b * c * f];
-    tokens.write(&w.obs, &prevs, &mut features);
     let mut first_pos = vec![0usize; b];
     let mut targets = vec![0u32; b * c];
     for (i, fp) in first_pos.iter_mut().enumerate() {
@@ -223,10 +225,6 @@ pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
         for j in 0..c {
             let s = i * c + j;
             if w.mask[s] == 0.0 {
-                // Padding: an all-zero token (masked as a key and in the loss).
-                features[s * f..(s + 1) * f]
-                    .iter_mut()
-                    .for_each(|x| *x = 0.0);
                 continue;
             }
             let a = target[s];
@@ -238,12 +236,72 @@ pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
             targets[s] = a as u32;
         }
     }
+    let features = match tokens.layout() {
+        TokenLayout::Transition => transition_tokens(w, prev, tokens),
+        TokenLayout::Sar => {
+            first_pos.iter_mut().for_each(|fp| *fp *= 3);
+            sar_tokens(w, &targets, tokens)
+        }
+    };
     Ok(Inputs {
         features,
         first_pos,
         targets,
         mask: w.mask.clone(),
     })
+}
+
+/// Transition layout: token j holds (obs_j, a_{j−1}, r_{j−1}); padding is an all-zero token
+/// (masked as a key and in the loss).
+fn transition_tokens(w: &WindowBatch, prev: &[i64], tokens: &Tokenizer) -> Vec<f32> {
+    let (n, f) = (w.batch * w.context, tokens.features());
+    let prevs: Vec<Option<(usize, f32)>> = (0..n)
+        .map(|s| (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s])))
+        .collect();
+    let mut features = vec![0f32; n * f];
+    tokens.write(&w.obs, &prevs, &mut features);
+    for (s, tok) in features.chunks_mut(f).enumerate() {
+        if w.mask[s] == 0.0 {
+            tok.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    features
+}
+
+/// Sar layout: slot j gives the tokens s_j, a_j, r_j. r_j is the reward slot j + 1 records as
+/// its previous one; the window does not hold the last slot's reward, so that r token is 0,
+/// which changes nothing: it comes after the last s token, so no prediction attends to it.
+/// Padding slots give three all-zero tokens.
+fn sar_tokens(w: &WindowBatch, actions: &[u32], tokens: &Tokenizer) -> Vec<f32> {
+    let (c, n, f) = (w.context, w.batch * w.context, tokens.features());
+    let mut states = vec![0f32; n * f];
+    tokens.write_states(&w.obs, &mut states);
+    let actions: Vec<Option<usize>> = actions.iter().map(|&a| Some(a as usize)).collect();
+    let mut acts = vec![0f32; n * f];
+    tokens.write_actions(&actions, &mut acts);
+    let rewards: Vec<f32> = (0..n)
+        .map(|s| {
+            let next_has_prev = s % c + 1 < c && w.has_prev[s + 1] > 0.0;
+            if next_has_prev {
+                w.prev_reward[s + 1]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut rews = vec![0f32; n * f];
+    tokens.write_rewards(&rewards, &mut rews);
+    let mut features = vec![0f32; 3 * n * f];
+    for (s, out) in features.chunks_mut(3 * f).enumerate() {
+        if w.mask[s] == 0.0 {
+            continue;
+        }
+        let tok = s * f..(s + 1) * f;
+        out[..f].copy_from_slice(&states[tok.clone()]);
+        out[f..2 * f].copy_from_slice(&acts[tok.clone()]);
+        out[2 * f..].copy_from_slice(&rews[tok]);
+    }
+    features
 }
 
 /// What `distill` returns.
@@ -303,11 +361,11 @@ impl Trainer {
 
     /// One gradient step on `inputs`; returns (loss, accuracy, gradient norm).
     pub fn update(&mut self, cfg: &DistillConfig, x: &Inputs) -> Result<(f64, f64, f64)> {
-        let (b, c) = (x.first_pos.len(), cfg.model.context);
+        let (b, t) = (x.first_pos.len(), cfg.model.max_tokens());
         let logits = self.model.forward(
             &x.features,
             b,
-            c,
+            t,
             &x.first_pos,
             None,
             Some(Train {
@@ -463,7 +521,7 @@ pub fn distill(
             last_acc = acc_sum / n_avg;
             let el = start.elapsed().as_secs_f64().max(1e-9);
             let tokens_s =
-                ((t.step - start_step) as f64 * (cfg.batch * cfg.model.context) as f64) / el;
+                ((t.step - start_step) as f64 * (cfg.batch * cfg.model.max_tokens()) as f64) / el;
             let mut v = BTreeMap::new();
             v.insert("loss".into(), last_loss);
             v.insert("accuracy".into(), last_acc);
@@ -493,8 +551,73 @@ pub fn distill(
         steps: t.step,
         final_loss: last_loss,
         final_accuracy: last_acc,
-        tokens_per_second: ((t.step - start_step) as f64 * (cfg.batch * cfg.model.context) as f64)
+        tokens_per_second: ((t.step - start_step) as f64
+            * (cfg.batch * cfg.model.max_tokens()) as f64)
             / el,
         num_params: t.store.num_params(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envs::TaskFamily;
+
+    /// One window of 3 transitions whose first slot is padding; the real slots hold obs (1, 2)
+    /// and (3, 4), actions 2 then 4, and rewards 0.5 then an unknown (last) one.
+    fn window() -> WindowBatch {
+        WindowBatch {
+            batch: 1,
+            context: 3,
+            obs_dim: 2,
+            action_dim: 1,
+            obs: vec![0.0, 0.0, 1.0, 2.0, 3.0, 4.0],
+            prev_action: Actions::Discrete(vec![0, 0, 2]),
+            prev_reward: vec![0.0, 0.0, 0.5],
+            has_prev: vec![0.0, 0.0, 1.0],
+            target_action: Actions::Discrete(vec![0, 2, 4]),
+            mask: vec![0.0, 1.0, 1.0],
+            rows: vec![-1, 0, 1],
+        }
+    }
+
+    #[test]
+    fn sar_window_has_three_tokens_per_transition_in_order() {
+        let Ok(family) = TaskFamily::from_id("dark_room") else {
+            panic!("dark_room is a built-in task family");
+        };
+        let spec = TokenSpec {
+            obs_space: family.spec().observation_space.clone(),
+            obs_encoding: ObsEncoding::OneHot,
+            num_actions: 5,
+        };
+        let tk = spec.tokenizer_for(TokenLayout::Sar);
+        let (e, f) = (tk.obs_features(), tk.features());
+        assert_eq!((e, f), (18, 24));
+        let x = window_inputs(&window(), &tk).unwrap();
+        assert_eq!(x.first_pos, vec![3]);
+        assert_eq!(x.targets, vec![0, 2, 4]);
+        assert_eq!(x.mask, vec![0.0, 1.0, 1.0]);
+        assert_eq!(x.features.len(), 9 * f);
+        let tok = |i: usize| &x.features[i * f..(i + 1) * f];
+        let hot = |t: &[f32]| -> Vec<usize> { (0..f).filter(|&k| t[k] != 0.0).collect() };
+        for i in 0..3 {
+            assert!(hot(tok(i)).is_empty(), "padding token {i}");
+        }
+        // s_1: one-hot x = 1 and y = 2 (9 values each); a_1: action 2; r_1: 0.5.
+        assert_eq!(hot(tok(3)), vec![1, 9 + 2]);
+        assert_eq!(hot(tok(4)), vec![e + 2]);
+        assert_eq!(tok(5)[e + 5], 0.5);
+        assert_eq!(hot(tok(5)), vec![e + 5]);
+        assert_eq!(hot(tok(6)), vec![3, 9 + 4]);
+        assert_eq!(hot(tok(7)), vec![e + 4]);
+        assert!(
+            hot(tok(8)).is_empty(),
+            "the last reward is not in the window"
+        );
+        // The transition layout of the same window is unchanged: one token per slot.
+        let x = window_inputs(&window(), &spec.tokenizer()).unwrap();
+        assert_eq!(x.first_pos, vec![1]);
+        assert_eq!(x.features.len(), 3 * spec.tokenizer().features());
+    }
 }

@@ -3,7 +3,8 @@
 //! ([`train`]) that, with frozen weights, improves on new tasks from its own context
 //! ([`policy`]); expert distillation (ED) is the same model trained on converged episodes only.
 //!
-//! - [`model`]: the GPT (attention, MLP, blocks, layer norm from tensor ops, positions, dropout);
+//! - [`model`]: the GPT (token layouts, blocks, MLP, positions, dropout);
+//! - [`attention`], [`layer_norm`]: causal attention and layer norm, fused on the CPU;
 //! - [`kv_cache`]: incremental decoding over a sliding window;
 //! - [`train`]: `reincarnate distill` (AD and ED), metrics, checkpoints with exact resume;
 //! - [`policy`]: the in-context [`crate::eval::Policy`] for `reincarnate eval`;

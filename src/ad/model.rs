@@ -17,9 +17,11 @@
 //! first real token, or the first token of the evaluation context), so training windows
 //! and the sliding evaluation context (see [`super::kv_cache`]) agree.
 //!
-//! Layer norm and softmax are written from differentiable tensor ops: candle's fused kernels
-//! have no backward (DESIGN.md, candle notes). Dropout masks are drawn from the project's
-//! [`Rng`] on the host, so a CPU run is reproducible from its seed and resumes bit-exactly.
+//! candle's fused layer-norm and softmax kernels have no backward (DESIGN.md, candle notes):
+//! attention ([`super::attention`]) and layer norm ([`super::layer_norm`]) are one custom op
+//! each with a hand-written backward on the CPU, and differentiable tensor ops elsewhere.
+//! Dropout masks are drawn from the project's [`Rng`] (attention dropout from a seed it draws),
+//! so a CPU run is reproducible from its seed and resumes bit-exactly.
 
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};

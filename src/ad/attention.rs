@@ -145,6 +145,9 @@ pub fn reference_attention(
     Ok(att.matmul(v)?)
 }
 
+/// From this many queries per call on, the forward transposes keys and values first.
+const TRANSPOSE_MIN_QUERIES: usize = 8;
+
 /// `xt` (hd × S) ← `x` (S × hd) transposed.
 #[inline(always)]
 fn transpose_into(x: &[f32], s: usize, hd: usize, xt: &mut [f32]) {
@@ -311,14 +314,26 @@ impl Kernel<'_> {
         sc: &mut Scratch,
     ) {
         let (t, s, hd) = (self.t, self.s, self.hd);
-        transpose_into(k, s, hd, &mut sc.kt);
-        transpose_into(v, s, hd, &mut sc.vt);
+        // Few queries (incremental decoding): transposing the keys and values would cost as
+        // much as the attention itself, so rows of keys and values are used as they are.
+        let transposed = t >= TRANSPOSE_MIN_QUERIES;
+        if transposed {
+            transpose_into(k, s, hd, &mut sc.kt);
+            transpose_into(v, s, hd, &mut sc.vt);
+        }
         for i in 0..t {
             let (lo, hi) = self.mask.range(bh / self.h, i);
+            let qi = &q[i * hd..(i + 1) * hd];
             let scores = &mut p[i * s + lo..=i * s + hi];
-            scores.fill(0.0);
-            for (d, &qd) in q[i * hd..(i + 1) * hd].iter().enumerate() {
-                axpy(scores, qd, &sc.kt[d * s + lo..=d * s + hi]);
+            if transposed {
+                scores.fill(0.0);
+                for (d, &qd) in qi.iter().enumerate() {
+                    axpy(scores, qd, &sc.kt[d * s + lo..=d * s + hi]);
+                }
+            } else {
+                for (x, kj) in scores.iter_mut().zip(k[lo * hd..].chunks_exact(hd)) {
+                    *x = dot(qi, kj);
+                }
             }
             let sum = exp_shifted(scores, max(scores), self.scale);
             let inv = 1.0 / sum;
@@ -332,8 +347,16 @@ impl Kernel<'_> {
             } else {
                 scores
             };
-            for (d, x) in o[i * hd..(i + 1) * hd].iter_mut().enumerate() {
-                *x = dot(w, &sc.vt[d * s + lo..=d * s + hi]);
+            let oi = &mut o[i * hd..(i + 1) * hd];
+            if transposed {
+                for (d, x) in oi.iter_mut().enumerate() {
+                    *x = dot(w, &sc.vt[d * s + lo..=d * s + hi]);
+                }
+            } else {
+                oi.fill(0.0);
+                for (&wj, vj) in w.iter().zip(v[lo * hd..].chunks_exact(hd)) {
+                    axpy(oi, wj, vj);
+                }
             }
         }
     }
@@ -704,13 +727,13 @@ mod tests {
     #[test]
     fn fused_matches_tensor_ops_without_dropout() {
         check(3, 2, 7, 0, 4, None);
-        check(3, 2, 11, 0, 4, None);
+        check(3, 2, TRANSPOSE_MIN_QUERIES + 3, 0, 4, None);
     }
 
     #[test]
     fn fused_matches_tensor_ops_with_cache_offset_and_dropout() {
         check(2, 3, 5, 4, 8, Some(0.3));
-        check(2, 2, 12, 3, 8, Some(0.2));
+        check(2, 2, TRANSPOSE_MIN_QUERIES + 4, 3, 8, Some(0.2));
         check(1, 1, 1, 6, 16, Some(0.5));
     }
 

@@ -120,6 +120,14 @@ impl<'a, T: Copy> View<'a, T> {
         }
     }
 
+    /// The elements in row-major order when the view is contiguous.
+    fn contiguous(&self) -> Option<&'a [T]> {
+        let n = self.rows * self.cols;
+        let row_major =
+            (self.cs == 1 || self.cols <= 1) && (self.rs == self.cols || self.rows <= 1);
+        row_major.then(|| &self.data[self.offset..self.offset + n])
+    }
+
     fn at(&self, i: usize, j: usize) -> T {
         self.data[self.offset + i * self.rs + j * self.cs]
     }
@@ -204,10 +212,10 @@ impl Dense {
         }
         matmul_into(&mut y, true, x, w.t());
         if self.relu {
+            // an unconditional select (not a conditional store) so that it vectorises
+            let zero = T::zero();
             for v in y.iter_mut() {
-                if *v <= T::zero() {
-                    *v = T::zero();
-                }
+                *v = if *v > zero { *v } else { zero };
             }
         }
         Ok(y)
@@ -225,17 +233,25 @@ impl Dense {
     ) -> Grads<T> {
         let (m, k, n) = (x.rows, x.cols, w.rows);
         // dz = grad ⊙ 1[y > 0]: ReLU's derivative taken as 0 at 0, as candle's relu backward
-        let mut dz = Vec::with_capacity(m * n);
-        for i in 0..m {
-            for j in 0..n {
-                let g = grad.at(i, j);
-                dz.push(if !self.relu || res.at(i, j) > T::zero() {
-                    g
-                } else {
-                    T::zero()
-                });
+        let zero = T::zero();
+        let dz: Vec<T> = match (grad.contiguous(), res.contiguous(), self.relu) {
+            (Some(g), _, false) => g.to_vec(),
+            (Some(g), Some(y), true) => g
+                .iter()
+                .zip(y)
+                .map(|(&g, &y)| if y > zero { g } else { zero })
+                .collect(),
+            _ => {
+                let mut dz = Vec::with_capacity(m * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let keep = !self.relu || res.at(i, j) > zero;
+                        dz.push(if keep { grad.at(i, j) } else { zero });
+                    }
+                }
+                dz
             }
-        }
+        };
         let dzv = View::dense(&dz, m, n);
         let dx = need[0].then(|| {
             let mut dx = vec![T::zero(); m * k];

@@ -41,6 +41,7 @@ use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
 use crate::eval::ActionBuf;
+use crate::nn::dense::dense;
 use crate::nn::hyperspherical::{self, FeatureLog, HyperNet};
 use crate::nn::linear::linear;
 use crate::nn::optim::AdamState;
@@ -292,9 +293,9 @@ impl Mlp {
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             let b = l.bias().map(|b| view(b, grad));
-            h = linear(&h, &view(l.weight(), grad), b.as_ref())?;
-            if i < last || relu_last {
-                h = h.relu()?;
+            let relu = i < last || relu_last;
+            h = dense(&h, &view(l.weight(), grad), b.as_ref(), relu)?;
+            if relu {
                 if let Some(lg) = log.as_mut() {
                     let n = h.detach().sqr()?.sum(D::Minus1)?.sqrt()?.mean_all()?;
                     lg.push((format!("{i}"), n.to_scalar::<f32>()? as f64));

@@ -3,12 +3,19 @@
 use candle_core::{Tensor, Var, D};
 
 use crate::error::Result;
+use crate::nn::dense;
 use crate::nn::init::Init;
 use crate::nn::params::ParamPath;
 use crate::nn::spectral_norm::{SnMode, SpectralNorm};
 
-/// `y = x Wᵀ + b` for `x` of shape `(…, in)`, `w` `[out, in]`, `b` `[out]`.
+/// `y = x Wᵀ + b` for `x` of shape `(…, in)`, `w` `[out, in]`, `b` `[out]`. On the CPU with a
+/// rank-2 input and a bias this is one fused node ([`dense`]); elsewhere tensor ops.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    if let Some(b) = b {
+        if dense::host_path(x, w, b) {
+            return dense::fused(x, w, b, false);
+        }
+    }
     let dims = x.dims();
     let y = if dims.len() == 2 {
         x.matmul(&w.t()?)?
@@ -107,6 +114,20 @@ impl Linear {
             Some(s) => y.broadcast_div(&s)?,
             None => y,
         })
+    }
+
+    /// `relu(forward_t(x, train))`; one fused node on the CPU when the layer has no spectral
+    /// norm (see [`dense`]).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match &self.sn {
+            None => Ok(dense::dense(
+                x,
+                self.weight.as_tensor(),
+                self.bias.as_ref().map(|b| b.as_tensor()),
+                true,
+            )?),
+            Some(_) => Ok(self.forward_t(x, train)?.relu()?),
+        }
     }
 
     /// Evaluation forward pass.

@@ -23,6 +23,7 @@
 
 pub mod categorical;
 pub mod conv;
+pub mod dense;
 pub mod grad;
 pub mod grad_check;
 pub(crate) mod host;

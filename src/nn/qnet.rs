@@ -339,10 +339,11 @@ impl QNetwork {
         let first_fc = usize::from(self.config.body == Body::MinatarConv);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate().skip(first_fc) {
-            x = layer.forward_t(&x, train)?;
-            if i < last {
-                x = x.relu()?;
-            }
+            x = match layer {
+                Layer::Linear(l) if i < last => l.forward_relu_t(&x, train)?,
+                _ if i < last => layer.forward_t(&x, train)?.relu()?,
+                _ => layer.forward_t(&x, train)?,
+            };
         }
         if self.config.atoms > 1 {
             x = x.reshape((batch, self.n_actions, self.config.atoms))?;

@@ -1,0 +1,493 @@
+//! A fully connected layer as one graph node: `y = x Wᵀ + b`, optionally followed by ReLU.
+//!
+//! Why: the small networks of RL spend most of a CPU update in per-op overhead, not in
+//! arithmetic. Built from tensor ops, one layer is a transpose, a matmul, the bias (a second
+//! matmul, see [`crate::nn::linear::linear`]), an add and a ReLU; each op allocates a fresh
+//! output, and candle's backward allocates a zeroed accumulator plus a sum for every input of
+//! every node. As one [`CustomOp3`] the forward writes the bias rows into the output and lets
+//! the matrix product accumulate onto them (one allocation, no separate add), ReLU is applied
+//! in place, and the backward computes only the gradients that are needed: none for an input
+//! that is an observation, none for weights seen through a detached view (SAC's critics in the
+//! actor loss), where candle's matmul backward computes both sides always.
+//!
+//! The host path serves CPU tensors of f32 or f64 (f64 for the finite-difference gradient
+//! checks); everything else (other devices, dtypes, ranks) uses the same formula in tensor ops.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
+
+use crate::nn::linear::linear;
+
+/// `relu(x Wᵀ + b)` (with `relu`) or `x Wᵀ + b` for `x` `(rows, in)`, `w` `[out, in]`,
+/// `b` `[out]`; one graph node on the CPU. Other ranks, devices or dtypes, and a missing bias,
+/// go through [`linear`] and `Tensor::relu`.
+pub fn dense(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    relu: bool,
+) -> candle_core::Result<Tensor> {
+    match b {
+        Some(b) if host_path(x, w, b) => fused(x, w, b, relu),
+        _ => {
+            let y = linear(x, w, b)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        }
+    }
+}
+
+/// The fused node itself; callers check [`host_path`] first.
+pub(crate) fn fused(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    x.apply_op3(w, b, Dense { relu })
+}
+
+/// Whether the fused host op applies: CPU tensors of one float dtype (f32 or f64), a
+/// rank-2 input and weight and a rank-1 bias.
+pub(crate) fn host_path(x: &Tensor, w: &Tensor, b: &Tensor) -> bool {
+    let dt = x.dtype();
+    x.device().is_cpu()
+        && w.device().is_cpu()
+        && b.device().is_cpu()
+        && matches!(dt, DType::F32 | DType::F64)
+        && w.dtype() == dt
+        && b.dtype() == dt
+        && x.rank() == 2
+        && w.rank() == 2
+        && b.rank() == 1
+}
+
+/// Whether backward will ask for this tensor's gradient (a variable, or computed from one).
+fn tracks(t: &Tensor) -> bool {
+    t.track_op()
+}
+
+/// A strided 2-D view into host data: element `(i, j)` at `offset + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T: Copy> View<'a, T> {
+    /// The view of a rank-2 layout, checked to lie inside `data`.
+    fn new(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<Self> {
+        let (rows, cols) = layout.shape().dims2()?;
+        let (rs, cs) = match layout.stride() {
+            &[rs, cs] => (rs, cs),
+            s => candle_core::bail!("dense: {what} has strides {s:?}, expected two"),
+        };
+        let offset = layout.start_offset();
+        let last = offset + rows.saturating_sub(1) * rs + cols.saturating_sub(1) * cs;
+        if rows > 0 && cols > 0 && last >= data.len() {
+            candle_core::bail!("dense: {what} layout reaches past its storage")
+        }
+        Ok(Self {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs,
+        })
+    }
+
+    /// A contiguous row-major view of a vector.
+    fn dense(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    /// The elements in row-major order when the view is contiguous.
+    fn contiguous(&self) -> Option<&'a [T]> {
+        let n = self.rows * self.cols;
+        let row_major =
+            (self.cs == 1 || self.cols <= 1) && (self.rs == self.cols || self.rows <= 1);
+        row_major.then(|| &self.data[self.offset..self.offset + n])
+    }
+
+    fn at(&self, i: usize, j: usize) -> T {
+        self.data[self.offset + i * self.rs + j * self.cs]
+    }
+}
+
+/// `dst (m×n, row-major) = [dst +] a (m×k) · b (k×n)`.
+fn matmul_into<T: WithDType>(dst: &mut [T], accumulate: bool, a: View<'_, T>, b: View<'_, T>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && dst.len() == m * n, "dense: matmul shapes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.iter_mut().for_each(|d| *d = T::zero());
+        }
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `View::new` checked that every element a view addresses lies inside its slice
+    // (`View::dense` views are built from vectors of exactly rows·cols elements), and `dst` holds
+    // m·n elements written row-major; `dst` is a fresh buffer that aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Host gradients of the input, weight and bias (`None`: not asked for).
+type Grads<T> = (Option<Vec<T>>, Option<Vec<T>>, Option<Vec<T>>);
+
+/// The fused layer; `relu` says whether ReLU follows the affine map.
+struct Dense {
+    relu: bool,
+}
+
+impl Dense {
+    fn forward<T: WithDType>(
+        &self,
+        x: View<'_, T>,
+        w: View<'_, T>,
+        b: View<'_, T>,
+    ) -> candle_core::Result<Vec<T>> {
+        let (m, n) = (x.rows, w.rows);
+        if w.cols != x.cols || b.cols != n {
+            candle_core::bail!(
+                "dense: input ({m}, {}), weight ({n}, {}), bias ({})",
+                x.cols,
+                w.cols,
+                b.cols
+            )
+        }
+        // the bias rows first; the product accumulates onto them
+        let bias: Vec<T> = (0..n).map(|j| b.at(0, j)).collect();
+        let mut y = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            y.extend_from_slice(&bias);
+        }
+        matmul_into(&mut y, true, x, w.t());
+        if self.relu {
+            // an unconditional select (not a conditional store) so that it vectorises
+            let zero = T::zero();
+            for v in y.iter_mut() {
+                *v = if *v > zero { *v } else { zero };
+            }
+        }
+        Ok(y)
+    }
+
+    /// Gradients of `x`, `w`, `b` from `grad` (of the output) and the output `res`, each only
+    /// where `need` says so.
+    fn backward<T: WithDType>(
+        &self,
+        x: View<'_, T>,
+        w: View<'_, T>,
+        res: View<'_, T>,
+        grad: View<'_, T>,
+        need: [bool; 3],
+    ) -> Grads<T> {
+        let (m, k, n) = (x.rows, x.cols, w.rows);
+        // dz = grad ⊙ 1[y > 0]: ReLU's derivative taken as 0 at 0, as candle's relu backward
+        let zero = T::zero();
+        let dz: Vec<T> = match (grad.contiguous(), res.contiguous(), self.relu) {
+            (Some(g), _, false) => g.to_vec(),
+            (Some(g), Some(y), true) => g
+                .iter()
+                .zip(y)
+                .map(|(&g, &y)| if y > zero { g } else { zero })
+                .collect(),
+            _ => {
+                let mut dz = Vec::with_capacity(m * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let keep = !self.relu || res.at(i, j) > zero;
+                        dz.push(if keep { grad.at(i, j) } else { zero });
+                    }
+                }
+                dz
+            }
+        };
+        let dzv = View::dense(&dz, m, n);
+        let dx = need[0].then(|| {
+            let mut dx = vec![T::zero(); m * k];
+            matmul_into(&mut dx, false, dzv, w);
+            dx
+        });
+        let dw = need[1].then(|| {
+            let mut dw = vec![T::zero(); n * k];
+            matmul_into(&mut dw, false, dzv.t(), x);
+            dw
+        });
+        let db = need[2].then(|| {
+            let mut db = vec![T::zero(); n];
+            for row in dz.chunks_exact(n) {
+                for (d, &g) in db.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+            db
+        });
+        (dx, dw, db)
+    }
+}
+
+/// The slice of a CPU storage of the dtype `T`.
+fn slice<T: WithDType>(s: &CpuStorage) -> candle_core::Result<&[T]> {
+    T::cpu_storage_as_slice(s)
+}
+
+/// Host data and layout of a CPU tensor, for the duration of `f`.
+fn with_host<R>(
+    t: &Tensor,
+    f: impl FnOnce(&CpuStorage, &Layout) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => f(s, layout),
+        _ => candle_core::bail!("dense: expected a CPU tensor"),
+    }
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        if self.relu {
+            "dense-relu"
+        } else {
+            "dense"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, n) = (l1.shape().dims2()?.0, l2.shape().dims2()?.0);
+        let bias_layout = Layout::new((1, n).into(), vec![0, l3.stride()[0]], l3.start_offset());
+        let storage = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                CpuStorage::F32(self.forward(
+                    View::new(x, l1, "input")?,
+                    View::new(w, l2, "weight")?,
+                    View::new(b, &bias_layout, "bias")?,
+                )?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                CpuStorage::F64(self.forward(
+                    View::new(x, l1, "input")?,
+                    View::new(w, l2, "weight")?,
+                    View::new(b, &bias_layout, "bias")?,
+                )?)
+            }
+            _ => candle_core::bail!("dense: expected f32 or f64 tensors of one dtype"),
+        };
+        Ok((storage, (m, n).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need = [tracks(x), tracks(w), tracks(b)];
+        let (m, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let dev = x.device();
+        macro_rules! run {
+            ($t:ty) => {
+                with_host(x, |xs, xl| {
+                    with_host(w, |ws, wl| {
+                        with_host(res, |rs, rl| {
+                            with_host(grad, |gs, gl| {
+                                let (dx, dw, db) = self.backward(
+                                    View::new(slice::<$t>(xs)?, xl, "input")?,
+                                    View::new(slice::<$t>(ws)?, wl, "weight")?,
+                                    View::new(slice::<$t>(rs)?, rl, "output")?,
+                                    View::new(slice::<$t>(gs)?, gl, "output gradient")?,
+                                    need,
+                                );
+                                Ok((
+                                    dx.map(|v| Tensor::from_vec(v, (m, k), dev)).transpose()?,
+                                    dw.map(|v| Tensor::from_vec(v, (n, k), dev)).transpose()?,
+                                    db.map(|v| Tensor::from_vec(v, n, dev)).transpose()?,
+                                ))
+                            })
+                        })
+                    })
+                })
+            };
+        }
+        match x.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            dt => candle_core::bail!("dense: no backward for {dt:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(rng: &mut crate::rng::Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    /// Output and every gradient equal those of the tensor-op path (`linear` then `relu`),
+    /// with a transposed (strided) input among the cases.
+    #[test]
+    fn matches_the_tensor_op_path() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(3);
+        let (m, k, n) = (37, 19, 23);
+        for (relu, strided) in [(false, false), (true, false), (true, true)] {
+            let x = if strided {
+                Var::from_vec(randn(&mut rng, m * k), (k, m), &dev).unwrap()
+            } else {
+                Var::from_vec(randn(&mut rng, m * k), (m, k), &dev).unwrap()
+            };
+            let w = Var::from_vec(randn(&mut rng, n * k), (n, k), &dev).unwrap();
+            let b = Var::from_vec(randn(&mut rng, n), n, &dev).unwrap();
+            let r = Tensor::from_vec(randn(&mut rng, m * n), (m, n), &dev).unwrap();
+            let xin = if strided {
+                x.as_tensor().t().unwrap()
+            } else {
+                x.as_tensor().clone()
+            };
+            let fused = dense(&xin, &w, Some(&b), relu).unwrap();
+            let mut plain = linear(&xin, &w, Some(&b)).unwrap();
+            if relu {
+                plain = plain.relu().unwrap();
+            }
+            let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            assert!(max_diff(&fused, &plain) < 1e-5);
+            let g1 = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w, &b] {
+                let (a, c) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(max_diff(a, c) < 1e-4, "relu {relu} strided {strided}");
+            }
+        }
+    }
+
+    /// f64 central differences against the fused backward, through two stacked layers so the
+    /// input gradient of the second is exercised too.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(4);
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+        let (batch, inp, hid, out) = (4, 3, 5, 2);
+        let vals = [
+            draw(batch * inp),
+            draw(hid * inp),
+            draw(hid),
+            draw(out * hid),
+            draw(out),
+        ];
+        let r = Tensor::from_vec(draw(batch * out), (batch, out), &dev).unwrap();
+        let shapes: [&[usize]; 5] = [&[batch, inp], &[hid, inp], &[hid], &[out, hid], &[out]];
+        let inputs: Vec<(Vec<f64>, &[usize])> = vals.into_iter().zip(shapes).collect();
+        let bad = crate::nn::grad_check::gradient_mismatches(
+            &inputs,
+            |t| {
+                let h = dense(&t[0], &t[1], Some(&t[2]), true)?;
+                (dense(&h, &t[3], Some(&t[4]), false)?.tanh()? * &r)?.sum_all()
+            },
+            1e-6,
+            &dev,
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
+
+    /// No gradient is computed for an observation or for detached weights.
+    #[test]
+    fn skips_gradients_nobody_asks_for() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(5);
+        let x = Tensor::from_vec(randn(&mut rng, 8 * 3), (8, 3), &dev).unwrap();
+        let w = Var::from_vec(randn(&mut rng, 4 * 3), (4, 3), &dev).unwrap();
+        let b = Var::from_vec(randn(&mut rng, 4), 4, &dev).unwrap();
+        let g = dense(&x, &w, Some(&b), true)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&x).is_none());
+        assert!(g.get(&w).is_some() && g.get(&b).is_some());
+        let a = Var::from_vec(randn(&mut rng, 8 * 3), (8, 3), &dev).unwrap();
+        let wd = w.as_detached_tensor();
+        let g = dense(&a, &wd, Some(&b.as_detached_tensor()), false)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&a).is_some());
+        assert!(g.get(&wd).is_none() && g.get(&w).is_none());
+    }
+}

@@ -63,6 +63,10 @@ enum Command {
         /// In-context (AD/ED) policies: sample actions from softmax(logits / T); 0 = most likely.
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
+        /// In-context (AD/ED) policies: transitions the context keeps when it is full
+        /// [default: half the model's context].
+        #[arg(long)]
+        keep: Option<usize>,
         /// Print one JSON object on the last line of stdout.
         #[arg(long)]
         json: bool,
@@ -311,6 +315,7 @@ struct EvalArgs<'a> {
     episodes: usize,
     tasks: TaskSet,
     temperature: f64,
+    keep: Option<usize>,
     json: bool,
 }
 
@@ -322,6 +327,7 @@ fn cmd_eval(c: &Common, a: EvalArgs<'_>) -> Result<()> {
         episodes,
         tasks,
         temperature,
+        keep,
         json,
     } = a;
     let r = if arch.is_some() || reincarnate::reincarnation::is_state_dict(policy) {
@@ -348,6 +354,7 @@ fn cmd_eval(c: &Common, a: EvalArgs<'_>) -> Result<()> {
                 c.seed,
                 &device,
                 temperature,
+                keep,
             )?;
             return print_eval(&r, json);
         }
@@ -824,6 +831,7 @@ fn main() {
                 episodes,
                 tasks,
                 temperature,
+                keep,
                 json,
             } => cmd_eval(
                 &cli.common,
@@ -834,6 +842,7 @@ fn main() {
                     episodes: *episodes,
                     tasks: *tasks,
                     temperature: *temperature,
+                    keep: *keep,
                     json: *json,
                 },
             ),

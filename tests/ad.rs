@@ -447,6 +447,26 @@ fn checkpoint_round_trips_and_resume_is_exact() {
     let r = reincarnate::ad::curves::eval_in_context(&ck, None, TaskSet::Test, 2, 0, &dev).unwrap();
     assert_eq!(r.returns_by_episode.len(), 2);
     assert!(r.optimal_return.unwrap() > 10.0);
+    // `keep` (eval --keep): a window size the model's context cannot hold is refused by name.
+    let context = ck.config["model"]["context"].as_u64().unwrap() as usize;
+    let eval_keep = |keep| {
+        reincarnate::ad::curves::eval_in_context_at(
+            &ck,
+            None,
+            TaskSet::Test,
+            2,
+            0,
+            &dev,
+            1.0,
+            Some(keep),
+        )
+    };
+    let e = eval_keep(context).err().unwrap().to_string();
+    assert!(
+        e.contains("--keep") && e.contains(&context.to_string()),
+        "{e}"
+    );
+    assert_eq!(eval_keep(context - 1).unwrap().returns_by_episode.len(), 2);
     // A checkpoint with a tensor of the wrong shape is refused, naming the tensor.
     let mut bad = ck;
     bad.config["model"]["d_model"] = serde_json::json!(32);

@@ -101,11 +101,13 @@ pub fn eval_in_context(
     seed: u64,
     device: &candle_core::Device,
 ) -> Result<EvalReport> {
-    eval_in_context_at(data, env, tasks, episodes, seed, device, 1.0)
+    eval_in_context_at(data, env, tasks, episodes, seed, device, 1.0, None)
 }
 
 /// [`eval_in_context`] sampling actions from softmax(logits / `temperature`); 0 takes the most
-/// likely action.
+/// likely action. `keep`: transitions the context keeps when it is full (default: half the
+/// model's context; see [`super::kv_cache`]).
+#[allow(clippy::too_many_arguments)]
 pub fn eval_in_context_at(
     data: &crate::checkpoint::CheckpointData,
     env: Option<crate::envs::EnvConfig>,
@@ -114,6 +116,7 @@ pub fn eval_in_context_at(
     seed: u64,
     device: &candle_core::Device,
     temperature: f64,
+    keep: Option<usize>,
 ) -> Result<EvalReport> {
     use super::policy::InContextPolicy;
     if !(temperature.is_finite() && temperature >= 0.0) {
@@ -137,5 +140,15 @@ pub fn eval_in_context_at(
     let mut policy = InContextPolicy::from_checkpoint(data, device, seed)?;
     policy.greedy = temperature == 0.0;
     policy.temperature = temperature;
+    if let Some(keep) = keep {
+        let context = policy.model().config.context;
+        if keep == 0 || keep >= context {
+            return Err(Error::Config(format!(
+                "keep (--keep): expected 1 to {} transitions (below the model's context of {context}), found {keep}",
+                context - 1
+            )));
+        }
+        policy.keep = keep;
+    }
     crate::eval::evaluate(&family, tasks, episodes, seed, &mut policy)
 }

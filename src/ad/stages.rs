@@ -101,6 +101,9 @@ pub struct IclEvalStage {
     /// Sampling temperature of the frozen model (1: its learned distribution; 0: most likely).
     #[serde(default = "d_temperature")]
     pub temperature: f64,
+    /// Transitions the context keeps when it is full (default: half the model's context).
+    #[serde(default)]
+    pub keep: Option<usize>,
 }
 
 fn d_temperature() -> f64 {
@@ -192,6 +195,7 @@ pub fn run_icl_eval(
         seed,
         device,
         s.temperature,
+        s.keep,
     )
     .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
     Ok(serde_json::to_value(r).unwrap_or_default())

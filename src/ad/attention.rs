@@ -25,7 +25,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::nn::host::with_cpu_f32;
+use crate::nn::host::{contiguous_f32, CpuF32};
 use crate::rng::splitmix64;
 
 /// Which keys each query may see (see the module docs).
@@ -503,13 +503,6 @@ struct FusedAttention {
     probs: Mutex<Option<Vec<f32>>>,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused attention: {what} is not contiguous")
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
 impl FusedAttention {
     fn kernel(&self, q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Kernel<'_>> {
         let (b, h, t, hd) = q.dims4()?;
@@ -556,9 +549,9 @@ impl CustomOp3 for FusedAttention {
         let kn = self.kernel(l1.shape(), l2.shape(), l3.shape())?;
         let (t, s, hd) = (kn.t, kn.s, kn.hd);
         let (q, k, v) = (
-            contiguous(s1, l1, "q")?,
-            contiguous(s2, l2, "k")?,
-            contiguous(s3, l3, "v")?,
+            contiguous_f32(s1, l1, "fused attention: q")?,
+            contiguous_f32(s2, l2, "fused attention: k")?,
+            contiguous_f32(s3, l3, "fused attention: v")?,
         );
         let heads = q.len() / (t * hd);
         let mut out = vec![0f32; heads * t * hd];
@@ -609,15 +602,9 @@ impl CustomOp3 for FusedAttention {
             candle_core::bail!("fused attention: backward without the forward's probabilities")
         };
         let grad = grad.contiguous()?;
-        let read = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
-            match with_cpu_f32(x, |d| d.to_vec())? {
-                Some(v) => Ok(v),
-                None => candle_core::bail!(
-                    "fused attention: backward expects contiguous f32 CPU tensors"
-                ),
-            }
-        };
-        let (qv, kv, vv, gv) = (read(q)?, read(k)?, read(v)?, read(&grad)?);
+        let read = |t| CpuF32::new(t, "fused attention backward");
+        let (qr, kr, vr, gr) = (read(q)?, read(k)?, read(v)?, read(&grad)?);
+        let (qv, kv, vv, gv) = (qr.as_slice(), kr.as_slice(), vr.as_slice(), gr.as_slice());
         let heads = qv.len() / (t * hd);
         let mut dq = vec![0f32; heads * t * hd];
         let mut dk = vec![0f32; heads * s * hd];

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::nn::host::with_cpu_f32;
+use crate::nn::host::{contiguous_f32, CpuF32};
 
 const EPS: f32 = 1e-5;
 
@@ -52,13 +52,6 @@ fn moments(row: &[f32]) -> (f32, f32) {
 
 struct FusedLayerNorm;
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("layer norm: {what} is not contiguous")
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
 fn check(x: &Shape, gamma: &Shape, beta: &Shape) -> candle_core::Result<usize> {
     let d = x.dims().last().copied().unwrap_or(0);
     if d == 0 || gamma.dims() != [d] || beta.dims() != [d] {
@@ -83,9 +76,9 @@ impl CustomOp3 for FusedLayerNorm {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = check(l1.shape(), l2.shape(), l3.shape())?;
         let (x, g, b) = (
-            slice(s1, l1, "input")?,
-            slice(s2, l2, "weight")?,
-            slice(s3, l3, "bias")?,
+            contiguous_f32(s1, l1, "layer norm: input")?,
+            contiguous_f32(s2, l2, "layer norm: weight")?,
+            contiguous_f32(s3, l3, "layer norm: bias")?,
         );
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(d * BLOCK_ROWS)
@@ -111,15 +104,9 @@ impl CustomOp3 for FusedLayerNorm {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = check(x.shape(), gamma.shape(), beta.shape())?;
         let grad = grad.contiguous()?;
-        let read = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            match with_cpu_f32(t, |v| v.to_vec())? {
-                Some(v) => Ok(v),
-                None => {
-                    candle_core::bail!("layer norm: backward expects contiguous f32 CPU tensors")
-                }
-            }
-        };
-        let (xv, gv, dy) = (read(x)?, read(gamma)?, read(&grad)?);
+        let read = |t| CpuF32::new(t, "layer norm backward");
+        let (xr, gr, dyr) = (read(x)?, read(gamma)?, read(&grad)?);
+        let (xv, gv, dy) = (xr.as_slice(), gr.as_slice(), dyr.as_slice());
         let mut dx = vec![0f32; xv.len()];
         // Per block: (dγ, dβ) partial sums.
         let partial: Vec<(Vec<f32>, Vec<f32>)> = dx

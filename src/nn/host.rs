@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, StorageRef, Tensor};
 
 /// Runs `f` on the f32 data of `t` when `t` lives on the CPU, is f32 and is contiguous.
 /// `Ok(None)` otherwise, so the caller can fall back to tensor ops.
@@ -25,6 +25,44 @@ pub(crate) fn with_cpu_f32<R>(
     match &*storage {
         Storage::Cpu(cpu) => Ok(Some(f(&cpu.as_slice::<f32>()?[start..end]))),
         _ => Ok(None),
+    }
+}
+
+/// Read access, without a copy, to the f32 data of a contiguous CPU tensor for as long as the
+/// value lives (the backward passes of the fused CPU ops read their inputs through it).
+pub(crate) struct CpuF32<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> CpuF32<'a> {
+    /// Errors, naming `what`, unless `t` is a contiguous f32 tensor on the CPU.
+    pub(crate) fn new(t: &'a Tensor, what: &str) -> candle_core::Result<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{what}: tensor is not contiguous")
+        };
+        if !matches!(&*storage, Storage::Cpu(CpuStorage::F32(_))) {
+            candle_core::bail!(
+                "{what}: expected f32 data on the CPU, found {:?} on {:?}",
+                t.dtype(),
+                t.device().location()
+            )
+        }
+        Ok(Self {
+            storage,
+            start,
+            end,
+        })
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
+            // `new` admits only f32 CPU storage.
+            _ => &[],
+        }
     }
 }
 
@@ -50,7 +88,7 @@ fn contiguous_f32_mut<'a>(
     }
 }
 
-fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     what: &str,

@@ -651,6 +651,7 @@ impl CustomOp3 for FusedAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::grad_check::reference_differences;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
 
@@ -658,19 +659,6 @@ mod tests {
         let n = shape.0 * shape.1 * shape.2 * shape.3;
         let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
         Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Fused forward and gradients equal the tensor-op formulation, with padding, a cache
@@ -691,22 +679,10 @@ mod tests {
         let w = random((b, h, t, hd), &mut rng);
         let fused = attention(&q, &k, &v, scale, &mask, drop).unwrap();
         let reference = reference_attention(&q, &k, &v, scale, &mask, drop).unwrap();
-        assert!(max_diff(&fused, &reference) < 1e-5, "forward differs");
-        let gf = (fused * w.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gr = (reference * w.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-            let (a, r) = (gf.get(x).unwrap(), gr.get(x).unwrap());
-            let d = max_diff(a, r);
+        let (output, grads) =
+            reference_differences(&fused, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
+        assert!(output < 1e-5, "forward differs by {output}");
+        for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
             assert!(d < 1e-4, "d{name} differs by {d}");
         }
     }

@@ -156,6 +156,7 @@ impl CustomOp3 for FusedLayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::grad_check::reference_differences;
     use crate::rng::Rng;
     use candle_core::{Device, Var};
 
@@ -163,19 +164,6 @@ mod tests {
         let n = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| (rng.normal() + offset) as f32).collect();
         Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Forward and all three gradients equal the tensor-op formulation, over more rows than
@@ -190,21 +178,10 @@ mod tests {
         let w = var(&[rows, d], &mut rng, 0.0);
         let fused = layer_norm(&x, &g, &b).unwrap();
         let reference = reference_layer_norm(&x, &g, &b).unwrap();
-        assert!(max_diff(&fused, &reference) < 1e-5);
-        let gf = (fused * w.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gr = (reference * w.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("x", &x), ("gamma", &g), ("beta", &b)] {
-            let d = max_diff(gf.get(v).unwrap(), gr.get(v).unwrap());
+        let (output, grads) =
+            reference_differences(&fused, &reference, w.as_tensor(), &[&x, &g, &b]).unwrap();
+        assert!(output < 1e-5, "forward differs by {output}");
+        for (name, d) in ["x", "gamma", "beta"].into_iter().zip(grads) {
             assert!(d < 2e-4, "d{name} differs by {d}");
         }
     }

@@ -380,6 +380,7 @@ impl CustomOp3 for Dense {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::grad_check::reference_differences;
     use candle_core::{Device, Var};
 
     fn randn(rng: &mut crate::rng::Rng, n: usize) -> Vec<f32> {
@@ -412,22 +413,10 @@ mod tests {
             if relu {
                 plain = plain.relu().unwrap();
             }
-            let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
-            assert!(max_diff(&fused, &plain) < 1e-5);
-            let g1 = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &w, &b] {
-                let (a, c) = (g1.get(v).unwrap(), g2.get(v).unwrap());
-                assert!(max_diff(a, c) < 1e-4, "relu {relu} strided {strided}");
+            let (output, grads) = reference_differences(&fused, &plain, &r, &[&x, &w, &b]).unwrap();
+            assert!(output < 1e-5);
+            for d in grads {
+                assert!(d < 1e-4, "relu {relu} strided {strided}");
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Finite-difference gradient checks, for tests of layers and losses written from tensor ops
-//! (the checks that candle's backward of a composed forward is right).
+//! Gradient checks for tests: finite differences, for layers and losses written from tensor ops
+//! (the checks that candle's backward of a composed forward is right), and the comparison of a
+//! fused op with its tensor-op formulation.
 
 use candle_core::{Device, Tensor, Var};
 
@@ -54,6 +55,31 @@ pub fn gradient_mismatches(
         }
     }
     Ok(bad)
+}
+
+/// How far a fused op's output `fused` is from its reference formulation's `reference` on the
+/// same inputs: the largest |difference| of the outputs and, for each of `vars`, of the
+/// gradients of Σ output ⊙ `weights` (a fixed random weighting, so every output element gets
+/// its own gradient). Errors if a variable gets no gradient from either side.
+pub fn reference_differences(
+    fused: &Tensor,
+    reference: &Tensor,
+    weights: &Tensor,
+    vars: &[&Var],
+) -> candle_core::Result<(f32, Vec<f32>)> {
+    let max_diff = |a: &Tensor, b: &Tensor| (a - b)?.abs()?.max_all()?.to_scalar::<f32>();
+    let output = max_diff(fused, reference)?;
+    let gf = (fused * weights)?.sum_all()?.backward()?;
+    let gr = (reference * weights)?.sum_all()?.backward()?;
+    let grads = vars
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match (gf.get(v), gr.get(v)) {
+            (Some(a), Some(b)) => max_diff(a, b),
+            _ => candle_core::bail!("variable {i} gets no gradient from one of the two ops"),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok((output, grads))
 }
 
 #[cfg(test)]

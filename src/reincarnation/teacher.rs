@@ -256,8 +256,11 @@ impl Teacher {
             .collect())
     }
 
-    /// Rolls the teacher out for `steps` environment steps on `task` (ε-greedy with
-    /// `epsilon`), storing every transition — the teacher data when none is given.
+    /// Rolls the teacher out for `steps` environment steps on `task`, storing every transition —
+    /// the teacher data when none is given. With probability `epsilon` an action is uniform;
+    /// otherwise a discrete teacher acts greedily and a Gaussian teacher samples from its
+    /// tanh-Gaussian (its own exploration, as its replay held). Continuous actions are stored as
+    /// the environment receives them.
     pub fn rollout(
         &self,
         family: &TaskFamily,
@@ -266,81 +269,50 @@ impl Teacher {
         epsilon: f64,
         seed: u64,
     ) -> Result<ReplayBuffer> {
-        if self.is_continuous() {
-            return self.rollout_continuous(family, task, steps, epsilon, seed);
-        }
-        let spec = family.spec();
-        let d = spec.obs_dim();
-        let mut replay = ReplayBuffer::new(steps.max(1), d, None);
-        let mut venv = crate::envs::VecEnv::new(family, &[task], seed)?;
-        venv.reset();
-        let mut rng = crate::rng::Rng::seed_from_u64(crate::rng::derive_seed(seed, 0x7EAC));
-        let mut obs = venv.obs().to_vec();
-        let bar = crate::report::progress_bar(steps as u64, "teacher rollout");
-        for i in 0..steps {
-            let a = if rng.uniform() < epsilon {
-                rng.below(self.n_actions)
-            } else {
-                self.greedy(&obs)?[0]
-            };
-            venv.step(crate::envs::vec_env::ActionBatch::Discrete(&[a]))?;
-            replay.push(
-                &obs,
-                a as i64,
-                &[],
-                venv.rewards()[0],
-                venv.next_obs(),
-                venv.terminated()[0],
-                venv.truncated()[0],
-            );
-            obs.copy_from_slice(venv.obs());
-            if i % 1000 == 0 {
-                bar.set_position(i as u64);
-            }
-        }
-        bar.finish_and_clear();
-        Ok(replay)
-    }
-
-    /// [`Teacher::rollout`] for a Gaussian teacher: each action is sampled from the teacher's
-    /// tanh-Gaussian (its own exploration, as its replay held), or with probability `epsilon`
-    /// uniform in the box. Actions are stored as the environment receives them.
-    fn rollout_continuous(
-        &self,
-        family: &TaskFamily,
-        task: usize,
-        steps: usize,
-        epsilon: f64,
-        seed: u64,
-    ) -> Result<ReplayBuffer> {
-        let d = family.spec().obs_dim();
+        let continuous = self.is_continuous();
         let k = self.n_actions;
-        let mut replay = ReplayBuffer::new(steps.max(1), d, Some(k));
+        let mut replay = ReplayBuffer::new(
+            steps.max(1),
+            family.spec().obs_dim(),
+            continuous.then_some(k),
+        );
         let mut venv = crate::envs::VecEnv::new(family, &[task], seed)?;
         venv.reset();
         let mut rng = crate::rng::Rng::seed_from_u64(crate::rng::derive_seed(seed, 0x7EAC));
         let mut obs = venv.obs().to_vec();
-        let mut action = vec![0f32; k];
+        let mut action = vec![0f32; if continuous { k } else { 0 }];
         let bar = crate::report::progress_bar(steps as u64, "teacher rollout");
         for i in 0..steps {
-            let unit: Vec<f32> = if rng.uniform() < epsilon {
-                (0..k)
-                    .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
-                    .collect()
+            let explore = rng.uniform() < epsilon;
+            let discrete = if continuous {
+                let unit: Vec<f32> = if explore {
+                    (0..k)
+                        .map(|_| rng.uniform_range(-1.0, 1.0) as f32)
+                        .collect()
+                } else {
+                    let (mean, log_std) = self.gaussian(&obs, &Device::Cpu)?;
+                    let m: Vec<f32> = mean.flatten_all()?.to_vec1()?;
+                    let s: Vec<f32> = log_std.flatten_all()?.to_vec1()?;
+                    m.iter()
+                        .zip(&s)
+                        .map(|(m, s)| (m + s.exp() * rng.normal() as f32).tanh())
+                        .collect()
+                };
+                self.to_env_actions(&unit, &mut action)?;
+                venv.step(crate::envs::vec_env::ActionBatch::Continuous(&action))?;
+                0
             } else {
-                let (mean, log_std) = self.gaussian(&obs, &Device::Cpu)?;
-                let m: Vec<f32> = mean.flatten_all()?.to_vec1()?;
-                let s: Vec<f32> = log_std.flatten_all()?.to_vec1()?;
-                m.iter()
-                    .zip(&s)
-                    .map(|(m, s)| (m + s.exp() * rng.normal() as f32).tanh())
-                    .collect()
+                let a = if explore {
+                    rng.below(k)
+                } else {
+                    self.greedy(&obs)?[0]
+                };
+                venv.step(crate::envs::vec_env::ActionBatch::Discrete(&[a]))?;
+                a as i64
             };
-            self.to_env_actions(&unit, &mut action)?;
-            venv.step(crate::envs::vec_env::ActionBatch::Continuous(&action))?;
             replay.push(
                 &obs,
-                0,
+                discrete,
                 &action,
                 venv.rewards()[0],
                 venv.next_obs(),

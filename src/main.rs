@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use reincarnate::device::CpuParallelism;
 use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
 use reincarnate::experiment::{eval_random, load_experiment, run_experiment};
 use reincarnate::report::{si, table, Figure};
@@ -34,6 +35,12 @@ struct Common {
     /// Config override, repeatable: --set env.sticky_action_prob=0.0
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// How the CPU threads (RAYON_NUM_THREADS, default every core) are used: `ops` splits every
+    /// tensor op over them, `passes` runs ops on one core each and independent passes side by
+    /// side (default: passes for train, reincarnate, collect and `bench updates`, whose networks
+    /// are small; ops otherwise)
+    #[arg(long, global = true, value_parser = ["ops", "passes"])]
+    cpu_split: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -818,9 +825,26 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    reincarnate::device::configure_cpu_threads(None);
     let cli = Cli::parse();
-    let result = (|| -> Result<()> {
+    // Online RL trains small networks: one core per op, independent ops side by side.
+    // Distillation trains a transformer whose matrix products are worth splitting.
+    let parallelism = match (cli.common.cpu_split.as_deref(), &cli.command) {
+        (Some("ops"), _) => CpuParallelism::WithinOps,
+        (Some(_), _) => CpuParallelism::AcrossOps,
+        (
+            None,
+            Command::Train { .. }
+            | Command::Reincarnate { .. }
+            | Command::Collect { .. }
+            | Command::Bench {
+                what: BenchWhat::Updates | BenchWhat::Envs,
+                ..
+            },
+        ) => CpuParallelism::AcrossOps,
+        (None, _) => CpuParallelism::WithinOps,
+    };
+    reincarnate::device::configure_cpu(None, parallelism);
+    let result = reincarnate::device::run_on_pool(|| -> Result<()> {
         let _device = reincarnate::device::parse_device(&cli.common.device).context("--device")?;
         match &cli.command {
             Command::Envs { json } => cmd_envs(*json),
@@ -1009,7 +1033,7 @@ fn main() {
                 },
             ),
         }
-    })();
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

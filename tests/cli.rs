@@ -186,3 +186,82 @@ fn train_inspect_and_eval_a_checkpoint_locally_and_through_a_hub_cache() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("org/other"), "{}", stderr(&o));
 }
+
+/// `--cpu-split passes` runs independent passes side by side (the target network beside the
+/// online one, SAC's twin critics, Adam's parameter chunks) on two threads; `ops` runs them one
+/// after the other. The trained weights must not depend on it, bit for bit. Sizes are large
+/// enough that the passes are split (`device::MIN_SPLIT_WORK`).
+#[test]
+fn splitting_passes_over_threads_leaves_training_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "minatar/breakout",
+            "dqn",
+            &["agent.network.body=\"minatar_conv\"", "agent.batch_size=32"],
+        ),
+        (
+            "minatar/breakout",
+            "dqn",
+            &[
+                "agent.network.body=\"minatar_conv\"",
+                "agent.batch_size=32",
+                "agent.double_q=true",
+            ],
+        ),
+        ("pendulum", "sac", &["agent.batch_size=256"]),
+    ];
+    for (i, (env, algo, sets)) in cases.iter().enumerate() {
+        let mut weights = Vec::new();
+        for split in ["ops", "passes"] {
+            let out = tmp.path().join(format!("{i}-{split}"));
+            let mut args = vec![
+                "train",
+                "--env",
+                env,
+                "--algo",
+                algo,
+                "--steps",
+                "400",
+                "--cpu-split",
+                split,
+                "--out",
+                out.to_str().unwrap(),
+                "--set",
+                "agent.learning_starts=200",
+                "--set",
+                "loop.eval_interval=0",
+                "--set",
+                "loop.progress=false",
+            ];
+            for s in *sets {
+                args.extend(["--set", s]);
+            }
+            let mut c = Command::new(env!("CARGO_BIN_EXE_reincarnate"));
+            c.args(&args).env("RAYON_NUM_THREADS", "2");
+            let o = c.output().expect("binary runs");
+            assert!(o.status.success(), "{env} {algo} {split}: {}", stderr(&o));
+            weights.push(tensors(&out.join("model.safetensors")));
+        }
+        assert_eq!(weights[0].len(), weights[1].len());
+        for (name, a) in &weights[0] {
+            assert!(
+                weights[1].get(name) == Some(a),
+                "{env} {algo} {sets:?}: `{name}` differs between --cpu-split ops and passes"
+            );
+        }
+    }
+}
+
+/// Every tensor of a safetensors file as raw bits (the file's bytes also hold a header whose
+/// key order is not fixed).
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let bits = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (k, bits.into_iter().map(f32::to_bits).collect())
+        })
+        .collect()
+}

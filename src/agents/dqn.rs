@@ -221,6 +221,9 @@ pub struct Dqn {
     /// Scratch for rehearsal's second sample.
     own_batch: Batch,
     hook: Option<Box<dyn DqnHook>>,
+    /// Multiply-adds of one forward pass on a batch (batch × parameters), for
+    /// [`crate::device::join_for`].
+    pass_work: usize,
 }
 
 impl Dqn {
@@ -258,6 +261,8 @@ impl Dqn {
             .then(|| CategoricalSupport::new(config.network.atoms, config.v_min, config.v_max))
             .transpose()?;
         let replay = ReplayBuffer::new(config.buffer_size, obs_dim, None);
+        let params: usize = store.trainable().iter().map(|(_, v)| v.elem_count()).sum();
+        let pass_work = params * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
             config,
@@ -277,6 +282,7 @@ impl Dqn {
             batch: Batch::default(),
             own_batch: Batch::default(),
             hook: None,
+            pass_work,
         })
     }
 
@@ -343,14 +349,6 @@ impl Dqn {
         }
     }
 
-    fn target_values(&self, obs: &Tensor) -> Result<Tensor> {
-        let out = self.target.forward(obs, false)?;
-        match &self.support {
-            Some(s) => s.expected_value(&out),
-            None => Ok(out),
-        }
-    }
-
     fn one_hot(&self, actions: &[i64]) -> Result<Tensor> {
         super::one_hot(actions, self.n_actions, &self.device)
     }
@@ -364,18 +362,43 @@ impl Dqn {
         let returns = Tensor::from_slice(&b.returns, n, &self.device)?;
         let discounts = Tensor::from_slice(&b.discounts, n, &self.device)?;
         let taken = self.one_hot(&b.actions_discrete)?;
-        // The greedy next action: argmax of the online net (double Q) or of the target net.
-        let next_target_q = self.target_values(&next)?;
-        let next_actions = if self.config.double_q {
-            self.q_values(&next)?.argmax(D::Minus1)?
-        } else {
-            next_target_q.argmax(D::Minus1)?
+        // The target network's pass runs beside the online one with gradients
+        // (`device::join_for`). With double Q the online network's pass on the next observations
+        // comes first: the training pass advances spectral normalisation's power iteration.
+        let (q_net, target_net, support) = (&self.q, &self.target, self.support.as_ref());
+        let expected = |out: &Tensor| -> Result<Tensor> {
+            match support {
+                Some(s) => s.expected_value(out),
+                None => Ok(out.clone()),
+            }
         };
+        let (next_out, online_out, next_online_q) = if self.config.double_q {
+            let (next_out, next_online) = crate::device::join_for(
+                self.pass_work,
+                || target_net.forward(&next, false),
+                || q_net.forward(&next, false),
+            );
+            let next_online_q = expected(&next_online?)?;
+            (next_out?, q_net.forward(&obs, true)?, Some(next_online_q))
+        } else {
+            let (next_out, online_out) = crate::device::join_for(
+                self.pass_work,
+                || target_net.forward(&next, false),
+                || q_net.forward(&obs, true),
+            );
+            (next_out?, online_out?, None)
+        };
+        let next_target_q = expected(&next_out)?;
+        // The greedy next action: argmax of the online net (double Q) or of the target net.
+        let next_actions = next_online_q
+            .as_ref()
+            .unwrap_or(&next_target_q)
+            .argmax(D::Minus1)?;
         let next_actions: Vec<i64> = next_actions.to_dtype(DType::I64)?.to_vec1()?;
         let next_pick = self.one_hot(&next_actions)?;
         match &self.support {
             None => {
-                let q_all = self.q.forward(&obs, true)?;
+                let q_all = online_out;
                 let q = (&q_all * &taken)?.sum(D::Minus1)?; // (batch,)
                 let next_q = (next_target_q * next_pick)?.sum(D::Minus1)?;
                 let y = (returns + (discounts * next_q)?)?.detach();
@@ -389,14 +412,12 @@ impl Dqn {
             }
             Some(support) => {
                 // logits (batch, actions, atoms) → the taken action's (batch, atoms)
-                let logits = self.q.forward(&obs, true)?;
+                let logits = online_out;
                 let pick = |l: &Tensor, oh: &Tensor| -> Result<Tensor> {
                     Ok(l.broadcast_mul(&oh.unsqueeze(D::Minus1)?)?.sum(1)?)
                 };
                 let logits_a = pick(&logits, &taken)?;
-                let next_logits = self.target.forward(&next, false)?;
-                let next_probs =
-                    candle_nn::ops::softmax(&pick(&next_logits, &next_pick)?, D::Minus1)?;
+                let next_probs = candle_nn::ops::softmax(&pick(&next_out, &next_pick)?, D::Minus1)?;
                 let target = support.project_tensor(&returns, &discounts, &next_probs)?;
                 let loss = cross_entropy(&logits_a, &target)?.mean_all()?;
                 let q_mean = support

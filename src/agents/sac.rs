@@ -52,6 +52,7 @@ use crate::nn::{
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -425,6 +426,43 @@ impl CriticNet {
     }
 }
 
+/// What the critics are trained toward on a batch.
+enum CriticTarget {
+    /// The soft TD target `(batch,)` of scalar critics.
+    Value(Tensor),
+    /// The C51-projected target distribution `(batch, atoms)` of categorical critics.
+    Distribution(Tensor),
+}
+
+/// One critic's loss on `x` toward `target`, and its output (detached): Q-values `(batch,)`
+/// for scalar critics, logits `(batch, atoms)` for categorical ones.
+fn critic_term(c: &CriticNet, x: &Tensor, target: &CriticTarget) -> Result<(Tensor, Tensor)> {
+    let out = c.forward(x, true, None)?;
+    Ok(match target {
+        CriticTarget::Value(y) => {
+            let q = out.squeeze(D::Minus1)?;
+            ((&q - y)?.sqr()?.mean_all()?, q.detach())
+        }
+        CriticTarget::Distribution(t) => (cross_entropy(&out, t)?.mean_all()?, out.detach()),
+    })
+}
+
+/// Each net's output on `x`; twins side by side when each pass has `work` multiply-adds worth
+/// splitting ([`crate::device::join_for`]).
+fn forward_each(nets: &[CriticNet], x: &Tensor, grad: bool, work: usize) -> Result<Vec<Tensor>> {
+    match nets {
+        [a, b] => {
+            let (oa, ob) = crate::device::join_for(
+                work,
+                || a.forward(x, grad, None),
+                || b.forward(x, grad, None),
+            );
+            Ok(vec![oa?, ob?])
+        }
+        nets => nets.iter().map(|c| c.forward(x, grad, None)).collect(),
+    }
+}
+
 /// Every weight matrix of a store, for weight norms and effective learning rates: the
 /// hyperspherical kernels (`*.weight`) of SimbaV2 and the linear weights of the MLPs.
 fn weight_vars(store: &ParamStore) -> Vec<(String, Var)> {
@@ -506,6 +544,9 @@ pub struct Sac {
     hook: Option<Box<dyn SacHook>>,
     /// The environment step of the current update, for the hook.
     hook_step: u64,
+    /// Multiply-adds of one critic's forward pass on a batch (batch × parameters), for
+    /// [`crate::device::join_for`].
+    critic_work: usize,
 }
 
 /// Diagnostics taken before an update: feature norms and every weight matrix's values.
@@ -595,6 +636,12 @@ impl Sac {
             .then(|| CategoricalSupport::new(config.atoms, config.v_min, config.v_max))
             .transpose()?;
         let gamma = config.discount(env.max_episode_steps as usize);
+        let critic_params: usize = critic_store
+            .trainable()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        let critic_work = critic_params / n_critics * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
             obs_norm: config
@@ -630,6 +677,7 @@ impl Sac {
             norm_metrics: Metrics::new(),
             hook: None,
             hook_step: 0,
+            critic_work,
         })
     }
 
@@ -763,13 +811,11 @@ impl Sac {
 
     /// Q-values `(batch,)` of each critic in `nets` for `[obs, action]` rows.
     fn q_values(&self, nets: &[CriticNet], x: &Tensor, grad: bool) -> Result<Vec<Tensor>> {
-        nets.iter()
-            .map(|c| {
-                let out = c.forward(x, grad, None)?;
-                match &self.support {
-                    Some(s) => s.expected_value(&out),
-                    None => Ok(out.squeeze(D::Minus1)?),
-                }
+        forward_each(nets, x, grad, self.critic_work)?
+            .into_iter()
+            .map(|out| match &self.support {
+                Some(s) => s.expected_value(&out),
+                None => Ok(out.squeeze(D::Minus1)?),
             })
             .collect()
     }
@@ -802,9 +848,10 @@ impl Sac {
         }
     }
 
-    /// Critic loss (MSE per critic for scalar Q, cross-entropy to the C51-projected target for
-    /// categorical), summed over the critics; and the mean Q of the first critic.
-    pub fn critic_loss(&mut self, p: &Prepared) -> Result<(Tensor, f64)> {
+    /// The critics' input `[obs, action]` and what they are trained toward: the soft TD target
+    /// through the minimum of the target critics (scalar Q), or the C51 projection of the
+    /// distribution of the target critic of lower expected value, per row (categorical).
+    fn critic_target(&mut self, p: &Prepared) -> Result<(Tensor, CriticTarget)> {
         let alpha = self.alpha()?;
         let rows = p.rewards.len();
         let noise = self.noise(rows)?;
@@ -816,65 +863,66 @@ impl Sac {
         let discounts = Tensor::from_slice(&p.discounts, rows, &self.device)?;
         // r + γ(1 − d)(· − α log π(a'|s')): the entropy term joins the reward
         let soft_rewards = (&rewards - (&discounts * next_logp.affine(alpha, 0.0)?)?)?;
-        let mut loss: Option<Tensor> = None;
-        let q_first;
-        match &self.support {
+        let outs = forward_each(&self.targets, &next_x, false, self.critic_work)?;
+        let target = match &self.support {
             None => {
-                let next_q = self.q_values(&self.targets, &next_x, false)?;
+                let next_q = outs
+                    .iter()
+                    .map(|o| Ok(o.squeeze(D::Minus1)?))
+                    .collect::<Result<Vec<_>>>()?;
                 let min_q = next_q
                     .iter()
                     .skip(1)
                     .try_fold(next_q[0].clone(), |m, q| m.minimum(q))?;
-                let y = (soft_rewards + (discounts * min_q)?)?.detach();
-                let mut q0 = None;
-                for c in &self.critics {
-                    let q = c.forward(&x, true, None)?.squeeze(D::Minus1)?;
-                    let l = (&q - &y)?.sqr()?.mean_all()?;
-                    q0.get_or_insert_with(|| q.detach());
-                    loss = Some(match loss {
-                        None => l,
-                        Some(acc) => (acc + l)?,
-                    });
-                }
-                q_first = q0;
+                CriticTarget::Value((soft_rewards + (discounts * min_q)?)?.detach())
             }
             Some(support) => {
-                let logits: Vec<Tensor> = self
-                    .targets
-                    .iter()
-                    .map(|c| c.forward(&next_x, false, None))
-                    .collect::<Result<_>>()?;
-                // per row, the target critic of lower expected value
-                let mut probs = candle_nn::ops::softmax(&logits[0], D::Minus1)?;
-                if logits.len() > 1 {
-                    let qs = logits
+                let mut probs = candle_nn::ops::softmax(&outs[0], D::Minus1)?;
+                if outs.len() > 1 {
+                    let qs = outs
                         .iter()
                         .map(|l| support.expected_value(l))
                         .collect::<Result<Vec<_>>>()?;
                     let pick = qs[1].lt(&qs[0])?.unsqueeze(1)?;
-                    let p1 = candle_nn::ops::softmax(&logits[1], D::Minus1)?;
+                    let p1 = candle_nn::ops::softmax(&outs[1], D::Minus1)?;
                     probs = pick.broadcast_as(probs.shape())?.where_cond(&p1, &probs)?;
                 }
-                let target = support.project_tensor(&soft_rewards, &discounts, &probs)?;
-                let mut q0 = None;
-                for c in &self.critics {
-                    let l = c.forward(&x, true, None)?;
-                    q0.get_or_insert_with(|| l.detach());
-                    let ce = cross_entropy(&l, &target)?.mean_all()?;
-                    loss = Some(match loss {
-                        None => ce,
-                        Some(acc) => (acc + ce)?,
-                    });
-                }
-                q_first = match q0 {
-                    Some(l) => Some(support.expected_value(&l)?),
-                    None => None,
-                };
+                CriticTarget::Distribution(support.project_tensor(
+                    &soft_rewards,
+                    &discounts,
+                    &probs,
+                )?)
             }
+        };
+        Ok((x, target))
+    }
+
+    /// The mean Q-value of a critic's detached output ([`critic_term`]).
+    fn q_mean(&self, out: &Tensor) -> Result<f64> {
+        let q = match &self.support {
+            Some(s) => s.expected_value(out)?,
+            None => out.clone(),
+        };
+        Ok(q.mean_all()?.to_scalar::<f32>()? as f64)
+    }
+
+    /// Critic loss (MSE per critic for scalar Q, cross-entropy to the C51-projected target for
+    /// categorical), summed over the critics; and the mean Q of the first critic.
+    pub fn critic_loss(&mut self, p: &Prepared) -> Result<(Tensor, f64)> {
+        let (x, target) = self.critic_target(p)?;
+        let mut loss: Option<Tensor> = None;
+        let mut q_first = None;
+        for c in &self.critics {
+            let (l, out) = critic_term(c, &x, &target)?;
+            q_first.get_or_insert(out);
+            loss = Some(match loss {
+                None => l,
+                Some(acc) => (acc + l)?,
+            });
         }
         let loss = loss.ok_or_else(|| Error::Training("no critics".into()))?;
         let q_mean = match q_first {
-            Some(q) => q.mean_all()?.to_scalar::<f32>()? as f64,
+            Some(out) => self.q_mean(&out)?,
             None => 0.0,
         };
         Ok((loss, q_mean))
@@ -934,10 +982,38 @@ impl Sac {
         Ok(())
     }
 
+    /// [`Sac::critic_loss`]'s step. The critics share no tracked tensor (their input and target
+    /// carry no gradient), so each one's loss is differentiated on its own, the twins side by
+    /// side ([`crate::device::join_for`]); the gradients equal those of the summed loss.
     fn critic_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
-        let (loss, q_mean) = self.critic_loss(p)?;
+        let (x, target) = self.critic_target(p)?;
+        let term = |c: &CriticNet| -> Result<(Tensor, Tensor, GradStore)> {
+            let (loss, out) = critic_term(c, &x, &target)?;
+            let grads = loss.backward()?;
+            Ok((loss, out, grads))
+        };
+        let terms = match self.critics.as_slice() {
+            [a, b] => {
+                let (ra, rb) = crate::device::join_for(self.critic_work, || term(a), || term(b));
+                vec![ra?, rb?]
+            }
+            nets => nets.iter().map(term).collect::<Result<Vec<_>>>()?,
+        };
+        let mut terms = terms.into_iter();
+        let (mut loss, q_out, mut grads) = terms
+            .next()
+            .ok_or_else(|| Error::Training("no critics".into()))?;
+        for (l, _, g) in terms {
+            loss = (loss + l)?;
+            let ids: Vec<_> = g.get_ids().copied().collect();
+            for id in ids {
+                if let Some(t) = g.get_id(id) {
+                    grads.insert_id(id, t.clone());
+                }
+            }
+        }
         let lv = self.check("critic loss", loss.to_scalar::<f32>()? as f64)?;
-        let grads = loss.backward()?;
+        let q_mean = self.q_mean(&q_out)?;
         let lr = self.config.critic_lr.value(self.updates);
         self.critic_opt.step(&grads, lr)?;
         for c in &self.critics {

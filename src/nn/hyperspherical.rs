@@ -20,9 +20,9 @@
 use candle_core::{Tensor, Var, D};
 
 use crate::error::Result;
+use crate::nn::dense::dense;
 use crate::nn::host;
 use crate::nn::init::Init;
-use crate::nn::linear::linear;
 use crate::nn::params::ParamPath;
 
 /// `x / max(‖x‖, 1e-8)` over the last dimension (SimbaV2's `l2norm`).
@@ -91,7 +91,7 @@ impl HyperDense {
     }
 
     pub fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        Ok(linear(x, &view(&self.weight, grad), None)?)
+        Ok(dense(x, &view(&self.weight, grad), None, false)?)
     }
 
     /// Re-projects every row (output unit) onto the unit sphere, in place on the CPU.
@@ -257,10 +257,11 @@ impl HyperHead {
 
     pub fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
         let h = self.scaler.forward(&self.w1.forward(x, grad)?, grad)?;
-        Ok(linear(
+        Ok(dense(
             &h,
             &view(self.w2.weight(), grad),
             Some(&view(&self.bias, grad)),
+            false,
         )?)
     }
 

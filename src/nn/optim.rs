@@ -377,7 +377,32 @@ struct HostConsts {
 /// fifth of a MinAtar DQN update under SSE2, the default target), so on x86-64 the same loop
 /// is also compiled for AVX2 and AVX-512 and chosen at run time. Each lane does the same IEEE
 /// operations in the same order (no fused multiply-add), so every path gives the same bits.
+/// Elements per task when a parameter's update is split over threads: large enough that a task
+/// outweighs its scheduling, small enough that a 128k-element layer gives every core work.
+const ADAM_CHUNK: usize = 16 * 1024;
+
+/// [`adam_host_kernel_serial`] over chunks on rayon's pool for large parameters. Each element's
+/// update depends on that element alone, so the result is the same on any number of threads.
 fn adam_host_kernel(theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], k: &HostConsts) {
+    use rayon::prelude::*;
+    if theta.len() < 2 * ADAM_CHUNK || rayon::current_num_threads() < 2 {
+        return adam_host_kernel_serial(theta, grad, m, v, k);
+    }
+    theta
+        .par_chunks_mut(ADAM_CHUNK)
+        .zip(grad.par_chunks(ADAM_CHUNK))
+        .zip(m.par_chunks_mut(ADAM_CHUNK))
+        .zip(v.par_chunks_mut(ADAM_CHUNK))
+        .for_each(|(((p, g), m), v)| adam_host_kernel_serial(p, g, m, v, k));
+}
+
+fn adam_host_kernel_serial(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &HostConsts,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -1,8 +1,10 @@
 //! 2-d convolution over NCHW tensors with PyTorch's parameter names and default initialisation.
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::Result;
+use crate::nn::dense::dense;
+use crate::nn::host::CpuF32;
 use crate::nn::init::Init;
 use crate::nn::params::ParamPath;
 use crate::nn::spectral_norm::{SnMode, SpectralNorm};
@@ -81,6 +83,59 @@ fn conv2d_im2col(
     wm.broadcast_matmul(&cols)?.reshape((batch, c_out, oh, ow))
 }
 
+/// The shapes of one im2col.
+struct Im2col {
+    batch: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    padding: usize,
+}
+
+/// The im2col matrix `(batch·oh·ow, c·kh·kw)` of a channel-last input `(batch, h, w, c)`:
+/// row `(b, i, j)` holds `x[b, i·s + di − p, j·s + dj − p, ch]` at column `(ch, di, dj)`
+/// (zero outside the input). A new tensor without a graph: the input carries no gradient.
+fn im2col_nhwc(x: &Tensor, g: &Im2col) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let data = CpuF32::new(&x, "conv input")?;
+    let xs = data.as_slice();
+    let k = g.c * g.kh * g.kw;
+    let mut cols = vec![0f32; g.batch * g.oh * g.ow * k];
+    for (r, row) in cols.chunks_exact_mut(k).enumerate() {
+        let (b, i, j) = (r / (g.oh * g.ow), r / g.ow % g.oh, r % g.ow);
+        for di in 0..g.kh {
+            let Some(y) = (i * g.stride + di)
+                .checked_sub(g.padding)
+                .filter(|&y| y < g.h)
+            else {
+                continue;
+            };
+            for dj in 0..g.kw {
+                let Some(xx) = (j * g.stride + dj)
+                    .checked_sub(g.padding)
+                    .filter(|&xx| xx < g.w)
+                else {
+                    continue;
+                };
+                let src = &xs[((b * g.h + y) * g.w + xx) * g.c..][..g.c];
+                for (ch, &v) in src.iter().enumerate() {
+                    row[(ch * g.kh + di) * g.kw + dj] = v;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(
+        cols,
+        (g.batch * g.oh * g.ow, k),
+        x.device(),
+    )?)
+}
+
 /// A square-kernel convolution: `<path>.weight` `[out, in, k, k]` and `<path>.bias` `[out]`,
 /// initialised U(-1/√(in·k·k), 1/√(in·k·k)) as PyTorch's `nn.Conv2d`; optionally spectrally
 /// normalised (the kernel viewed as an `[out, in·k·k]` matrix).
@@ -154,6 +209,66 @@ impl Conv2d {
         self.forward_t(x, false)
     }
 
+    /// `relu(forward_t(x))` for a channel-last input `(batch, h, w, c)` (MinAtar's
+    /// observations), output NCHW `(batch, out, oh, ow)`.
+    ///
+    /// For an input that carries no gradient (an observation) on the CPU in f32 the
+    /// convolution is one [`dense`] node over the input's im2col rows (one row per output
+    /// position, in the kernel's `(in, kh, kw)` order, built straight from the channel-last
+    /// data), followed by one copy that puts channels ahead of positions. Its backward is then
+    /// a single matrix product for the kernel's gradient, where the tensor-op path transposes
+    /// the input, stacks nine shifted views, multiplies per sample and sums the per-sample
+    /// gradients. Anything else transposes to NCHW and runs [`Conv2d::forward_t`].
+    pub fn forward_relu_nhwc_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (batch, h, wd, c_in) = x.dims4()?;
+        let (c_out, c_w, kh, kw) = self.weight.dims4()?;
+        let fused = !x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 && c_w == c_in;
+        let geometry = (
+            conv_out_size(h, kh, self.stride, self.padding),
+            conv_out_size(wd, kw, self.stride, self.padding),
+        );
+        let (true, (Some(oh), Some(ow))) = (fused, geometry) else {
+            let nchw = x.permute((0, 3, 1, 2))?.contiguous()?;
+            return Ok(self.forward_t(&nchw, train)?.relu()?);
+        };
+        let (w, divisor) = match &self.sn {
+            None => (self.weight.as_tensor().clone(), None),
+            Some(sn) => {
+                let applied = sn.apply(self.weight.as_tensor(), train)?;
+                (
+                    applied.weight(self.weight.as_tensor())?,
+                    applied.output_divisor,
+                )
+            }
+        };
+        let geom = Im2col {
+            batch,
+            h,
+            w: wd,
+            c: c_in,
+            kh,
+            kw,
+            oh,
+            ow,
+            stride: self.stride,
+            padding: self.padding,
+        };
+        let cols = im2col_nhwc(x, &geom)?;
+        let wm = w.reshape((c_out, c_in * kh * kw))?;
+        let bias = self.bias.as_tensor();
+        let y = match divisor {
+            None => dense(&cols, &wm, Some(bias), true)?,
+            Some(s) => dense(&cols, &wm, Some(bias), false)?
+                .broadcast_div(&s)?
+                .relu()?,
+        };
+        // (batch·oh·ow, out) → (batch, out, oh, ow)
+        Ok(y.reshape((batch, oh * ow, c_out))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch, c_out, oh, ow))?)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -171,6 +286,7 @@ impl Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::grad_check::reference_differences;
     use crate::nn::params::ParamStore;
     use candle_core::Device;
 
@@ -213,6 +329,46 @@ mod tests {
             assert_eq!(a.dims(), b.dims());
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        }
+    }
+
+    /// The channel-last fused path (im2col rows through one dense node) gives the output and
+    /// the kernel and bias gradients of the NCHW tensor-op path, with padding, stride 2 and
+    /// spectral normalisation (whose σ divides the kernel) among the cases.
+    #[test]
+    fn channel_last_fused_path_matches_the_tensor_op_path() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(9);
+        for (k, stride, pad, sn) in [
+            (3, 1, 0, SnMode::Off),
+            (3, 1, 1, SnMode::Off),
+            (2, 2, 1, SnMode::Off),
+            (3, 1, 0, SnMode::Forward),
+        ] {
+            let mut store = ParamStore::new(&dev, 5);
+            let c = Conv2d::new(store.pp("c"), 3, 4, k, stride, pad, sn).unwrap();
+            let nhwc: Vec<f32> = (0..2 * 8 * 6 * 3).map(|_| rng.normal() as f32).collect();
+            let x = Tensor::from_vec(nhwc, (2, 8, 6, 3), &dev).unwrap();
+            let nchw = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+            // forward_t(train = false) first: the power iteration must not run between the two
+            let reference = c.forward_t(&nchw, false).unwrap().relu().unwrap();
+            let fused = c.forward_relu_nhwc_t(&x, false).unwrap();
+            assert_eq!(fused.dims(), reference.dims());
+            let n = reference.elem_count();
+            let r: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let r = Tensor::from_vec(r, reference.dims(), &dev).unwrap();
+            let (out, grads) =
+                reference_differences(&fused, &reference, &r, &[c.weight(), c.bias()]).unwrap();
+            assert!(
+                out < 1e-5,
+                "k {k} stride {stride} pad {pad}: output off by {out}"
+            );
+            for (g, what) in grads.iter().zip(["kernel", "bias"]) {
+                assert!(
+                    *g < 1e-4,
+                    "k {k} stride {stride} pad {pad}: {what} gradient off by {g}"
+                );
+            }
         }
     }
 

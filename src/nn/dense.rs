@@ -269,25 +269,34 @@ impl Dense {
             }
         };
         let dzv = View::dense(&dz, m, n);
-        let dx = need[0].then(|| {
-            let mut dx = vec![T::zero(); m * k];
-            matmul_into(&mut dx, false, dzv, w);
-            dx
-        });
-        let dw = need[1].then(|| {
-            let mut dw = vec![T::zero(); n * k];
-            matmul_into(&mut dw, false, dzv.t(), x);
-            dw
-        });
-        let db = need[2].then(|| {
-            let mut db = vec![T::zero(); n];
-            for row in dz.chunks_exact(n) {
-                for (d, &g) in db.iter_mut().zip(row) {
-                    *d += g;
+        // The input's gradient and the weight's are independent products of equal size: side
+        // by side where the process splits passes over threads (`device::join_for`).
+        let input_grad = || {
+            need[0].then(|| {
+                let mut dx = vec![T::zero(); m * k];
+                matmul_into(&mut dx, false, dzv, w);
+                dx
+            })
+        };
+        let param_grads = || {
+            let dw = need[1].then(|| {
+                let mut dw = vec![T::zero(); n * k];
+                matmul_into(&mut dw, false, dzv.t(), x);
+                dw
+            });
+            let db = need[2].then(|| {
+                let mut db = vec![T::zero(); n];
+                for row in dz.chunks_exact(n) {
+                    for (d, &g) in db.iter_mut().zip(row) {
+                        *d += g;
+                    }
                 }
-            }
-            db
-        });
+                db
+            });
+            (dw, db)
+        };
+        let work = if need[0] && need[1] { m * n * k } else { 0 };
+        let (dx, (dw, db)) = crate::device::join_for(work, input_grad, param_grads);
         (dx, dw, db)
     }
 }

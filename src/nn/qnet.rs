@@ -327,12 +327,17 @@ impl QNetwork {
             Body::Mlp => obs.reshape((batch, obs_len))?,
             Body::MinatarConv => {
                 let (h, w, c) = (self.obs_shape[0], self.obs_shape[1], self.obs_shape[2]);
-                // channel-last [10, 10, C] → NCHW, then the conv output flattened as (c, h, w)
-                let nchw = obs
-                    .reshape((batch, h, w, c))?
-                    .permute((0, 3, 1, 2))?
-                    .contiguous()?;
-                let y = self.layers[0].forward_t(&nchw, train)?.relu()?;
+                // channel-last [10, 10, C] in, the conv output flattened as (c, h, w)
+                let y = match &self.layers[0] {
+                    Layer::Conv(conv) => {
+                        conv.forward_relu_nhwc_t(&obs.reshape((batch, h, w, c))?, train)?
+                    }
+                    Layer::Linear(_) => {
+                        return Err(Error::Training(
+                            "q-network: the MinAtar body starts with a convolution".into(),
+                        ))
+                    }
+                };
                 y.flatten_from(1)?
             }
         };

@@ -97,34 +97,40 @@ struct Im2col {
     padding: usize,
 }
 
-/// The im2col matrix `(batch·oh·ow, c·kh·kw)` of a channel-last input `(batch, h, w, c)`:
-/// row `(b, i, j)` holds `x[b, i·s + di − p, j·s + dj − p, ch]` at column `(ch, di, dj)`
-/// (zero outside the input). A new tensor without a graph: the input carries no gradient.
+/// The im2col matrix `(batch·oh·ow, kh·kw·c)` of a channel-last input `(batch, h, w, c)`:
+/// row `(b, i, j)` holds `x[b, i·s + di − p, j·s + dj − p, ch]` at column `(di, dj, ch)`
+/// (zero outside the input). In this column order a row is `kh` runs of up to `kw·c`
+/// consecutive input values, copied whole. A new tensor without a graph: the input carries no
+/// gradient.
 fn im2col_nhwc(x: &Tensor, g: &Im2col) -> Result<Tensor> {
     let x = x.contiguous()?;
     let data = CpuF32::new(&x, "conv input")?;
     let xs = data.as_slice();
-    let k = g.c * g.kh * g.kw;
+    let run = g.kw * g.c;
+    let k = g.kh * run;
     let mut cols = vec![0f32; g.batch * g.oh * g.ow * k];
-    for (r, row) in cols.chunks_exact_mut(k).enumerate() {
-        let (b, i, j) = (r / (g.oh * g.ow), r / g.ow % g.oh, r % g.ow);
-        for di in 0..g.kh {
-            let Some(y) = (i * g.stride + di)
-                .checked_sub(g.padding)
-                .filter(|&y| y < g.h)
-            else {
-                continue;
-            };
-            for dj in 0..g.kw {
-                let Some(xx) = (j * g.stride + dj)
-                    .checked_sub(g.padding)
-                    .filter(|&xx| xx < g.w)
-                else {
+    let mut rows = cols.chunks_exact_mut(k);
+    for b in 0..g.batch {
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let Some(row) = rows.next() else {
                     continue;
                 };
-                let src = &xs[((b * g.h + y) * g.w + xx) * g.c..][..g.c];
-                for (ch, &v) in src.iter().enumerate() {
-                    row[(ch * g.kh + di) * g.kw + dj] = v;
+                // input columns j·s − p .. j·s − p + kw, clipped to the input
+                let x0 = (j * g.stride) as isize - g.padding as isize;
+                let lo = (-x0).clamp(0, g.kw as isize) as usize;
+                let hi = (g.w as isize - x0).clamp(0, g.kw as isize) as usize;
+                if lo >= hi {
+                    continue;
+                }
+                for (di, out) in row.chunks_exact_mut(run).enumerate() {
+                    let y = (i * g.stride + di) as isize - g.padding as isize;
+                    if y < 0 || y >= g.h as isize {
+                        continue;
+                    }
+                    let start = ((b * g.h + y as usize) * g.w) as isize + x0 + lo as isize;
+                    let start = start as usize * g.c;
+                    out[lo * g.c..hi * g.c].copy_from_slice(&xs[start..start + (hi - lo) * g.c]);
                 }
             }
         }
@@ -134,6 +140,76 @@ fn im2col_nhwc(x: &Tensor, g: &Im2col) -> Result<Tensor> {
         (g.batch * g.oh * g.ow, k),
         x.device(),
     )?)
+}
+
+/// `(batch, rows·cols)` read as `(batch, rows, cols)` → `(batch, cols, rows)`, contiguous:
+/// one graph node whose backward is the reverse swap. candle's strided copy computes every
+/// element's source index from the full shape; this is a plain blocked loop.
+struct SwapLastTwo {
+    batch: usize,
+    rows: usize,
+    cols: usize,
+}
+
+impl SwapLastTwo {
+    fn apply(x: &Tensor, batch: usize, rows: usize, cols: usize) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 && x.elem_count() == batch * rows * cols {
+            Ok(x.apply_op1(SwapLastTwo { batch, rows, cols })?)
+        } else {
+            Ok(x.reshape((batch, rows, cols))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((batch, cols * rows))?)
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for SwapLastTwo {
+    fn name(&self) -> &'static str {
+        "swap-last-two"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = s else {
+            candle_core::bail!("swap-last-two: expected f32")
+        };
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("swap-last-two: expected a contiguous input")
+        };
+        let (rows, cols) = (self.rows, self.cols);
+        let src = &data[start..end];
+        let mut dst = vec![0f32; src.len()];
+        for (d, s) in dst
+            .chunks_exact_mut(rows * cols)
+            .zip(src.chunks_exact(rows * cols))
+        {
+            // sequential writes; the strided reads stay within one sample's block
+            for (c, d_row) in d.chunks_exact_mut(rows).enumerate() {
+                for (dv, s_row) in d_row.iter_mut().zip(s.chunks_exact(cols)) {
+                    *dv = s_row[c];
+                }
+            }
+        }
+        Ok((
+            candle_core::CpuStorage::F32(dst),
+            (self.batch, rows * cols).into(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let back = SwapLastTwo::apply(&grad.contiguous()?, self.batch, self.cols, self.rows)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Some(back))
+    }
 }
 
 /// A square-kernel convolution: `<path>.weight` `[out, in, k, k]` and `<path>.bias` `[out]`,
@@ -254,7 +330,11 @@ impl Conv2d {
             padding: self.padding,
         };
         let cols = im2col_nhwc(x, &geom)?;
-        let wm = w.reshape((c_out, c_in * kh * kw))?;
+        // the kernel's columns in the im2col order (kh, kw, in): a copy of a few hundred values
+        let wm = w
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((c_out, kh * kw * c_in))?;
         let bias = self.bias.as_tensor();
         let y = match divisor {
             None => dense(&cols, &wm, Some(bias), true)?,
@@ -263,10 +343,8 @@ impl Conv2d {
                 .relu()?,
         };
         // (batch·oh·ow, out) → (batch, out, oh, ow)
-        Ok(y.reshape((batch, oh * ow, c_out))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, c_out, oh, ow))?)
+        let y = y.reshape((batch, oh * ow * c_out))?;
+        Ok(SwapLastTwo::apply(&y, batch, oh * ow, c_out)?.reshape((batch, c_out, oh, ow))?)
     }
 
     pub fn name(&self) -> &str {

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use reincarnate::device::CpuParallelism;
 use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
-use reincarnate::experiment::{eval_random, load_experiment, run_experiment};
+use reincarnate::experiment::{eval_random, load_experiment, run_experiment, Stage};
 use reincarnate::report::{si, table, Figure};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,8 +37,8 @@ struct Common {
     overrides: Vec<String>,
     /// How the CPU threads (RAYON_NUM_THREADS, default every core) are used: `ops` splits every
     /// tensor op over them, `passes` runs ops on one core each and independent passes side by
-    /// side (default: passes for train, reincarnate, collect and `bench updates`, whose networks
-    /// are small; ops otherwise)
+    /// side (default: passes for train, reincarnate, collect, `bench updates` and experiments
+    /// without a distill stage, whose networks are small; ops otherwise)
     #[arg(long, global = true, value_parser = ["ops", "passes"])]
     cpu_split: Option<String>,
 }
@@ -841,6 +841,15 @@ fn main() {
                 ..
             },
         ) => CpuParallelism::AcrossOps,
+        // An experiment without a distillation stage trains small networks only.
+        (None, Command::Run { experiment }) => {
+            match load_experiment(experiment, &cli.common.overrides) {
+                Ok(exp) if !exp.stages.iter().any(|s| matches!(s, Stage::Distill(_))) => {
+                    CpuParallelism::AcrossOps
+                }
+                _ => CpuParallelism::WithinOps,
+            }
+        }
         (None, _) => CpuParallelism::WithinOps,
     };
     reincarnate::device::configure_cpu(None, parallelism);

@@ -76,16 +76,19 @@ pub enum CpuParallelism {
 static CPU: std::sync::OnceLock<(usize, CpuParallelism)> = std::sync::OnceLock::new();
 
 /// Pins the process's CPU threads once (the first call wins) and sets the allocator policy of
-/// [`keep_freed_memory`]. `threads = None` keeps a `RAYON_NUM_THREADS` the user set and
-/// otherwise uses every available core.
+/// [`keep_freed_memory`]; returns the settings in force. `threads = None` keeps a
+/// `RAYON_NUM_THREADS` the user set and otherwise uses every available core.
 ///
 /// candle reads `RAYON_NUM_THREADS` on every matrix multiply (and without it asks
 /// `num_cpus::get_physical()`, a read of /proc/cpuinfo that costs more than the multiply itself
 /// for small networks) and `CANDLE_NUM_THREADS` when it starts its element-wise pool. With
 /// [`CpuParallelism::AcrossOps`] rayon's global pool is built with all the threads first, and
 /// both variables are then set to 1 so that candle's own ops stay on the calling thread.
-pub fn configure_cpu(threads: Option<usize>, parallelism: CpuParallelism) {
-    CPU.get_or_init(|| {
+pub fn configure_cpu(
+    threads: Option<usize>,
+    parallelism: CpuParallelism,
+) -> (usize, CpuParallelism) {
+    *CPU.get_or_init(|| {
         let n = threads.or_else(|| {
             std::env::var("RAYON_NUM_THREADS")
                 .ok()
@@ -116,7 +119,7 @@ pub fn configure_cpu(threads: Option<usize>, parallelism: CpuParallelism) {
         }
         keep_freed_memory();
         (n, parallelism)
-    });
+    })
 }
 
 /// [`configure_cpu`] keeping an earlier choice, or splitting every op over all cores.
@@ -126,8 +129,7 @@ pub fn configure_cpu_threads(threads: Option<usize>) {
 
 /// The process's CPU threads and how they are used (configuring with defaults if nothing has).
 pub fn cpu_parallelism() -> (usize, CpuParallelism) {
-    configure_cpu_threads(None);
-    *CPU.get().unwrap_or(&(1, CpuParallelism::WithinOps))
+    configure_cpu(None, CpuParallelism::WithinOps)
 }
 
 /// Runs `f` on a thread of rayon's pool when the process runs ops across cores, so that

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use reincarnate::device::CpuParallelism;
 use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
-use reincarnate::experiment::{eval_random, load_experiment, run_experiment, Stage};
+use reincarnate::experiment::{eval_random, load_experiment, run_experiment, Experiment, Stage};
 use reincarnate::report::{si, table, Figure};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,8 +39,15 @@ struct Common {
     /// tensor op over them, `passes` runs ops on one core each and independent passes side by
     /// side (default: passes for train, reincarnate, collect, `bench updates` and experiments
     /// without a distill stage, whose networks are small; ops otherwise)
-    #[arg(long, global = true, value_parser = ["ops", "passes"])]
-    cpu_split: Option<String>,
+    #[arg(long, global = true)]
+    cpu_split: Option<CpuSplit>,
+}
+
+/// `--cpu-split`: [`CpuParallelism`] on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CpuSplit {
+    Ops,
+    Passes,
 }
 
 #[derive(Subcommand)]
@@ -750,8 +757,7 @@ fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     )
 }
 
-fn cmd_run(c: &Common, path: &Path) -> Result<()> {
-    let exp = load_experiment(path, &c.overrides)?;
+fn cmd_run(c: &Common, path: &Path, exp: Experiment) -> Result<()> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -828,9 +834,14 @@ fn main() {
     let cli = Cli::parse();
     // Online RL trains small networks: one core per op, independent ops side by side.
     // Distillation trains a transformer whose matrix products are worth splitting.
-    let parallelism = match (cli.common.cpu_split.as_deref(), &cli.command) {
-        (Some("ops"), _) => CpuParallelism::WithinOps,
-        (Some(_), _) => CpuParallelism::AcrossOps,
+    // An experiment file is read once, here, and run below.
+    let mut experiment = match &cli.command {
+        Command::Run { experiment } => Some(load_experiment(experiment, &cli.common.overrides)),
+        _ => None,
+    };
+    let parallelism = match (cli.common.cpu_split, &cli.command) {
+        (Some(CpuSplit::Ops), _) => CpuParallelism::WithinOps,
+        (Some(CpuSplit::Passes), _) => CpuParallelism::AcrossOps,
         (
             None,
             Command::Train { .. }
@@ -842,14 +853,12 @@ fn main() {
             },
         ) => CpuParallelism::AcrossOps,
         // An experiment without a distillation stage trains small networks only.
-        (None, Command::Run { experiment }) => {
-            match load_experiment(experiment, &cli.common.overrides) {
-                Ok(exp) if !exp.stages.iter().any(|s| matches!(s, Stage::Distill(_))) => {
-                    CpuParallelism::AcrossOps
-                }
-                _ => CpuParallelism::WithinOps,
+        (None, Command::Run { .. }) => match &experiment {
+            Some(Ok(exp)) if !exp.stages.iter().any(|s| matches!(s, Stage::Distill(_))) => {
+                CpuParallelism::AcrossOps
             }
-        }
+            _ => CpuParallelism::WithinOps,
+        },
         (None, _) => CpuParallelism::WithinOps,
     };
     reincarnate::device::configure_cpu(None, parallelism);
@@ -1014,7 +1023,10 @@ fn main() {
                     Ok(())
                 }
             },
-            Command::Run { experiment } => cmd_run(&cli.common, experiment),
+            Command::Run { experiment: path } => match experiment.take() {
+                Some(exp) => cmd_run(&cli.common, path, exp?),
+                None => bail!("{}: the experiment was not loaded", path.display()),
+            },
             Command::Bench {
                 what,
                 json,

@@ -261,8 +261,7 @@ impl Dqn {
             .then(|| CategoricalSupport::new(config.network.atoms, config.v_min, config.v_max))
             .transpose()?;
         let replay = ReplayBuffer::new(config.buffer_size, obs_dim, None);
-        let params: usize = store.trainable().iter().map(|(_, v)| v.elem_count()).sum();
-        let pass_work = params * config.batch_size;
+        let pass_work = store.num_params() * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
             config,

@@ -636,12 +636,7 @@ impl Sac {
             .then(|| CategoricalSupport::new(config.atoms, config.v_min, config.v_max))
             .transpose()?;
         let gamma = config.discount(env.max_episode_steps as usize);
-        let critic_params: usize = critic_store
-            .trainable()
-            .iter()
-            .map(|(_, v)| v.elem_count())
-            .sum();
-        let critic_work = critic_params / n_critics * config.batch_size;
+        let critic_work = critic_store.num_params() / n_critics * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
             obs_norm: config
@@ -906,28 +901,6 @@ impl Sac {
         Ok(q.mean_all()?.to_scalar::<f32>()? as f64)
     }
 
-    /// Critic loss (MSE per critic for scalar Q, cross-entropy to the C51-projected target for
-    /// categorical), summed over the critics; and the mean Q of the first critic.
-    pub fn critic_loss(&mut self, p: &Prepared) -> Result<(Tensor, f64)> {
-        let (x, target) = self.critic_target(p)?;
-        let mut loss: Option<Tensor> = None;
-        let mut q_first = None;
-        for c in &self.critics {
-            let (l, out) = critic_term(c, &x, &target)?;
-            q_first.get_or_insert(out);
-            loss = Some(match loss {
-                None => l,
-                Some(acc) => (acc + l)?,
-            });
-        }
-        let loss = loss.ok_or_else(|| Error::Training("no critics".into()))?;
-        let q_mean = match q_first {
-            Some(out) => self.q_mean(&out)?,
-            None => 0.0,
-        };
-        Ok((loss, q_mean))
-    }
-
     /// Actor loss `E[α log π(a|s) − min_i Q_i(s, a)]` with `a ~ π(·|s)` reparameterised (the
     /// critics' weights detached), and the batch's log-probabilities (detached).
     pub fn actor_loss(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -982,9 +955,11 @@ impl Sac {
         Ok(())
     }
 
-    /// [`Sac::critic_loss`]'s step. The critics share no tracked tensor (their input and target
-    /// carry no gradient), so each one's loss is differentiated on its own, the twins side by
-    /// side ([`crate::device::join_for`]); the gradients equal those of the summed loss.
+    /// One critic step on the critic loss: MSE per critic for scalar Q, cross-entropy to the
+    /// C51-projected target for categorical, summed over the critics. The critics share no
+    /// tracked tensor (their input and target carry no gradient), so each one's loss is
+    /// differentiated on its own, the twins side by side ([`crate::device::join_for`]); the
+    /// gradients equal those of the summed loss. Logs the mean Q of the first critic.
     fn critic_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
         let (x, target) = self.critic_target(p)?;
         let term = |c: &CriticNet| -> Result<(Tensor, Tensor, GradStore)> {

@@ -15,54 +15,57 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 
-use crate::nn::linear::linear;
+use crate::nn::linear::linear_ops;
 
 /// `relu(x Wᵀ + b)` (with `relu`) or `x Wᵀ + b` for `x` `(rows, in)`, `w` `[out, in]`,
-/// `b` `[out]`; one graph node on the CPU (a missing bias is a constant zero row there). Other
-/// ranks, devices or dtypes go through [`linear`] and `Tensor::relu`.
+/// `b` `[out]`; one graph node on the CPU ([`on_host`]). Other ranks, devices or dtypes go
+/// through [`linear_ops`] and `Tensor::relu`.
 pub fn dense(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
     relu: bool,
 ) -> candle_core::Result<Tensor> {
-    match b {
-        Some(b) if host_path(x, w, b) => fused(x, w, b, relu),
-        None if host_inputs(x, w) => {
-            let zero = Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?;
-            fused(x, w, &zero, relu)
-        }
-        _ => {
-            let y = linear(x, w, b)?;
-            if relu {
-                y.relu()
-            } else {
-                Ok(y)
-            }
-        }
+    if let Some(y) = on_host(x, w, b, relu)? {
+        return Ok(y);
+    }
+    let y = linear_ops(x, w, b)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
     }
 }
 
-/// The fused node itself; callers check [`host_path`] first.
-pub(crate) fn fused(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-    x.apply_op3(w, b, Dense { relu })
-}
-
-/// Whether the fused host op applies: CPU tensors of one float dtype (f32 or f64), a
-/// rank-2 input and weight and a rank-1 bias.
-pub(crate) fn host_path(x: &Tensor, w: &Tensor, b: &Tensor) -> bool {
-    host_inputs(x, w) && b.device().is_cpu() && b.dtype() == x.dtype() && b.rank() == 1
-}
-
-/// [`host_path`] without the bias: CPU `x` and `w` of rank 2 and one float dtype.
-fn host_inputs(x: &Tensor, w: &Tensor) -> bool {
+/// The fused node when it applies: CPU tensors of one float dtype (f32 or f64), a rank-2 input
+/// and weight and a rank-1 bias (a missing bias is a constant zero row). `None` otherwise, for
+/// the caller's tensor-op path.
+pub(crate) fn on_host(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    relu: bool,
+) -> candle_core::Result<Option<Tensor>> {
     let dt = x.dtype();
-    x.device().is_cpu()
+    let inputs = x.device().is_cpu()
         && w.device().is_cpu()
         && matches!(dt, DType::F32 | DType::F64)
         && w.dtype() == dt
         && x.rank() == 2
-        && w.rank() == 2
+        && w.rank() == 2;
+    if !inputs {
+        return Ok(None);
+    }
+    let zero;
+    let b = match b {
+        Some(b) if b.device().is_cpu() && b.dtype() == dt && b.rank() == 1 => b,
+        Some(_) => return Ok(None),
+        None => {
+            zero = Tensor::zeros(w.dim(0)?, dt, w.device())?;
+            &zero
+        }
+    };
+    x.apply_op3(w, b, Dense { relu }).map(Some)
 }
 
 /// Whether backward will ask for this tensor's gradient (a variable, or computed from one).
@@ -205,6 +208,19 @@ struct Dense {
 }
 
 impl Dense {
+    /// [`Dense::forward`] on the input, weight and bias data with their layouts.
+    fn forward_slices<T: WithDType>(
+        &self,
+        [x, w, b]: [&[T]; 3],
+        [lx, lw, lb]: [&Layout; 3],
+    ) -> candle_core::Result<Vec<T>> {
+        self.forward(
+            View::new(x, lx, "input")?,
+            View::new(w, lw, "weight")?,
+            View::new(b, lb, "bias")?,
+        )
+    }
+
     fn forward<T: WithDType>(
         &self,
         x: View<'_, T>,
@@ -338,20 +354,13 @@ impl CustomOp3 for Dense {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, n) = (l1.shape().dims2()?.0, l2.shape().dims2()?.0);
         let bias_layout = Layout::new((1, n).into(), vec![0, l3.stride()[0]], l3.start_offset());
+        let layouts = [l1, l2, &bias_layout];
         let storage = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    View::new(x, l1, "input")?,
-                    View::new(w, l2, "weight")?,
-                    View::new(b, &bias_layout, "bias")?,
-                )?)
+                CpuStorage::F32(self.forward_slices([x, w, b], layouts)?)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    View::new(x, l1, "input")?,
-                    View::new(w, l2, "weight")?,
-                    View::new(b, &bias_layout, "bias")?,
-                )?)
+                CpuStorage::F64(self.forward_slices([x, w, b], layouts)?)
             }
             _ => candle_core::bail!("dense: expected f32 or f64 tensors of one dtype"),
         };
@@ -412,7 +421,7 @@ mod tests {
         (0..n).map(|_| rng.normal() as f32).collect()
     }
 
-    /// Output and every gradient equal those of the tensor-op path (`linear` then `relu`),
+    /// Output and every gradient equal those of the tensor-op path (`linear_ops` then `relu`),
     /// with a transposed (strided) input among the cases.
     #[test]
     fn matches_the_tensor_op_path() {
@@ -434,7 +443,7 @@ mod tests {
                 x.as_tensor().clone()
             };
             let fused = dense(&xin, &w, Some(&b), relu).unwrap();
-            let mut plain = linear(&xin, &w, Some(&b)).unwrap();
+            let mut plain = linear_ops(&xin, &w, Some(&b)).unwrap();
             if relu {
                 plain = plain.relu().unwrap();
             }

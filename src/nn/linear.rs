@@ -9,13 +9,20 @@ use crate::nn::params::ParamPath;
 use crate::nn::spectral_norm::{SnMode, SpectralNorm};
 
 /// `y = x Wᵀ + b` for `x` of shape `(…, in)`, `w` `[out, in]`, `b` `[out]`. On the CPU with a
-/// rank-2 input and a bias this is one fused node ([`dense`]); elsewhere tensor ops.
+/// rank-2 input this is one fused node ([`dense`]); elsewhere tensor ops.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    if let Some(b) = b {
-        if dense::host_path(x, w, b) {
-            return dense::fused(x, w, b, false);
-        }
+    match dense::on_host(x, w, b, false)? {
+        Some(y) => Ok(y),
+        None => linear_ops(x, w, b),
     }
+}
+
+/// [`linear`] as tensor ops on any device (the reference the fused node is tested against).
+pub(crate) fn linear_ops(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     let dims = x.dims();
     let y = if dims.len() == 2 {
         x.matmul(&w.t()?)?

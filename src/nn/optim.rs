@@ -373,10 +373,6 @@ struct HostConsts {
     decay: f32,
 }
 
-/// The Adam update over host slices. Its divide and square root are throughput-bound (a
-/// fifth of a MinAtar DQN update under SSE2, the default target), so on x86-64 the same loop
-/// is also compiled for AVX2 and AVX-512 and chosen at run time. Each lane does the same IEEE
-/// operations in the same order (no fused multiply-add), so every path gives the same bits.
 /// Elements per task when a parameter's update is split over threads: large enough that a task
 /// outweighs its scheduling, small enough that a 128k-element layer gives every core work.
 const ADAM_CHUNK: usize = 16 * 1024;
@@ -396,6 +392,11 @@ fn adam_host_kernel(theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32
         .for_each(|(((p, g), m), v)| adam_host_kernel_serial(p, g, m, v, k));
 }
 
+/// The Adam update over host slices on the calling thread. Its divide and square root are
+/// throughput-bound (a fifth of a MinAtar DQN update under SSE2, the default target), so on
+/// x86-64 the same loop is also compiled for AVX2 and AVX-512 and chosen at run time. Each lane
+/// does the same IEEE operations in the same order (no fused multiply-add), so every path gives
+/// the same bits.
 fn adam_host_kernel_serial(
     theta: &mut [f32],
     grad: &[f32],

@@ -5,10 +5,16 @@ use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Lines reach the file at least this often while a run logs, so that a long run can be
+/// followed (`tail -f`) without a write per line.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct MetricsLog {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
+    last_flush: Instant,
 }
 
 impl MetricsLog {
@@ -44,6 +50,7 @@ impl MetricsLog {
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(f),
+            last_flush: Instant::now(),
         })
     }
 
@@ -62,7 +69,11 @@ impl MetricsLog {
             .map_err(|e| Error::data(&self.path, e.to_string()))?;
         self.out
             .write_all(b"\n")
-            .map_err(|e| Error::io(&self.path, e))
+            .map_err(|e| Error::io(&self.path, e))?;
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Re-opens the file by path (after the folder holding it was swapped by a checkpoint save).
@@ -78,6 +89,7 @@ impl MetricsLog {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        self.last_flush = Instant::now();
         self.out.flush().map_err(|e| Error::io(&self.path, e))
     }
 }
@@ -107,6 +119,20 @@ pub fn read_series(path: &Path, kind: &str, key: &str) -> Result<Vec<(f64, f64)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_reach_the_file_without_an_explicit_flush_once_a_second_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let mut m = MetricsLog::open(&p, None).unwrap();
+        let line = BTreeMap::from([("loss".to_string(), 1.0)]);
+        m.log(1, "train", &line).unwrap();
+        std::thread::sleep(FLUSH_EVERY + Duration::from_millis(100));
+        m.log(2, "train", &line).unwrap();
+        // Still open and not flushed by hand: both lines must be readable already.
+        assert_eq!(read_series(&p, "train", "loss").unwrap().len(), 2);
+        drop(m);
+    }
 
     #[test]
     fn resume_drops_lines_after_the_checkpoint() {

@@ -43,6 +43,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         activation: Activation::Gelu,
         dropout: 0.1,
         attn_dropout: 0.1,
+        short_conv: None,
     }
 }
 
@@ -335,21 +336,35 @@ fn layer_norm_gradient_matches_finite_differences() {
 /// and a finite-difference probe along the gradient agrees with it.
 #[test]
 fn every_parameter_gets_a_gradient_and_it_predicts_the_loss_change() {
+    for layout in [TokenLayout::Transition, TokenLayout::Sar] {
+        check_gradients(layout);
+    }
+}
+
+fn check_gradients(layout: TokenLayout) {
     let dev = Device::Cpu;
     let mut cfg = small(10, Positions::Learned);
+    cfg.layout = layout;
     cfg.dropout = 0.0;
     cfg.attn_dropout = 0.0;
     let mut store = ParamStore::new(&dev, 1);
     let model = Gpt::new(&cfg, &tokens(), &mut store).unwrap();
+    if layout == TokenLayout::Sar {
+        // The short convolution's weights are among the parameters checked below.
+        assert!(store.vars().keys().any(|k| k.contains("wte_prev.2")));
+    }
     let mut rng = reincarnate::rng::Rng::seed_from_u64(2);
-    let (b, t, f) = (3, 10, tokens().tokenizer().features());
+    let tpt = layout.tokens_per_transition();
+    let (b, c, f) = (3, 10, model.tokenizer.features());
+    let t = c * tpt;
     let feats: Vec<f32> = (0..b * t * f).map(|_| rng.normal() as f32).collect();
-    let first = vec![0, 4, 9]; // left padding of 0, 4 and 9 slots
-    let targets: Vec<u32> = (0..b * t).map(|_| rng.below(5) as u32).collect();
-    let mut mask = vec![1f32; b * t];
+    // Left padding of 0, 4 and 9 transitions.
+    let first: Vec<usize> = [0, 4, 9].iter().map(|p| p * tpt).collect();
+    let targets: Vec<u32> = (0..b * c).map(|_| rng.below(5) as u32).collect();
+    let mut mask = vec![1f32; b * c];
     for (i, &fp) in first.iter().enumerate() {
-        for j in 0..fp {
-            mask[i * t + j] = 0.0;
+        for j in 0..fp / tpt {
+            mask[i * c + j] = 0.0;
         }
     }
     let loss_of = |m: &Gpt| {
@@ -363,9 +378,9 @@ fn every_parameter_gets_a_gradient_and_it_predicts_the_loss_change() {
     for (name, v) in store.vars() {
         let g = grads
             .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
+            .unwrap_or_else(|| panic!("{layout:?}: no gradient for {name}"));
         let n: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
-        assert!(n > 0.0, "zero gradient for {name}");
+        assert!(n > 0.0, "{layout:?}: zero gradient for {name}");
         sq += n as f64;
         dirs.push((v.clone(), g.clone()));
     }
@@ -383,7 +398,7 @@ fn every_parameter_gets_a_gradient_and_it_predicts_the_loss_change() {
     let fd = (up - down) as f64 / (2.0 * eps);
     assert!(
         (fd - sq).abs() < 0.05 * sq,
-        "directional derivative {fd} vs ‖g‖² {sq}"
+        "{layout:?}: directional derivative {fd} vs ‖g‖² {sq}"
     );
 }
 
@@ -512,6 +527,18 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("histories");
     collect_darkroom(&data, TaskSet::Train, RUNS, 4000);
+    // Both layouts on the same histories; the (s, a, r) model learns more slowly (measured at
+    // this size: 4.6 / 3.6 / 3.2 over the last 5 episodes with evaluation seeds 0–2), so its
+    // bar is lower.
+    for (layout, late_fraction) in [
+        (TokenLayout::Transition, LATE_FRACTION),
+        (TokenLayout::Sar, LATE_FRACTION_SAR),
+    ] {
+        check_in_context_learning(tmp.path(), &data, layout, late_fraction);
+    }
+}
+
+fn check_in_context_learning(dir: &Path, data: &Path, layout: TokenLayout, late_fraction: f64) {
     let dev = Device::Cpu;
     let model = GptConfig {
         n_layer: 2,
@@ -519,11 +546,12 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
         d_model: 32,
         d_ff: 64,
         context: 60,
-        layout: TokenLayout::Transition,
+        layout,
         positions: Positions::Learned,
         activation: Activation::Relu,
         dropout: 0.0,
         attn_dropout: 0.0,
+        short_conv: None,
     };
     let cfg = DistillConfig {
         mode: Mode::Ad,
@@ -536,8 +564,8 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
         log_interval: 100,
         ..DistillConfig::default()
     };
-    let out = tmp.path().join("ad");
-    distill(&cfg, &data, &out, 0, &dev, false).unwrap();
+    let out = dir.join(format!("ad-{}", layout.as_str()));
+    distill(&cfg, data, &out, 0, &dev, false).unwrap();
     let ck = reincarnate::checkpoint::load(&out).unwrap();
     let r = reincarnate::ad::curves::eval_in_context(&ck, None, TaskSet::Test, EPISODES, 0, &dev)
         .unwrap();
@@ -545,12 +573,17 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
     let opt = r.optimal_return.unwrap();
     let first = (c[0] + c[1]) / 2.0;
     let late = c[c.len() - 5..].iter().sum::<f64>() / 5.0;
-    eprintln!("AD on held-out goals: episodes 1-2 {first:.2}, last 5 {late:.2}, optimal {opt:.2}");
+    eprintln!(
+        "AD ({layout:?}) on held-out goals: episodes 1-2 {first:.2}, last 5 {late:.2}, optimal {opt:.2}"
+    );
     // A random policy returns about 0.5 on these goals (eval.rs tests); the optimum is ~15.6.
-    assert!(first < 3.0, "episodes 1-2 return {first}: {c:?}");
     assert!(
-        late >= LATE_FRACTION * opt,
-        "last 5 episodes return {late}, below {LATE_FRACTION} of optimal {opt}: {c:?}"
+        first < 3.0,
+        "{layout:?}: episodes 1-2 return {first}: {c:?}"
+    );
+    assert!(
+        late >= late_fraction * opt,
+        "{layout:?}: last 5 episodes return {late}, below {late_fraction} of optimal {opt}: {c:?}"
     );
 }
 
@@ -558,6 +591,7 @@ const RUNS: usize = 65;
 const STEPS: u64 = 1200;
 const EPISODES: usize = 60;
 const LATE_FRACTION: f64 = 0.4;
+const LATE_FRACTION_SAR: f64 = 0.2;
 
 /// The command line: `distill` writes a checkpoint that `eval --json` recognises as in-context,
 /// reporting the learning curve and the optimal return; `bench ad` prints its three figures.

@@ -42,6 +42,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         activation: Activation::Relu,
         dropout: 0.1,
         attn_dropout: 0.1,
+        short_conv: None,
     }
 }
 

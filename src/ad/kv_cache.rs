@@ -11,7 +11,9 @@
 //! at least `keep`, i.e. several episodes); full recomputation over the same window gives the
 //! same actions (tested in `tests/ad.rs`). In the sar layout the same holds in whole
 //! transitions: a step appends three tokens (a_{t−1}, r_{t−1}, s_t), the cache holds up to
-//! `3 · context` tokens, and a cut keeps the newest `keep` transitions from an s token.
+//! `3 · context` tokens, and a cut keeps the newest `keep` transitions from an s token. A model
+//! whose embeddings read preceding tokens (`short_conv`) also finds their input features here,
+//! so the first new token of a step sees the same neighbours as in a full forward.
 
 /// Per layer: keys and values `(B, H, S, head_dim)` of the `len` tokens seen so far, in
 /// candle-nn's preallocated cache (appending writes in place instead of copying the whole
@@ -19,6 +21,9 @@
 pub struct KvCache {
     layers: Vec<candle_nn::kv_cache::KvCache>,
     len: usize,
+    /// Per window: the input features of the newest cached tokens (as many as the model's
+    /// `short_conv` reads), oldest first.
+    prev_features: Vec<Vec<f32>>,
 }
 
 impl KvCache {
@@ -29,6 +34,7 @@ impl KvCache {
                 .map(|_| candle_nn::kv_cache::KvCache::new(2, context))
                 .collect(),
             len: 0,
+            prev_features: Vec::new(),
         }
     }
 
@@ -45,11 +51,27 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| l.reset());
         self.len = 0;
+        self.prev_features.clear();
     }
 
     /// Layer `i`'s keys and values, which its attention appends to.
     pub(crate) fn layer(&mut self, i: usize) -> &mut candle_nn::kv_cache::KvCache {
         &mut self.layers[i]
+    }
+
+    pub(crate) fn prev_features(&self) -> &[Vec<f32>] {
+        &self.prev_features
+    }
+
+    /// Appends the features `(B, T, F)` of the tokens being cached, keeping the newest `n` per
+    /// window.
+    pub(crate) fn keep_features(&mut self, feats: &[f32], b: usize, t: usize, f: usize, n: usize) {
+        self.prev_features.resize(b, Vec::new());
+        for (i, h) in self.prev_features.iter_mut().enumerate() {
+            h.extend_from_slice(&feats[i * t * f..(i + 1) * t * f]);
+            let drop = h.len().saturating_sub(n * f);
+            h.drain(..drop);
+        }
     }
 
     pub(crate) fn advance(&mut self, t: usize) {

@@ -11,7 +11,12 @@
 //!   linear embedding (`wte_s` of the encoded obs, `wte_a` of the one-hot action, `wte_r` of the
 //!   reward). Token slot j (counting cached tokens) is of kind j mod 3, so every sequence starts
 //!   at an s token; a_t is predicted from the output at s_t, which has seen everything up to
-//!   r_{t−1} but not a_t.
+//!   r_{t−1} but not a_t. Each token's embedding also reads the features of the two tokens
+//!   before it (`short_conv`, a causal convolution of width 3 over the token features, as the
+//!   short convolutions of H3/Hyena), so the s token of step t+1 carries r_t: with attention
+//!   alone, binding "this reward came on arriving at this cell" across neighbouring tokens had
+//!   to be learned through absolute positions, and on Dark Room it was not (measured: the
+//!   model matched the transition layout's loss but never learned in context; see README).
 //!
 //! Positions are counted from the first token of the window the model sees (a training window's
 //! first real token, or the first token of the evaluation context), so training windows
@@ -129,6 +134,12 @@ pub struct GptConfig {
     pub dropout: f64,
     /// Dropout on the attention probabilities.
     pub attn_dropout: f64,
+    /// How many preceding tokens each token's embedding reads directly: token j's embedding
+    /// adds `Σ_k W_k · features(j − k)` for k = 1..=short_conv (none before the window's first
+    /// token). Unset: 2 in the `sar` layout (a token sees its whole transition), 0 in the
+    /// `transition` layout (left out of written configs when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_conv: Option<usize>,
 }
 
 impl Default for GptConfig {
@@ -144,6 +155,7 @@ impl Default for GptConfig {
             activation: Activation::Gelu,
             dropout: 0.1,
             attn_dropout: 0.5,
+            short_conv: None,
         }
     }
 }
@@ -152,6 +164,14 @@ impl GptConfig {
     /// Tokens the model attends over: `context` transitions × tokens per transition.
     pub fn max_tokens(&self) -> usize {
         self.context * self.layout.tokens_per_transition()
+    }
+
+    /// Preceding tokens each token embedding reads (see `short_conv`).
+    pub fn short_conv(&self) -> usize {
+        self.short_conv.unwrap_or(match self.layout {
+            TokenLayout::Transition => 0,
+            TokenLayout::Sar => 2,
+        })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -171,6 +191,12 @@ impl GptConfig {
             return bad(format!(
                 "sinusoidal positions need an even d_model, found {}",
                 self.d_model
+            ));
+        }
+        if self.short_conv() > 8 {
+            return bad(format!(
+                "short_conv must be at most 8 preceding tokens, found {}",
+                self.short_conv()
             ));
         }
         if self.context < 2 {
@@ -439,12 +465,43 @@ fn sar_kind(slot: usize) -> usize {
     slot % 3
 }
 
+/// Features `(B·T, F)` of the token `k` slots before each of the `t` new tokens of every window:
+/// from `feats` (`B·T·F`, this call's tokens), or for the first tokens from `held` (per window,
+/// the features of the newest cached tokens, oldest first), or zero before the window's start.
+fn shift_features(
+    feats: &[f32],
+    held: &[Vec<f32>],
+    b: usize,
+    t: usize,
+    f: usize,
+    k: usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; b * t * f];
+    for i in 0..b {
+        for j in 0..t {
+            let dst = &mut out[(i * t + j) * f..(i * t + j + 1) * f];
+            if j >= k {
+                dst.copy_from_slice(&feats[(i * t + j - k) * f..(i * t + j - k + 1) * f]);
+            } else if let Some(h) = held.get(i) {
+                // Cached token `k − j` slots back from the first new one.
+                let (n, back) = (h.len() / f, k - j);
+                if back <= n {
+                    dst.copy_from_slice(&h[(n - back) * f..(n - back + 1) * f]);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The decoder-only transformer with its action head.
 pub struct Gpt {
     pub config: GptConfig,
     pub tokens: TokenSpec,
     pub tokenizer: Tokenizer,
     wte: TokenEmbedding,
+    /// `wte_prev[k − 1]` maps the features of the token k slots back (see `short_conv`).
+    wte_prev: Vec<Linear>,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -487,6 +544,18 @@ impl Gpt {
                 }
             }
         };
+        let mut wte_prev = Vec::with_capacity(config.short_conv());
+        for k in 1..=config.short_conv() {
+            let mut pp = tr.pp("wte_prev");
+            wte_prev.push(Linear::with_init(
+                &mut pp.pp(k),
+                tokenizer.features(),
+                d,
+                Init::Normal { std: 0.02 },
+                None,
+                SnMode::Off,
+            )?);
+        }
         let max_tokens = config.max_tokens();
         let wpe = match config.positions {
             Positions::Learned => tr
@@ -519,6 +588,7 @@ impl Gpt {
             tokens: tokens.clone(),
             tokenizer,
             wte,
+            wte_prev,
             wpe,
             blocks,
             ln_f,
@@ -625,8 +695,24 @@ impl Gpt {
                 }
             }
         }
+        // Short causal convolution: the features of the tokens 1..=short_conv slots back.
+        let mut conv = Vec::with_capacity(self.wte_prev.len());
+        if !self.wte_prev.is_empty() {
+            let held = cache.as_ref().map(|c| c.prev_features()).unwrap_or(&[]);
+            for (k, lin) in (1..).zip(&self.wte_prev) {
+                let shifted = shift_features(&feats, held, b, t, f, k);
+                let shifted = Tensor::from_vec(shifted, (b * t, f), &self.device)?;
+                conv.push(lin.forward(&shifted)?);
+            }
+            if let Some(c) = cache.as_mut() {
+                c.keep_features(&feats, b, t, f, self.wte_prev.len());
+            }
+        }
         let x = Tensor::from_vec(feats, (b * t, f), &self.device)?;
-        let tok = self.embed(&x, b, t, past)?; // (B·T, d)
+        let mut tok = self.embed(&x, b, t, past)?; // (B·T, d)
+        for c in conv {
+            tok = (tok + c)?;
+        }
 
         // Position of slot j of window i: past + j − first_pos[i] (clamped at 0 for padding).
         let mut pos_idx = Vec::with_capacity(b * t);

@@ -239,6 +239,7 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
     } else {
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     }
+    tracing::debug!(checkpoint = %dir.display(), resume = data.trainer_state.is_some(), "checkpoint written");
     Ok(())
 }
 

@@ -591,6 +591,7 @@ impl Hub {
                 .collect();
             return Err(self.offline_error(r, commit.as_deref(), &missing));
         }
+        tracing::info!(source = %r, cache = %self.cache_dir.display(), "fetching {what} from the Hub");
         let api = self.api()?;
         let info = api.repo(r.hf_repo(&r.revision)).info().map_err(|e| {
             Error::Config(format!(

@@ -19,6 +19,12 @@ pub enum ActionStore {
     Continuous { dim: usize, values: Vec<f32> },
 }
 
+/// Rows of a `batch` drawn from teacher data when a `fraction` of each batch rehearses it
+/// (rehearsal, DQfD; Agarwal et al. 2022, §4): `round(fraction · batch)`, at most `batch`.
+pub fn rehearsal_rows(fraction: f64, batch: usize) -> usize {
+    ((fraction * batch as f64).round() as usize).min(batch)
+}
+
 /// A sampled minibatch, as flat row-major arrays.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
@@ -355,6 +361,16 @@ impl RawArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rehearsal_rows_round_the_fraction_of_the_batch() {
+        // 0.25 · 32 = 8; 0.3 · 10 = 3; 0.55 · 10 = 5.5 rounds to 6; beyond 1 caps at the batch.
+        assert_eq!(rehearsal_rows(0.25, 32), 8);
+        assert_eq!(rehearsal_rows(0.3, 10), 3);
+        assert_eq!(rehearsal_rows(0.55, 10), 6);
+        assert_eq!(rehearsal_rows(0.0, 10), 0);
+        assert_eq!(rehearsal_rows(1.5, 10), 10);
+    }
 
     fn filled(rewards: &[f32], ends: &[(usize, bool)]) -> ReplayBuffer {
         let mut rb = ReplayBuffer::new(16, 1, None);

@@ -236,6 +236,7 @@ pub fn train(
         })?;
         agent.load(&data)?;
         venv.restore(&st.venv)?;
+        tracing::info!(checkpoint = %out.display(), step = st.step, "resuming");
         (step, episodes, evals) = (st.step, st.episodes, st.evals);
         resumed_last_train = st.last_train;
         if step >= cfg.steps {

@@ -21,7 +21,7 @@ use crate::nn::{
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -353,7 +353,9 @@ impl Dqn {
     }
 
     /// The TD loss of a sampled batch, the mean Q of the taken actions, and (when a hook is
-    /// installed) the online network's Q-values `(batch, actions)` with gradients.
+    /// installed) the online network's Q-values `(batch, actions)` with gradients. The network
+    /// passes are scheduled here; the arithmetic is [`td_target`]/[`dqn_loss`] or
+    /// [`c51_target`]/[`c51_loss`].
     fn loss(&self, b: &Batch) -> Result<(Tensor, f64, Option<Tensor>)> {
         let n = b.size;
         let obs = self.obs_tensor(&b.obs)?;
@@ -364,21 +366,15 @@ impl Dqn {
         // The target network's pass runs beside the online one with gradients
         // (`device::join_for`). With double Q the online network's pass on the next observations
         // comes first: the training pass advances spectral normalisation's power iteration.
-        let (q_net, target_net, support) = (&self.q, &self.target, self.support.as_ref());
-        let expected = |out: &Tensor| -> Result<Tensor> {
-            match support {
-                Some(s) => s.expected_value(out),
-                None => Ok(out.clone()),
-            }
-        };
-        let (next_out, online_out, next_online_q) = if self.config.double_q {
+        let (q_net, target_net) = (&self.q, &self.target);
+        let (next_out, online_out, next_online_out) = if self.config.double_q {
             let (next_out, next_online) = crate::device::join_for(
                 self.pass_work,
                 || target_net.forward(&next, false),
                 || q_net.forward(&next, false),
             );
-            let next_online_q = expected(&next_online?)?;
-            (next_out?, q_net.forward(&obs, true)?, Some(next_online_q))
+            let next_online = next_online?;
+            (next_out?, q_net.forward(&obs, true)?, Some(next_online))
         } else {
             let (next_out, online_out) = crate::device::join_for(
                 self.pass_work,
@@ -387,38 +383,23 @@ impl Dqn {
             );
             (next_out?, online_out?, None)
         };
-        let next_target_q = expected(&next_out)?;
-        // The greedy next action: argmax of the online net (double Q) or of the target net.
-        let next_actions = next_online_q
-            .as_ref()
-            .unwrap_or(&next_target_q)
-            .argmax(D::Minus1)?;
-        let next_actions: Vec<i64> = next_actions.to_dtype(DType::I64)?.to_vec1()?;
-        let next_pick = self.one_hot(&next_actions)?;
         match &self.support {
             None => {
-                let q_all = online_out;
-                let q = (&q_all * &taken)?.sum(D::Minus1)?; // (batch,)
-                let next_q = (next_target_q * next_pick)?.sum(D::Minus1)?;
-                let y = (returns + (discounts * next_q)?)?.detach();
-                let td = (&q - y)?;
-                let loss = match self.config.loss {
-                    TdLoss::Mse => td.sqr()?.mean_all()?,
-                    TdLoss::Huber => huber(&td)?.mean_all()?,
-                };
+                let y = td_target(&returns, &discounts, &next_out, next_online_out.as_ref())?;
+                let (loss, q) = dqn_loss(&online_out, &taken, &y, self.config.loss)?;
                 let q_mean = q.mean_all()?.to_scalar::<f32>()? as f64;
-                Ok((loss, q_mean, self.hook.is_some().then_some(q_all)))
+                Ok((loss, q_mean, self.hook.is_some().then_some(online_out)))
             }
             Some(support) => {
-                // logits (batch, actions, atoms) → the taken action's (batch, atoms)
                 let logits = online_out;
-                let pick = |l: &Tensor, oh: &Tensor| -> Result<Tensor> {
-                    Ok(l.broadcast_mul(&oh.unsqueeze(D::Minus1)?)?.sum(1)?)
-                };
-                let logits_a = pick(&logits, &taken)?;
-                let next_probs = candle_nn::ops::softmax(&pick(&next_out, &next_pick)?, D::Minus1)?;
-                let target = support.project_tensor(&returns, &discounts, &next_probs)?;
-                let loss = cross_entropy(&logits_a, &target)?.mean_all()?;
+                let target = c51_target(
+                    support,
+                    &returns,
+                    &discounts,
+                    &next_out,
+                    next_online_out.as_ref(),
+                )?;
+                let (loss, logits_a) = c51_loss(&logits, &taken, &target)?;
                 let q_mean = support
                     .expected_value(&logits_a.detach())?
                     .mean_all()?
@@ -453,7 +434,7 @@ impl Dqn {
                 bs
             }
             (None, Some((data, fraction))) => {
-                let k = ((fraction * bs as f64).round() as usize).min(bs);
+                let k = crate::replay::rehearsal_rows(fraction, bs);
                 data.sample_into(k, n, gamma, &mut self.rng, &mut batch);
                 if k < bs {
                     let own = &mut self.own_batch;
@@ -524,6 +505,88 @@ impl Dqn {
     fn expected_model(&self) -> HashMap<String, Tensor> {
         self.store.state_dict()
     }
+}
+
+/// The greedy next action of each row, `argmax_a Q(s′, a)` over `(batch, actions)` values, as
+/// a `(batch, 1)` index tensor.
+fn greedy_index(q: &Tensor) -> Result<Tensor> {
+    Ok(q.argmax_keepdim(D::Minus1)?)
+}
+
+/// The TD target of each row (Mnih et al. 2015, eq. 3; van Hasselt et al. 2016, eq. 4 for
+/// double Q), with n-step returns (Sutton & Barto 2018, eq. 7.1):
+///
+/// `y = R⁽ⁿ⁾ + γⁿ (1 − d) · Q_target(s′, a*)`, `a* = argmax_a Q_online(s′, a)` with double Q
+/// (`next_online_q` given), else `argmax_a Q_target(s′, a)`.
+///
+/// `returns` holds `R⁽ⁿ⁾ = Σ_{k<n} γᵏ r_{t+k}` and `discounts` holds `γⁿ(1 − d)` per row (0
+/// where the n-step window ended in a true terminal; a time-limit truncation bootstraps), as
+/// [`ReplayBuffer::sample_into`] writes them. `next_target_q` and `next_online_q` are
+/// `(batch, actions)`. The result `(batch,)` carries no gradient.
+pub fn td_target(
+    returns: &Tensor,
+    discounts: &Tensor,
+    next_target_q: &Tensor,
+    next_online_q: Option<&Tensor>,
+) -> Result<Tensor> {
+    let a_star = greedy_index(next_online_q.unwrap_or(next_target_q))?;
+    let next_q = next_target_q
+        .gather(&a_star, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    Ok((returns + (discounts * next_q)?)?.detach())
+}
+
+/// The DQN loss `mean_i ℓ(Q(s_i, a_i) − y_i)` with ℓ the squared error or Huber (δ = 1), and
+/// the taken actions' Q-values `(batch,)`. `q_all` is the online network's `(batch, actions)`
+/// with gradients, `taken` the one-hot `(batch, actions)` of the actions, `target` the
+/// [`td_target`].
+pub fn dqn_loss(
+    q_all: &Tensor,
+    taken: &Tensor,
+    target: &Tensor,
+    loss: TdLoss,
+) -> Result<(Tensor, Tensor)> {
+    let q = (q_all * taken)?.sum(D::Minus1)?;
+    let td = (&q - target)?;
+    let loss = match loss {
+        TdLoss::Mse => td.sqr()?.mean_all()?,
+        TdLoss::Huber => huber(&td)?.mean_all()?,
+    };
+    Ok((loss, q))
+}
+
+/// The C51 target distribution (Bellemare et al. 2017, Algorithm 1): the next state's
+/// distribution under the greedy action, `Z(s′, a*)`, shifted to `R⁽ⁿ⁾ + γⁿ(1 − d) z_j`, clipped
+/// to `[v_min, v_max]` and projected onto the support. `a*` maximises the expected value of the
+/// online network's distribution (double Q, `next_online_logits` given) or of the target's.
+/// Logits are `(batch, actions, atoms)`; the result `(batch, atoms)` carries no gradient.
+pub fn c51_target(
+    support: &CategoricalSupport,
+    returns: &Tensor,
+    discounts: &Tensor,
+    next_target_logits: &Tensor,
+    next_online_logits: Option<&Tensor>,
+) -> Result<Tensor> {
+    let a_star =
+        greedy_index(&support.expected_value(next_online_logits.unwrap_or(next_target_logits))?)?;
+    let atoms = next_target_logits.dim(D::Minus1)?;
+    let index = a_star
+        .unsqueeze(D::Minus1)?
+        .broadcast_as((a_star.dim(0)?, 1, atoms))?
+        .contiguous()?;
+    let next_logits = next_target_logits.gather(&index, 1)?.squeeze(1)?;
+    let next_probs = candle_nn::ops::softmax(&next_logits, D::Minus1)?;
+    support.project_tensor(returns, discounts, &next_probs)
+}
+
+/// The C51 loss: the cross-entropy `−Σ_j m_j log p_j(s, a)` from the projected target `m`
+/// ([`c51_target`]) to the taken action's distribution, averaged over the batch; and the taken
+/// action's logits `(batch, atoms)`. `logits` are `(batch, actions, atoms)` with gradients,
+/// `taken` the one-hot `(batch, actions)`.
+pub fn c51_loss(logits: &Tensor, taken: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    let logits_a = logits.broadcast_mul(&taken.unsqueeze(D::Minus1)?)?.sum(1)?;
+    let loss = cross_entropy(&logits_a, target)?.mean_all()?;
+    Ok((loss, logits_a))
 }
 
 /// Elementwise Huber loss with δ = 1: ½x² where |x| ≤ 1, |x| − ½ elsewhere.
@@ -663,15 +726,22 @@ impl Agent for Dqn {
                 opt.insert(format!("target.{k}"), v);
             }
             data.optimizer = Some(opt);
-            let (arrays, replay_state) = self.replay.export();
+            let (arrays, replay) = self.replay.export();
             data.replay = Some(arrays.into_iter().collect());
-            data.trainer_state = Some(serde_json::json!({
-                "rng": self.rng,
-                "updates": self.updates,
-                "optimizer_step": step,
-                "replay": replay_state,
-                "hook": self.hook.as_ref().map(|h| h.state()),
-            }));
+            let state = DqnResumeState {
+                rng: self.rng.clone(),
+                updates: self.updates,
+                optimizer_step: step,
+                replay,
+                hook: self
+                    .hook
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |h| h.state()),
+            };
+            data.trainer_state = Some(
+                serde_json::to_value(&state)
+                    .map_err(|e| Error::Training(format!("encoding the DQN state: {e}")))?,
+            );
         }
         Ok(data)
     }
@@ -680,46 +750,242 @@ impl Agent for Dqn {
         let src = Path::new("model.safetensors");
         self.store
             .load_state_dict(&raw_to_tensors(&data.model, &self.device)?, src)?;
-        let resume_state = data
-            .trainer_state
-            .as_ref()
-            .and_then(|t| t.get("agent"))
-            .filter(|a| !a.is_null());
-        match (resume_state, &data.optimizer, &data.replay) {
-            (Some(agent), Some(opt), Some(replay)) => {
-                let mut target = std::collections::BTreeMap::new();
-                let mut moments = std::collections::BTreeMap::new();
-                for (k, v) in opt {
-                    match k.strip_prefix("target.") {
-                        Some(rest) => target.insert(rest.to_string(), v.clone()),
-                        None => moments.insert(k.clone(), v.clone()),
-                    };
-                }
-                let osrc = Path::new("optimizer.safetensors");
-                self.target_store
-                    .load_state_dict(&raw_to_tensors(&target, &self.device)?, osrc)?;
-                let step = agent["optimizer_step"].as_u64().unwrap_or(0);
-                self.optimizer.load_state(
-                    &AdamState {
-                        step,
-                        tensors: raw_to_tensors(&moments, &self.device)?,
-                    },
-                    osrc,
-                )?;
-                let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
-                self.replay.import(&arrays, &agent["replay"])?;
-                self.rng = serde_json::from_value(agent["rng"].clone())
-                    .map_err(|e| Error::data("trainer_state.json", format!("agent.rng: {e}")))?;
-                self.updates = agent["updates"].as_u64().unwrap_or(0);
-                if let (Some(hook), Some(state)) = (self.hook.as_mut(), agent.get("hook")) {
-                    hook.load_state(state)?;
-                }
-            }
-            _ => {
-                // Weights only (a teacher, or evaluation): the target starts as the online net.
-                self.target_store.copy_from(&self.store)?;
-            }
+        let Some(agent) = super::resume_state(data)? else {
+            // Weights only (a teacher, or evaluation): the target starts as the online net.
+            return self.target_store.copy_from(&self.store);
+        };
+        let state: DqnResumeState = super::decode_resume_state(agent)?;
+        let (opt, replay) = super::resume_arrays(data)?;
+        let mut target = std::collections::BTreeMap::new();
+        let mut moments = std::collections::BTreeMap::new();
+        for (k, v) in opt {
+            match k.strip_prefix("target.") {
+                Some(rest) => target.insert(rest.to_string(), v.clone()),
+                None => moments.insert(k.clone(), v.clone()),
+            };
+        }
+        let osrc = Path::new("optimizer.safetensors");
+        self.target_store
+            .load_state_dict(&raw_to_tensors(&target, &self.device)?, osrc)?;
+        self.optimizer.load_state(
+            &AdamState {
+                step: state.optimizer_step,
+                tensors: raw_to_tensors(&moments, &self.device)?,
+            },
+            osrc,
+        )?;
+        let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
+        self.replay.import(&arrays, &state.replay)?;
+        self.rng = state.rng;
+        self.updates = state.updates;
+        if let Some(hook) = self.hook.as_mut() {
+            hook.load_state(&state.hook)?;
         }
         Ok(())
+    }
+}
+
+/// Everything a DQN-family agent needs beyond its weights to resume exactly: the
+/// `agent` object of `trainer_state.json`, decoded strictly (a missing, unknown or mistyped
+/// field is an error naming it). The optimiser moments and the target network live in
+/// `optimizer.safetensors`, the replay contents in the replay arrays.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DqnResumeState {
+    rng: Rng,
+    /// Gradient updates so far (the learning-rate schedule's clock).
+    updates: u64,
+    /// Adam's step count (its bias correction).
+    optimizer_step: u64,
+    /// The replay buffer's cursor and length.
+    replay: serde_json::Value,
+    /// The reincarnation method's state (`null` for a plain run).
+    hook: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn t1(v: &[f32]) -> Tensor {
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+
+    fn t2(rows: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_vec(flat, (rows.len(), 2), &Device::Cpu).unwrap()
+    }
+
+    fn close(got: &Tensor, want: &[f32]) {
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// Rows: a 1-step transition (γ = 0.9), a terminal one (discount 0: no bootstrap), and a
+    /// 2-step one cut by a time limit (γ² = 0.81: it bootstraps).
+    fn batch() -> (Tensor, Tensor, Tensor) {
+        let returns = t1(&[1.0, 0.5, -1.0]);
+        let discounts = t1(&[0.9, 0.0, 0.81]);
+        let next_target_q = t2(&[[2.0, 3.0], [5.0, 1.0], [1.0, 4.0]]);
+        (returns, discounts, next_target_q)
+    }
+
+    #[test]
+    fn td_target_bootstraps_from_the_greedy_target_value() {
+        let (r, d, next_target) = batch();
+        // argmax of the target net: actions 1, 0, 1 → Q' = 3, 5, 4
+        // y = 1 + 0.9·3 = 3.7;  0.5 + 0·5 = 0.5;  −1 + 0.81·4 = 2.24
+        let y = td_target(&r, &d, &next_target, None).unwrap();
+        close(&y, &[3.7, 0.5, 2.24]);
+    }
+
+    #[test]
+    fn double_q_takes_the_online_argmax_and_the_target_value() {
+        let (r, d, next_target) = batch();
+        let next_online = t2(&[[4.0, 1.0], [0.0, 2.0], [3.0, 1.0]]);
+        // argmax of the online net: actions 0, 1, 0 → the target's Q' = 2, 1, 1
+        // y = 1 + 0.9·2 = 2.8;  0.5 + 0 = 0.5;  −1 + 0.81·1 = −0.19
+        let y = td_target(&r, &d, &next_target, Some(&next_online)).unwrap();
+        close(&y, &[2.8, 0.5, -0.19]);
+    }
+
+    #[test]
+    fn td_target_carries_no_gradient() {
+        let (r, d, next_target) = batch();
+        let v = Var::from_tensor(&next_target).unwrap();
+        let y = td_target(&r, &d, v.as_tensor(), None).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&v).is_none());
+    }
+
+    #[test]
+    fn dqn_loss_is_mse_or_huber_on_the_taken_actions() {
+        let q_all = Var::from_tensor(&t2(&[[1.0, 2.0], [0.5, -1.0]])).unwrap();
+        let taken = crate::agents::one_hot(&[1, 0], 2, &Device::Cpu).unwrap();
+        let y = t1(&[4.0, 0.0]);
+        // Q(s, a) = 2, 0.5; δ = −2, 0.5
+        let (mse, q) = dqn_loss(q_all.as_tensor(), &taken, &y, TdLoss::Mse).unwrap();
+        close(&q, &[2.0, 0.5]);
+        close(&mse, &[(4.0 + 0.25) / 2.0]);
+        // d/dQ of mean δ² = 2δ/2 = δ on the taken actions, 0 elsewhere
+        let g = mse.backward().unwrap();
+        close(g.get(&q_all).unwrap(), &[0.0, -2.0, 0.5, 0.0]);
+        // Huber: |δ| = 2 > 1 → 2 − ½ = 1.5; |δ| = 0.5 → ½·0.25 = 0.125
+        let (huber, _) = dqn_loss(q_all.as_tensor(), &taken, &y, TdLoss::Huber).unwrap();
+        close(&huber, &[(1.5 + 0.125) / 2.0]);
+        // its gradient is δ clipped to [−1, 1], over the batch of 2
+        let g = huber.backward().unwrap();
+        close(g.get(&q_all).unwrap(), &[0.0, -0.5, 0.25, 0.0]);
+    }
+
+    /// Logits `(2 rows, 2 actions, 3 atoms)` on the support z = −1, 0, 1; −1e4 is probability 0.
+    fn c51_logits(rows: [[[f32; 3]; 2]; 2]) -> Tensor {
+        Tensor::new(&rows, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn c51_target_projects_the_greedy_distribution_and_clips_to_the_support() {
+        let support = CategoricalSupport::new(3, -1.0, 1.0).unwrap();
+        const NO: f32 = -1e4;
+        // Target net: action 0 is ½/½ on z = −1, 0 (mean −½); action 1 is ½/½ on z = 0, 1 (mean ½).
+        let next_target = c51_logits([[[0.0, 0.0, NO], [NO, 0.0, 0.0]]; 2]);
+        // Row 0: r = 0.5, γ = 0.5. Row 1: terminal (discount 0) with r = 3, beyond v_max.
+        let r = t1(&[0.5, 3.0]);
+        let d = t1(&[0.5, 0.0]);
+        // Greedy by the target: action 1. z = 0 → 0.5 (half to z = 0, half to z = 1);
+        // z = 1 → 1.0. So m = [0, 0.25, 0.75]. Row 1: 3 clips to 1 → [0, 0, 1].
+        let m = c51_target(&support, &r, &d, &next_target, None).unwrap();
+        close(&m, &[0.0, 0.25, 0.75, 0.0, 0.0, 1.0]);
+        // Double Q: the online net prefers action 0 (mean 1 against −1); the target's action 0
+        // is ½/½ on z = −1, 0: z = −1 → 0; z = 0 → 0.5. So m = [0, 0.5 + 0.25, 0.25].
+        let next_online = c51_logits([[[NO, NO, 0.0], [0.0, NO, NO]]; 2]);
+        let m = c51_target(&support, &r, &d, &next_target, Some(&next_online)).unwrap();
+        close(&m, &[0.0, 0.75, 0.25, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn c51_loss_is_the_cross_entropy_of_the_taken_actions_distribution() {
+        // Row 0 took action 1, whose logits are uniform: CE to [0, 0.75, 0.25] = ln 3.
+        // Row 1 took action 0, logits (0, 0, ln 2) → p = (¼, ¼, ½): CE to [0, 0, 1] = ln 2.
+        let ln2 = std::f32::consts::LN_2;
+        let logits = Var::from_tensor(&c51_logits([
+            [[5.0, -2.0, 1.0], [0.0, 0.0, 0.0]],
+            [[0.0, 0.0, ln2], [3.0, 3.0, 3.0]],
+        ]))
+        .unwrap();
+        let taken = crate::agents::one_hot(&[1, 0], 2, &Device::Cpu).unwrap();
+        let target = Tensor::new(&[[0.0f32, 0.75, 0.25], [0.0, 0.0, 1.0]], &Device::Cpu).unwrap();
+        let (loss, logits_a) = c51_loss(logits.as_tensor(), &taken, &target).unwrap();
+        close(&logits_a, &[0.0, 0.0, 0.0, 0.0, 0.0, ln2]);
+        close(&loss, &[(3f32.ln() + ln2) / 2.0]);
+        // ∂/∂logits = (softmax − m)/2 on the taken action, 0 on the other
+        let g = loss.backward().unwrap();
+        let third = 1.0 / 3.0;
+        close(
+            g.get(&logits).unwrap(),
+            &[
+                0.0,
+                0.0,
+                0.0,
+                third / 2.0,
+                (third - 0.75) / 2.0,
+                (third - 0.25) / 2.0,
+                0.125,
+                0.125,
+                -0.25,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        );
+    }
+
+    #[test]
+    fn epsilon_decays_linearly_then_holds() {
+        let e = Epsilon {
+            start: 1.0,
+            end: 0.05,
+            decay_steps: 1000,
+        };
+        assert_eq!(e.at(0), 1.0);
+        assert!((e.at(500) - 0.525).abs() < 1e-12);
+        assert!((e.at(1000) - 0.05).abs() < 1e-12);
+        assert!((e.at(5000) - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_resume_state_with_a_missing_or_retyped_counter_is_refused() {
+        let good = serde_json::json!({
+            "rng": Rng::seed_from_u64(1),
+            "updates": 7,
+            "optimizer_step": 7,
+            "replay": {"len": 0},
+            "hook": null,
+        });
+        let ok: DqnResumeState = crate::agents::decode_resume_state(&good).unwrap();
+        assert_eq!((ok.updates, ok.optimizer_step), (7, 7));
+        for (field, bad) in [
+            ("optimizer_step", serde_json::Value::Null),
+            ("updates", serde_json::json!("7")),
+        ] {
+            let mut v = good.clone();
+            if bad.is_null() {
+                v.as_object_mut().unwrap().remove(field);
+            } else {
+                v[field] = bad;
+            }
+            let err = crate::agents::decode_resume_state::<DqnResumeState>(&v)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("trainer_state.json") && err.contains(field),
+                "{err}"
+            );
+        }
     }
 }

@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::eval::ActionBuf;
 use std::collections::BTreeMap;
 
+/// Named arrays of a safetensors file, as a checkpoint holds them.
+type RawArrays = BTreeMap<String, crate::replay::RawArray>;
+
 pub mod bandit_algos;
 pub mod dqn;
 pub mod ppo;
@@ -85,7 +88,8 @@ pub fn batch_rows(algo: &str, obs: &[f32], obs_dim: usize) -> crate::Result<usiz
     Ok(obs.len() / obs_dim)
 }
 
-/// One-hot rows `(actions.len(), n)` for discrete actions.
+/// One-hot rows `(actions.len(), n)` for discrete actions; an action outside `0..n` (from
+/// a dataset written for another environment) is an error.
 pub fn one_hot(
     actions: &[i64],
     n: usize,
@@ -93,6 +97,11 @@ pub fn one_hot(
 ) -> crate::Result<candle_core::Tensor> {
     let mut v = vec![0f32; actions.len() * n];
     for (i, &a) in actions.iter().enumerate() {
+        if a < 0 || a as usize >= n {
+            return Err(crate::Error::Training(format!(
+                "action {a} is outside the {n} actions of the environment"
+            )));
+        }
         v[i * n + a as usize] = 1.0;
     }
     Ok(candle_core::Tensor::from_vec(
@@ -100,6 +109,53 @@ pub fn one_hot(
         (actions.len(), n),
         device,
     )?)
+}
+
+/// The agent's part of a checkpoint's `trainer_state.json` (its `agent` object), or `None`
+/// for weights-only data (a teacher, an evaluation).
+pub fn resume_state(data: &CheckpointData) -> crate::Result<Option<&serde_json::Value>> {
+    Ok(data
+        .trainer_state
+        .as_ref()
+        .and_then(|t| t.get("agent"))
+        .filter(|a| !a.is_null()))
+}
+
+/// Decodes an agent's resume state strictly: a missing, unknown or mistyped field is an error
+/// naming `trainer_state.json` and the field.
+pub fn decode_resume_state<T: serde::de::DeserializeOwned>(
+    agent: &serde_json::Value,
+) -> crate::Result<T> {
+    serde_path_to_error::deserialize(agent).map_err(|e| {
+        let at = match e.path().to_string().as_str() {
+            "." => "agent".to_string(),
+            path => format!("agent.{path}"),
+        };
+        crate::Error::data(
+            crate::checkpoint::TRAINER_STATE_FILE,
+            format!("{at}: {}", e.into_inner()),
+        )
+    })
+}
+
+/// The optimiser and replay arrays a resume needs; their absence beside a resume state is an
+/// error naming the missing file.
+pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays)> {
+    let missing = |file: &str| {
+        crate::Error::data(
+            file,
+            "missing: trainer_state.json holds a resume state, but this file is needed to resume",
+        )
+    };
+    let opt = data
+        .optimizer
+        .as_ref()
+        .ok_or_else(|| missing(crate::checkpoint::OPTIMIZER_FILE))?;
+    let replay = data
+        .replay
+        .as_ref()
+        .ok_or_else(|| missing(crate::checkpoint::REPLAY_FILE))?;
+    Ok((opt, replay))
 }
 
 /// Algorithms `train` accepts.

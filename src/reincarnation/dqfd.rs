@@ -13,7 +13,7 @@ use candle_core::{Tensor, D};
 use std::rc::Rc;
 
 /// The large-margin loss averaged over the rows, `q` `(rows, actions)`.
-pub fn margin_loss(q: &Tensor, teacher_actions: &[i64], margin: f64) -> Result<Tensor> {
+pub fn dqfd_margin_loss(q: &Tensor, teacher_actions: &[i64], margin: f64) -> Result<Tensor> {
     let n = q.dim(1)?;
     let expert = crate::agents::one_hot(teacher_actions, n, q.device())?;
     // l(a_E, a) = margin everywhere except at a_E.
@@ -44,7 +44,7 @@ impl DqnHook for DqfdHook {
         if teacher_rows == 0 {
             return Ok(None);
         }
-        let j = margin_loss(
+        let j = dqfd_margin_loss(
             &q.narrow(0, 0, teacher_rows)?,
             &batch.actions_discrete[..teacher_rows],
             self.margin,
@@ -63,7 +63,7 @@ mod tests {
     fn margin_loss_is_zero_only_when_the_expert_action_leads_by_the_margin() {
         let q = Tensor::new(&[[2.0f32, 1.0, 0.5]], &Device::Cpu).unwrap();
         let v = |q: &Tensor, a| {
-            margin_loss(q, &[a], 0.8)
+            dqfd_margin_loss(q, &[a], 0.8)
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap()

@@ -14,6 +14,12 @@ use crate::rng::Rng;
 use candle_core::Tensor;
 use std::rc::Rc;
 
+/// `p_t = max(1 − t / decay_steps, 0)`: the probability that an episode starting at
+/// environment step `t` gets a teacher roll-in.
+pub fn roll_in_probability(step: u64, decay_steps: u64) -> f64 {
+    (1.0 - step as f64 / decay_steps.max(1) as f64).max(0.0)
+}
+
 pub struct JsrlHook {
     teacher: Rc<Teacher>,
     decay_steps: u64,
@@ -41,7 +47,7 @@ impl JsrlHook {
 
     /// Probability that an episode starting now gets a teacher roll-in.
     pub fn roll_in_probability(&self) -> f64 {
-        (1.0 - self.step as f64 / self.decay_steps as f64).max(0.0)
+        roll_in_probability(self.step, self.decay_steps)
     }
 
     fn new_episode(&mut self) {
@@ -105,5 +111,16 @@ impl DqnHook for JsrlHook {
         self.roll_in = s["roll_in"].as_u64().ok_or_else(bad)?;
         self.started = s["started"].as_bool().ok_or_else(bad)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn roll_in_probability_decays_linearly_to_zero() {
+        assert_eq!(super::roll_in_probability(0, 100), 1.0);
+        assert!((super::roll_in_probability(25, 100) - 0.75).abs() < 1e-12);
+        assert_eq!(super::roll_in_probability(100, 100), 0.0);
+        assert_eq!(super::roll_in_probability(500, 100), 0.0);
     }
 }

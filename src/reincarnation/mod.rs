@@ -29,10 +29,11 @@ pub mod stage;
 pub mod teacher;
 
 use crate::agents::dqn::DqnHook;
-use crate::agents::sac::SacHook;
+use crate::agents::Agent;
 use crate::envs::{EnvRef, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::evaluate_tasks;
+use crate::replay::ReplayBuffer;
 use crate::report::metrics::{read_series, MetricsLog};
 use crate::report::plot::{line_plot, Series};
 use crate::train::{GreedyPolicy, LoopConfig};
@@ -210,7 +211,8 @@ pub fn normalise(g: f64, random: f64, teacher: f64) -> f64 {
     (g - random) / (teacher - random)
 }
 
-/// Runs `spec` with `seed` into `out`.
+/// Runs `spec` with `seed` into `out`: score the normalisation's ends, build the student, get
+/// teacher data, run the method's offline phase, install its online hook, train, summarise.
 pub fn run_reincarnate(
     spec: &ReincarnateSpec,
     seed: u64,
@@ -223,61 +225,17 @@ pub fn run_reincarnate(
         .train_loop
         .task
         .unwrap_or_else(|| family.tasks(TaskSet::Train)[0]);
-    let mc = &spec.method_config;
-    let steps = spec.train_loop.steps;
     let teacher = Rc::new(Teacher::load(
         &spec.teacher,
         spec.arch.as_deref(),
         family.spec(),
         device,
     )?);
-    // Scores of the teacher and of random play: the normalisation's two ends.
-    let score_seed = crate::rng::derive_seed(seed, 0x5C0E);
-    let episodes = mc.score_episodes.max(1);
-    let teacher_return = evaluate_tasks(
-        &family,
-        &[task],
-        "train",
-        episodes,
-        score_seed,
-        &mut TeacherPolicy(&teacher),
-    )?
-    .mean_return;
-    let random_return = evaluate_tasks(
-        &family,
-        &[task],
-        "train",
-        episodes,
-        score_seed,
-        &mut crate::eval::RandomPolicy::new(family.spec().action_space.clone(), score_seed),
-    )?
-    .mean_return;
-    if teacher_return <= random_return {
-        return Err(Error::Config(format!(
-            "teacher {} scores {teacher_return:.3} on `{}`, no better than random play ({random_return:.3}): teacher-normalised scores are undefined",
-            spec.teacher,
-            family.spec().id()
-        )));
-    }
+    let ends = score_ends(spec, &teacher, &family, task, seed)?;
     let mut student =
         crate::agents::build(&spec.student, &spec.agent, family.spec(), device, seed)?;
-    // Gradient updates the online phase makes (the default length of an offline phase).
-    let online_updates = if let Some(sac) = student.as_sac_mut() {
-        sac_methods::check(spec, &teacher)?;
-        let c = sac.config();
-        steps.saturating_sub(c.learning_starts) * c.utd as u64
-    } else if let Some(dqn) = student.as_dqn_mut() {
-        let c = dqn.config();
-        steps.saturating_sub(c.learning_starts) / c.train_frequency * c.gradient_steps as u64
-    } else {
-        return Err(Error::Config(format!(
-            "student `{}`: the reincarnation methods train DQN-family (dqn, c51) or SAC-family (sac, simbav2) students",
-            spec.student
-        )));
-    };
+    let online_updates = online_updates(spec, &teacher, student.as_mut())?;
     crate::fs::create_dir_all(out)?;
-
-    // Teacher data.
     let data = if spec.method.needs_data() {
         Some(Rc::new(teacher_data(
             spec, &teacher, &family, task, seed, out,
@@ -285,127 +243,46 @@ pub fn run_reincarnate(
     } else {
         None
     };
-    let n_data = data.as_ref().map_or(0, |d| d.len());
-
-    // Offline phase.
+    let mc = &spec.method_config;
     let offline_updates = if spec.method.has_offline_phase() {
         mc.offline_updates.unwrap_or(online_updates)
     } else {
         0
     };
-    let decay_steps = mc.decay_steps.unwrap_or(steps / 2);
+    let decay_steps = mc.decay_steps.unwrap_or(spec.train_loop.steps / 2);
     let schedule = qdagger::NormalisedDecay {
-        random_return,
-        teacher_return,
+        random_return: ends.random,
+        teacher_return: ends.teacher,
         decay_steps,
         return_window: mc.return_window,
         tie_lr: mc.tie_lr,
         lr_floor: mc.lr_floor,
     };
-    let mut sac_online_hook: Option<Box<dyn SacHook>> = None;
-    if let Some(sac) = student.as_sac_mut() {
-        if let (true, Some(data)) = (offline_updates > 0, &data) {
-            sac_methods::offline_phase(
-                sac,
-                spec,
-                &teacher,
-                data,
-                offline_updates,
-                out,
-                family.spec().id(),
-            )?;
-        }
-        sac_online_hook =
-            sac_methods::online_hook(sac, spec, &teacher, &schedule, data.as_deref())?;
-    } else if let (true, Some(data)) = (offline_updates > 0, &data) {
-        let hook: Box<dyn DqnHook> = match spec.method {
-            Method::Qdagger => Box::new(qdagger::DistillHook::new(
-                teacher.clone(),
-                mc.distill_coef,
-                mc.temperature,
-                None,
-            )),
-            Method::Pretrain => Box::new(pretrain::CqlHook {
-                alpha: mc.cql_alpha,
-            }),
-            Method::Dqfd => Box::new(dqfd::DqfdHook {
-                data: data.clone(),
-                fraction: 1.0,
-                margin: mc.margin,
-                weight: mc.margin_weight,
-            }),
-            _ => Box::new(bc::BcHook),
-        };
-        let dqn = student
-            .as_dqn_mut()
-            .ok_or_else(|| Error::Config("not a DQN".into()))?;
-        dqn.set_hook(Some(hook));
-        let mut log = MetricsLog::open(&out.join("offline_metrics.jsonl"), None)?;
-        let bar = crate::report::progress_bar(
+    let ctx = MethodContext {
+        spec,
+        teacher: &teacher,
+        data: data.as_ref(),
+        schedule: &schedule,
+        decay_steps,
+        max_roll_in: mc
+            .max_roll_in
+            .unwrap_or(family.spec().max_episode_steps as u64),
+        seed,
+    };
+    if offline_updates > 0 {
+        offline_phase(
+            &ctx,
+            student.as_mut(),
             offline_updates,
-            &format!("offline {} {}", spec.method.name(), family.spec().id()),
-        );
-        if !spec.train_loop.progress {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        let log_every = (offline_updates / 100).max(1);
-        for u in 1..=offline_updates {
-            let m = dqn.offline_step(data, 0).map_err(|e| match e {
-                Error::Training(msg) => {
-                    Error::Training(format!("{msg} in the offline phase (update {u})"))
-                }
-                e => e,
-            })?;
-            if u % log_every == 0 || u == offline_updates {
-                log.log(u, "offline", &m)?;
-                bar.set_position(u);
-            }
-        }
-        bar.finish_and_clear();
-        log.flush()?;
-        dqn.set_hook(None);
+            out,
+            family.spec().id(),
+        )?;
     }
-
-    // Online phase.
     if spec.method == Method::Finetune {
         finetune::load_teacher_weights(student.as_mut(), &teacher)?;
     }
-    let online_hook: Option<Box<dyn DqnHook>> = match spec.method {
-        Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(
-            teacher.clone(),
-            mc.distill_coef,
-            mc.temperature,
-            Some(schedule.clone()),
-        ))),
-        Method::Kickstart => Some(Box::new(kickstart::hook(
-            teacher.clone(),
-            mc.distill_coef,
-            mc.temperature,
-            schedule.clone(),
-        ))),
-        Method::Jsrl => Some(Box::new(jsrl::JsrlHook::new(
-            teacher.clone(),
-            decay_steps,
-            mc.max_roll_in
-                .unwrap_or(family.spec().max_episode_steps as u64),
-            seed,
-        ))),
-        Method::Rehearsal => data.clone().map(|d| {
-            Box::new(rehearsal::RehearsalHook {
-                data: d,
-                fraction: mc.rehearsal_fraction,
-            }) as Box<dyn DqnHook>
-        }),
-        Method::Dqfd => data.clone().map(|d| {
-            Box::new(dqfd::DqfdHook {
-                data: d,
-                fraction: mc.rehearsal_fraction,
-                margin: mc.margin,
-                weight: mc.margin_weight,
-            }) as Box<dyn DqnHook>
-        }),
-        _ => None,
-    };
+    install_online_hook(&ctx, student.as_mut())?;
+
     // The student's score where online training starts (after any offline phase).
     let mut loop_cfg = spec.train_loop.clone();
     loop_cfg.task = Some(task);
@@ -421,42 +298,20 @@ pub fn run_reincarnate(
         },
     )?
     .mean_return;
-    if let Some(dqn) = student.as_dqn_mut() {
-        dqn.set_hook(online_hook);
-    }
-    if let Some(sac) = student.as_sac_mut() {
-        sac.set_hook(sac_online_hook);
-    }
     let summary = crate::train::train(student.as_mut(), &env_cfg, &loop_cfg, seed, out, false)?;
     let mut curve = vec![(0.0, start_eval)];
     curve.extend(read_series(&out.join("metrics.jsonl"), "eval", "return")?);
-    let normalised_curve: Vec<(f64, f64)> = curve
-        .iter()
-        .map(|&(s, g)| (s, normalise(g, random_return, teacher_return)))
-        .collect();
-    let steps_to_teacher = normalised_curve
-        .iter()
-        .find(|p| p.1 >= 1.0)
-        .map(|p| p.0 as u64);
-    let final_normalised = summary
-        .final_eval
-        .as_ref()
-        .map(|r| normalise(r.mean_return, random_return, teacher_return))
-        .unwrap_or(f64::NAN);
-    let result = ReincarnationSummary {
-        method: spec.method,
-        env: family.spec().id().to_string(),
-        teacher: spec.teacher.clone(),
-        teacher_return,
-        random_return,
+    let final_return = summary.final_eval.as_ref().map(|r| r.mean_return);
+    let result = ReincarnationSummary::new(
+        spec,
+        family.spec().id(),
+        &ends,
         curve,
-        normalised_curve,
-        final_normalised,
-        steps_to_teacher,
+        final_return,
         offline_updates,
-        teacher_data_transitions: n_data,
-        out: out.to_path_buf(),
-    };
+        data.as_ref().map_or(0, |d| d.len()),
+        out,
+    );
     crate::fs::write_json_atomic(&out.join("reincarnation.json"), &result)?;
     plot_normalised(
         &out.join("reincarnation.svg"),
@@ -472,6 +327,278 @@ pub fn run_reincarnate(
         )],
     )?;
     Ok(result)
+}
+
+/// The two ends of the teacher-normalised score.
+struct ScoreEnds {
+    teacher: f64,
+    random: f64,
+}
+
+/// The teacher's and a random policy's mean return on `task`, on the same episodes; an error
+/// when the teacher is no better than random (normalised scores would be undefined).
+fn score_ends(
+    spec: &ReincarnateSpec,
+    teacher: &Teacher,
+    family: &TaskFamily,
+    task: usize,
+    seed: u64,
+) -> Result<ScoreEnds> {
+    let score_seed = crate::rng::derive_seed(seed, 0x5C0E);
+    let episodes = spec.method_config.score_episodes.max(1);
+    let teacher_return = evaluate_tasks(
+        family,
+        &[task],
+        "train",
+        episodes,
+        score_seed,
+        &mut TeacherPolicy(teacher),
+    )?
+    .mean_return;
+    let random_return = evaluate_tasks(
+        family,
+        &[task],
+        "train",
+        episodes,
+        score_seed,
+        &mut crate::eval::RandomPolicy::new(family.spec().action_space.clone(), score_seed),
+    )?
+    .mean_return;
+    if teacher_return <= random_return {
+        return Err(Error::Config(format!(
+            "teacher {} scores {teacher_return:.3} on `{}`, no better than random play ({random_return:.3}): teacher-normalised scores are undefined",
+            spec.teacher,
+            family.spec().id()
+        )));
+    }
+    Ok(ScoreEnds {
+        teacher: teacher_return,
+        random: random_return,
+    })
+}
+
+/// Gradient updates the student's online phase makes (the default length of an offline
+/// phase); an error for a student outside the DQN and SAC families.
+fn online_updates(
+    spec: &ReincarnateSpec,
+    teacher: &Teacher,
+    student: &mut dyn Agent,
+) -> Result<u64> {
+    let steps = spec.train_loop.steps;
+    if let Some(sac) = student.as_sac_mut() {
+        sac_methods::check(spec, teacher)?;
+        let c = sac.config();
+        return Ok(steps.saturating_sub(c.learning_starts) * c.utd as u64);
+    }
+    if let Some(dqn) = student.as_dqn_mut() {
+        let c = dqn.config();
+        return Ok(
+            steps.saturating_sub(c.learning_starts) / c.train_frequency * c.gradient_steps as u64
+        );
+    }
+    Err(Error::Config(format!(
+        "student `{}`: the reincarnation methods train DQN-family (dqn, c51) or SAC-family (sac, simbav2) students",
+        spec.student
+    )))
+}
+
+/// What a method needs to build its hooks.
+pub struct MethodContext<'a> {
+    pub spec: &'a ReincarnateSpec,
+    pub teacher: &'a Rc<Teacher>,
+    /// The teacher's transitions, for the methods that use them ([`Method::needs_data`]).
+    pub data: Option<&'a Rc<ReplayBuffer>>,
+    /// λ_t of the online distillation (QDagger, kickstarting).
+    pub schedule: &'a qdagger::NormalisedDecay,
+    /// JSRL's roll-in decay period.
+    pub decay_steps: u64,
+    pub max_roll_in: u64,
+    pub seed: u64,
+}
+
+impl MethodContext<'_> {
+    pub fn data(&self) -> Result<&Rc<ReplayBuffer>> {
+        self.data.ok_or_else(|| {
+            Error::Config(format!(
+                "method `{}` needs teacher data",
+                self.spec.method.name()
+            ))
+        })
+    }
+}
+
+/// The hook of a DQN-family student's offline phase: batches of teacher data only.
+fn dqn_offline_hook(ctx: &MethodContext<'_>) -> Result<Option<Box<dyn DqnHook>>> {
+    let mc = &ctx.spec.method_config;
+    Ok(match ctx.spec.method {
+        Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(
+            ctx.teacher.clone(),
+            mc.distill_coef,
+            mc.temperature,
+            None,
+        ))),
+        Method::Pretrain => Some(Box::new(pretrain::CqlHook {
+            alpha: mc.cql_alpha,
+        })),
+        Method::Dqfd => Some(Box::new(dqfd::DqfdHook {
+            data: ctx.data()?.clone(),
+            fraction: 1.0,
+            margin: mc.margin,
+            weight: mc.margin_weight,
+        })),
+        Method::Bc => Some(Box::new(bc::BcHook)),
+        Method::Kickstart
+        | Method::Jsrl
+        | Method::Rehearsal
+        | Method::Finetune
+        | Method::TabulaRasa => None,
+    })
+}
+
+/// The hook of a DQN-family student's online phase.
+fn dqn_online_hook(ctx: &MethodContext<'_>) -> Result<Option<Box<dyn DqnHook>>> {
+    let mc = &ctx.spec.method_config;
+    Ok(match ctx.spec.method {
+        Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(
+            ctx.teacher.clone(),
+            mc.distill_coef,
+            mc.temperature,
+            Some(ctx.schedule.clone()),
+        ))),
+        Method::Kickstart => Some(Box::new(kickstart::hook(
+            ctx.teacher.clone(),
+            mc.distill_coef,
+            mc.temperature,
+            ctx.schedule.clone(),
+        ))),
+        Method::Jsrl => Some(Box::new(jsrl::JsrlHook::new(
+            ctx.teacher.clone(),
+            ctx.decay_steps,
+            ctx.max_roll_in,
+            ctx.seed,
+        ))),
+        Method::Rehearsal => Some(Box::new(rehearsal::RehearsalHook {
+            data: ctx.data()?.clone(),
+            fraction: mc.rehearsal_fraction,
+        })),
+        Method::Dqfd => Some(Box::new(dqfd::DqfdHook {
+            data: ctx.data()?.clone(),
+            fraction: mc.rehearsal_fraction,
+            margin: mc.margin,
+            weight: mc.margin_weight,
+        })),
+        Method::Pretrain | Method::Bc | Method::Finetune | Method::TabulaRasa => None,
+    })
+}
+
+/// The method's offline phase: `updates` gradient steps on teacher data with the method's
+/// offline hook, logged to `OUT/offline_metrics.jsonl`. DQN- and SAC-family students side by
+/// side; the hook is removed afterwards.
+fn offline_phase(
+    ctx: &MethodContext<'_>,
+    student: &mut dyn Agent,
+    updates: u64,
+    out: &Path,
+    env_id: &str,
+) -> Result<()> {
+    let data = ctx.data()?;
+    let label = format!("offline {} {env_id}", ctx.spec.method.name());
+    if let Some(sac) = student.as_sac_mut() {
+        let data = sac.adopt_data(data)?;
+        sac.set_hook(sac_methods::offline_hook(ctx));
+        offline_loop(ctx.spec, updates, out, &label, |_| sac.offline_step(&data))?;
+        sac.set_hook(None);
+        return Ok(());
+    }
+    let dqn = student.as_dqn_mut().ok_or_else(|| {
+        Error::Config("the offline phase needs a DQN- or SAC-family student".into())
+    })?;
+    dqn.set_hook(dqn_offline_hook(ctx)?);
+    offline_loop(ctx.spec, updates, out, &label, |_| {
+        dqn.offline_step(data, 0)
+    })?;
+    dqn.set_hook(None);
+    Ok(())
+}
+
+/// `updates` calls of `step`, with a progress bar and every hundredth update's metrics logged.
+fn offline_loop(
+    spec: &ReincarnateSpec,
+    updates: u64,
+    out: &Path,
+    label: &str,
+    mut step: impl FnMut(u64) -> Result<crate::agents::Metrics>,
+) -> Result<()> {
+    let mut log = MetricsLog::open(&out.join("offline_metrics.jsonl"), None)?;
+    let bar = crate::report::progress_bar(updates, label);
+    if !spec.train_loop.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let log_every = (updates / 100).max(1);
+    for u in 1..=updates {
+        let m = step(u).map_err(|e| match e {
+            Error::Training(msg) => {
+                Error::Training(format!("{msg} in the offline phase (update {u})"))
+            }
+            e => e,
+        })?;
+        if u % log_every == 0 || u == updates {
+            log.log(u, "offline", &m)?;
+            bar.set_position(u);
+        }
+    }
+    bar.finish_and_clear();
+    log.flush()
+}
+
+/// Installs the method's online hook in the student.
+fn install_online_hook(ctx: &MethodContext<'_>, student: &mut dyn Agent) -> Result<()> {
+    if let Some(sac) = student.as_sac_mut() {
+        let hook = sac_methods::online_hook(sac, ctx)?;
+        sac.set_hook(hook);
+    } else if let Some(dqn) = student.as_dqn_mut() {
+        dqn.set_hook(dqn_online_hook(ctx)?);
+    }
+    Ok(())
+}
+
+impl ReincarnationSummary {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        spec: &ReincarnateSpec,
+        env: &str,
+        ends: &ScoreEnds,
+        curve: Vec<(f64, f64)>,
+        final_return: Option<f64>,
+        offline_updates: u64,
+        teacher_data_transitions: usize,
+        out: &Path,
+    ) -> Self {
+        let normalised_curve: Vec<(f64, f64)> = curve
+            .iter()
+            .map(|&(s, g)| (s, normalise(g, ends.random, ends.teacher)))
+            .collect();
+        let steps_to_teacher = normalised_curve
+            .iter()
+            .find(|p| p.1 >= 1.0)
+            .map(|p| p.0 as u64);
+        let final_normalised =
+            final_return.map_or(f64::NAN, |g| normalise(g, ends.random, ends.teacher));
+        Self {
+            method: spec.method,
+            env: env.to_string(),
+            teacher: spec.teacher.clone(),
+            teacher_return: ends.teacher,
+            random_return: ends.random,
+            curve,
+            normalised_curve,
+            final_normalised,
+            steps_to_teacher,
+            offline_updates,
+            teacher_data_transitions,
+            out: out.to_path_buf(),
+        }
+    }
 }
 
 /// Teacher-normalised curves against environment steps, with the teacher's level (1.0).

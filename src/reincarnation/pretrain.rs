@@ -35,3 +35,22 @@ impl DqnHook for CqlHook {
         Ok(Some(((r * self.alpha)?, m)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn cql_regulariser_is_logsumexp_minus_the_data_actions_value() {
+        // Row 0: Q = (0, ln 3): logsumexp = ln 4, data action 0 → ln 4 − 0.
+        // Row 1: Q = (1, 1): logsumexp = 1 + ln 2, data action 1 → ln 2.
+        let q = Tensor::new(&[[0.0f32, 3f32.ln()], [1.0, 1.0]], &Device::Cpu).unwrap();
+        let r = cql_regulariser(&q, &[0, 1])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (4f32.ln() + 2f32.ln()) / 2.0;
+        assert!((r - want).abs() < 1e-6, "{r} vs {want}");
+    }
+}

@@ -26,7 +26,11 @@ use std::rc::Rc;
 /// `H(softmax(Q_T/τ), softmax(Q_S/τ))` averaged over the batch: the cross-entropy from the
 /// teacher's temperature-softened policy to the student's (equal to the KL up to the teacher's
 /// entropy, a constant for the student).
-pub fn distillation_loss(student_q: &Tensor, teacher_targets: &Tensor, tau: f64) -> Result<Tensor> {
+pub fn qdagger_distill_loss(
+    student_q: &Tensor,
+    teacher_targets: &Tensor,
+    tau: f64,
+) -> Result<Tensor> {
     Ok(cross_entropy(&(student_q / tau)?, teacher_targets)?.mean_all()?)
 }
 
@@ -59,6 +63,17 @@ impl NormalisedDecay {
         } else {
             coef * (1.0 - self.score(recent)).max(0.0)
         }
+    }
+
+    /// The factor on the learning rate at distillation weight `lambda`: with `tie_lr`,
+    /// `floor + (1 − floor) · λ_t / coef` (1 while distillation is at full weight, `lr_floor`
+    /// once it is off); 1 without.
+    pub fn lr_factor(&self, lambda: f64, coef: f64) -> f64 {
+        if !self.tie_lr {
+            return 1.0;
+        }
+        let f = if coef > 0.0 { lambda / coef } else { 0.0 };
+        self.lr_floor + (1.0 - self.lr_floor) * f
     }
 }
 
@@ -186,23 +201,15 @@ impl DqnHook for DistillHook {
         let targets = self
             .teacher
             .soft_targets(&batch.obs, self.tau, q.device())?;
-        let d = distillation_loss(q, &targets, self.tau)?;
+        let d = qdagger_distill_loss(q, &targets, self.tau)?;
         m.insert("distill_loss".into(), d.to_scalar::<f32>()? as f64);
         Ok(Some(((d * self.lambda)?, m)))
     }
 
     fn lr_scale(&self) -> f64 {
-        match &self.schedule {
-            Some(s) if s.tie_lr => {
-                let f = if self.coef > 0.0 {
-                    self.lambda / self.coef
-                } else {
-                    0.0
-                };
-                s.lr_floor + (1.0 - s.lr_floor) * f
-            }
-            _ => 1.0,
-        }
+        self.schedule
+            .as_ref()
+            .map_or(1.0, |s| s.lr_factor(self.lambda, self.coef))
     }
 
     fn state(&self) -> serde_json::Value {
@@ -224,6 +231,51 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    #[test]
+    fn distill_loss_is_the_cross_entropy_of_the_softened_policies() {
+        let dev = Device::Cpu;
+        // One row, τ = 0.5. Student Q = (0, 0.5·ln 3): softmax(Q/τ) = softmax(0, ln 3) = (¼, ¾).
+        // Teacher target (½, ½): H = −(½ ln ¼ + ½ ln ¾) = ½ (ln 4 + ln 4/3).
+        let q = Tensor::new(&[[0.0f32, 0.5 * 3f32.ln()]], &dev).unwrap();
+        let t = Tensor::new(&[[0.5f32, 0.5]], &dev).unwrap();
+        let h = qdagger_distill_loss(&q, &t, 0.5)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = 0.5 * (4f32.ln() + (4f32 / 3.0).ln());
+        assert!((h - want).abs() < 1e-6, "{h} vs {want}");
+    }
+
+    fn decay(tie_lr: bool) -> NormalisedDecay {
+        NormalisedDecay {
+            random_return: 10.0,
+            teacher_return: 110.0,
+            decay_steps: 1000,
+            return_window: 2,
+            tie_lr,
+            lr_floor: 0.1,
+        }
+    }
+
+    #[test]
+    fn lambda_falls_with_the_students_normalised_return_and_stops_at_decay_steps() {
+        let s = decay(true);
+        let recent = |v: &[f64]| v.iter().copied().collect::<VecDeque<f64>>();
+        // No episode yet: score 0, λ = coef.
+        assert_eq!(s.lambda(3.0, &recent(&[]), 0), 3.0);
+        // Mean return 35 → score (35 − 10)/100 = 0.25 → λ = 3 · 0.75 = 2.25.
+        assert!((s.lambda(3.0, &recent(&[30.0, 40.0]), 10) - 2.25).abs() < 1e-12);
+        // At or above the teacher: λ = 0 (not negative).
+        assert_eq!(s.lambda(3.0, &recent(&[200.0]), 10), 0.0);
+        // From decay_steps on, λ = 0 whatever the score.
+        assert_eq!(s.lambda(3.0, &recent(&[]), 1000), 0.0);
+        // The tied learning rate: 1 at full weight, the floor at 0, linear between.
+        assert!((s.lr_factor(3.0, 3.0) - 1.0).abs() < 1e-12);
+        assert!((s.lr_factor(0.0, 3.0) - 0.1).abs() < 1e-12);
+        assert!((s.lr_factor(2.25, 3.0) - (0.1 + 0.9 * 0.75)).abs() < 1e-12);
+        assert_eq!(decay(false).lr_factor(0.0, 3.0), 1.0);
+    }
+
     /// The distillation gradient matches finite differences of the loss.
     #[test]
     fn distillation_gradient_matches_finite_differences() {
@@ -234,13 +286,13 @@ mod tests {
         let tau = 0.5;
         let f = |v: &[f32]| -> f64 {
             let q = Tensor::from_slice(v, (2, 3), &dev).unwrap();
-            distillation_loss(&q, &targets, tau)
+            qdagger_distill_loss(&q, &targets, tau)
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap() as f64
         };
         let var = Var::from_tensor(&Tensor::from_slice(&q0, (2, 3), &dev).unwrap()).unwrap();
-        let loss = distillation_loss(var.as_tensor(), &targets, tau).unwrap();
+        let loss = qdagger_distill_loss(var.as_tensor(), &targets, tau).unwrap();
         let g: Vec<f32> = loss
             .backward()
             .unwrap()
@@ -263,7 +315,7 @@ mod tests {
         }
         // Minimum where the student's softened policy equals the teacher's.
         let same = Tensor::new(&[[0.9f32, 0.6, -0.1], [0.0, 0.3, 0.2]], &dev).unwrap();
-        let at_teacher = distillation_loss(&same, &targets, tau)
+        let at_teacher = qdagger_distill_loss(&same, &targets, tau)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();

@@ -20,15 +20,11 @@
 //! error naming the method and the student.
 
 use super::actor_distill::ActorDistillHook;
-use super::qdagger::NormalisedDecay;
 use super::teacher::Teacher;
-use super::{Method, ReincarnateSpec};
+use super::{Method, MethodContext, ReincarnateSpec};
 use crate::agents::sac::{Sac, SacHook};
 use crate::error::{Error, Result};
 use crate::replay::ReplayBuffer;
-use crate::report::metrics::MetricsLog;
-use std::path::Path;
-use std::rc::Rc;
 
 /// Refuses the methods that do not apply to a SAC-family student, and a teacher that is not
 /// a Gaussian policy where distillation needs one.
@@ -40,7 +36,7 @@ pub fn check(spec: &ReincarnateSpec, teacher: &Teacher) -> Result<()> {
         | Method::Finetune
         | Method::Rehearsal
         | Method::TabulaRasa => {}
-        m => {
+        m @ (Method::Jsrl | Method::Dqfd | Method::Bc) => {
             return Err(Error::Config(format!(
                 "--method {}: not available for the SAC-family student `{}` (it is built for \
                  discrete-action DQN-family students); SAC-family methods: qdagger, kickstart, \
@@ -60,71 +56,45 @@ pub fn check(spec: &ReincarnateSpec, teacher: &Teacher) -> Result<()> {
     Ok(())
 }
 
-/// The offline phase (`qdagger`, `pretrain`): `updates` SAC updates on batches of `data`.
-pub fn offline_phase(
-    sac: &mut Sac,
-    spec: &ReincarnateSpec,
-    teacher: &Rc<Teacher>,
-    data: &ReplayBuffer,
-    updates: u64,
-    out: &Path,
-    env_id: &str,
-) -> Result<()> {
-    let data = sac.adopt_data(data)?;
-    let hook: Option<Box<dyn SacHook>> = match spec.method {
+/// The offline phase's hook (`qdagger`: actor distillation at λ = `distill_coef`; `pretrain`:
+/// none, plain SAC updates on the teacher's data).
+pub fn offline_hook(ctx: &MethodContext<'_>) -> Option<Box<dyn SacHook>> {
+    match ctx.spec.method {
         Method::Qdagger => Some(Box::new(ActorDistillHook::new(
-            teacher.clone(),
-            spec.method_config.distill_coef,
+            ctx.teacher.clone(),
+            ctx.spec.method_config.distill_coef,
             None,
         ))),
-        _ => None,
-    };
-    sac.set_hook(hook);
-    let mut log = MetricsLog::open(&out.join("offline_metrics.jsonl"), None)?;
-    let bar =
-        crate::report::progress_bar(updates, &format!("offline {} {env_id}", spec.method.name()));
-    if !spec.train_loop.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        Method::Pretrain
+        | Method::Kickstart
+        | Method::Jsrl
+        | Method::Rehearsal
+        | Method::Dqfd
+        | Method::Bc
+        | Method::Finetune
+        | Method::TabulaRasa => None,
     }
-    let log_every = (updates / 100).max(1);
-    for u in 1..=updates {
-        let m = sac.offline_step(&data).map_err(|e| match e {
-            Error::Training(msg) => {
-                Error::Training(format!("{msg} in the offline phase (update {u})"))
-            }
-            e => e,
-        })?;
-        if u % log_every == 0 || u == updates {
-            log.log(u, "offline", &m)?;
-            bar.set_position(u);
-        }
-    }
-    bar.finish_and_clear();
-    log.flush()?;
-    sac.set_hook(None);
-    Ok(())
 }
 
 /// The online phase's hook: decayed actor distillation for `qdagger` and `kickstart`,
 /// teacher data in every batch for `rehearsal`.
-pub fn online_hook(
-    sac: &mut Sac,
-    spec: &ReincarnateSpec,
-    teacher: &Rc<Teacher>,
-    schedule: &NormalisedDecay,
-    data: Option<&ReplayBuffer>,
-) -> Result<Option<Box<dyn SacHook>>> {
-    Ok(match (spec.method, data) {
-        (Method::Qdagger | Method::Kickstart, _) => Some(Box::new(ActorDistillHook::new(
-            teacher.clone(),
-            spec.method_config.distill_coef,
-            Some(schedule.clone()),
+pub fn online_hook(sac: &mut Sac, ctx: &MethodContext<'_>) -> Result<Option<Box<dyn SacHook>>> {
+    Ok(match ctx.spec.method {
+        Method::Qdagger | Method::Kickstart => Some(Box::new(ActorDistillHook::new(
+            ctx.teacher.clone(),
+            ctx.spec.method_config.distill_coef,
+            Some(ctx.schedule.clone()),
         ))),
-        (Method::Rehearsal, Some(data)) => Some(Box::new(RehearsalHook {
-            data: sac.adopt_data(data)?,
-            fraction: spec.method_config.rehearsal_fraction,
+        Method::Rehearsal => Some(Box::new(RehearsalHook {
+            data: sac.adopt_data(ctx.data()?)?,
+            fraction: ctx.spec.method_config.rehearsal_fraction,
         })),
-        _ => None,
+        Method::Pretrain
+        | Method::Jsrl
+        | Method::Dqfd
+        | Method::Bc
+        | Method::Finetune
+        | Method::TabulaRasa => None,
     })
 }
 

@@ -6,6 +6,7 @@
 //!   config.json            algorithm, agent/network config, env spec
 //!   trainer_state.json     step counters, RNG and schedule state, environment snapshot: exact resume
 //!   optimizer.safetensors  optimiser moments (resume only)
+//!   target.safetensors     target networks, named like the online ones (resume only, DQN/SAC)
 //!   replay.safetensors     replay buffer contents (resume only, off-policy agents)
 //! ```
 //!
@@ -24,8 +25,11 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const REPLAY_FILE: &str = "replay.safetensors";
+pub const TARGET_FILE: &str = "target.safetensors";
 
-/// Serialises named arrays into safetensors bytes with optional `__metadata__`.
+/// Serialises named arrays into safetensors bytes with optional `__metadata__`. The header's
+/// keys (tensor names, and the metadata's keys) are written in sorted order, so the same arrays
+/// and metadata always give the same bytes.
 pub fn safetensors_bytes(
     arrays: &BTreeMap<String, RawArray>,
     metadata: Option<HashMap<String, String>>,
@@ -38,8 +42,37 @@ pub fn safetensors_bytes(
                 .map_err(|e| Error::Training(format!("tensor `{k}` cannot be serialised: {e}")))
         })
         .collect::<Result<_>>()?;
-    safetensors::tensor::serialize(views, metadata)
-        .map_err(|e| Error::Training(format!("safetensors serialisation failed: {e}")))
+    let bytes = safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::Training(format!("safetensors serialisation failed: {e}")))?;
+    sort_safetensors_header(bytes)
+}
+
+/// Rewrites a safetensors header with its keys sorted at both levels (the crate writes the
+/// metadata map in hash order). Offsets are unchanged: they index the data section, which is
+/// kept as it is. The header stays padded with spaces to a multiple of 8 bytes.
+fn sort_safetensors_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+    let bad = |m: String| Error::Training(format!("safetensors header rewrite: {m}"));
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("no header length".into()))? as usize;
+    let header_end = 8usize
+        .checked_add(n)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad(format!("header length {n} beyond the data")))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[8..header_end]).map_err(|e| bad(e.to_string()))?;
+    let mut h = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + bytes.len() - header_end);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[header_end..]);
+    Ok(out)
 }
 
 /// Writes named arrays to a safetensors file atomically.
@@ -186,6 +219,8 @@ pub struct CheckpointData {
     pub trainer_state: Option<serde_json::Value>,
     pub optimizer: Option<BTreeMap<String, RawArray>>,
     pub replay: Option<BTreeMap<String, RawArray>>,
+    /// Target networks (DQN, SAC), with the online networks' tensor names.
+    pub target: Option<BTreeMap<String, RawArray>>,
 }
 
 fn sibling(dir: &Path, tag: &str) -> PathBuf {
@@ -221,6 +256,9 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
     }
     if let Some(r) = &data.replay {
         write_safetensors(&tmp.join(REPLAY_FILE), r, None)?;
+    }
+    if let Some(t) = &data.target {
+        write_safetensors(&tmp.join(TARGET_FILE), t, None)?;
     }
     // Keep files that live beside the checkpoint (metrics, plots) across the swap.
     if dir.exists() {
@@ -272,6 +310,7 @@ pub fn load(dir: &Path) -> Result<CheckpointData> {
         },
         optimizer: opt(OPTIMIZER_FILE)?,
         replay: opt(REPLAY_FILE)?,
+        target: opt(TARGET_FILE)?,
     })
 }
 
@@ -392,6 +431,7 @@ mod tests {
             trainer_state: Some(serde_json::json!({"step": 10})),
             optimizer: None,
             replay: None,
+            target: None,
         }
     }
 
@@ -469,5 +509,27 @@ mod tests {
             e.contains("x.safetensors") && e.contains("not a valid safetensors"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_same_arrays_and_metadata_always_give_the_same_bytes() {
+        let arrays = sample().model;
+        let meta = || -> HashMap<String, String> {
+            (0..8)
+                .map(|i| (format!("key{i}"), format!("{i}")))
+                .collect()
+        };
+        let first = safetensors_bytes(&arrays, Some(meta())).unwrap();
+        for _ in 0..20 {
+            // Each HashMap iterates in its own random order.
+            assert_eq!(safetensors_bytes(&arrays, Some(meta())).unwrap(), first);
+        }
+        let st = safetensors::SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.len(), arrays.len());
+        for (name, a) in &arrays {
+            assert_eq!(st.tensor(name).unwrap().data(), &a.bytes[..]);
+        }
+        let (_, m) = safetensors::SafeTensors::read_metadata(&first).unwrap();
+        assert_eq!(m.metadata().clone().unwrap(), meta());
     }
 }

@@ -36,7 +36,7 @@ fn cuda_device(ordinal: usize) -> Result<Device> {
 fn cuda_device(ordinal: usize) -> Result<Device> {
     Err(Error::Config(format!(
         "--device cuda:{ordinal}: this binary was built without CUDA; rebuild with \
-         `cargo build --release --features cuda` (see ../shared/gpu/) or use --device cpu"
+         `cargo build --release --features cuda` (scripts/build-cuda.sh builds it where no CUDA toolkit is installed) or use --device cpu"
     )))
 }
 

@@ -3,34 +3,12 @@
 //! standard error, mean length, the mean return at each episode index (the in-context learning
 //! curve for in-context learners) and the optimal return where the environment knows it.
 
-use crate::envs::vec_env::ActionBatch;
 use crate::envs::{Space, TaskFamily, TaskSet, VecEnv};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-/// Actions for a batch of environments.
-#[derive(Clone, Debug)]
-pub enum ActionBuf {
-    Discrete(Vec<usize>),
-    /// `n_envs × action_dim`, row-major.
-    Continuous(Vec<f32>),
-}
-
-impl ActionBuf {
-    pub fn for_space(space: &Space, n: usize) -> Self {
-        match space {
-            Space::Discrete { .. } => ActionBuf::Discrete(vec![0; n]),
-            Space::Box { .. } => ActionBuf::Continuous(vec![0.0; n * space.flat_dim()]),
-        }
-    }
-    pub fn as_batch(&self) -> ActionBatch<'_> {
-        match self {
-            ActionBuf::Discrete(a) => ActionBatch::Discrete(a),
-            ActionBuf::Continuous(a) => ActionBatch::Continuous(a),
-        }
-    }
-}
+pub use crate::envs::ActionBuf;
 
 /// What a policy sees after each batched step (for in-context learners that condition on
 /// their own rewards).

@@ -1,5 +1,6 @@
 //! `hf://` sources: checkpoints and datasets kept in Hugging Face Hub repositories
-//! (DESIGN.md, "Checkpoints", "Data formats").
+//! (checkpoint folders as [`crate::checkpoint`] writes them, dataset folders as
+//! [`crate::history`] writes them).
 //!
 //! ```text
 //! hf://ORG/NAME[@REV][/path/in/repo]            a model repo (checkpoints, state dicts)

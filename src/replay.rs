@@ -478,7 +478,7 @@ mod tests {
     }
 }
 
-/// Replay buffers as datasets in the one transition schema (DESIGN.md): a teacher's replay
+/// Replay buffers as datasets in the one transition schema ([`crate::history::schema`]): a teacher's replay
 /// dumps to the same Parquet files that QDagger reads, and any dataset fills a buffer.
 pub mod dataset {
     use super::{ActionStore, ReplayBuffer};

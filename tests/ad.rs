@@ -26,7 +26,7 @@ fn tokens() -> TokenSpec {
             .spec()
             .observation_space
             .clone(),
-        obs_encoding: reincarnate::agents::ppo::ObsEncoding::OneHot,
+        obs_encoding: reincarnate::envs::obs_encoding::ObsEncoding::OneHot,
         num_actions: 5,
     }
 }

@@ -94,7 +94,7 @@ pub fn bench_ad(
     let family = TaskFamily::from_id("dark_room")?;
     let tokens = TokenSpec {
         obs_space: family.spec().observation_space.clone(),
-        obs_encoding: crate::agents::ppo::ObsEncoding::OneHot,
+        obs_encoding: crate::envs::obs_encoding::ObsEncoding::OneHot,
         num_actions: 5,
     };
     let cfg = DistillConfig {

@@ -1,6 +1,6 @@
 //! Layer norm over the last dimension (eps 1e-5, as PyTorch), differentiable.
 //!
-//! candle's fused layer-norm kernel has no backward (DESIGN.md, candle notes), and the same norm
+//! candle's fused layer-norm kernel (`candle_nn::ops::layer_norm`) has no backward, and the same norm
 //! from tensor ops costs about ten broadcast ops forward and more backward, each allocating a
 //! buffer of the activations' size. On the CPU [`layer_norm`] runs one op whose backward is
 //! written by hand; elsewhere it runs the tensor-op formulation [`reference_layer_norm`], which

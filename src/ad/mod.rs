@@ -1,5 +1,5 @@
 //! Algorithm distillation (Laskin et al. 2023, "In-context reinforcement learning with
-//! algorithm distillation"; PAPERS.md §4): a causal transformer trained on learning histories
+//! algorithm distillation", ICLR 2023): a causal transformer trained on learning histories
 //! ([`train`]) that, with frozen weights, improves on new tasks from its own context
 //! ([`policy`]); expert distillation (ED) is the same model trained on converged episodes only.
 //!

@@ -2,7 +2,7 @@
 //! embedding → (dropout) → `n_layer` pre-norm blocks (causal self-attention + GELU or ReLU MLP) → final
 //! layer norm → action logits.
 //!
-//! The paper fixes no token layout (PAPERS.md §4); two are offered ([`TokenLayout`]):
+//! Laskin et al. (2023) fix no token layout; two are offered ([`TokenLayout`]):
 //!
 //! - `transition` (default): one token per transition, the features `[encoded obs,
 //!   one_hot(previous action), previous reward, has_previous]` through one linear embedding
@@ -22,7 +22,7 @@
 //! first real token, or the first token of the evaluation context), so training windows
 //! and the sliding evaluation context (see [`super::kv_cache`]) agree.
 //!
-//! candle's fused layer-norm and softmax kernels have no backward (DESIGN.md, candle notes):
+//! candle's fused layer-norm and softmax kernels have no backward (the gradient would be silently cut):
 //! attention ([`super::attention`]) and layer norm ([`super::layer_norm`]) are one custom op
 //! each with a hand-written backward on the CPU, and differentiable tensor ops elsewhere.
 //! Dropout masks are drawn from the project's [`Rng`] (attention dropout from a seed it draws),
@@ -33,13 +33,14 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::{attention, AttnDropout, AttnMask};
 use super::kv_cache::KvCache;
-use crate::agents::ppo::{ObsEncoder, ObsEncoding};
+use crate::envs::obs_encoding::{ObsEncoder, ObsEncoding};
 use crate::envs::Space;
 use crate::error::{Error, Result};
 use crate::nn::init::Init;
 use crate::nn::linear::Linear;
 use crate::nn::params::{ParamPath, ParamStore};
 use crate::nn::spectral_norm::SnMode;
+pub use crate::nn::Activation;
 use crate::rng::Rng;
 
 /// How token positions enter the model.
@@ -52,7 +53,7 @@ pub enum Positions {
     Sinusoidal,
 }
 
-/// How transitions become tokens (the paper fixes no layout; PAPERS.md §4).
+/// How transitions become tokens (Laskin et al. 2023 fix no layout).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case", try_from = "String")]
 pub enum TokenLayout {
@@ -97,17 +98,6 @@ impl TryFrom<String> for TokenLayout {
             )),
         }
     }
-}
-
-/// The MLP's nonlinearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// GELU, tanh approximation (GPT-2, nanoGPT).
-    Gelu,
-    /// ReLU: on the CPU GELU's forward and backward take about a quarter of a training step of
-    /// the small models used here (measured with perf on `distill`), ReLU almost nothing.
-    Relu,
 }
 
 /// Transformer sizes and regularisation. Defaults are the paper's Dark Room model
@@ -744,10 +734,7 @@ impl Gpt {
             x = (x + dropout(&a, self.config.dropout, &mut train)?)?;
             let h = block.ln_2.forward(&x)?;
             let h = block.c_fc.forward(&h)?;
-            let h = match self.config.activation {
-                Activation::Gelu => h.gelu()?,
-                Activation::Relu => h.relu()?,
-            };
+            let h = self.config.activation.apply(&h)?;
             let h = block.c_proj.forward(&h)?;
             x = (x + dropout(&h, self.config.dropout, &mut train)?)?;
         }

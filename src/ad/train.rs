@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::model::{
     accuracy, action_loss, Gpt, GptConfig, TokenLayout, TokenSpec, Tokenizer, Train,
 };
-use crate::agents::ppo::ObsEncoding;
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::obs_encoding::ObsEncoding;
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
 use crate::history::manifest::resolve_data_path;
@@ -421,7 +421,7 @@ fn save(t: &Trainer, config: &serde_json::Value, out: &Path) -> Result<()> {
             "rng": t.rng,
         })),
         optimizer: Some(tensors_to_raw(&tensors)?),
-        replay: None,
+        ..Default::default()
     };
     crate::checkpoint::save(out, &data)
 }

@@ -15,9 +15,9 @@
 
 use super::{Agent, Experience, Metrics, PolicyOutput};
 use crate::checkpoint::CheckpointData;
+use crate::envs::ActionBuf;
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
-use crate::eval::ActionBuf;
 use crate::replay::RawArray;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};

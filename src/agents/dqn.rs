@@ -11,9 +11,9 @@
 
 use super::{Agent, Experience, Metrics, PolicyOutput};
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::ActionBuf;
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
-use crate::eval::ActionBuf;
 use crate::nn::categorical::cross_entropy;
 use crate::nn::optim::AdamState;
 use crate::nn::{
@@ -159,7 +159,7 @@ impl DqnConfig {
 /// distillation, DQfD's large-margin loss, CQL, behaviour cloning), a fraction of teacher
 /// transitions mixed into each batch (rehearsal, DQfD), a learning-rate factor (QDagger ties
 /// the learning rate to its distillation weight), and actions chosen for the agent while it
-/// explores (JSRL's teacher roll-in). A plain DQN run has no hook and behaves exactly as before.
+/// explores (JSRL's teacher roll-in). A plain DQN run has no hook.
 pub trait DqnHook {
     /// Sees every batched step the agent stores (e.g. to track the student's episode returns).
     fn observe(&mut self, _exp: &Experience<'_>) -> Result<()> {
@@ -721,11 +721,8 @@ impl Agent for Dqn {
         };
         if resume {
             let AdamState { step, tensors } = self.optimizer.state()?;
-            let mut opt = tensors_to_raw(&tensors)?;
-            for (k, v) in tensors_to_raw(&self.target_store.state_dict())? {
-                opt.insert(format!("target.{k}"), v);
-            }
-            data.optimizer = Some(opt);
+            data.optimizer = Some(tensors_to_raw(&tensors)?);
+            data.target = Some(tensors_to_raw(&self.target_store.state_dict())?);
             let (arrays, replay) = self.replay.export();
             data.replay = Some(arrays.into_iter().collect());
             let state = DqnResumeState {
@@ -755,24 +752,17 @@ impl Agent for Dqn {
             return self.target_store.copy_from(&self.store);
         };
         let state: DqnResumeState = super::decode_resume_state(agent)?;
-        let (opt, replay) = super::resume_arrays(data)?;
-        let mut target = std::collections::BTreeMap::new();
-        let mut moments = std::collections::BTreeMap::new();
-        for (k, v) in opt {
-            match k.strip_prefix("target.") {
-                Some(rest) => target.insert(rest.to_string(), v.clone()),
-                None => moments.insert(k.clone(), v.clone()),
-            };
-        }
-        let osrc = Path::new("optimizer.safetensors");
-        self.target_store
-            .load_state_dict(&raw_to_tensors(&target, &self.device)?, osrc)?;
+        let (opt, replay, target) = super::resume_arrays(data)?;
+        self.target_store.load_state_dict(
+            &raw_to_tensors(target, &self.device)?,
+            Path::new(crate::checkpoint::TARGET_FILE),
+        )?;
         self.optimizer.load_state(
             &AdamState {
                 step: state.optimizer_step,
-                tensors: raw_to_tensors(&moments, &self.device)?,
+                tensors: raw_to_tensors(opt, &self.device)?,
             },
-            osrc,
+            Path::new(crate::checkpoint::OPTIMIZER_FILE),
         )?;
         let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
         self.replay.import(&arrays, &state.replay)?;
@@ -787,8 +777,8 @@ impl Agent for Dqn {
 
 /// Everything a DQN-family agent needs beyond its weights to resume exactly: the
 /// `agent` object of `trainer_state.json`, decoded strictly (a missing, unknown or mistyped
-/// field is an error naming it). The optimiser moments and the target network live in
-/// `optimizer.safetensors`, the replay contents in the replay arrays.
+/// field is an error naming it). The optimiser moments live in `optimizer.safetensors`, the
+/// target network in `target.safetensors`, the replay contents in `replay.safetensors`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DqnResumeState {

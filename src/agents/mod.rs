@@ -2,8 +2,8 @@
 //! loop ([`crate::train`]), evaluation and the reincarnation methods use.
 
 use crate::checkpoint::CheckpointData;
+use crate::envs::ActionBuf;
 use crate::error::Result;
-use crate::eval::ActionBuf;
 use std::collections::BTreeMap;
 
 /// Named arrays of a safetensors file, as a checkpoint holds them.
@@ -140,7 +140,7 @@ pub fn decode_resume_state<T: serde::de::DeserializeOwned>(
 
 /// The optimiser and replay arrays a resume needs; their absence beside a resume state is an
 /// error naming the missing file.
-pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays)> {
+pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays, &RawArrays)> {
     let missing = |file: &str| {
         crate::Error::data(
             file,
@@ -155,7 +155,11 @@ pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawAr
         .replay
         .as_ref()
         .ok_or_else(|| missing(crate::checkpoint::REPLAY_FILE))?;
-    Ok((opt, replay))
+    let target = data
+        .target
+        .as_ref()
+        .ok_or_else(|| missing(crate::checkpoint::TARGET_FILE))?;
+    Ok((opt, replay, target))
 }
 
 /// Algorithms `train` accepts.

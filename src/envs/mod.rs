@@ -10,13 +10,14 @@ pub mod bandit;
 pub mod classic;
 pub mod gridworld;
 pub mod minatar;
+pub mod obs_encoding;
 pub mod registry;
 pub mod vec_env;
 
 use serde::{Deserialize, Serialize};
 
 pub use registry::{registry, EnvEntry};
-pub use vec_env::{EpisodeEnd, VecEnv};
+pub use vec_env::{ActionBuf, EpisodeEnd, VecEnv};
 
 use crate::error::{Error, Result};
 

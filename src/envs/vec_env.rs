@@ -3,7 +3,7 @@
 //! observation (for storage and bootstrapping) and [`VecEnv::obs`] already holds the first
 //! observation of the next episode.
 
-use super::{Action, Env, TaskFamily};
+use super::{Action, Env, Space, TaskFamily};
 use crate::error::{Error, Result};
 use crate::rng::derive_seed;
 
@@ -257,6 +257,29 @@ impl VecEnv {
     /// Episodes that ended in the last step.
     pub fn finished(&self) -> &[EpisodeEnd] {
         &self.finished
+    }
+}
+
+/// Actions for a batch of environments.
+#[derive(Clone, Debug)]
+pub enum ActionBuf {
+    Discrete(Vec<usize>),
+    /// `n_envs × action_dim`, row-major.
+    Continuous(Vec<f32>),
+}
+
+impl ActionBuf {
+    pub fn for_space(space: &Space, n: usize) -> Self {
+        match space {
+            Space::Discrete { .. } => ActionBuf::Discrete(vec![0; n]),
+            Space::Box { .. } => ActionBuf::Continuous(vec![0.0; n * space.flat_dim()]),
+        }
+    }
+    pub fn as_batch(&self) -> ActionBatch<'_> {
+        match self {
+            ActionBuf::Discrete(a) => ActionBatch::Discrete(a),
+            ActionBuf::Continuous(a) => ActionBatch::Continuous(a),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Dataset folders (DESIGN.md, "Data formats"):
+//! Dataset folders:
 //!
 //! ```text
 //! datasets/<name>/

@@ -1,4 +1,4 @@
-//! Learning histories and datasets in the Parquet transition schema (DESIGN.md, "Data formats").
+//! Learning histories and datasets in the Parquet transition schema.
 //!
 //! - [`schema`]: the column layout and the checker that names every mismatch;
 //! - [`TransitionWriter`] / [`TransitionReader`]: one file, streamed;

@@ -1,4 +1,4 @@
-//! The transition schema (DESIGN.md, "Data formats"): one Arrow/Parquet layout shared by replay
+//! The transition schema: one Arrow/Parquet layout shared by replay
 //! dumps, teacher data and learning histories, so that any of them feeds any consumer without
 //! conversion and pandas / polars / pyarrow / DuckDB read the files directly.
 //!

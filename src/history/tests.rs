@@ -434,7 +434,7 @@ fn validate_reports_every_problem_with_its_file() {
     has("missing.parquet", "file does not exist");
     // part-00003 still holds run 3 but no valid entry names that file → unreferenced
     has("part-00003.parquet", "not named by any run");
-    // part-00001 / part-00002 are no longer named either
+    // part-00001 / part-00002 are not named either
     has("part-00001.parquet", "not named by any run");
     assert!(validate_or_error(&folder)
         .unwrap_err()

@@ -29,10 +29,10 @@ use super::transitions::{ActionRef, Actions, TransitionRef, Transitions};
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
 
-/// Rows per row group by default (DESIGN.md: about 1M).
+/// Rows per row group by default (about 1M: large enough for fast scans, small enough to stream).
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
 
-/// Knobs of a [`TransitionWriter`]; the defaults follow DESIGN.md.
+/// Knobs of a [`TransitionWriter`]; the defaults suit datasets of a few to hundreds of millions of rows.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     /// Rows per row group: also the writer's memory bound (one row group of columns is held).

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activation;
 pub mod categorical;
 pub mod conv;
 pub mod dense;
@@ -38,6 +39,7 @@ pub mod schedule;
 pub mod spectral_norm;
 pub mod tanh_gaussian;
 
+pub use activation::Activation;
 pub use categorical::{cross_entropy, CategoricalSupport};
 pub use conv::Conv2d;
 pub use init::Init;

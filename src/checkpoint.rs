@@ -27,6 +27,26 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const REPLAY_FILE: &str = "replay.safetensors";
 pub const TARGET_FILE: &str = "target.safetensors";
 
+/// Decodes `value` (the object at `at` in `file`; `at` empty for the whole file) into `T`. With
+/// `#[serde(deny_unknown_fields)]` on `T`, a missing, unknown or mistyped field is an error
+/// naming the file and the field's path (`agent.optimizer_step`).
+pub fn decode_strict<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    file: &Path,
+    at: &str,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (at, path.as_str()) {
+            ("", ".") => "the top level".to_string(),
+            (at, ".") => at.to_string(),
+            ("", p) => p.to_string(),
+            (at, p) => format!("{at}.{p}"),
+        };
+        Error::data(file, format!("{field}: {}", e.into_inner()))
+    })
+}
+
 /// Serialises named arrays into safetensors bytes with optional `__metadata__`. The header's
 /// keys (tensor names, and the metadata's keys) are written in sorted order, so the same arrays
 /// and metadata always give the same bytes.

@@ -410,16 +410,31 @@ pub fn checkpoint_config(
     })
 }
 
+/// A distill run's resumable state beyond its weights (`trainer_state.json`), decoded
+/// strictly. The optimiser moments live in `optimizer.safetensors`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdResumeState {
+    /// Optimiser steps taken (the schedule's clock).
+    step: u64,
+    /// Adam's step count (its bias correction).
+    optimizer_step: u64,
+    rng: crate::rng::Rng,
+}
+
 fn save(t: &Trainer, config: &serde_json::Value, out: &Path) -> Result<()> {
     let AdamState { step, tensors } = t.opt.state()?;
     let data = CheckpointData {
         config: config.clone(),
         model: tensors_to_raw(&t.store.state_dict())?,
-        trainer_state: Some(serde_json::json!({
-            "step": t.step,
-            "optimizer_step": step,
-            "rng": t.rng,
-        })),
+        trainer_state: Some(
+            serde_json::to_value(AdResumeState {
+                step: t.step,
+                optimizer_step: step,
+                rng: t.rng.clone(),
+            })
+            .map_err(|e| Error::Training(format!("encoding the distill state: {e}")))?,
+        ),
         optimizer: Some(tensors_to_raw(&tensors)?),
         ..Default::default()
     };
@@ -473,15 +488,13 @@ pub fn distill(
             &raw_to_tensors(&ck.model, device)?,
             &out.join("model.safetensors"),
         )?;
-        let ts = ck.trainer_state.unwrap_or_default();
-        let bad = |f: &str| {
-            Error::data(
-                out.join("trainer_state.json"),
-                format!("missing or invalid `{f}`"),
-            )
-        };
-        t.step = ts["step"].as_u64().ok_or_else(|| bad("step"))?;
-        t.rng = serde_json::from_value(ts["rng"].clone()).map_err(|_| bad("rng"))?;
+        let ts_path = out.join(crate::checkpoint::TRAINER_STATE_FILE);
+        let ts = ck.trainer_state.ok_or_else(|| {
+            Error::data(&ts_path, "--resume needs trainer_state.json, which is missing")
+        })?;
+        let state: AdResumeState = crate::checkpoint::decode_strict(&ts, &ts_path, "")?;
+        t.step = state.step;
+        t.rng = state.rng;
         let opt = ck.optimizer.ok_or_else(|| {
             Error::data(
                 out,
@@ -490,9 +503,7 @@ pub fn distill(
         })?;
         t.opt.load_state(
             &AdamState {
-                step: ts["optimizer_step"]
-                    .as_u64()
-                    .ok_or_else(|| bad("optimizer_step"))?,
+                step: state.optimizer_step,
                 tensors: raw_to_tensors(&opt, device)?,
             },
             &out.join("optimizer.safetensors"),

@@ -126,40 +126,32 @@ pub fn resume_state(data: &CheckpointData) -> crate::Result<Option<&serde_json::
 pub fn decode_resume_state<T: serde::de::DeserializeOwned>(
     agent: &serde_json::Value,
 ) -> crate::Result<T> {
-    serde_path_to_error::deserialize(agent).map_err(|e| {
-        let at = match e.path().to_string().as_str() {
-            "." => "agent".to_string(),
-            path => format!("agent.{path}"),
-        };
-        crate::Error::data(
-            crate::checkpoint::TRAINER_STATE_FILE,
-            format!("{at}: {}", e.into_inner()),
-        )
-    })
+    crate::checkpoint::decode_strict(
+        agent,
+        std::path::Path::new(crate::checkpoint::TRAINER_STATE_FILE),
+        "agent",
+    )
 }
 
-/// The optimiser and replay arrays a resume needs; their absence beside a resume state is an
-/// error naming the missing file.
-pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays, &RawArrays)> {
-    let missing = |file: &str| {
+/// One of the array files a resume needs; its absence beside a resume state is an error naming
+/// the file.
+pub fn resume_file<'a>(arrays: Option<&'a RawArrays>, file: &str) -> crate::Result<&'a RawArrays> {
+    arrays.ok_or_else(|| {
         crate::Error::data(
             file,
             "missing: trainer_state.json holds a resume state, but this file is needed to resume",
         )
-    };
-    let opt = data
-        .optimizer
-        .as_ref()
-        .ok_or_else(|| missing(crate::checkpoint::OPTIMIZER_FILE))?;
-    let replay = data
-        .replay
-        .as_ref()
-        .ok_or_else(|| missing(crate::checkpoint::REPLAY_FILE))?;
-    let target = data
-        .target
-        .as_ref()
-        .ok_or_else(|| missing(crate::checkpoint::TARGET_FILE))?;
-    Ok((opt, replay, target))
+    })
+}
+
+/// The optimiser, replay and target-network arrays an off-policy agent's resume needs.
+pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays, &RawArrays)> {
+    use crate::checkpoint::{OPTIMIZER_FILE, REPLAY_FILE, TARGET_FILE};
+    Ok((
+        resume_file(data.optimizer.as_ref(), OPTIMIZER_FILE)?,
+        resume_file(data.replay.as_ref(), REPLAY_FILE)?,
+        resume_file(data.target.as_ref(), TARGET_FILE)?,
+    ))
 }
 
 /// Algorithms `train` accepts.

@@ -807,13 +807,17 @@ impl Agent for Ppo {
             let AdamState { step, tensors } = self.optimizer.state()?;
             data.optimizer = Some(tensors_to_raw(&tensors)?);
             data.replay = Some(self.rollout.export());
-            data.trainer_state = Some(serde_json::json!({
-                "rng": self.rng,
-                "updates": self.updates,
-                "iterations": self.iterations,
-                "optimizer_step": step,
-                "rollout_envs": self.rollout.n_envs,
-            }));
+            let state = PpoResumeState {
+                rng: self.rng.clone(),
+                updates: self.updates,
+                iterations: self.iterations,
+                optimizer_step: step,
+                rollout_envs: self.rollout.n_envs,
+            };
+            data.trainer_state = Some(
+                serde_json::to_value(&state)
+                    .map_err(|e| Error::Training(format!("encoding the PPO state: {e}")))?,
+            );
         }
         Ok(data)
     }
@@ -824,38 +828,42 @@ impl Agent for Ppo {
             Path::new(crate::checkpoint::MODEL_FILE),
         )?;
         self.pending = None;
-        let resume_state = data
-            .trainer_state
-            .as_ref()
-            .and_then(|t| t.get("agent"))
-            .filter(|a| !a.is_null());
-        if let (Some(agent), Some(opt), Some(rollout)) =
-            (resume_state, &data.optimizer, &data.replay)
-        {
-            let ts = |m: String| Error::data(crate::checkpoint::TRAINER_STATE_FILE, m);
-            let field = |k: &str| {
-                agent
-                    .get(k)
-                    .and_then(|v| v.as_u64())
-                    .ok_or_else(|| ts(format!("agent.{k}: expected a non-negative integer")))
-            };
-            let step = field("optimizer_step")?;
-            self.optimizer.load_state(
-                &AdamState {
-                    step,
-                    tensors: raw_to_tensors(opt, &self.device)?,
-                },
-                Path::new(crate::checkpoint::OPTIMIZER_FILE),
-            )?;
-            self.rollout
-                .import(rollout, field("rollout_envs")? as usize, self.obs_dim)?;
-            self.rng = serde_json::from_value(agent["rng"].clone())
-                .map_err(|e| ts(format!("agent.rng: {e}")))?;
-            self.updates = field("updates")?;
-            self.iterations = field("iterations")?;
-        }
+        let Some(agent) = super::resume_state(data)? else {
+            return Ok(());
+        };
+        let state: PpoResumeState = super::decode_resume_state(agent)?;
+        let opt = super::resume_file(data.optimizer.as_ref(), crate::checkpoint::OPTIMIZER_FILE)?;
+        let rollout = super::resume_file(data.replay.as_ref(), crate::checkpoint::REPLAY_FILE)?;
+        self.optimizer.load_state(
+            &AdamState {
+                step: state.optimizer_step,
+                tensors: raw_to_tensors(opt, &self.device)?,
+            },
+            Path::new(crate::checkpoint::OPTIMIZER_FILE),
+        )?;
+        self.rollout
+            .import(rollout, state.rollout_envs, self.obs_dim)?;
+        self.rng = state.rng;
+        self.updates = state.updates;
+        self.iterations = state.iterations;
         Ok(())
     }
+}
+
+/// PPO's resumable state beyond its weights: the `agent` object of `trainer_state.json`,
+/// decoded strictly. The optimiser moments live in `optimizer.safetensors`, the pending
+/// rollout in `replay.safetensors`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PpoResumeState {
+    rng: Rng,
+    updates: u64,
+    /// Rollout-and-update iterations (the learning-rate schedule's clock).
+    iterations: u64,
+    /// Adam's step count (its bias correction).
+    optimizer_step: u64,
+    /// Environments of the pending rollout.
+    rollout_envs: usize,
 }
 
 /// Names of the model tensors a PPO agent of this shape holds (for tests and `inspect`).

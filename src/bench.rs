@@ -289,3 +289,87 @@ pub fn bench_sac_updates(
     }
     Ok(figures)
 }
+
+/// What `reincarnate bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Environment steps/s ([`bench_envs`]).
+    Envs,
+    /// Agent updates/s ([`bench_updates`]).
+    Updates,
+    /// Transition-format write/read throughput ([`crate::history::bench_io`]).
+    Io,
+    /// AD transformer training and in-context evaluation ([`crate::ad::bench::bench_ad`]).
+    Ad,
+}
+
+impl Suite {
+    /// The environment and update suites measure small networks and single environments,
+    /// which run fastest one core per op; the others split ops over the cores.
+    pub fn cpu_parallelism(self) -> crate::device::CpuParallelism {
+        match self {
+            Suite::Envs | Suite::Updates => crate::device::CpuParallelism::AcrossOps,
+            Suite::Io | Suite::Ad => crate::device::CpuParallelism::WithinOps,
+        }
+    }
+}
+
+/// Rows `bench io` writes and reads: `REINCARNATE_BENCH_ROWS`, default 10 million.
+fn bench_io_rows() -> Result<usize> {
+    match std::env::var("REINCARNATE_BENCH_ROWS") {
+        Err(_) => Ok(10_000_000),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            crate::Error::Config(format!(
+                "REINCARNATE_BENCH_ROWS={v}: expected a number of rows, e.g. 1000000"
+            ))
+        }),
+    }
+}
+
+/// Runs one suite, `budget` per measurement, keeping the figures whose name contains `filter`.
+pub fn run_suite(
+    suite: Suite,
+    budget: Duration,
+    filter: Option<&str>,
+    device: &candle_core::Device,
+    ad: &crate::ad::bench::AdBenchSizes,
+) -> Result<Vec<Figure>> {
+    match suite {
+        Suite::Envs => bench_envs(budget, filter),
+        Suite::Updates => bench_updates(budget, device, filter),
+        Suite::Ad => crate::ad::bench::bench_ad(ad, budget, device, filter),
+        Suite::Io => {
+            let rows = bench_io_rows()?;
+            // A scratch folder in the system temp dir, removed afterwards.
+            let dir =
+                std::env::temp_dir().join(format!("reincarnate-bench-io-{}", std::process::id()));
+            crate::fs::create_dir_all(&dir)?;
+            let r = crate::history::bench_io(rows, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            r
+        }
+    }
+}
+
+/// Figures as a table, or as one JSON object per line.
+pub fn render(figures: &[Figure], json: bool) -> Result<String> {
+    if json {
+        let mut out = String::new();
+        for f in figures {
+            let line = serde_json::to_string(f).map_err(|e| {
+                crate::Error::Config(format!("figure `{}` does not serialise: {e}", f.name))
+            })?;
+            out.push_str(&line);
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    let rows: Vec<Vec<String>> = figures
+        .iter()
+        .map(|f| vec![f.name.clone(), crate::report::si(f.value), f.unit.clone()])
+        .collect();
+    Ok(format!(
+        "{}\n",
+        crate::report::table(&["figure", "value", "unit"], &rows)
+    ))
+}

@@ -47,6 +47,58 @@ pub struct CollectSpec {
     pub epsilon: f64,
 }
 
+impl CollectSpec {
+    /// The spec the `collect` flags give. `--set agent.KEY=VALUE` configures the source agent,
+    /// `--set env.KEY=VALUE` the environment; other keys are an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_flags(
+        env: &str,
+        algo: &str,
+        tasks: TaskSet,
+        runs: usize,
+        steps: u64,
+        threads: Option<usize>,
+        policy: Option<PathBuf>,
+        epsilon: f64,
+        overrides: &[String],
+    ) -> Result<CollectSpec> {
+        let (mut agent_sets, mut env_sets) = (Vec::new(), Vec::new());
+        for o in overrides {
+            if let Some(rest) = o.strip_prefix("agent.") {
+                agent_sets.push(rest.to_string());
+            } else if let Some(rest) = o.strip_prefix("env.") {
+                env_sets.push(rest.to_string());
+            } else {
+                return Err(Error::Config(format!(
+                    "--set {o}: collect takes agent.* and env.* overrides (e.g. --set agent.learning_rate=1e-3)"
+                )));
+            }
+        }
+        let mut agent = toml::Table::new();
+        crate::config::apply_overrides(&mut agent, &agent_sets)?;
+        let env = if env_sets.is_empty() {
+            EnvRef::Id(env.to_string())
+        } else {
+            EnvRef::Config(crate::envs::EnvConfig::new(env).with_overrides(&env_sets)?)
+        };
+        let policy = match policy {
+            Some(p) => Some(crate::hub::local_folder(&p.to_string_lossy(), false)?),
+            None => None,
+        };
+        Ok(CollectSpec {
+            env,
+            algo: algo.to_string(),
+            agent,
+            tasks,
+            runs,
+            steps,
+            threads,
+            policy,
+            epsilon,
+        })
+    }
+}
+
 fn d_tasks() -> TaskSet {
     TaskSet::Train
 }
@@ -85,6 +137,19 @@ pub struct CollectSummary {
     pub runs_done_now: usize,
     pub runs_skipped: usize,
     pub runs_in_dataset: usize,
+}
+
+impl std::fmt::Display for CollectSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} runs collected now, {} finished earlier; the dataset holds {} runs",
+            self.out.display(),
+            self.runs_done_now,
+            self.runs_skipped,
+            self.runs_in_dataset
+        )
+    }
 }
 
 pub fn run_folder(out: &Path, run: usize) -> PathBuf {

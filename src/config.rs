@@ -119,6 +119,64 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> R
     from_table(table, &source)
 }
 
+/// A command's config in layers, later ones winning: the TOML file `file` (or an empty table);
+/// `flags`, the top-level keys the command's own flags set (`env`, `algo`, ...); then the
+/// `--set` overrides. An `env.KEY=VALUE` override on an env given by id turns it into the table
+/// `{ id = ... }` first. Each key of `required` must be present before the overrides apply.
+/// Errors name `file`, or `COMMAND flags` without one.
+pub fn load_layered<T: DeserializeOwned>(
+    command: &str,
+    file: Option<&Path>,
+    flags: &[(&str, toml::Value)],
+    overrides: &[String],
+    required: &[&str],
+) -> Result<T> {
+    let mut table = match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            toml::from_str::<toml::Table>(&text)
+                .map_err(|e| Error::Config(format!("{} is not valid TOML: {e}", p.display())))?
+        }
+        None => toml::Table::new(),
+    };
+    for (key, value) in flags {
+        table.insert(key.to_string(), value.clone());
+    }
+    if overrides.iter().any(|s| s.starts_with("env.")) {
+        if let Some(toml::Value::String(id)) = table.get("env").cloned() {
+            let mut t = toml::Table::new();
+            t.insert("id".into(), toml::Value::String(id));
+            table.insert("env".into(), toml::Value::Table(t));
+        }
+    }
+    for key in required {
+        if !table.contains_key(*key) {
+            return Err(Error::Config(format!(
+                "{command} needs --{key} (or `{key}` in --config)"
+            )));
+        }
+    }
+    apply_overrides(&mut table, overrides)?;
+    let source = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("{command} flags"));
+    from_table(table, &source)
+}
+
+/// The `env.*` overrides of `overrides` without their prefix; any other key is an error, for
+/// commands whose only config is the environment.
+pub fn env_overrides_only(overrides: &[String]) -> Result<Vec<String>> {
+    overrides
+        .iter()
+        .map(|o| match o.strip_prefix("env.") {
+            Some(rest) => Ok(rest.to_string()),
+            None => Err(Error::Config(format!(
+                "--set {o}: this command takes only env.* overrides (e.g. --set env.sticky_action_prob=0)"
+            ))),
+        })
+        .collect()
+}
+
 /// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into a message with a
 /// suggestion; other messages get the source prefixed.
 pub fn explain(source: &str, msg: &str) -> String {

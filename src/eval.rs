@@ -97,6 +97,21 @@ pub struct EvalReport {
     pub optimal_return: Option<f64>,
 }
 
+impl std::fmt::Display for EvalReport {
+    /// One line: environment, policy, tasks, return ± standard error, length, optimal return.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = self
+            .optimal_return
+            .map(|o| format!(", optimal {o:.2}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{} | policy {} | {} task(s) ({}) x {} episodes | return {:.3} ± {:.3} | length {:.1}{opt}",
+            self.env, self.policy, self.num_tasks, self.tasks, self.episodes, self.mean_return, self.stderr, self.mean_length
+        )
+    }
+}
+
 /// Mean and standard error of the mean.
 pub fn mean_stderr(xs: &[f64]) -> (f64, f64) {
     if xs.is_empty() {

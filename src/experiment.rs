@@ -15,11 +15,13 @@
 //! tasks = "test"
 //! ```
 
+use crate::device::CpuParallelism;
 pub use crate::envs::EnvRef;
 use crate::envs::{EnvConfig, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport, RandomPolicy};
 use crate::fs::{create_dir_all, read_json, write_json_atomic};
+use crate::stage_result::{CompareResult, FinalReturn, SeedResult, StageResult, TrainResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,26 @@ pub enum Stage {
     IclPlot(crate::ad::stages::IclPlotStage),
     Reincarnate(Box<crate::reincarnation::stage::ReincarnateStage>),
     ReincarnationSummary(crate::reincarnation::stage::ReincarnationSummaryStage),
+}
+
+impl Experiment {
+    /// How the CPU cores serve this experiment: online RL trains small networks, which run
+    /// fastest one core per op with independent passes side by side; a distillation stage
+    /// trains a transformer whose matrix products are worth splitting over the cores.
+    pub fn cpu_parallelism(&self) -> CpuParallelism {
+        if self.stages.iter().any(|s| matches!(s, Stage::Distill(_))) {
+            CpuParallelism::WithinOps
+        } else {
+            CpuParallelism::AcrossOps
+        }
+    }
+}
+
+/// An experiment's name when the file sets none: the file's stem.
+pub fn default_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "experiment".into())
 }
 
 impl Stage {
@@ -145,8 +167,7 @@ pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<Experiment> 
     Ok(exp)
 }
 
-/// Runs a policy evaluation given by name. Only `random` exists at this layer; checkpoint
-/// policies are resolved by the callers that know about agents.
+/// Evaluates a uniformly random policy (the reference of every normalised score).
 pub fn eval_random(
     env: &EnvConfig,
     tasks: TaskSet,
@@ -158,7 +179,98 @@ pub fn eval_random(
     evaluate(&family, tasks, episodes, seed, &mut policy)
 }
 
-fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<serde_json::Value> {
+/// A policy evaluation as `reincarnate eval` asks for it.
+#[derive(Clone, Debug)]
+pub struct PolicyEval<'a> {
+    /// `random`, a checkpoint folder, `hf://ORG/NAME`, or a state dict (with `arch`).
+    pub policy: &'a str,
+    /// Network held by a state-dict policy: `mlp:120,84`, `minatar-conv:16,128`.
+    pub arch: Option<&'a str>,
+    /// Environment id; default the checkpoint's (required for `random` and state dicts).
+    pub env: Option<&'a str>,
+    /// `--set` overrides; only `env.*` ones apply.
+    pub overrides: &'a [String],
+    pub tasks: TaskSet,
+    /// Episodes per task.
+    pub episodes: usize,
+    pub seed: u64,
+    /// In-context (AD/ED) policies: sampling temperature (0: most likely action).
+    pub temperature: f64,
+    /// In-context policies: transitions the context keeps when it is full.
+    pub keep: Option<usize>,
+}
+
+/// Evaluates the policy `a.policy` names: a state dict through the teacher loader, `random`,
+/// an AD/ED checkpoint in context, or an agent checkpoint greedily.
+pub fn eval_policy(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<EvalReport> {
+    let env_config = |id: &str| -> Result<EnvConfig> {
+        EnvConfig::new(id).with_overrides(&crate::config::env_overrides_only(a.overrides)?)
+    };
+    if a.arch.is_some() || crate::reincarnation::is_state_dict(a.policy) {
+        let env = a
+            .env
+            .ok_or_else(|| Error::Config("--env is required with a state-dict --policy".into()))?;
+        return crate::reincarnation::eval_teacher(
+            a.policy,
+            a.arch,
+            &env_config(env)?,
+            a.tasks,
+            a.episodes,
+            a.seed,
+            device,
+        );
+    }
+    if a.policy == "random" {
+        let env = a
+            .env
+            .ok_or_else(|| Error::Config("--env is required with --policy random".into()))?;
+        return eval_random(&env_config(env)?, a.tasks, a.episodes, a.seed);
+    }
+    let path = crate::hub::local_folder(a.policy, false)?;
+    let data = crate::checkpoint::load(&path)?;
+    if crate::ad::is_in_context(&data.config) {
+        return crate::ad::curves::eval_in_context_at(
+            &data,
+            a.env.map(env_config).transpose()?,
+            a.tasks,
+            a.episodes,
+            a.seed,
+            device,
+            a.temperature,
+            a.keep,
+        );
+    }
+    let mut agent = crate::agents::from_checkpoint(&data, device)
+        .map_err(|e| Error::Config(format!("loading {}: {e}", path.display())))?;
+    let trained: crate::envs::EnvSpec = serde_json::from_value(data.config["env"].clone())
+        .map_err(|e| {
+            Error::data(
+                path.join(crate::checkpoint::CONFIG_FILE),
+                format!("`env` is not an environment spec: {e}"),
+            )
+        })?;
+    let cfg = match a.env {
+        Some(id) => env_config(id)?,
+        // The checkpoint's own environment takes the `env.*` overrides; others do not apply.
+        None => {
+            let sets: Vec<String> = a
+                .overrides
+                .iter()
+                .filter_map(|o| o.strip_prefix("env.").map(String::from))
+                .collect();
+            trained.config.with_overrides(&sets)?
+        }
+    };
+    let family = TaskFamily::new(&cfg)?;
+    trained.check_fits(family.spec(), &format!("{} was trained on", path.display()))?;
+    let mut greedy = crate::train::GreedyPolicy {
+        agent: agent.as_mut(),
+        step: u64::MAX,
+    };
+    evaluate(&family, a.tasks, a.episodes, a.seed, &mut greedy)
+}
+
+fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<StageResult> {
     if stage.policy != "random" {
         return Err(Error::Config(format!(
             "stage `{}`: policy `{}` is not available in experiment files yet; use \"random\"",
@@ -168,7 +280,7 @@ fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<serde_json::Value> {
     match (&stage.env, stage.envs.is_empty()) {
         (Some(env), true) => {
             let r = eval_random(&env.config(), stage.tasks, stage.episodes, seed)?;
-            Ok(serde_json::to_value(r).expect("report serialises"))
+            Ok(StageResult::Eval(r))
         }
         (None, false) => {
             let mut out = BTreeMap::new();
@@ -177,7 +289,7 @@ fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<serde_json::Value> {
                 let r = eval_random(&cfg, stage.tasks, stage.episodes, seed)?;
                 out.insert(cfg.id.clone(), r);
             }
-            Ok(serde_json::to_value(out).expect("reports serialise"))
+            Ok(StageResult::EvalByEnv(out))
         }
         _ => Err(Error::Config(format!(
             "stage `{}`: give exactly one of `env` or `envs`",
@@ -191,7 +303,20 @@ fn run_eval_stage(stage: &EvalStage, seed: u64) -> Result<serde_json::Value> {
 pub struct StageOutcome {
     pub name: String,
     pub skipped: bool,
-    pub result: serde_json::Value,
+    pub result: StageResult,
+}
+
+impl std::fmt::Display for StageOutcome {
+    /// The stage's name, whether it was skipped, then its result.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let note = if self.skipped {
+            " (finished earlier, skipped)"
+        } else {
+            ""
+        };
+        writeln!(f, "stage {}{note}", self.name)?;
+        write!(f, "{}", self.result)
+    }
 }
 
 /// Runs every stage of `exp` (skipping finished ones) and writes `summary.json`.
@@ -207,7 +332,7 @@ pub fn run_experiment(
         .unwrap_or_else(|| PathBuf::from("runs"))
         .join(&name);
     create_dir_all(&root)?;
-    let mut outcomes = Vec::new();
+    let mut outcomes: Vec<StageOutcome> = Vec::new();
     let mut summary = serde_json::Map::new();
     for stage in &exp.stages {
         let dir = root.join(stage.name());
@@ -221,7 +346,7 @@ pub fn run_experiment(
         ) && stage_file.exists()
             && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
         let (result, skipped) = if unchanged && result_file.exists() {
-            (read_json::<serde_json::Value>(&result_file)?, true)
+            (StageResult::read(stage, &result_file)?, true)
         } else {
             write_json_atomic(&stage_file, stage)?;
             let result = match stage {
@@ -240,13 +365,15 @@ pub fn run_experiment(
                     })?
                 }
                 Stage::ReincarnationSummary(s) => {
-                    crate::reincarnation::stage::run_summary_stage(s, &summary, &dir, exp.seed)?
+                    let earlier =
+                        |name: &str| outcomes.iter().find(|o| o.name == name).map(|o| &o.result);
+                    crate::reincarnation::stage::run_summary_stage(s, &earlier, &dir, exp.seed)?
                 }
             };
-            write_json_atomic(&result_file, &result)?;
+            write_json_atomic(&result_file, &result.to_json()?)?;
             (result, false)
         };
-        summary.insert(stage.name().to_string(), result.clone());
+        summary.insert(stage.name().to_string(), result.to_json()?);
         outcomes.push(StageOutcome {
             name: stage.name().to_string(),
             skipped,
@@ -262,7 +389,7 @@ fn run_train_stage(
     default_seed: u64,
     dir: &Path,
     device: &candle_core::Device,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     let seeds = if stage.seeds.is_empty() {
         vec![default_seed]
     } else {
@@ -275,7 +402,7 @@ fn run_train_stage(
         train_loop: stage.train_loop.clone(),
     };
     let mut finals = Vec::new();
-    let mut per_seed = serde_json::Map::new();
+    let mut per_seed = BTreeMap::new();
     for seed in seeds {
         let out = dir.join(format!("seed-{seed}"));
         let summary = crate::train::run_train(&spec, seed, device, &out, false)?;
@@ -286,17 +413,19 @@ fn run_train_stage(
         finals.push(r);
         per_seed.insert(
             seed.to_string(),
-            serde_json::json!({
-                "final_return": r,
-                "episodes": summary.episodes,
-                "steps_per_second": summary.steps_per_second,
-            }),
+            SeedResult {
+                final_return: r,
+                episodes: summary.episodes,
+                steps_per_second: summary.steps_per_second,
+            },
         );
     }
     let (mean, se) = crate::eval::mean_stderr(&finals);
-    Ok(
-        serde_json::json!({ "final_return_mean": mean, "final_return_stderr": se, "seeds": per_seed }),
-    )
+    Ok(StageResult::Train(TrainResult {
+        final_return_mean: mean,
+        final_return_stderr: se,
+        seeds: per_seed,
+    }))
 }
 
 /// The checkpoint of train stage `name` (its first seed), for `teacher = "stage:NAME"`.
@@ -341,10 +470,10 @@ fn run_compare_stage(
     exp: &Experiment,
     root: &Path,
     dir: &Path,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     use crate::report::plot::{line_plot, Series};
     let mut series = Vec::new();
-    let mut finals = serde_json::Map::new();
+    let mut finals = BTreeMap::new();
     for name in &stage.stages {
         if !exp
             .stages
@@ -360,7 +489,10 @@ fn run_compare_stage(
         if let Some(last) = curve.last() {
             finals.insert(
                 name.clone(),
-                serde_json::json!({ "final_return_mean": last.1, "final_return_stderr": last.2 }),
+                FinalReturn {
+                    final_return_mean: last.1,
+                    final_return_stderr: last.2,
+                },
             );
         }
         series.push(Series {
@@ -376,5 +508,5 @@ fn run_compare_stage(
         .unwrap_or_else(|| "greedy evaluation return (mean ± s.e. over seeds)".into());
     let plot = dir.join("compare.svg");
     line_plot(&plot, &title, "environment steps", "return", &series)?;
-    Ok(serde_json::json!({ "plot": plot, "final": finals }))
+    Ok(StageResult::Compare(CompareResult { plot, finals }))
 }

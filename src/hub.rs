@@ -717,6 +717,21 @@ pub fn resolve_dataset(r: &HubRef) -> Result<PathBuf> {
     Hub::from_env()?.resolve_dataset(r)
 }
 
+/// A checkpoint or dataset argument as a local folder: `hf://...` resolves through the Hub
+/// cache (offline when cached), anything else is taken as a path. `dataset`: resolve a model
+/// URL as a dataset repo too (for arguments that only take datasets).
+pub fn local_folder(arg: &str, dataset: bool) -> Result<PathBuf> {
+    if !is_hub_url(arg) {
+        return Ok(PathBuf::from(arg));
+    }
+    let r = HubRef::parse(arg)?;
+    if dataset || r.kind == RepoKind::Dataset {
+        resolve_dataset(&r)
+    } else {
+        resolve_checkpoint(&r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

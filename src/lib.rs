@@ -18,11 +18,13 @@ pub mod experiment;
 pub mod fs;
 pub mod history;
 pub mod hub;
+pub mod inspect;
 pub mod nn;
 pub mod reincarnation;
 pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod stage_result;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,13 +1,15 @@
 //! The `reincarnate` command line: parses flags, then calls one library function per subcommand.
 //! Exit code 0 on success, 1 on a user error (message on stderr).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use reincarnate::bench::Suite;
+use reincarnate::config::load_layered;
 use reincarnate::device::CpuParallelism;
-use reincarnate::envs::{registry, EnvConfig, TaskFamily, TaskSet};
-use reincarnate::experiment::{eval_random, load_experiment, run_experiment, Experiment, Stage};
-use reincarnate::report::{si, table, Figure};
-use std::path::{Path, PathBuf};
+use reincarnate::envs::TaskSet;
+use reincarnate::experiment::{load_experiment, run_experiment, Experiment, PolicyEval};
+use reincarnate::hub::local_folder;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -212,7 +214,7 @@ enum Command {
     /// Performance figures.
     Bench {
         #[arg(value_enum)]
-        what: BenchWhat,
+        what: Suite,
         #[arg(long)]
         json: bool,
         /// Seconds per measurement.
@@ -254,572 +256,254 @@ enum DatasetAction {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum BenchWhat {
-    Envs,
-    Updates,
-    Io,
-    Ad,
-}
-
-fn env_config(id: &str, overrides: &[String]) -> Result<EnvConfig> {
-    // `--set env.KEY=VALUE` refines the environment; other keys do not apply to this command.
-    let mut env_sets = Vec::new();
-    for o in overrides {
-        match o.strip_prefix("env.") {
-            Some(rest) => env_sets.push(rest.to_string()),
-            None => bail!("--set {o}: this command takes only env.* overrides (e.g. --set env.sticky_action_prob=0)"),
+impl From<CpuSplit> for CpuParallelism {
+    fn from(s: CpuSplit) -> Self {
+        match s {
+            CpuSplit::Ops => CpuParallelism::WithinOps,
+            CpuSplit::Passes => CpuParallelism::AcrossOps,
         }
     }
-    let mut table = toml::Table::new();
-    table.insert("id".into(), toml::Value::String(id.to_string()));
-    reincarnate::config::apply_overrides(&mut table, &env_sets)?;
-    Ok(reincarnate::config::from_table(table, "--set env.*")?)
 }
 
-fn cmd_envs(json: bool) -> Result<()> {
-    let mut rows = Vec::new();
-    let mut objs = Vec::new();
-    for e in registry() {
-        let fam = TaskFamily::from_id(e.id)?;
-        let spec = fam.spec();
-        let (train, test) = (
-            fam.tasks(TaskSet::Train).len(),
-            fam.tasks(TaskSet::Test).len(),
-        );
-        rows.push(vec![
-            e.id.to_string(),
-            spec.observation_space.to_string(),
-            spec.action_space.to_string(),
-            spec.max_episode_steps.to_string(),
-            format!("{} ({train}/{test})", spec.num_tasks),
-            e.summary.to_string(),
-        ]);
-        objs.push(serde_json::json!({
-            "id": e.id, "spec": spec, "train_tasks": train, "test_tasks": test, "summary": e.summary,
-        }));
+impl Command {
+    /// The `--cpu-split` default: online RL (train, reincarnate, collect, the env and update
+    /// benchmarks) trains small networks; an experiment says for itself; the rest split ops.
+    fn cpu_parallelism(&self, experiment: Option<&Experiment>) -> CpuParallelism {
+        match self {
+            Command::Train { .. } | Command::Reincarnate { .. } | Command::Collect { .. } => {
+                CpuParallelism::AcrossOps
+            }
+            Command::Bench { what, .. } => what.cpu_parallelism(),
+            Command::Run { .. } => {
+                experiment.map_or(CpuParallelism::WithinOps, Experiment::cpu_parallelism)
+            }
+            _ => CpuParallelism::WithinOps,
+        }
     }
-    if json {
-        println!("{}", serde_json::to_string(&objs)?);
-    } else {
-        println!(
-            "{}",
-            table(
-                &[
-                    "env",
-                    "observation",
-                    "action",
-                    "horizon",
-                    "tasks (train/test)",
-                    "description"
-                ],
-                &rows
-            )
-        );
-    }
-    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-/// The flags of `eval` besides the common ones.
-struct EvalArgs<'a> {
-    env: Option<&'a str>,
-    policy: &'a str,
-    arch: Option<&'a str>,
-    episodes: usize,
-    tasks: TaskSet,
-    temperature: f64,
-    keep: Option<usize>,
-    json: bool,
+fn string(v: impl ToString) -> toml::Value {
+    toml::Value::String(v.to_string())
 }
 
-fn cmd_eval(c: &Common, a: EvalArgs<'_>) -> Result<()> {
-    let EvalArgs {
-        env,
-        policy,
-        arch,
-        episodes,
-        tasks,
-        temperature,
-        keep,
-        json,
-    } = a;
-    let r = if arch.is_some() || reincarnate::reincarnation::is_state_dict(policy) {
-        let env = env.context("--env is required with a state-dict --policy")?;
-        let cfg = env_config(env, &c.overrides)?;
-        let device = reincarnate::device::parse_device(&c.device)?;
-        reincarnate::reincarnation::eval_teacher(
-            policy, arch, &cfg, tasks, episodes, c.seed, &device,
-        )?
-    } else if policy == "random" {
-        let env = env.context("--env is required with --policy random")?;
-        let cfg = env_config(env, &c.overrides)?;
-        eval_random(&cfg, tasks, episodes, c.seed)?
-    } else {
-        let device = reincarnate::device::parse_device(&c.device)?;
-        let path = local_folder(policy, false)?;
-        let data = reincarnate::checkpoint::load(&path)?;
-        if reincarnate::ad::is_in_context(&data.config) {
-            let r = reincarnate::ad::curves::eval_in_context_at(
-                &data,
-                env.map(|id| env_config(id, &c.overrides)).transpose()?,
-                tasks,
-                episodes,
-                c.seed,
+fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
+    let c = &cli.common;
+    let device = reincarnate::device::parse_device(&c.device).context("--device")?;
+    match &cli.command {
+        Command::Envs { json } => {
+            print!("{}", reincarnate::envs::registry::describe_registry(*json)?)
+        }
+        Command::Eval {
+            env,
+            policy,
+            arch,
+            episodes,
+            tasks,
+            temperature,
+            keep,
+            json,
+        } => {
+            let r = reincarnate::experiment::eval_policy(
+                &PolicyEval {
+                    policy,
+                    arch: arch.as_deref(),
+                    env: env.as_deref(),
+                    overrides: &c.overrides,
+                    tasks: *tasks,
+                    episodes: *episodes,
+                    seed: c.seed,
+                    temperature: *temperature,
+                    keep: *keep,
+                },
                 &device,
-                temperature,
-                keep,
             )?;
-            return print_eval(&r, json);
-        }
-        let mut agent = reincarnate::agents::from_checkpoint(&data, &device)
-            .with_context(|| format!("loading {}", path.display()))?;
-        let trained: reincarnate::envs::EnvSpec =
-            serde_json::from_value(data.config["env"].clone())?;
-        let cfg = match env {
-            Some(id) => env_config(id, &c.overrides)?,
-            None => {
-                let mut cfg = trained.config.clone();
-                let mut t = toml::Table::try_from(&cfg)?;
-                let sets: Vec<String> = c
-                    .overrides
-                    .iter()
-                    .filter_map(|o| o.strip_prefix("env.").map(String::from))
-                    .collect();
-                reincarnate::config::apply_overrides(&mut t, &sets)?;
-                cfg = reincarnate::config::from_table(t, "--set env.*")?;
-                cfg
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
             }
-        };
-        let family = TaskFamily::new(&cfg)?;
-        let spec = family.spec();
-        if spec.observation_space != trained.observation_space
-            || spec.action_space != trained.action_space
-        {
-            bail!(
-                "{} was trained on `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
-                path.display(), trained.id(), trained.observation_space, trained.action_space,
-                spec.id(), spec.observation_space, spec.action_space
+        }
+        Command::Train {
+            env,
+            algo,
+            steps,
+            out,
+            resume,
+            log_history,
+            config,
+        } => {
+            let mut flags = Vec::new();
+            flags.extend(env.as_ref().map(|e| ("env", string(e))));
+            flags.extend(algo.as_ref().map(|a| ("algo", string(a))));
+            let mut sets = c.overrides.clone();
+            sets.extend(steps.map(|s| format!("loop.steps={s}")));
+            sets.extend(
+                log_history
+                    .as_ref()
+                    .map(|h| format!("loop.log_history={}", string(h.display()))),
             );
-        }
-        let mut greedy = reincarnate::train::GreedyPolicy {
-            agent: agent.as_mut(),
-            step: u64::MAX,
-        };
-        reincarnate::eval::evaluate(&family, tasks, episodes, c.seed, &mut greedy)?
-    };
-    print_eval(&r, json)
-}
-
-fn print_eval(r: &reincarnate::eval::EvalReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        let opt = r
-            .optimal_return
-            .map(|o| format!(", optimal {o:.2}"))
-            .unwrap_or_default();
-        println!(
-            "{} | policy {} | {} task(s) ({}) x {} episodes | return {:.3} ± {:.3} | length {:.1}{opt}",
-            r.env, r.policy, r.num_tasks, r.tasks, r.episodes, r.mean_return, r.stderr, r.mean_length
-        );
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn cmd_train(
-    c: &Common,
-    env: Option<&str>,
-    algo: Option<&str>,
-    steps: Option<u64>,
-    out: Option<&Path>,
-    resume: bool,
-    log_history: Option<&Path>,
-    config: Option<&Path>,
-) -> Result<()> {
-    let mut table = match config {
-        Some(p) => toml::from_str::<toml::Table>(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not valid TOML", p.display()))?,
-        None => toml::Table::new(),
-    };
-    if let Some(id) = env {
-        table.insert("env".into(), toml::Value::String(id.to_string()));
-    }
-    if let Some(a) = algo {
-        table.insert("algo".into(), toml::Value::String(a.to_string()));
-    }
-    let mut sets = c.overrides.clone();
-    if let Some(s) = steps {
-        sets.push(format!("loop.steps={s}"));
-    }
-    if let Some(h) = log_history {
-        sets.push(format!(
-            "loop.log_history={}",
-            toml::Value::String(h.display().to_string())
-        ));
-    }
-    // `env.KEY=VALUE` on an env given by id turns it into a table first.
-    if sets.iter().any(|s| s.starts_with("env.")) {
-        if let Some(toml::Value::String(id)) = table.get("env").cloned() {
-            let mut t = toml::Table::new();
-            t.insert("id".into(), toml::Value::String(id));
-            table.insert("env".into(), toml::Value::Table(t));
-        }
-    }
-    for key in ["env", "algo"] {
-        if !table.contains_key(key) {
-            bail!("train needs --{key} (or `{key}` in --config)");
-        }
-    }
-    reincarnate::config::apply_overrides(&mut table, &sets)?;
-    let source = config
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "train flags".into());
-    let spec: reincarnate::train::TrainSpec = reincarnate::config::from_table(table, &source)?;
-    let device = reincarnate::device::parse_device(&c.device)?;
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
-        PathBuf::from("checkpoints").join(format!(
-            "{}-{}-s{}",
-            spec.env.config().id.replace('/', "-"),
-            spec.algo,
-            c.seed
-        ))
-    });
-    let summary = reincarnate::train::run_train(&spec, c.seed, &device, &out, resume)?;
-    if let Some(r) = &summary.final_eval {
-        println!(
-            "{} on {}: {} steps, {} episodes, {:.0} steps/s | greedy return {:.2} ± {:.2} over {} episodes",
-            spec.algo, r.env, summary.step, summary.episodes, summary.steps_per_second, r.mean_return, r.stderr, r.episodes
-        );
-    }
-    println!(
-        "wrote {} (model.safetensors, metrics.jsonl, learning_curve.svg)",
-        out.display()
-    );
-    Ok(())
-}
-
-struct ReincarnateArgs<'a> {
-    teacher: &'a str,
-    arch: Option<&'a str>,
-    teacher_data: Option<&'a Path>,
-    method: &'a str,
-    student: &'a str,
-    env: &'a str,
-    steps: Option<u64>,
-    out: Option<&'a Path>,
-    baseline: bool,
-    config: Option<&'a Path>,
-}
-
-fn cmd_reincarnate(c: &Common, a: ReincarnateArgs<'_>) -> Result<()> {
-    use reincarnate::reincarnation::{run_reincarnate, Method, ReincarnateSpec};
-    let mut table = match a.config {
-        Some(p) => toml::from_str::<toml::Table>(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not valid TOML", p.display()))?,
-        None => toml::Table::new(),
-    };
-    let method: Method = a.method.parse()?;
-    let s = |v: &str| toml::Value::String(v.to_string());
-    table.insert("env".into(), s(a.env));
-    table.insert("teacher".into(), s(a.teacher));
-    table.insert("method".into(), s(method.name()));
-    table.insert("student".into(), s(a.student));
-    if let Some(arch) = a.arch {
-        table.insert("arch".into(), s(arch));
-    }
-    if let Some(d) = a.teacher_data {
-        // A dataset folder or hf://datasets/ORG/NAME (resolved through the Hub cache).
-        let d = local_folder(&d.to_string_lossy(), true)?;
-        table.insert("teacher_data".into(), s(&d.display().to_string()));
-    }
-    let mut sets = c.overrides.clone();
-    if let Some(n) = a.steps {
-        sets.push(format!("loop.steps={n}"));
-    }
-    if sets.iter().any(|s| s.starts_with("env.")) {
-        let mut t = toml::Table::new();
-        t.insert("id".into(), s(a.env));
-        table.insert("env".into(), toml::Value::Table(t));
-    }
-    reincarnate::config::apply_overrides(&mut table, &sets)?;
-    let spec: ReincarnateSpec = reincarnate::config::from_table(table, "reincarnate flags")?;
-    let device = reincarnate::device::parse_device(&c.device)?;
-    let out = a.out.map(Path::to_path_buf).unwrap_or_else(|| {
-        PathBuf::from("checkpoints").join(format!(
-            "{}-{}-s{}",
-            a.env.replace('/', "-"),
-            method.name(),
-            c.seed
-        ))
-    });
-    let r = run_reincarnate(&spec, c.seed, &device, &out)?;
-    let fmt_steps = |s: Option<u64>| s.map_or("not reached".to_string(), |s| format!("step {s}"));
-    println!(
-        "{} student on {}: teacher {:.2}, random {:.2} | final teacher-normalised score {:.3} | teacher level: {}",
-        method.name(), r.env, r.teacher_return, r.random_return, r.final_normalised, fmt_steps(r.steps_to_teacher)
-    );
-    let mut curves = vec![(method.name().to_string(), r.normalised_curve.clone())];
-    if a.baseline && method != Method::TabulaRasa {
-        let base_out = reincarnate::reincarnation::sibling(&out, "tabula-rasa");
-        let base = ReincarnateSpec {
-            method: Method::TabulaRasa,
-            ..spec.clone()
-        };
-        let b = run_reincarnate(&base, c.seed, &device, &base_out)?;
-        println!(
-            "tabula_rasa student: final teacher-normalised score {:.3} | teacher level: {} ({})",
-            b.final_normalised,
-            fmt_steps(b.steps_to_teacher),
-            base_out.display()
-        );
-        curves.push(("tabula_rasa".into(), b.normalised_curve));
-        reincarnate::reincarnation::plot_normalised(
-            &out.join("reincarnation.svg"),
-            &format!("{} vs tabula rasa on {}", method.name(), r.env),
-            &curves,
-        )?;
-    }
-    println!(
-        "wrote {} (model.safetensors, metrics.jsonl, reincarnation.json, reincarnation.svg)",
-        out.display()
-    );
-    Ok(())
-}
-
-fn cmd_distill(
-    c: &Common,
-    data: &str,
-    mode: Option<reincarnate::ad::Mode>,
-    out: Option<&Path>,
-    steps: Option<u64>,
-    config: Option<&Path>,
-    resume: bool,
-) -> Result<()> {
-    let mut table = match config {
-        Some(p) => toml::from_str::<toml::Table>(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not valid TOML", p.display()))?,
-        None => toml::Table::new(),
-    };
-    let mut sets = c.overrides.clone();
-    if let Some(m) = mode {
-        sets.push(format!("mode=\"{}\"", m.as_str()));
-    }
-    if let Some(s) = steps {
-        sets.push(format!("steps={s}"));
-    }
-    reincarnate::config::apply_overrides(&mut table, &sets)?;
-    let source = config
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "distill flags".into());
-    let cfg: reincarnate::ad::DistillConfig = reincarnate::config::from_table(table, &source)?;
-    let mode = cfg.mode;
-    let folder = local_folder(data, true)?;
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
-        let stem = folder
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "data".into());
-        PathBuf::from("checkpoints").join(format!("{stem}-{}-s{}", mode.as_str(), c.seed))
-    });
-    let device = reincarnate::device::parse_device(&c.device)?;
-    let s = reincarnate::ad::distill(&cfg, &folder, &out, c.seed, &device, resume)?;
-    println!(
-        "{} on {}: {} steps, {} parameters, final loss {:.4}, action accuracy {:.3}, {:.0} tokens/s",
-        mode.as_str(),
-        folder.display(),
-        s.steps,
-        s.num_params,
-        s.final_loss,
-        s.final_accuracy,
-        s.tokens_per_second
-    );
-    println!(
-        "wrote {} (model.safetensors, config.json, metrics.jsonl)",
-        out.display()
-    );
-    Ok(())
-}
-
-/// A stage result as a person wants to read it: a table of evaluations, a train stage's final
-/// return, a comparison's plot.
-fn print_stage_result(result: &serde_json::Value) {
-    let row = |name: &str, r: &serde_json::Value| -> Option<Vec<String>> {
-        let m = r.get("mean_return")?.as_f64()?;
-        let se = r.get("stderr")?.as_f64()?;
-        let len = r.get("mean_length")?.as_f64()?;
-        let opt = r.get("optimal_return").and_then(|v| v.as_f64());
-        Some(vec![
-            name.to_string(),
-            format!("{m:.3} ± {se:.3}"),
-            format!("{len:.1}"),
-            opt.map(|o| format!("{o:.2}")).unwrap_or_else(|| "-".into()),
-        ])
-    };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    if let Some(r) = row(
-        result.get("env").and_then(|e| e.as_str()).unwrap_or("env"),
-        result,
-    ) {
-        rows.push(r);
-    } else if let Some(map) = result.as_object() {
-        rows.extend(map.iter().filter_map(|(env, r)| row(env, r)));
-    }
-    if !rows.is_empty() {
-        println!(
-            "{}",
-            table(&["env", "return (mean ± s.e.)", "length", "optimal"], &rows)
-        );
-    }
-    if let (Some(m), Some(se)) = (
-        result.get("final_return_mean").and_then(|v| v.as_f64()),
-        result.get("final_return_stderr").and_then(|v| v.as_f64()),
-    ) {
-        println!("  final greedy return {m:.2} ± {se:.2} over seeds");
-    }
-    if let Some(plot) = result.get("plot").and_then(|v| v.as_str()) {
-        if let Some(fin) = result.get("final").and_then(|v| v.as_object()) {
-            for (k, v) in fin {
-                let m = v["final_return_mean"].as_f64().unwrap_or(f64::NAN);
-                let se = v["final_return_stderr"].as_f64().unwrap_or(f64::NAN);
-                println!("  {k}: final greedy return {m:.2} ± {se:.2}");
+            let spec: reincarnate::train::TrainSpec =
+                load_layered("train", config.as_deref(), &flags, &sets, &["env", "algo"])?;
+            let out = out.clone().unwrap_or_else(|| spec.default_out(c.seed));
+            let summary = reincarnate::train::run_train(&spec, c.seed, &device, &out, *resume)?;
+            if let Some(line) = summary.final_eval_line(&spec.algo) {
+                println!("{line}");
             }
-        }
-        println!("  plot: {plot}");
-    }
-    if let Some(t) = result.get("table_text").and_then(|v| v.as_str()) {
-        println!("{t}");
-    } else if let Some(methods) = result.get("methods").and_then(|v| v.as_object()) {
-        for (m, v) in methods {
-            let at = v["first_step_iqm_at_teacher"]
-                .as_f64()
-                .map_or("not reached".to_string(), |s| format!("step {s}"));
             println!(
-                "  {m}: final teacher-normalised IQM {:.2} (95% CI {:.2}..{:.2}) | teacher level: {at}",
-                v["final_iqm"].as_f64().unwrap_or(f64::NAN),
-                v["ci95"][0].as_f64().unwrap_or(f64::NAN),
-                v["ci95"][1].as_f64().unwrap_or(f64::NAN),
+                "wrote {} (model.safetensors, metrics.jsonl, learning_curve.svg)",
+                out.display()
             );
         }
-    }
-}
-
-/// A scratch folder for `bench io` in the system temp dir, removed afterwards.
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("reincarnate-bench-io-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// A checkpoint or dataset argument as a local folder: `hf://...` resolves through the Hub
-/// cache (offline when cached), anything else is a path.
-fn local_folder(arg: &str, dataset: bool) -> Result<PathBuf> {
-    use reincarnate::hub::{is_hub_url, resolve_checkpoint, resolve_dataset, HubRef};
-    if !is_hub_url(arg) {
-        return Ok(PathBuf::from(arg));
-    }
-    let r = HubRef::parse(arg)?;
-    Ok(
-        if dataset || matches!(r.kind, reincarnate::hub::RepoKind::Dataset) {
-            resolve_dataset(&r)?
-        } else {
-            resolve_checkpoint(&r)?
-        },
-    )
-}
-
-fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
-    let resolved = local_folder(&path.to_string_lossy(), false)?;
-    let path = resolved.as_path();
-    if path.join("dataset.json").exists() {
-        let summary = reincarnate::history::summarize(path)?;
-        if json {
-            println!("{}", serde_json::to_string(&summary)?);
-        } else {
-            println!("{summary}");
+        Command::Collect {
+            env,
+            algo,
+            tasks,
+            runs,
+            steps,
+            out,
+            shard,
+            threads,
+            policy,
+            epsilon,
+        } => {
+            let spec = reincarnate::collect::CollectSpec::from_flags(
+                env,
+                algo,
+                *tasks,
+                *runs,
+                *steps,
+                *threads,
+                policy.clone(),
+                *epsilon,
+                &c.overrides,
+            )?;
+            let s = reincarnate::collect::collect(&spec, c.seed, *shard, out, &device)?;
+            println!("{s}");
+            print!("{}", reincarnate::history::summarize(out)?);
         }
-        return Ok(());
-    }
-    if path.join(reincarnate::checkpoint::CONFIG_FILE).exists() {
-        print!("{}", reincarnate::checkpoint::describe(path)?);
-        return Ok(());
-    }
-    bail!(
-        "{}: neither a dataset folder (dataset.json) nor a checkpoint folder (config.json + model.safetensors)",
-        path.display()
-    )
-}
-
-fn cmd_run(c: &Common, path: &Path, exp: Experiment) -> Result<()> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "experiment".into());
-    let device = reincarnate::device::parse_device(&c.device)?;
-    let (root, outcomes) = run_experiment(&exp, &stem, &device)?;
-    for o in &outcomes {
-        let note = if o.skipped {
-            " (finished earlier, skipped)"
-        } else {
-            ""
-        };
-        println!("stage {}{note}", o.name);
-        print_stage_result(&o.result);
-    }
-    println!("wrote {}", root.join("summary.json").display());
-    Ok(())
-}
-
-fn cmd_bench(
-    what: BenchWhat,
-    json: bool,
-    seconds: f64,
-    filter: Option<&str>,
-    device: &str,
-    ad: &reincarnate::ad::bench::AdBenchSizes,
-) -> Result<()> {
-    let budget = Duration::from_secs_f64(seconds);
-    let figures: Vec<Figure> = match what {
-        BenchWhat::Envs => reincarnate::bench::bench_envs(budget, filter)?,
-        BenchWhat::Io => {
-            let dir = tempfile_dir()?;
-            let rows = std::env::var("REINCARNATE_BENCH_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10_000_000);
-            let r = reincarnate::history::bench_io(rows, &dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            r?
+        Command::Reincarnate {
+            teacher,
+            arch,
+            teacher_data,
+            method,
+            student,
+            env,
+            steps,
+            out,
+            baseline,
+            config,
+        } => {
+            let method: reincarnate::reincarnation::Method = method.parse()?;
+            let mut flags = vec![
+                ("env", string(env)),
+                ("teacher", string(teacher)),
+                ("method", string(method.name())),
+                ("student", string(student)),
+            ];
+            flags.extend(arch.as_ref().map(|a| ("arch", string(a))));
+            if let Some(d) = teacher_data {
+                // A dataset folder or hf://datasets/ORG/NAME (resolved through the Hub cache).
+                let d = local_folder(&d.to_string_lossy(), true)?;
+                flags.push(("teacher_data", string(d.display())));
+            }
+            let mut sets = c.overrides.clone();
+            sets.extend(steps.map(|n| format!("loop.steps={n}")));
+            let spec: reincarnate::reincarnation::ReincarnateSpec =
+                load_layered("reincarnate", config.as_deref(), &flags, &sets, &[])?;
+            let out = out.clone().unwrap_or_else(|| {
+                reincarnate::reincarnation::stage::default_out(env, method, c.seed)
+            });
+            print!(
+                "{}",
+                reincarnate::reincarnation::stage::run_with_baseline(
+                    &spec, c.seed, &device, &out, *baseline
+                )?
+            );
         }
-        BenchWhat::Ad => reincarnate::ad::bench::bench_ad(
-            ad,
-            budget,
-            &reincarnate::device::parse_device(device)?,
+        Command::Distill {
+            data,
+            mode,
+            out,
+            steps,
+            config,
+            resume,
+        } => {
+            let mut sets = c.overrides.clone();
+            sets.extend(mode.map(|m| format!("mode=\"{}\"", m.as_str())));
+            sets.extend(steps.map(|s| format!("steps={s}")));
+            let cfg: reincarnate::ad::DistillConfig =
+                load_layered("distill", config.as_deref(), &[], &sets, &[])?;
+            let folder = local_folder(data, true)?;
+            let out = out
+                .clone()
+                .unwrap_or_else(|| reincarnate::ad::train::default_out(&folder, cfg.mode, c.seed));
+            let s = reincarnate::ad::distill(&cfg, &folder, &out, c.seed, &device, *resume)?;
+            println!("{}", s.line(&folder));
+            println!(
+                "wrote {} (model.safetensors, config.json, metrics.jsonl)",
+                out.display()
+            );
+        }
+        Command::Inspect { path, json } => {
+            print!("{}", reincarnate::inspect::inspect(path, *json)?)
+        }
+        Command::Dataset {
+            action: DatasetAction::Validate { path },
+        } => {
+            reincarnate::history::validate_or_error(path)?;
+            println!("{}: valid", path.display());
+        }
+        Command::Dataset {
+            action: DatasetAction::Merge { shards, out },
+        } => {
+            let m = reincarnate::history::merge(shards, out)?;
+            println!(
+                "merged {} shards into {} ({} runs, {} transitions)",
+                shards.len(),
+                out.display(),
+                m.runs.len(),
+                m.total_rows()
+            );
+        }
+        Command::Run { experiment: path } => {
+            let exp = experiment
+                .with_context(|| format!("{}: the experiment was not loaded", path.display()))??;
+            let name = reincarnate::experiment::default_name(path);
+            let (root, outcomes) = run_experiment(&exp, &name, &device)?;
+            // The summary's path first, so that the last lines are the last stage's result.
+            println!("wrote {}", root.join("summary.json").display());
+            for o in &outcomes {
+                print!("{o}");
+            }
+        }
+        Command::Bench {
+            what,
+            json,
+            seconds,
             filter,
-        )?,
-        BenchWhat::Updates => reincarnate::bench::bench_updates(
-            budget,
-            &reincarnate::device::parse_device(device)?,
-            filter,
-        )?,
-    };
-    if json {
-        for f in &figures {
-            println!("{}", serde_json::to_string(f)?);
+            layers,
+            heads,
+            d_model,
+            context,
+            batch,
+            layout,
+        } => {
+            let figures = reincarnate::bench::run_suite(
+                *what,
+                Duration::from_secs_f64(*seconds),
+                filter.as_deref(),
+                &device,
+                &reincarnate::ad::bench::AdBenchSizes {
+                    layers: *layers,
+                    heads: *heads,
+                    d_model: *d_model,
+                    context: *context,
+                    batch: *batch,
+                    layout: *layout,
+                },
+            )?;
+            print!("{}", reincarnate::bench::render(&figures, *json)?);
         }
-    } else {
-        let rows: Vec<Vec<String>> = figures
-            .iter()
-            .map(|f| vec![f.name.clone(), si(f.value), f.unit.clone()])
-            .collect();
-        println!("{}", table(&["figure", "value", "unit"], &rows));
     }
     Ok(())
 }
@@ -832,230 +516,21 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // Online RL trains small networks: one core per op, independent ops side by side.
-    // Distillation trains a transformer whose matrix products are worth splitting.
-    // An experiment file is read once, here, and run below.
-    let mut experiment = match &cli.command {
-        Command::Run { experiment } => Some(load_experiment(experiment, &cli.common.overrides)),
+    // An experiment file is read once, here: its stages decide how the cores are used.
+    let experiment = match &cli.command {
+        Command::Run { experiment } => {
+            Some(load_experiment(experiment, &cli.common.overrides).map_err(anyhow::Error::from))
+        }
         _ => None,
     };
-    let parallelism = match (cli.common.cpu_split, &cli.command) {
-        (Some(CpuSplit::Ops), _) => CpuParallelism::WithinOps,
-        (Some(CpuSplit::Passes), _) => CpuParallelism::AcrossOps,
-        (
-            None,
-            Command::Train { .. }
-            | Command::Reincarnate { .. }
-            | Command::Collect { .. }
-            | Command::Bench {
-                what: BenchWhat::Updates | BenchWhat::Envs,
-                ..
-            },
-        ) => CpuParallelism::AcrossOps,
-        // An experiment without a distillation stage trains small networks only.
-        (None, Command::Run { .. }) => match &experiment {
-            Some(Ok(exp)) if !exp.stages.iter().any(|s| matches!(s, Stage::Distill(_))) => {
-                CpuParallelism::AcrossOps
-            }
-            _ => CpuParallelism::WithinOps,
-        },
-        (None, _) => CpuParallelism::WithinOps,
+    let parallelism = match cli.common.cpu_split {
+        Some(split) => split.into(),
+        None => cli
+            .command
+            .cpu_parallelism(experiment.as_ref().and_then(|e| e.as_ref().ok())),
     };
     reincarnate::device::configure_cpu(None, parallelism);
-    let result = reincarnate::device::run_on_pool(|| -> Result<()> {
-        let _device = reincarnate::device::parse_device(&cli.common.device).context("--device")?;
-        match &cli.command {
-            Command::Envs { json } => cmd_envs(*json),
-            Command::Eval {
-                env,
-                policy,
-                arch,
-                episodes,
-                tasks,
-                temperature,
-                keep,
-                json,
-            } => cmd_eval(
-                &cli.common,
-                EvalArgs {
-                    env: env.as_deref(),
-                    policy,
-                    arch: arch.as_deref(),
-                    episodes: *episodes,
-                    tasks: *tasks,
-                    temperature: *temperature,
-                    keep: *keep,
-                    json: *json,
-                },
-            ),
-            Command::Train {
-                env,
-                algo,
-                steps,
-                out,
-                resume,
-                log_history,
-                config,
-            } => cmd_train(
-                &cli.common,
-                env.as_deref(),
-                algo.as_deref(),
-                *steps,
-                out.as_deref(),
-                *resume,
-                log_history.as_deref(),
-                config.as_deref(),
-            ),
-            Command::Inspect { path, json } => cmd_inspect(path, *json),
-            Command::Distill {
-                data,
-                mode,
-                out,
-                steps,
-                config,
-                resume,
-            } => cmd_distill(
-                &cli.common,
-                data,
-                *mode,
-                out.as_deref(),
-                *steps,
-                config.as_deref(),
-                *resume,
-            ),
-            Command::Reincarnate {
-                teacher,
-                arch,
-                teacher_data,
-                method,
-                student,
-                env,
-                steps,
-                out,
-                baseline,
-                config,
-            } => cmd_reincarnate(
-                &cli.common,
-                ReincarnateArgs {
-                    teacher,
-                    arch: arch.as_deref(),
-                    teacher_data: teacher_data.as_deref(),
-                    method,
-                    student,
-                    env,
-                    steps: *steps,
-                    out: out.as_deref(),
-                    baseline: *baseline,
-                    config: config.as_deref(),
-                },
-            ),
-            Command::Collect {
-                env,
-                algo,
-                tasks,
-                runs,
-                steps,
-                out,
-                shard,
-                threads,
-                policy,
-                epsilon,
-            } => {
-                let mut agent = toml::Table::new();
-                let (mut agent_sets, mut env_sets) = (Vec::new(), Vec::new());
-                for o in &cli.common.overrides {
-                    if let Some(rest) = o.strip_prefix("agent.") {
-                        agent_sets.push(rest.to_string());
-                    } else if o.starts_with("env.") {
-                        env_sets.push(o.clone());
-                    } else {
-                        bail!("--set {o}: collect takes agent.* and env.* overrides (e.g. --set agent.learning_rate=1e-3)");
-                    }
-                }
-                reincarnate::config::apply_overrides(&mut agent, &agent_sets)?;
-                let env_ref = if env_sets.is_empty() {
-                    reincarnate::envs::EnvRef::Id(env.clone())
-                } else {
-                    reincarnate::envs::EnvRef::Config(env_config(env, &env_sets)?)
-                };
-                let spec = reincarnate::collect::CollectSpec {
-                    env: env_ref,
-                    algo: algo.clone(),
-                    agent,
-                    tasks: *tasks,
-                    runs: *runs,
-                    steps: *steps,
-                    threads: *threads,
-                    policy: match policy {
-                        Some(p) => Some(local_folder(&p.to_string_lossy(), false)?),
-                        None => None,
-                    },
-                    epsilon: *epsilon,
-                };
-                let device = reincarnate::device::parse_device(&cli.common.device)?;
-                let s =
-                    reincarnate::collect::collect(&spec, cli.common.seed, *shard, out, &device)?;
-                println!(
-                    "{}: {} runs collected now, {} finished earlier; the dataset holds {} runs",
-                    out.display(),
-                    s.runs_done_now,
-                    s.runs_skipped,
-                    s.runs_in_dataset
-                );
-                print!("{}", reincarnate::history::summarize(out)?);
-                Ok(())
-            }
-            Command::Dataset { action } => match action {
-                DatasetAction::Validate { path } => {
-                    reincarnate::history::validate_or_error(path)?;
-                    println!("{}: valid", path.display());
-                    Ok(())
-                }
-                DatasetAction::Merge { shards, out } => {
-                    let m = reincarnate::history::merge(shards, out)?;
-                    println!(
-                        "merged {} shards into {} ({} runs, {} transitions)",
-                        shards.len(),
-                        out.display(),
-                        m.runs.len(),
-                        m.total_rows()
-                    );
-                    Ok(())
-                }
-            },
-            Command::Run { experiment: path } => match experiment.take() {
-                Some(exp) => cmd_run(&cli.common, path, exp?),
-                None => bail!("{}: the experiment was not loaded", path.display()),
-            },
-            Command::Bench {
-                what,
-                json,
-                seconds,
-                filter,
-                layers,
-                heads,
-                d_model,
-                context,
-                batch,
-                layout,
-            } => cmd_bench(
-                *what,
-                *json,
-                *seconds,
-                filter.as_deref(),
-                &cli.common.device,
-                &reincarnate::ad::bench::AdBenchSizes {
-                    layers: *layers,
-                    heads: *heads,
-                    d_model: *d_model,
-                    context: *context,
-                    batch: *batch,
-                    layout: *layout,
-                },
-            ),
-        }
-    });
-    if let Err(e) = result {
+    if let Err(e) = reincarnate::device::run_on_pool(|| run(&cli, experiment)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

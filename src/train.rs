@@ -458,6 +458,29 @@ pub struct TrainSpec {
     pub train_loop: LoopConfig,
 }
 
+impl TrainSpec {
+    /// Where `train` writes without `--out`: `checkpoints/ENV-ALGO-sSEED`.
+    pub fn default_out(&self, seed: u64) -> PathBuf {
+        PathBuf::from("checkpoints").join(format!(
+            "{}-{}-s{seed}",
+            self.env.config().id.replace('/', "-"),
+            self.algo
+        ))
+    }
+}
+
+impl TrainSummary {
+    /// One line on the final greedy evaluation, if the run made one.
+    pub fn final_eval_line(&self, algo: &str) -> Option<String> {
+        self.final_eval.as_ref().map(|r| {
+            format!(
+                "{algo} on {}: {} steps, {} episodes, {:.0} steps/s | greedy return {:.2} ± {:.2} over {} episodes",
+                r.env, self.step, self.episodes, self.steps_per_second, r.mean_return, r.stderr, r.episodes
+            )
+        })
+    }
+}
+
 /// Builds the agent of `spec` and trains it into `out`.
 pub fn run_train(
     spec: &TrainSpec,

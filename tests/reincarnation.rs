@@ -489,19 +489,22 @@ stages = ["cp"]
     let exp = reincarnate::experiment::load_experiment(&file, &[]).unwrap();
     let (root, outcomes) =
         reincarnate::experiment::run_experiment(&exp, "tiny", &candle_core::Device::Cpu).unwrap();
-    let cp = &outcomes[0].result["methods"];
-    for m in ["qdagger", "tabula_rasa"] {
-        assert_eq!(cp[m]["finals"].as_array().unwrap().len(), 2, "{cp}");
-        let (lo, hi) = (
-            cp[m]["ci95"][0].as_f64().unwrap(),
-            cp[m]["ci95"][1].as_f64().unwrap(),
+    let reincarnate::stage_result::StageResult::Reincarnate(cp) = &outcomes[0].result else {
+        panic!(
+            "stage cp: not a reincarnate result: {:?}",
+            outcomes[0].result
         );
-        let iqm = cp[m]["final_iqm"].as_f64().unwrap();
+    };
+    let cp = &cp.methods;
+    for m in ["qdagger", "tabula_rasa"] {
+        assert_eq!(cp[m].finals.len(), 2, "{cp:?}");
+        let (lo, hi) = cp[m].ci95;
+        let iqm = cp[m].final_iqm;
         assert!(lo <= iqm && iqm <= hi, "{m}: {iqm} outside [{lo}, {hi}]");
     }
     // The warm start shows at step 0 of the IQM curve.
-    let start = |m: &str| cp[m]["iqm_curve"][0][1].as_f64().unwrap();
-    assert!(start("qdagger") > start("tabula_rasa") + 0.3, "{cp}");
+    let start = |m: &str| cp[m].iqm_curve[0].1;
+    assert!(start("qdagger") > start("tabula_rasa") + 0.3, "{cp:?}");
     let table = std::fs::read_to_string(root.join("summary/table.md")).unwrap();
     assert!(
         table.contains("| qdagger |") && table.contains("| tabula_rasa |"),

@@ -127,16 +127,7 @@ pub fn eval_in_context_at(
     let trained = InContextPolicy::env_spec(data)?;
     let cfg = env.unwrap_or_else(|| trained.config.clone());
     let family = crate::envs::TaskFamily::new(&cfg)?;
-    let spec = family.spec();
-    if spec.observation_space != trained.observation_space
-        || spec.action_space != trained.action_space
-    {
-        return Err(Error::Config(format!(
-            "the model was distilled on `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
-            trained.id(), trained.observation_space, trained.action_space,
-            spec.id(), spec.observation_space, spec.action_space
-        )));
-    }
+    trained.check_fits(family.spec(), "the model was distilled on")?;
     let mut policy = InContextPolicy::from_checkpoint(data, device, seed)?;
     policy.greedy = temperature == 0.0;
     policy.temperature = temperature;

@@ -43,6 +43,8 @@ use crate::collect::{collect, CollectSpec};
 use crate::envs::{EnvRef, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
+use crate::stage_result::{CurveSummary, EvalCurve, IclCurves, SourceCurve, StageResult};
+use std::collections::BTreeMap;
 
 fn d_ppo() -> String {
     "ppo".into()
@@ -138,7 +140,7 @@ pub fn run_collect(
     seed: u64,
     dir: &Path,
     device: &candle_core::Device,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     let spec = CollectSpec {
         env: s.env.clone(),
         algo: s.algo.clone(),
@@ -151,8 +153,7 @@ pub fn run_collect(
         epsilon: 0.0,
     };
     collect(&spec, seed, None, dir, device)?;
-    let summary = crate::history::summarize(dir)?;
-    Ok(serde_json::to_value(summary).unwrap_or_default())
+    Ok(StageResult::Collect(crate::history::summarize(dir)?))
 }
 
 pub fn run_distill(
@@ -161,7 +162,7 @@ pub fn run_distill(
     root: &Path,
     dir: &Path,
     device: &candle_core::Device,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     let data = resolve(root, &s.data);
     // Resume an interrupted run of this same configuration; anything else starts afresh.
     let same = crate::fs::read_json::<serde_json::Value>(&dir.join(crate::checkpoint::CONFIG_FILE))
@@ -170,8 +171,9 @@ pub fn run_distill(
             c["distill"] == serde_json::to_value(&s.config).unwrap_or_default()
                 && c["dataset"] == serde_json::json!(data.display().to_string())
         });
-    let summary = distill(&s.config, &data, dir, seed, device, same)?;
-    Ok(serde_json::to_value(summary).unwrap_or_default())
+    Ok(StageResult::Distill(distill(
+        &s.config, &data, dir, seed, device, same,
+    )?))
 }
 
 pub fn run_icl_eval(
@@ -179,7 +181,7 @@ pub fn run_icl_eval(
     seed: u64,
     root: &Path,
     device: &candle_core::Device,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     let ck = crate::checkpoint::load(&resolve(root, &s.policy))?;
     if !super::is_in_context(&ck.config) {
         return Err(Error::Config(format!(
@@ -198,7 +200,7 @@ pub fn run_icl_eval(
         s.keep,
     )
     .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
-    Ok(serde_json::to_value(r).unwrap_or_default())
+    Ok(StageResult::Eval(r))
 }
 
 /// First episode index (from 1) at which a curve reaches `frac` of `optimal`.
@@ -206,7 +208,7 @@ fn episodes_to(curve: &[(f64, f64)], optimal: f64, frac: f64) -> Option<f64> {
     curve.iter().find(|p| p.1 >= frac * optimal).map(|p| p.0)
 }
 
-pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<serde_json::Value> {
+pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageResult> {
     let mut reports = Vec::new();
     for name in &s.evals {
         let file = root.join(name).join("result.json");
@@ -238,7 +240,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<serde_j
         max_ep,
     )?;
     let optimal = reports.iter().find_map(|(_, r)| r.optimal_return);
-    let mut out = serde_json::Map::new();
+    let mut curves = BTreeMap::new();
     for (name, r) in &reports {
         let c = &r.returns_by_episode;
         let first2 = c.iter().take(2).sum::<f64>() / c.len().clamp(1, 2) as f64;
@@ -248,26 +250,26 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<serde_j
             .enumerate()
             .map(|(i, &m)| ((i + 1) as f64, m))
             .collect();
-        out.insert(
+        curves.insert(
             name.clone(),
-            serde_json::json!({
-                "first_2_episodes": first2,
-                "last_5_episodes": last,
-                "optimal_return": r.optimal_return,
-                "episodes_to_80pct": optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+            CurveSummary::Eval(EvalCurve {
+                first_2_episodes: first2,
+                last_5_episodes: last,
+                optimal_return: r.optimal_return,
+                episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
             }),
         );
     }
     if let Some(curve) = &source {
         let pts: Vec<(f64, f64)> = curve.iter().map(|p| (p.0, p.1)).collect();
-        out.insert(
+        curves.insert(
             format!("source:{src_name}"),
-            serde_json::json!({
-                "first_2_episodes": pts.iter().take(2).map(|p| p.1).sum::<f64>() / 2.0,
-                "episodes": pts.len(),
-                "episodes_to_80pct": optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+            CurveSummary::Source(SourceCurve {
+                first_2_episodes: pts.iter().take(2).map(|p| p.1).sum::<f64>() / 2.0,
+                episodes: pts.len(),
+                episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
             }),
         );
     }
-    Ok(serde_json::json!({ "plot": plot, "curves": out }))
+    Ok(StageResult::IclCurves(IclCurves { plot, curves }))
 }

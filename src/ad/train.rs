@@ -316,6 +316,31 @@ pub struct DistillSummary {
     pub num_params: usize,
 }
 
+impl DistillSummary {
+    /// One line on the run: steps, size, final loss and accuracy, speed. `data`: the dataset.
+    pub fn line(&self, data: &Path) -> String {
+        format!(
+            "{} on {}: {} steps, {} parameters, final loss {:.4}, action accuracy {:.3}, {:.0} tokens/s",
+            self.mode.as_str(),
+            data.display(),
+            self.steps,
+            self.num_params,
+            self.final_loss,
+            self.final_accuracy,
+            self.tokens_per_second
+        )
+    }
+}
+
+/// Where `distill` writes without `--out`: `checkpoints/DATASET-MODE-sSEED`.
+pub fn default_out(data: &Path, mode: Mode, seed: u64) -> PathBuf {
+    let stem = data
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    PathBuf::from("checkpoints").join(format!("{stem}-{}-s{seed}", mode.as_str()))
+}
+
 /// A model being trained with its optimiser and random stream.
 pub struct Trainer {
     pub model: Gpt,

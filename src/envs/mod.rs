@@ -236,6 +236,14 @@ impl EnvConfig {
         }
     }
 
+    /// This config with `--set env.KEY=VALUE` overrides applied (`sets` without the prefix).
+    pub fn with_overrides(&self, sets: &[String]) -> Result<EnvConfig> {
+        let mut table = toml::Table::try_from(self)
+            .map_err(|e| Error::Config(format!("env `{}`: {e}", self.id)))?;
+        crate::config::apply_overrides(&mut table, sets)?;
+        crate::config::from_table(table, "--set env.*")
+    }
+
     /// Names of the options that are set, for checking that each applies to the env.
     fn set_options(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -321,6 +329,22 @@ impl EnvSpec {
     }
     pub fn obs_dim(&self) -> usize {
         self.observation_space.flat_dim()
+    }
+
+    /// Checks that a model built for this spec fits `target`'s observation and action spaces.
+    /// `trained` opens the error: "`{trained}` `cartpole` (observation ..., action ...), which
+    /// does not fit ...", e.g. "ckpt/ was trained on".
+    pub fn check_fits(&self, target: &EnvSpec, trained: &str) -> Result<()> {
+        if target.observation_space != self.observation_space
+            || target.action_space != self.action_space
+        {
+            return Err(Error::Config(format!(
+                "{trained} `{}` (observation {}, action {}), which does not fit `{}` (observation {}, action {})",
+                self.id(), self.observation_space, self.action_space,
+                target.id(), target.observation_space, target.action_space
+            )));
+        }
+        Ok(())
     }
 }
 

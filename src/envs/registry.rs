@@ -159,3 +159,49 @@ pub fn lookup(id: &str) -> Result<&'static EnvEntry> {
         ))
     })
 }
+
+/// `reincarnate envs`: every registered environment with its spaces, horizon and task counts,
+/// as a table or (`json`) as one JSON array.
+pub fn describe_registry(json: bool) -> Result<String> {
+    use super::{TaskFamily, TaskSet};
+    let mut rows = Vec::new();
+    let mut objs = Vec::new();
+    for e in registry() {
+        let fam = TaskFamily::from_id(e.id)?;
+        let spec = fam.spec();
+        let (train, test) = (
+            fam.tasks(TaskSet::Train).len(),
+            fam.tasks(TaskSet::Test).len(),
+        );
+        rows.push(vec![
+            e.id.to_string(),
+            spec.observation_space.to_string(),
+            spec.action_space.to_string(),
+            spec.max_episode_steps.to_string(),
+            format!("{} ({train}/{test})", spec.num_tasks),
+            e.summary.to_string(),
+        ]);
+        objs.push(serde_json::json!({
+            "id": e.id, "spec": spec, "train_tasks": train, "test_tasks": test, "summary": e.summary,
+        }));
+    }
+    if json {
+        return serde_json::to_string(&objs)
+            .map(|s| s + "\n")
+            .map_err(|e| Error::Env(format!("the environment list does not serialise: {e}")));
+    }
+    Ok(format!(
+        "{}\n",
+        crate::report::table(
+            &[
+                "env",
+                "observation",
+                "action",
+                "horizon",
+                "tasks (train/test)",
+                "description"
+            ],
+            &rows
+        )
+    ))
+}

@@ -9,11 +9,16 @@
 //! - `kind = "reincarnation_summary"`: pools the final normalised scores of earlier
 //!   reincarnate stages (all games × seeds, as the paper aggregates over Atari games) into
 //!   one IQM ± CI per method, and writes `STAGE/table.md` with one column per game.
+//!
+//! [`run_with_baseline`] is the one-seed form `reincarnate reincarnate --baseline` runs.
 
 use super::{aggregate, plot_normalised, run_reincarnate, Method, MethodConfig, ReincarnateSpec};
 use super::{ReincarnationSummary, METHODS};
 use crate::envs::EnvRef;
 use crate::error::{Error, Result};
+use crate::stage_result::{
+    MethodAggregate, PooledMethod, ReincarnateResult, ReincarnationTable, StageResult,
+};
 use crate::train::LoopConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -64,7 +69,7 @@ pub fn run_stage(
     dir: &Path,
     device: &candle_core::Device,
     teacher_stage: &dyn Fn(&str) -> Result<PathBuf>,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     if stage.methods.is_empty() {
         return Err(Error::Config(format!(
             "stage `{}`: `methods` is empty; list some of {}",
@@ -116,13 +121,21 @@ pub fn run_stage(
             runs.entry(method.name().to_string()).or_default().push(r);
         }
     }
-    let agg = aggregate(&runs, default_seed);
-    let curves: Vec<(String, Vec<(f64, f64)>)> = agg
-        .iter()
+    let methods = aggregate(&runs, default_seed)
+        .into_iter()
         .map(|(m, v)| {
-            let pts = serde_json::from_value(v["iqm_curve"].clone()).unwrap_or_default();
-            (m.clone(), pts)
+            let typed: MethodAggregate = serde_json::from_value(v).map_err(|e| {
+                Error::Config(format!(
+                    "stage `{}`: the aggregate of method `{m}` does not have the shape of a method result: {e}",
+                    stage.name
+                ))
+            })?;
+            Ok((m, typed))
         })
+        .collect::<Result<BTreeMap<String, MethodAggregate>>>()?;
+    let curves: Vec<(String, Vec<(f64, f64)>)> = methods
+        .iter()
+        .map(|(m, v)| (m.clone(), v.iqm_curve.clone()))
         .collect();
     let env_id = stage.env.config().id;
     let plot = dir.join("reincarnation.svg");
@@ -134,46 +147,47 @@ pub fn run_stage(
         ),
         &curves,
     )?;
-    Ok(serde_json::json!({
-        "env": env_id,
-        "teacher": teacher,
-        "teacher_return": runs.values().next().and_then(|r| r.first()).map(|r| r.teacher_return),
-        "random_return": runs.values().next().and_then(|r| r.first()).map(|r| r.random_return),
-        "methods": agg,
-        "reincarnation_plot": plot,
+    let first = runs.values().next().and_then(|r| r.first());
+    Ok(StageResult::Reincarnate(ReincarnateResult {
+        env: env_id,
+        teacher,
+        teacher_return: first.map(|r| r.teacher_return),
+        random_return: first.map(|r| r.random_return),
+        methods,
+        reincarnation_plot: plot,
     }))
 }
 
-/// Runs a `reincarnation_summary` stage from the results of earlier stages.
-pub fn run_summary_stage(
+/// Runs a `reincarnation_summary` stage from the results of earlier stages (`earlier` finds one
+/// by name).
+pub fn run_summary_stage<'a>(
     stage: &ReincarnationSummaryStage,
-    results: &serde_json::Map<String, serde_json::Value>,
+    earlier: &dyn Fn(&str) -> Option<&'a StageResult>,
     dir: &Path,
     seed: u64,
-) -> Result<serde_json::Value> {
+) -> Result<StageResult> {
     use crate::report::aggregate::{bootstrap_ci, iqm};
     let mut pooled: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut per_game: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     let mut games = Vec::new();
     for name in &stage.stages {
-        let r = results
-            .get(name)
-            .and_then(|r| r.get("methods"))
-            .ok_or_else(|| {
-                Error::Config(format!(
+        let r = match earlier(name) {
+            Some(StageResult::Reincarnate(r)) => r,
+            _ => {
+                return Err(Error::Config(format!(
                     "stage `{}`: `{name}` is not an earlier reincarnate stage of this experiment",
                     stage.name
-                ))
-            })?;
-        let game = results[name]["env"].as_str().unwrap_or(name).to_string();
+                )))
+            }
+        };
+        let game = r.env.clone();
         games.push(game.clone());
-        for (method, v) in r.as_object().into_iter().flatten() {
-            let finals: Vec<f64> = serde_json::from_value(v["finals"].clone()).unwrap_or_default();
-            pooled.entry(method.clone()).or_default().extend(&finals);
+        for (method, v) in &r.methods {
+            pooled.entry(method.clone()).or_default().extend(&v.finals);
             per_game
                 .entry(method.clone())
                 .or_default()
-                .insert(game.clone(), v["final_iqm"].as_f64().unwrap_or(f64::NAN));
+                .insert(game.clone(), v.final_iqm);
         }
     }
     let mut table = format!(
@@ -181,7 +195,7 @@ pub fn run_summary_stage(
         games.join(" | "),
         "---|".repeat(games.len())
     );
-    let mut out = serde_json::Map::new();
+    let mut methods = BTreeMap::new();
     let mut order: Vec<(&String, &Vec<f64>)> = pooled.iter().collect();
     order.sort_by(|a, b| iqm(b.1).total_cmp(&iqm(a.1)));
     for (method, finals) in order {
@@ -200,12 +214,101 @@ pub fn run_summary_stage(
             iqm(finals),
             cells.join(" | ")
         ));
-        out.insert(
+        methods.insert(
             method.clone(),
-            serde_json::json!({ "iqm": iqm(finals), "ci95": [lo, hi], "runs": finals.len(), "per_game": per_game[method] }),
+            PooledMethod {
+                iqm: iqm(finals),
+                ci95: (lo, hi),
+                runs: finals.len(),
+                per_game: per_game[method].clone(),
+            },
         );
     }
     let path = dir.join("table.md");
     crate::fs::write_atomic(&path, table.as_bytes())?;
-    Ok(serde_json::json!({ "methods": out, "table": path, "table_text": table }))
+    Ok(StageResult::ReincarnationSummary(ReincarnationTable {
+        methods,
+        table: path,
+        table_text: table,
+    }))
+}
+
+/// Where `reincarnate reincarnate` writes without `--out`: `checkpoints/ENV-METHOD-sSEED`.
+pub fn default_out(env: &str, method: Method, seed: u64) -> PathBuf {
+    PathBuf::from("checkpoints").join(format!(
+        "{}-{}-s{seed}",
+        env.replace('/', "-"),
+        method.name()
+    ))
+}
+
+/// `reincarnate reincarnate`: `spec` with `seed` into `out` and, with `baseline`, the same
+/// student trained from scratch at the same budget into `OUT-tabula-rasa`, both curves plotted
+/// into `OUT/reincarnation.svg`.
+pub fn run_with_baseline(
+    spec: &ReincarnateSpec,
+    seed: u64,
+    device: &candle_core::Device,
+    out: &Path,
+    baseline: bool,
+) -> Result<WithBaseline> {
+    let run = run_reincarnate(spec, seed, device, out)?;
+    let baseline = if baseline && spec.method != Method::TabulaRasa {
+        let base_out = super::sibling(out, "tabula-rasa");
+        let base = ReincarnateSpec {
+            method: Method::TabulaRasa,
+            ..spec.clone()
+        };
+        let b = run_reincarnate(&base, seed, device, &base_out)?;
+        plot_normalised(
+            &out.join("reincarnation.svg"),
+            &format!("{} vs tabula rasa on {}", spec.method.name(), run.env),
+            &[
+                (spec.method.name().to_string(), run.normalised_curve.clone()),
+                ("tabula_rasa".into(), b.normalised_curve.clone()),
+            ],
+        )?;
+        Some((b, base_out))
+    } else {
+        None
+    };
+    Ok(WithBaseline {
+        run,
+        baseline,
+        out: out.to_path_buf(),
+    })
+}
+
+/// What [`run_with_baseline`] did: the reincarnated student and, if asked, the baseline with its
+/// folder.
+pub struct WithBaseline {
+    pub run: ReincarnationSummary,
+    pub baseline: Option<(ReincarnationSummary, PathBuf)>,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for WithBaseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps = |s: Option<u64>| s.map_or("not reached".to_string(), |s| format!("step {s}"));
+        let r = &self.run;
+        writeln!(
+            f,
+            "{} student on {}: teacher {:.2}, random {:.2} | final teacher-normalised score {:.3} | teacher level: {}",
+            r.method.name(), r.env, r.teacher_return, r.random_return, r.final_normalised, steps(r.steps_to_teacher)
+        )?;
+        if let Some((b, base_out)) = &self.baseline {
+            writeln!(
+                f,
+                "tabula_rasa student: final teacher-normalised score {:.3} | teacher level: {} ({})",
+                b.final_normalised,
+                steps(b.steps_to_teacher),
+                base_out.display()
+            )?;
+        }
+        writeln!(
+            f,
+            "wrote {} (model.safetensors, metrics.jsonl, reincarnation.json, reincarnation.svg)",
+            self.out.display()
+        )
+    }
 }

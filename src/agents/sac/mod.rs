@@ -32,6 +32,10 @@
 //! - The linear lr decay counts gradient updates; `steps` should be set to the run's number of
 //!   updates (experiment files do; the default is the paper's 1M).
 //!
+//! The losses are pure functions of tensors in [`losses`] (re-exported here), each with its
+//! equation and a test on a hand-worked batch; this file holds the networks, the agent, and the
+//! update loop that samples noise, runs the networks and steps the optimisers around them.
+//!
 //! Metrics: losses, α, entropy, Q; every `diagnostics_interval` updates also per-layer feature
 //! norms, weight norms and effective learning rate `‖ΔW‖/‖W‖` of one step (after projection:
 //! the angular step on the sphere), the quantities the SimbaV2 paper plots (Fig. 3–4).
@@ -47,8 +51,7 @@ use crate::nn::linear::linear;
 use crate::nn::optim::AdamState;
 use crate::nn::running_norm::{RewardScaler, RunningMeanStd};
 use crate::nn::{
-    cross_entropy, tanh_gaussian, Adam, AdamConfig, CategoricalSupport, Init, Linear, ParamStore,
-    Schedule, SnMode,
+    tanh_gaussian, Adam, AdamConfig, CategoricalSupport, Init, Linear, ParamStore, Schedule, SnMode,
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
@@ -57,6 +60,12 @@ use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+mod losses;
+pub use losses::{
+    categorical_critic_loss, mse_critic_loss, sac_actor_loss, sac_critic_loss, sac_critic_target,
+    temperature_loss, CriticTarget,
+};
 
 /// Which networks the agent uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,8 +78,12 @@ pub enum SacBody {
 }
 
 /// Network sizes. `hidden` is read by the MLP body, the `actor_*`/`critic_*` fields by SimbaV2.
+///
+/// In a config file the table is tagged by `body` and takes only that body's keys
+/// ([`SacNetSpec`]), so a size meant for the other body is refused instead of ignored; the
+/// fields of the body not in use keep their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "SacNetSpec", into = "SacNetSpec")]
 pub struct SacNetConfig {
     pub body: SacBody,
     pub hidden: Vec<usize>,
@@ -89,6 +102,84 @@ impl Default for SacNetConfig {
             actor_blocks: 1,
             critic_hidden: 512,
             critic_blocks: 2,
+        }
+    }
+}
+
+/// [`SacNetConfig`] as written in config files and `config.json`: `body = "mlp"` with
+/// `hidden`, or `body = "simbav2"` with `actor_hidden`, `actor_blocks`, `critic_hidden` and
+/// `critic_blocks`; a key of the other body is an error that names it. Keys left out take the
+/// defaults of [`SacNetConfig::default`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "body", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SacNetSpec {
+    Mlp {
+        #[serde(default = "default_hidden")]
+        hidden: Vec<usize>,
+    },
+    Simbav2 {
+        #[serde(default = "default_actor_hidden")]
+        actor_hidden: usize,
+        #[serde(default = "default_actor_blocks")]
+        actor_blocks: usize,
+        #[serde(default = "default_critic_hidden")]
+        critic_hidden: usize,
+        #[serde(default = "default_critic_blocks")]
+        critic_blocks: usize,
+    },
+}
+
+fn default_hidden() -> Vec<usize> {
+    SacNetConfig::default().hidden
+}
+fn default_actor_hidden() -> usize {
+    SacNetConfig::default().actor_hidden
+}
+fn default_actor_blocks() -> usize {
+    SacNetConfig::default().actor_blocks
+}
+fn default_critic_hidden() -> usize {
+    SacNetConfig::default().critic_hidden
+}
+fn default_critic_blocks() -> usize {
+    SacNetConfig::default().critic_blocks
+}
+
+impl From<SacNetSpec> for SacNetConfig {
+    fn from(spec: SacNetSpec) -> Self {
+        match spec {
+            SacNetSpec::Mlp { hidden } => Self {
+                body: SacBody::Mlp,
+                hidden,
+                ..Self::default()
+            },
+            SacNetSpec::Simbav2 {
+                actor_hidden,
+                actor_blocks,
+                critic_hidden,
+                critic_blocks,
+            } => Self {
+                body: SacBody::Simbav2,
+                actor_hidden,
+                actor_blocks,
+                critic_hidden,
+                critic_blocks,
+                ..Self::default()
+            },
+        }
+    }
+}
+
+impl From<SacNetConfig> for SacNetSpec {
+    fn from(c: SacNetConfig) -> Self {
+        match c.body {
+            SacBody::Mlp => SacNetSpec::Mlp { hidden: c.hidden },
+            SacBody::Simbav2 => SacNetSpec::Simbav2 {
+                actor_hidden: c.actor_hidden,
+                actor_blocks: c.actor_blocks,
+                critic_hidden: c.critic_hidden,
+                critic_blocks: c.critic_blocks,
+            },
         }
     }
 }
@@ -426,25 +517,10 @@ impl CriticNet {
     }
 }
 
-/// What the critics are trained toward on a batch.
-enum CriticTarget {
-    /// The soft TD target `(batch,)` of scalar critics.
-    Value(Tensor),
-    /// The C51-projected target distribution `(batch, atoms)` of categorical critics.
-    Distribution(Tensor),
-}
-
-/// One critic's loss on `x` toward `target`, and its output (detached): Q-values `(batch,)`
-/// for scalar critics, logits `(batch, atoms)` for categorical ones.
+/// One critic's loss on `x` toward `target` ([`sac_critic_loss`]), and its detached output.
 fn critic_term(c: &CriticNet, x: &Tensor, target: &CriticTarget) -> Result<(Tensor, Tensor)> {
     let out = c.forward(x, true, None)?;
-    Ok(match target {
-        CriticTarget::Value(y) => {
-            let q = out.squeeze(D::Minus1)?;
-            ((&q - y)?.sqr()?.mean_all()?, q.detach())
-        }
-        CriticTarget::Distribution(t) => (cross_entropy(&out, t)?.mean_all()?, out.detach()),
-    })
+    Ok((sac_critic_loss(&out, target)?, out.detach()))
 }
 
 /// Each net's output on `x`; twins side by side when each pass has `work` multiply-adds worth
@@ -479,7 +555,7 @@ fn weight_vars(store: &ParamStore) -> Vec<(String, Var)> {
 /// sampled batch (actor distillation toward a Gaussian teacher) and a view of every stored
 /// step (the student's returns, for the distillation weight's schedule). Critic pretraining
 /// needs no hook: [`Sac::offline_step`] runs the ordinary update on batches of given data.
-/// A run without a hook behaves exactly as before.
+/// Without a hook the update is plain SAC.
 pub trait SacHook {
     /// Sees every batched step the agent stores.
     fn observe(&mut self, _exp: &Experience<'_>) -> Result<()> {
@@ -564,6 +640,78 @@ pub struct Prepared {
     next: Tensor,
     rewards: Vec<f32>,
     discounts: Vec<f32>,
+}
+
+/// What an exact resume restores besides tensors: the `agent` object of `trainer_state.json`.
+/// Decoded strictly ([`SacResumeState::from_json`]): a missing, mistyped or unknown key is an
+/// error that names it, never a silent default (a step counter read as 0 would restart Adam's
+/// bias correction).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SacResumeState {
+    #[serde(deserialize_with = "key_rng")]
+    rng: Rng,
+    #[serde(deserialize_with = "key_updates")]
+    updates: u64,
+    #[serde(deserialize_with = "key_optimizer_steps")]
+    optimizer_steps: OptimizerSteps,
+    /// The replay buffer's counters ([`ReplayBuffer::export`]); its arrays are in `replay.safetensors`.
+    #[serde(deserialize_with = "key_replay")]
+    replay: serde_json::Value,
+    #[serde(deserialize_with = "key_reward_scaler")]
+    reward_scaler: Option<RewardScaler>,
+    #[serde(deserialize_with = "key_norm_metrics")]
+    norm_metrics: Metrics,
+    /// The reincarnation hook's state ([`SacHook::state`]); null without a hook.
+    #[serde(deserialize_with = "key_hook")]
+    hook: serde_json::Value,
+}
+
+/// Adam's step counts (its bias correction), one per optimiser.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerSteps {
+    #[serde(deserialize_with = "key_actor")]
+    actor: u64,
+    #[serde(deserialize_with = "key_critic")]
+    critic: u64,
+    #[serde(deserialize_with = "key_temperature")]
+    temperature: u64,
+}
+
+/// Field deserialisers that put the key in front of a decoding error: serde's own messages name
+/// a missing or unknown key but not a mistyped one. A field read through one is required even
+/// when its type is an `Option`.
+macro_rules! keyed_deserializers {
+    ($($name:ident => $key:literal),* $(,)?) => {$(
+        fn $name<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+        where
+            D: serde::Deserializer<'de>,
+            T: Deserialize<'de>,
+        {
+            T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("`{}`: {e}", $key)))
+        }
+    )*};
+}
+
+keyed_deserializers!(
+    key_rng => "rng",
+    key_updates => "updates",
+    key_optimizer_steps => "optimizer_steps",
+    key_replay => "replay",
+    key_reward_scaler => "reward_scaler",
+    key_norm_metrics => "norm_metrics",
+    key_hook => "hook",
+    key_actor => "actor",
+    key_critic => "critic",
+    key_temperature => "temperature",
+);
+
+impl SacResumeState {
+    fn from_json(agent: &serde_json::Value) -> Result<Self> {
+        Self::deserialize(agent)
+            .map_err(|e| Error::data("trainer_state.json", format!("agent: {e}")))
+    }
 }
 
 impl Sac {
@@ -856,39 +1004,15 @@ impl Sac {
         let x = Tensor::cat(&[&p.obs, &p.act], 1)?;
         let rewards = Tensor::from_slice(&p.rewards, rows, &self.device)?;
         let discounts = Tensor::from_slice(&p.discounts, rows, &self.device)?;
-        // r + γ(1 − d)(· − α log π(a'|s')): the entropy term joins the reward
-        let soft_rewards = (&rewards - (&discounts * next_logp.affine(alpha, 0.0)?)?)?;
         let outs = forward_each(&self.targets, &next_x, false, self.critic_work)?;
-        let target = match &self.support {
-            None => {
-                let next_q = outs
-                    .iter()
-                    .map(|o| Ok(o.squeeze(D::Minus1)?))
-                    .collect::<Result<Vec<_>>>()?;
-                let min_q = next_q
-                    .iter()
-                    .skip(1)
-                    .try_fold(next_q[0].clone(), |m, q| m.minimum(q))?;
-                CriticTarget::Value((soft_rewards + (discounts * min_q)?)?.detach())
-            }
-            Some(support) => {
-                let mut probs = candle_nn::ops::softmax(&outs[0], D::Minus1)?;
-                if outs.len() > 1 {
-                    let qs = outs
-                        .iter()
-                        .map(|l| support.expected_value(l))
-                        .collect::<Result<Vec<_>>>()?;
-                    let pick = qs[1].lt(&qs[0])?.unsqueeze(1)?;
-                    let p1 = candle_nn::ops::softmax(&outs[1], D::Minus1)?;
-                    probs = pick.broadcast_as(probs.shape())?.where_cond(&p1, &probs)?;
-                }
-                CriticTarget::Distribution(support.project_tensor(
-                    &soft_rewards,
-                    &discounts,
-                    &probs,
-                )?)
-            }
-        };
+        let target = sac_critic_target(
+            &rewards,
+            &discounts,
+            &next_logp,
+            &outs,
+            alpha,
+            self.support.as_ref(),
+        )?;
         Ok((x, target))
     }
 
@@ -896,7 +1020,7 @@ impl Sac {
     fn q_mean(&self, out: &Tensor) -> Result<f64> {
         let q = match &self.support {
             Some(s) => s.expected_value(out)?,
-            None => out.clone(),
+            None => out.squeeze(D::Minus1)?,
         };
         Ok(q.mean_all()?.to_scalar::<f32>()? as f64)
     }
@@ -916,11 +1040,7 @@ impl Sac {
         let (act, logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
         let x = Tensor::cat(&[obs, &act], 1)?;
         let qs = self.q_values(&self.critics, &x, false)?;
-        let q = qs
-            .iter()
-            .skip(1)
-            .try_fold(qs[0].clone(), |m, q| m.minimum(q))?;
-        let loss = (logp.affine(alpha, 0.0)? - q)?.mean_all()?;
+        let loss = sac_actor_loss(&logp, &qs, alpha)?;
         Ok((loss, logp.detach(), mean, log_std))
     }
 
@@ -945,9 +1065,8 @@ impl Sac {
         m.insert("actor_loss".into(), lv);
         m.insert("entropy".into(), -mean_logp);
         if self.config.autotune_temperature {
-            // d/d log α of −α(log π + H̄) is −α(mean log π + H̄), a scalar: no graph needed
             let target = -self.config.target_entropy_scale * self.act_dim as f64;
-            let loss = (self.log_alpha.as_tensor().exp()? * (-(mean_logp + target)))?.mean_all()?;
+            let loss = temperature_loss(self.log_alpha.as_tensor(), mean_logp, target)?;
             let grads = loss.backward()?;
             let lr = self.config.temperature_lr.value(self.updates);
             self.temp_opt.step(&grads, lr)?;
@@ -1255,15 +1374,14 @@ impl Agent for Sac {
         };
         if resume {
             let mut opt = BTreeMap::new();
-            let mut steps = serde_json::Map::new();
-            for (name, o) in [
-                ("actor", &self.actor_opt),
-                ("critic", &self.critic_opt),
-                ("temperature", &self.temp_opt),
-            ] {
+            let mut steps = [0u64; 3];
+            for (o, step_out) in [&self.actor_opt, &self.critic_opt, &self.temp_opt]
+                .into_iter()
+                .zip(&mut steps)
+            {
                 let AdamState { step, tensors } = o.state()?;
                 opt.extend(tensors_to_raw(&tensors)?);
-                steps.insert(name.into(), step.into());
+                *step_out = step;
             }
             for (k, v) in tensors_to_raw(&self.target_store.state_dict())? {
                 opt.insert(format!("target.{k}"), v);
@@ -1271,15 +1389,27 @@ impl Agent for Sac {
             data.optimizer = Some(opt);
             let (arrays, replay_state) = self.replay.export();
             data.replay = Some(arrays.into_iter().collect());
-            data.trainer_state = Some(serde_json::json!({
-                "rng": self.rng,
-                "updates": self.updates,
-                "optimizer_steps": steps,
-                "replay": replay_state,
-                "reward_scaler": self.reward_scaler,
-                "norm_metrics": self.norm_metrics,
-                "hook": self.hook.as_ref().map(|h| h.state()),
-            }));
+            let [actor, critic, temperature] = steps;
+            let state = SacResumeState {
+                rng: self.rng.clone(),
+                updates: self.updates,
+                optimizer_steps: OptimizerSteps {
+                    actor,
+                    critic,
+                    temperature,
+                },
+                replay: replay_state,
+                reward_scaler: self.reward_scaler.clone(),
+                norm_metrics: self.norm_metrics.clone(),
+                hook: self
+                    .hook
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |h| h.state()),
+            };
+            data.trainer_state =
+                Some(serde_json::to_value(state).map_err(|e| {
+                    Error::Training(format!("{}: resume state: {e}", self.algorithm))
+                })?);
         }
         Ok(data)
     }
@@ -1327,6 +1457,7 @@ impl Agent for Sac {
             .filter(|a| !a.is_null());
         match (resume_state, &data.optimizer, &data.replay) {
             (Some(agent), Some(opt), Some(replay)) => {
+                let state = SacResumeState::from_json(agent)?;
                 let osrc = Path::new("optimizer.safetensors");
                 let opt = raw_to_tensors(opt, &self.device)?;
                 let mut target = HashMap::new();
@@ -1343,32 +1474,25 @@ impl Agent for Sac {
                     }
                 }
                 self.target_store.load_state_dict(&target, osrc)?;
-                let steps = &agent["optimizer_steps"];
-                for ((name, o), tensors) in [
-                    ("actor", &mut self.actor_opt),
-                    ("critic", &mut self.critic_opt),
-                    ("temperature", &mut self.temp_opt),
+                let steps = &state.optimizer_steps;
+                for ((step, o), tensors) in [
+                    (steps.actor, &mut self.actor_opt),
+                    (steps.critic, &mut self.critic_opt),
+                    (steps.temperature, &mut self.temp_opt),
                 ]
                 .into_iter()
                 .zip(parts)
                 {
-                    let step = steps[name].as_u64().unwrap_or(0);
                     o.load_state(&AdamState { step, tensors }, osrc)?;
                 }
                 let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
-                self.replay.import(&arrays, &agent["replay"])?;
-                let bad = |f: &str, e: serde_json::Error| {
-                    Error::data("trainer_state.json", format!("agent.{f}: {e}"))
-                };
-                self.rng =
-                    serde_json::from_value(agent["rng"].clone()).map_err(|e| bad("rng", e))?;
-                self.updates = agent["updates"].as_u64().unwrap_or(0);
-                self.reward_scaler = serde_json::from_value(agent["reward_scaler"].clone())
-                    .map_err(|e| bad("reward_scaler", e))?;
-                self.norm_metrics = serde_json::from_value(agent["norm_metrics"].clone())
-                    .map_err(|e| bad("norm_metrics", e))?;
-                if let (Some(hook), Some(state)) = (self.hook.as_mut(), agent.get("hook")) {
-                    hook.load_state(state)?;
+                self.replay.import(&arrays, &state.replay)?;
+                self.rng = state.rng;
+                self.updates = state.updates;
+                self.reward_scaler = state.reward_scaler;
+                self.norm_metrics = state.norm_metrics;
+                if let Some(hook) = self.hook.as_mut() {
+                    hook.load_state(&state.hook)?;
                 }
             }
             _ => {
@@ -1376,5 +1500,129 @@ impl Agent for Sac {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envs::TaskFamily;
+    use serde_json::json;
+
+    /// A small agent of `algo` on Pendulum with `[agent] network = <net>`.
+    fn build(algo: &str, net: &str) -> Result<Box<dyn Agent>> {
+        let table: toml::Table = toml::from_str(&format!(
+            "network = {net}\nbatch_size = 4\nbuffer_size = 16\nlearning_starts = 0"
+        ))
+        .unwrap();
+        let family = TaskFamily::from_id("pendulum").unwrap();
+        crate::agents::build(algo, &table, family.spec(), &Device::Cpu, 0)
+    }
+
+    const MLP: &str = "{ hidden = [8, 8] }";
+    const SIMBA: &str = "{ actor_hidden = 8, critic_hidden = 8, critic_blocks = 1 }";
+
+    /// `--algo sac --set agent.network.critic_hidden=1024` is a SimbaV2 size on an MLP body:
+    /// refused with the key's name, as is an MLP size on a SimbaV2 body.
+    #[test]
+    fn network_keys_of_the_other_body_are_refused_by_name() {
+        build("sac", MLP).unwrap();
+        build("simbav2", SIMBA).unwrap();
+        for (algo, net, key) in [
+            ("sac", "{ critic_hidden = 1024 }", "critic_hidden"),
+            ("sac", "{ actor_blocks = 2 }", "actor_blocks"),
+            ("simbav2", "{ hidden = [64, 64] }", "hidden"),
+        ] {
+            let e = build(algo, net).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains(&format!("`{key}`"))),
+                "{algo} with network = {net}: {e:?}"
+            );
+        }
+    }
+
+    /// `config.json` holds only the keys of the body in use, and a checkpoint rebuilt from it
+    /// has the same configuration.
+    #[test]
+    fn saved_network_config_round_trips_for_both_bodies() {
+        for (algo, net, want) in [
+            ("sac", MLP, json!({ "body": "mlp", "hidden": [8, 8] })),
+            (
+                "simbav2",
+                SIMBA,
+                json!({
+                    "body": "simbav2",
+                    "actor_hidden": 8,
+                    "actor_blocks": 1,
+                    "critic_hidden": 8,
+                    "critic_blocks": 1
+                }),
+            ),
+        ] {
+            let agent = build(algo, net).unwrap();
+            let mut data = agent.save(false).unwrap();
+            // through the file's text, as a checkpoint is read back
+            data.config = serde_json::from_str(&data.config.to_string()).unwrap();
+            assert_eq!(data.config["agent"]["network"], want, "{algo}");
+            let loaded = crate::agents::from_checkpoint(&data, &Device::Cpu).unwrap();
+            assert_eq!(loaded.save(false).unwrap().config, data.config, "{algo}");
+        }
+    }
+
+    /// A resume state with a key removed, retyped or added is refused, the message naming
+    /// `trainer_state.json` and the key, instead of resuming from a default (an Adam step
+    /// count of 0 would restart its bias correction).
+    #[test]
+    fn resume_state_with_a_missing_or_mistyped_key_is_refused_by_name() {
+        let saved = build("simbav2", SIMBA).unwrap().save(true).unwrap();
+        let state = saved.trainer_state.clone().unwrap();
+        let load = |agent_state: serde_json::Value| -> Result<()> {
+            let data = CheckpointData {
+                config: saved.config.clone(),
+                model: saved.model.clone(),
+                trainer_state: Some(json!({ "agent": agent_state })),
+                optimizer: saved.optimizer.clone(),
+                replay: saved.replay.clone(),
+            };
+            build("simbav2", SIMBA)?.load(&data)
+        };
+        load(state.clone()).unwrap();
+        type Edit = fn(&mut serde_json::Value);
+        let edits: [(Edit, &str); 7] = [
+            (|s| drop(s["updates"].take()), "`updates`"),
+            (|s| s["updates"] = json!("12"), "`updates`"),
+            (
+                |s| drop(s.as_object_mut().unwrap().remove("updates")),
+                "`updates`",
+            ),
+            (
+                |s| drop(s.as_object_mut().unwrap().remove("reward_scaler")),
+                "`reward_scaler`",
+            ),
+            (
+                |s| {
+                    drop(
+                        s["optimizer_steps"]
+                            .as_object_mut()
+                            .unwrap()
+                            .remove("critic"),
+                    )
+                },
+                "`critic`",
+            ),
+            (|s| s["optimizer_steps"]["actor"] = json!(-1), "`actor`"),
+            (|s| s["learning_rate"] = json!(1e-3), "`learning_rate`"),
+        ];
+        for (edit, key) in edits {
+            let mut s = state.clone();
+            edit(&mut s);
+            let e = load(s).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("trainer_state.json") && e.contains(key)),
+                "{key}: {e:?}"
+            );
+        }
     }
 }

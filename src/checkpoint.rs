@@ -47,6 +47,16 @@ pub fn decode_strict<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// `#[serde(deserialize_with = "crate::checkpoint::required")]` on an `Option` field makes it
+/// required (present, possibly `null`): serde otherwise reads a missing `Option` as `None`.
+pub fn required<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d)
+}
+
 /// Serialises named arrays into safetensors bytes with optional `__metadata__`. The header's
 /// keys (tensor names, and the metadata's keys) are written in sorted order, so the same arrays
 /// and metadata always give the same bytes.

@@ -515,7 +515,10 @@ pub fn distill(
         )?;
         let ts_path = out.join(crate::checkpoint::TRAINER_STATE_FILE);
         let ts = ck.trainer_state.ok_or_else(|| {
-            Error::data(&ts_path, "--resume needs trainer_state.json, which is missing")
+            Error::data(
+                &ts_path,
+                "--resume needs trainer_state.json, which is missing",
+            )
         })?;
         let state: AdResumeState = crate::checkpoint::decode_strict(&ts, &ts_path, "")?;
         t.step = state.step;

@@ -29,7 +29,7 @@ use crate::envs::ActionBuf;
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
 use crate::nn::optim::AdamState;
-use crate::nn::{grad, Activation, Adam, AdamConfig, Init, Linear, ParamStore, Schedule, SnMode};
+use crate::nn::{grad, Activation, Adam, AdamConfig, Mlp, MlpInit, ParamStore, Schedule};
 use crate::replay::RawArray;
 use crate::rng::Rng;
 use candle_core::{DType, Device, Tensor, D};
@@ -285,9 +285,8 @@ pub fn ppo_loss(
 /// modules in between (`actor.0.weight`, `actor.2.weight`, ..., `critic.6.bias`), as CleanRL's
 /// `Agent` is saved.
 pub struct ActorCritic {
-    actor: Vec<Linear>,
-    critic: Vec<Linear>,
-    activation: Activation,
+    actor: Mlp,
+    critic: Mlp,
 }
 
 impl ActorCritic {
@@ -301,57 +300,30 @@ impl ActorCritic {
         store: &mut ParamStore,
     ) -> Result<Self> {
         let build = |store: &mut ParamStore, name: &str, out: usize, head_gain: f64| {
-            let mut layers = Vec::new();
-            let mut fan_in = input_dim;
-            let widths: Vec<usize> = cfg.hidden.iter().copied().chain([out]).collect();
-            for (k, &w) in widths.iter().enumerate() {
-                let gain = if k + 1 == widths.len() {
-                    head_gain
-                } else {
-                    std::f64::consts::SQRT_2
-                };
-                let mut base = store.pp(name);
-                let mut p = base.pp(2 * k);
-                layers.push(Linear::with_init(
-                    &mut p,
-                    fan_in,
-                    w,
-                    Init::Orthogonal { gain },
-                    Some(Init::Zeros),
-                    SnMode::Off,
-                )?);
-                fan_in = w;
-            }
-            Ok::<_, Error>(layers)
+            let sizes: Vec<usize> = [input_dim]
+                .into_iter()
+                .chain(cfg.hidden.iter().copied())
+                .chain([out])
+                .collect();
+            let init = MlpInit::Orthogonal {
+                hidden_gain: std::f64::consts::SQRT_2,
+                head_gain,
+            };
+            Mlp::new(store, name, &sizes, cfg.activation, init, 2)
         };
         let actor = build(store, "actor", n_actions, 0.01)?;
         let critic = build(store, "critic", 1, 1.0)?;
-        Ok(Self {
-            actor,
-            critic,
-            activation: cfg.activation,
-        })
-    }
-
-    fn mlp(&self, layers: &[Linear], x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
-        for (k, l) in layers.iter().enumerate() {
-            h = l.forward(&h)?;
-            if k + 1 < layers.len() {
-                h = self.activation.apply(&h)?;
-            }
-        }
-        Ok(h)
+        Ok(Self { actor, critic })
     }
 
     /// Action logits `(B, A)` for encoded observations `(B, input_dim)`.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        self.mlp(&self.actor, x)
+        self.actor.forward(x)
     }
 
     /// State values `(B,)`.
     pub fn values(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.mlp(&self.critic, x)?.squeeze(D::Minus1)?)
+        Ok(self.critic.forward(x)?.squeeze(D::Minus1)?)
     }
 
     /// Logits and values together.

@@ -1,7 +1,7 @@
 //! SAC's losses as pure functions of tensors, each checked below on a hand-worked batch: the
 //! soft TD target, the critic losses, the actor loss and the temperature loss of Haarnoja et
 //! al., "Soft Actor-Critic Algorithms and Applications" (2018), and the categorical critic of
-//! SimbaV2 (Lee et al. 2025; PAPERS.md §1).
+//! SimbaV2 (Lee et al. 2025).
 //!
 //! Network passes, the reparameterised sample (its noise drawn by the caller from the agent's
 //! RNG), scheduling, optimiser steps and metrics belong to [`super::Sac`]; these functions only

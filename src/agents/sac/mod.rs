@@ -9,7 +9,7 @@
 //!   automatic entropy tuning toward −|A| from α = 1, and the actor (with the temperature)
 //!   updated every second step, twice (`actor_update_interval = 2`, CleanRL's
 //!   `policy_frequency`). Update order: critic, actor, temperature, target.
-//! - `simbav2` follows PAPERS.md §1: [`crate::nn::hyperspherical`] actor (1 block × 128) and
+//! - `simbav2` follows Lee et al. (2025): [`crate::nn::hyperspherical`] actor (1 block × 128) and
 //!   critic (2 blocks × 512), 101-atom categorical critic on [−5, 5] with the C51 projection,
 //!   log-std in [−10, 2], running observation normalisation, reward scaling with G_max = 5,
 //!   temperature from 0.01 toward −|A|/2, Adam (no weight decay) with lr linear 1e-4 → 5e-5,
@@ -42,16 +42,16 @@
 
 use super::{Agent, Experience, Metrics, PolicyOutput};
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
+use crate::envs::ActionBuf;
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
-use crate::eval::ActionBuf;
-use crate::nn::dense::dense;
 use crate::nn::hyperspherical::{self, FeatureLog, HyperNet};
 use crate::nn::linear::linear;
 use crate::nn::optim::AdamState;
 use crate::nn::running_norm::{RewardScaler, RunningMeanStd};
 use crate::nn::{
-    tanh_gaussian, Adam, AdamConfig, CategoricalSupport, Init, Linear, ParamStore, Schedule, SnMode,
+    tanh_gaussian, Activation, Adam, AdamConfig, CategoricalSupport, Init, Linear, Mlp, MlpInit,
+    ParamStore, Schedule, SnMode,
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
@@ -258,7 +258,7 @@ impl Default for SacConfig {
 }
 
 impl SacConfig {
-    /// SimbaV2's defaults (PAPERS.md §1).
+    /// SimbaV2's defaults (Lee et al. 2025).
     pub fn simbav2() -> Self {
         let lr = Schedule::Linear {
             start: 1e-4,
@@ -357,45 +357,9 @@ fn view(v: &Var, grad: bool) -> Tensor {
     }
 }
 
-/// ReLU MLP whose last layer is linear.
-struct Mlp {
-    layers: Vec<Linear>,
-}
-
-impl Mlp {
-    fn new(store: &mut ParamStore, prefix: &str, sizes: &[usize]) -> Result<Self> {
-        let layers = sizes
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| Linear::new(store.pp(prefix).pp(i), w[0], w[1], SnMode::Off))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
-    }
-
-    /// ReLU after every layer but the last (and after the last too with `relu_last`); hidden
-    /// activations are recorded (as `<i>`) when `log` is given.
-    fn forward(
-        &self,
-        x: &Tensor,
-        grad: bool,
-        log: &mut FeatureLog<'_>,
-        relu_last: bool,
-    ) -> Result<Tensor> {
-        let mut h = x.clone();
-        let last = self.layers.len() - 1;
-        for (i, l) in self.layers.iter().enumerate() {
-            let b = l.bias().map(|b| view(b, grad));
-            let relu = i < last || relu_last;
-            h = dense(&h, &view(l.weight(), grad), b.as_ref(), relu)?;
-            if relu {
-                if let Some(lg) = log.as_mut() {
-                    let n = h.detach().sqr()?.sum(D::Minus1)?.sqrt()?.mean_all()?;
-                    lg.push((format!("{i}"), n.to_scalar::<f32>()? as f64));
-                }
-            }
-        }
-        Ok(h)
-    }
+/// The MLP body of SAC's actor and critics: ReLU, PyTorch's default init, layers `PREFIX.i`.
+fn relu_mlp(store: &mut ParamStore, prefix: &str, sizes: &[usize]) -> Result<Mlp> {
+    Mlp::new(store, prefix, sizes, Activation::Relu, MlpInit::Torch, 1)
 }
 
 /// Actor: `(mean, raw log-std)` heads over a body.
@@ -420,7 +384,7 @@ impl ActorNet {
             SacBody::Mlp => {
                 let mut sizes = vec![obs];
                 sizes.extend(&c.hidden);
-                let body = Mlp::new(store, "actor.body", &sizes)?;
+                let body = relu_mlp(store, "actor.body", &sizes)?;
                 let h = *sizes.last().unwrap_or(&obs);
                 let mean = Linear::new(store.pp("actor.mean"), h, act, SnMode::Off)?;
                 let log_std = Linear::new(store.pp("actor.log_std"), h, act, SnMode::Off)?;
@@ -453,7 +417,7 @@ impl ActorNet {
                 mean,
                 log_std,
             } => {
-                let h = body.forward(obs, grad, &mut log, true)?;
+                let h = body.forward_fused(obs, grad, &mut log, true)?;
                 let head = |l: &Linear| -> Result<Tensor> {
                     let b = l.bias().map(|b| view(b, grad));
                     Ok(linear(&h, &view(l.weight(), grad), b.as_ref())?)
@@ -489,7 +453,7 @@ impl CriticNet {
                 let mut sizes = vec![in_dim];
                 sizes.extend(&c.hidden);
                 sizes.push(atoms);
-                CriticNet::Mlp(Mlp::new(store, prefix, &sizes)?)
+                CriticNet::Mlp(relu_mlp(store, prefix, &sizes)?)
             }
             SacBody::Simbav2 => CriticNet::Hyper(HyperNet::new(
                 &mut store.pp(prefix),
@@ -508,7 +472,7 @@ impl CriticNet {
 
     fn forward(&self, x: &Tensor, grad: bool, mut log: FeatureLog<'_>) -> Result<Tensor> {
         match self {
-            CriticNet::Mlp(m) => m.forward(x, grad, &mut log, false),
+            CriticNet::Mlp(m) => m.forward_fused(x, grad, &mut log, false),
             CriticNet::Hyper(net) => net
                 .forward(x, grad, log)?
                 .pop()
@@ -643,27 +607,21 @@ pub struct Prepared {
 }
 
 /// What an exact resume restores besides tensors: the `agent` object of `trainer_state.json`.
-/// Decoded strictly ([`SacResumeState::from_json`]): a missing, mistyped or unknown key is an
+/// Decoded strictly ([`crate::agents::decode_resume_state`]): a missing, mistyped or unknown key is an
 /// error that names it, never a silent default (a step counter read as 0 would restart Adam's
 /// bias correction).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SacResumeState {
-    #[serde(deserialize_with = "key_rng")]
     rng: Rng,
-    #[serde(deserialize_with = "key_updates")]
     updates: u64,
-    #[serde(deserialize_with = "key_optimizer_steps")]
     optimizer_steps: OptimizerSteps,
     /// The replay buffer's counters ([`ReplayBuffer::export`]); its arrays are in `replay.safetensors`.
-    #[serde(deserialize_with = "key_replay")]
     replay: serde_json::Value,
-    #[serde(deserialize_with = "key_reward_scaler")]
+    #[serde(deserialize_with = "crate::checkpoint::required")]
     reward_scaler: Option<RewardScaler>,
-    #[serde(deserialize_with = "key_norm_metrics")]
     norm_metrics: Metrics,
     /// The reincarnation hook's state ([`SacHook::state`]); null without a hook.
-    #[serde(deserialize_with = "key_hook")]
     hook: serde_json::Value,
 }
 
@@ -671,47 +629,9 @@ struct SacResumeState {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptimizerSteps {
-    #[serde(deserialize_with = "key_actor")]
     actor: u64,
-    #[serde(deserialize_with = "key_critic")]
     critic: u64,
-    #[serde(deserialize_with = "key_temperature")]
     temperature: u64,
-}
-
-/// Field deserialisers that put the key in front of a decoding error: serde's own messages name
-/// a missing or unknown key but not a mistyped one. A field read through one is required even
-/// when its type is an `Option`.
-macro_rules! keyed_deserializers {
-    ($($name:ident => $key:literal),* $(,)?) => {$(
-        fn $name<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-        where
-            D: serde::Deserializer<'de>,
-            T: Deserialize<'de>,
-        {
-            T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("`{}`: {e}", $key)))
-        }
-    )*};
-}
-
-keyed_deserializers!(
-    key_rng => "rng",
-    key_updates => "updates",
-    key_optimizer_steps => "optimizer_steps",
-    key_replay => "replay",
-    key_reward_scaler => "reward_scaler",
-    key_norm_metrics => "norm_metrics",
-    key_hook => "hook",
-    key_actor => "actor",
-    key_critic => "critic",
-    key_temperature => "temperature",
-);
-
-impl SacResumeState {
-    fn from_json(agent: &serde_json::Value) -> Result<Self> {
-        Self::deserialize(agent)
-            .map_err(|e| Error::data("trainer_state.json", format!("agent: {e}")))
-    }
 }
 
 impl Sac {
@@ -1132,7 +1052,7 @@ impl Sac {
         match rehearsal {
             Some((teacher, fraction)) if !teacher.is_empty() => {
                 // the first rows from the teacher's data, the rest from the agent's replay
-                let k = ((n as f64 * fraction).round() as usize).min(n);
+                let k = crate::replay::rehearsal_rows(fraction, n);
                 let mut own = Batch::default();
                 teacher.sample_into(k, 1, self.gamma as f32, &mut self.rng, &mut batch);
                 self.replay
@@ -1383,10 +1303,8 @@ impl Agent for Sac {
                 opt.extend(tensors_to_raw(&tensors)?);
                 *step_out = step;
             }
-            for (k, v) in tensors_to_raw(&self.target_store.state_dict())? {
-                opt.insert(format!("target.{k}"), v);
-            }
             data.optimizer = Some(opt);
+            data.target = Some(tensors_to_raw(&self.target_store.state_dict())?);
             let (arrays, replay_state) = self.replay.export();
             data.replay = Some(arrays.into_iter().collect());
             let [actor, critic, temperature] = steps;
@@ -1450,54 +1368,46 @@ impl Agent for Sac {
             n.check_dim(self.obs_dim, "config.json")?;
             self.obs_norm = Some(n);
         }
-        let resume_state = data
-            .trainer_state
-            .as_ref()
-            .and_then(|t| t.get("agent"))
-            .filter(|a| !a.is_null());
-        match (resume_state, &data.optimizer, &data.replay) {
-            (Some(agent), Some(opt), Some(replay)) => {
-                let state = SacResumeState::from_json(agent)?;
-                let osrc = Path::new("optimizer.safetensors");
-                let opt = raw_to_tensors(opt, &self.device)?;
-                let mut target = HashMap::new();
-                let mut parts: [HashMap<String, Tensor>; 3] = Default::default();
-                for (k, v) in opt {
-                    if let Some(rest) = k.strip_prefix("target.") {
-                        target.insert(rest.to_string(), v);
-                    } else if k.starts_with("actor.") {
-                        parts[0].insert(k, v);
-                    } else if k.starts_with("critic.") {
-                        parts[1].insert(k, v);
-                    } else {
-                        parts[2].insert(k, v);
-                    }
-                }
-                self.target_store.load_state_dict(&target, osrc)?;
-                let steps = &state.optimizer_steps;
-                for ((step, o), tensors) in [
-                    (steps.actor, &mut self.actor_opt),
-                    (steps.critic, &mut self.critic_opt),
-                    (steps.temperature, &mut self.temp_opt),
-                ]
-                .into_iter()
-                .zip(parts)
-                {
-                    o.load_state(&AdamState { step, tensors }, osrc)?;
-                }
-                let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
-                self.replay.import(&arrays, &state.replay)?;
-                self.rng = state.rng;
-                self.updates = state.updates;
-                self.reward_scaler = state.reward_scaler;
-                self.norm_metrics = state.norm_metrics;
-                if let Some(hook) = self.hook.as_mut() {
-                    hook.load_state(&state.hook)?;
-                }
+        let Some(agent) = crate::agents::resume_state(data)? else {
+            // Weights only (a teacher, or evaluation): the targets start as the critics.
+            return self.target_store.copy_from(&self.critic_store);
+        };
+        let state: SacResumeState = crate::agents::decode_resume_state(agent)?;
+        let (opt, replay, target) = crate::agents::resume_arrays(data)?;
+        self.target_store.load_state_dict(
+            &raw_to_tensors(target, &self.device)?,
+            Path::new(crate::checkpoint::TARGET_FILE),
+        )?;
+        let osrc = Path::new(crate::checkpoint::OPTIMIZER_FILE);
+        let mut parts: [HashMap<String, Tensor>; 3] = Default::default();
+        for (k, v) in raw_to_tensors(opt, &self.device)? {
+            if k.starts_with("actor.") {
+                parts[0].insert(k, v);
+            } else if k.starts_with("critic.") {
+                parts[1].insert(k, v);
+            } else {
+                parts[2].insert(k, v);
             }
-            _ => {
-                self.target_store.copy_from(&self.critic_store)?;
-            }
+        }
+        let steps = &state.optimizer_steps;
+        for ((step, o), tensors) in [
+            (steps.actor, &mut self.actor_opt),
+            (steps.critic, &mut self.critic_opt),
+            (steps.temperature, &mut self.temp_opt),
+        ]
+        .into_iter()
+        .zip(parts)
+        {
+            o.load_state(&AdamState { step, tensors }, osrc)?;
+        }
+        let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
+        self.replay.import(&arrays, &state.replay)?;
+        self.rng = state.rng;
+        self.updates = state.updates;
+        self.reward_scaler = state.reward_scaler;
+        self.norm_metrics = state.norm_metrics;
+        if let Some(hook) = self.hook.as_mut() {
+            hook.load_state(&state.hook)?;
         }
         Ok(())
     }
@@ -1584,21 +1494,22 @@ mod tests {
                 trainer_state: Some(json!({ "agent": agent_state })),
                 optimizer: saved.optimizer.clone(),
                 replay: saved.replay.clone(),
+                target: saved.target.clone(),
             };
             build("simbav2", SIMBA)?.load(&data)
         };
         load(state.clone()).unwrap();
         type Edit = fn(&mut serde_json::Value);
         let edits: [(Edit, &str); 7] = [
-            (|s| drop(s["updates"].take()), "`updates`"),
-            (|s| s["updates"] = json!("12"), "`updates`"),
+            (|s| drop(s["updates"].take()), "updates"),
+            (|s| s["updates"] = json!("12"), "updates"),
             (
                 |s| drop(s.as_object_mut().unwrap().remove("updates")),
-                "`updates`",
+                "updates",
             ),
             (
                 |s| drop(s.as_object_mut().unwrap().remove("reward_scaler")),
-                "`reward_scaler`",
+                "reward_scaler",
             ),
             (
                 |s| {
@@ -1609,10 +1520,10 @@ mod tests {
                             .remove("critic"),
                     )
                 },
-                "`critic`",
+                "critic",
             ),
-            (|s| s["optimizer_steps"]["actor"] = json!(-1), "`actor`"),
-            (|s| s["learning_rate"] = json!(1e-3), "`learning_rate`"),
+            (|s| s["optimizer_steps"]["actor"] = json!(-1), "actor"),
+            (|s| s["learning_rate"] = json!(1e-3), "learning_rate"),
         ];
         for (edit, key) in edits {
             let mut s = state.clone();

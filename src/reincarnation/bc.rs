@@ -35,6 +35,15 @@ impl DqnHook for BcHook {
     }
 }
 
+/// Behaviour cloning's hooks into a DQN-family student: cloning offline, then plain TD
+/// learning online.
+pub fn dqn_hooks(_: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    Ok(super::DqnHooks {
+        offline: Some(Box::new(BcHook)),
+        online: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,24 @@ impl DqnHook for DqfdHook {
     }
 }
 
+/// DQfD's hooks into a DQN-family student: the margin loss on batches of teacher data only
+/// offline, then on the teacher rows of mixed batches online.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    let mc = &ctx.spec.method_config;
+    let hook = |fraction| -> Result<Box<dyn DqnHook>> {
+        Ok(Box::new(DqfdHook {
+            data: ctx.data()?.clone(),
+            fraction,
+            margin: mc.margin,
+            weight: mc.margin_weight,
+        }))
+    };
+    Ok(super::DqnHooks {
+        offline: Some(hook(1.0)?),
+        online: Some(hook(mc.rehearsal_fraction)?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

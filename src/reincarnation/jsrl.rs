@@ -114,6 +114,19 @@ impl DqnHook for JsrlHook {
     }
 }
 
+/// JSRL's hooks into a DQN-family student: the teacher's roll-ins while it trains online.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    Ok(super::DqnHooks {
+        offline: None,
+        online: Some(Box::new(JsrlHook::new(
+            ctx.teacher.clone(),
+            ctx.decay_steps,
+            ctx.max_roll_in,
+            ctx.seed,
+        ))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

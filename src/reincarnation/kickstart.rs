@@ -12,3 +12,17 @@ use std::rc::Rc;
 pub fn hook(teacher: Rc<Teacher>, coef: f64, tau: f64, schedule: NormalisedDecay) -> DistillHook {
     DistillHook::new(teacher, coef, tau, Some(schedule))
 }
+
+/// Kickstarting's hooks into a DQN-family student: the online distillation only.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> crate::Result<super::DqnHooks> {
+    let mc = &ctx.spec.method_config;
+    Ok(super::DqnHooks {
+        offline: None,
+        online: Some(Box::new(hook(
+            ctx.teacher.clone(),
+            mc.distill_coef,
+            mc.temperature,
+            ctx.schedule.clone(),
+        ))),
+    })
+}

@@ -269,19 +269,26 @@ pub fn run_reincarnate(
             .unwrap_or(family.spec().max_episode_steps as u64),
         seed,
     };
+    let hooks = if student.as_dqn_mut().is_some() {
+        dqn_hooks(&ctx)?
+    } else {
+        DqnHooks::default()
+    };
     if offline_updates > 0 {
+        let id = family.spec().id();
         offline_phase(
             &ctx,
             student.as_mut(),
+            hooks.offline,
             offline_updates,
             out,
-            family.spec().id(),
+            id,
         )?;
     }
     if spec.method == Method::Finetune {
         finetune::load_teacher_weights(student.as_mut(), &teacher)?;
     }
-    install_online_hook(&ctx, student.as_mut())?;
+    install_online_hook(&ctx, student.as_mut(), hooks.online)?;
 
     // The student's score where online training starts (after any offline phase).
     let mut loop_cfg = spec.train_loop.clone();
@@ -427,68 +434,28 @@ impl MethodContext<'_> {
     }
 }
 
-/// The hook of a DQN-family student's offline phase: batches of teacher data only.
-fn dqn_offline_hook(ctx: &MethodContext<'_>) -> Result<Option<Box<dyn DqnHook>>> {
-    let mc = &ctx.spec.method_config;
-    Ok(match ctx.spec.method {
-        Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(
-            ctx.teacher.clone(),
-            mc.distill_coef,
-            mc.temperature,
-            None,
-        ))),
-        Method::Pretrain => Some(Box::new(pretrain::CqlHook {
-            alpha: mc.cql_alpha,
-        })),
-        Method::Dqfd => Some(Box::new(dqfd::DqfdHook {
-            data: ctx.data()?.clone(),
-            fraction: 1.0,
-            margin: mc.margin,
-            weight: mc.margin_weight,
-        })),
-        Method::Bc => Some(Box::new(bc::BcHook)),
-        Method::Kickstart
-        | Method::Jsrl
-        | Method::Rehearsal
-        | Method::Finetune
-        | Method::TabulaRasa => None,
-    })
+/// A method's hooks into a DQN-family student: one for its offline phase (batches of teacher
+/// data only), one for online training. Each method's file builds its own (`dqn_hooks`).
+#[derive(Default)]
+pub struct DqnHooks {
+    pub offline: Option<Box<dyn DqnHook>>,
+    pub online: Option<Box<dyn DqnHook>>,
 }
 
-/// The hook of a DQN-family student's online phase.
-fn dqn_online_hook(ctx: &MethodContext<'_>) -> Result<Option<Box<dyn DqnHook>>> {
-    let mc = &ctx.spec.method_config;
-    Ok(match ctx.spec.method {
-        Method::Qdagger => Some(Box::new(qdagger::DistillHook::new(
-            ctx.teacher.clone(),
-            mc.distill_coef,
-            mc.temperature,
-            Some(ctx.schedule.clone()),
-        ))),
-        Method::Kickstart => Some(Box::new(kickstart::hook(
-            ctx.teacher.clone(),
-            mc.distill_coef,
-            mc.temperature,
-            ctx.schedule.clone(),
-        ))),
-        Method::Jsrl => Some(Box::new(jsrl::JsrlHook::new(
-            ctx.teacher.clone(),
-            ctx.decay_steps,
-            ctx.max_roll_in,
-            ctx.seed,
-        ))),
-        Method::Rehearsal => Some(Box::new(rehearsal::RehearsalHook {
-            data: ctx.data()?.clone(),
-            fraction: mc.rehearsal_fraction,
-        })),
-        Method::Dqfd => Some(Box::new(dqfd::DqfdHook {
-            data: ctx.data()?.clone(),
-            fraction: mc.rehearsal_fraction,
-            margin: mc.margin,
-            weight: mc.margin_weight,
-        })),
-        Method::Pretrain | Method::Bc | Method::Finetune | Method::TabulaRasa => None,
-    })
+/// The method's [`DqnHooks`]: one arm per method, no catch-all, so a new method must say how it
+/// hooks into the student.
+fn dqn_hooks(ctx: &MethodContext<'_>) -> Result<DqnHooks> {
+    match ctx.spec.method {
+        Method::Qdagger => qdagger::dqn_hooks(ctx),
+        Method::Kickstart => kickstart::dqn_hooks(ctx),
+        Method::Jsrl => jsrl::dqn_hooks(ctx),
+        Method::Rehearsal => rehearsal::dqn_hooks(ctx),
+        Method::Pretrain => pretrain::dqn_hooks(ctx),
+        Method::Dqfd => dqfd::dqn_hooks(ctx),
+        Method::Bc => bc::dqn_hooks(ctx),
+        // The teacher's weights are the warm start; training is the student's own.
+        Method::Finetune | Method::TabulaRasa => Ok(DqnHooks::default()),
+    }
 }
 
 /// The method's offline phase: `updates` gradient steps on teacher data with the method's
@@ -497,6 +464,7 @@ fn dqn_online_hook(ctx: &MethodContext<'_>) -> Result<Option<Box<dyn DqnHook>>> 
 fn offline_phase(
     ctx: &MethodContext<'_>,
     student: &mut dyn Agent,
+    dqn_hook: Option<Box<dyn DqnHook>>,
     updates: u64,
     out: &Path,
     env_id: &str,
@@ -513,7 +481,7 @@ fn offline_phase(
     let dqn = student.as_dqn_mut().ok_or_else(|| {
         Error::Config("the offline phase needs a DQN- or SAC-family student".into())
     })?;
-    dqn.set_hook(dqn_offline_hook(ctx)?);
+    dqn.set_hook(dqn_hook);
     offline_loop(ctx.spec, updates, out, &label, |_| {
         dqn.offline_step(data, 0)
     })?;
@@ -551,13 +519,17 @@ fn offline_loop(
     log.flush()
 }
 
-/// Installs the method's online hook in the student.
-fn install_online_hook(ctx: &MethodContext<'_>, student: &mut dyn Agent) -> Result<()> {
+/// Installs the method's online hook in the student (`dqn_hook` for a DQN-family one).
+fn install_online_hook(
+    ctx: &MethodContext<'_>,
+    student: &mut dyn Agent,
+    dqn_hook: Option<Box<dyn DqnHook>>,
+) -> Result<()> {
     if let Some(sac) = student.as_sac_mut() {
         let hook = sac_methods::online_hook(sac, ctx)?;
         sac.set_hook(hook);
     } else if let Some(dqn) = student.as_dqn_mut() {
-        dqn.set_hook(dqn_online_hook(ctx)?);
+        dqn.set_hook(dqn_hook);
     }
     Ok(())
 }

@@ -36,6 +36,17 @@ impl DqnHook for CqlHook {
     }
 }
 
+/// Pretraining's hooks into a DQN-family student: CQL on the teacher's data offline, then plain
+/// TD learning online.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    Ok(super::DqnHooks {
+        offline: Some(Box::new(CqlHook {
+            alpha: ctx.spec.method_config.cql_alpha,
+        })),
+        online: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,6 +226,24 @@ impl DqnHook for DistillHook {
     }
 }
 
+/// QDagger's hooks into a DQN-family student: distillation at λ = `distill_coef` on teacher
+/// data offline, then at the decayed λ_t online.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    let mc = &ctx.spec.method_config;
+    let hook = |schedule| -> Box<dyn DqnHook> {
+        Box::new(DistillHook::new(
+            ctx.teacher.clone(),
+            mc.distill_coef,
+            mc.temperature,
+            schedule,
+        ))
+    };
+    Ok(super::DqnHooks {
+        offline: Some(hook(None)),
+        online: Some(hook(Some(ctx.schedule.clone()))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,3 +29,14 @@ impl DqnHook for RehearsalHook {
         Ok(None)
     }
 }
+
+/// Rehearsal's hooks into a DQN-family student: teacher data in every online batch.
+pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
+    Ok(super::DqnHooks {
+        offline: None,
+        online: Some(Box::new(RehearsalHook {
+            data: ctx.data()?.clone(),
+            fraction: ctx.spec.method_config.rehearsal_fraction,
+        })),
+    })
+}

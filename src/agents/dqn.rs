@@ -757,13 +757,7 @@ impl Agent for Dqn {
             &raw_to_tensors(target, &self.device)?,
             Path::new(crate::checkpoint::TARGET_FILE),
         )?;
-        self.optimizer.load_state(
-            &AdamState {
-                step: state.optimizer_step,
-                tensors: raw_to_tensors(opt, &self.device)?,
-            },
-            Path::new(crate::checkpoint::OPTIMIZER_FILE),
-        )?;
+        super::restore_adam(&mut self.optimizer, state.optimizer_step, opt, &self.device)?;
         let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
         self.replay.import(&arrays, &state.replay)?;
         self.rng = state.rng;

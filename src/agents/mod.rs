@@ -144,6 +144,22 @@ pub fn resume_file<'a>(arrays: Option<&'a RawArrays>, file: &str) -> crate::Resu
     })
 }
 
+/// Restores `opt` from the moments in `optimizer.safetensors` and its step count.
+pub fn restore_adam(
+    opt: &mut crate::nn::Adam,
+    step: u64,
+    moments: &RawArrays,
+    device: &candle_core::Device,
+) -> crate::Result<()> {
+    opt.load_state(
+        &crate::nn::AdamState {
+            step,
+            tensors: crate::checkpoint::raw_to_tensors(moments, device)?,
+        },
+        std::path::Path::new(crate::checkpoint::OPTIMIZER_FILE),
+    )
+}
+
 /// The optimiser, replay and target-network arrays an off-policy agent's resume needs.
 pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawArrays, &RawArrays)> {
     use crate::checkpoint::{OPTIMIZER_FILE, REPLAY_FILE, TARGET_FILE};

@@ -806,13 +806,7 @@ impl Agent for Ppo {
         let state: PpoResumeState = super::decode_resume_state(agent)?;
         let opt = super::resume_file(data.optimizer.as_ref(), crate::checkpoint::OPTIMIZER_FILE)?;
         let rollout = super::resume_file(data.replay.as_ref(), crate::checkpoint::REPLAY_FILE)?;
-        self.optimizer.load_state(
-            &AdamState {
-                step: state.optimizer_step,
-                tensors: raw_to_tensors(opt, &self.device)?,
-            },
-            Path::new(crate::checkpoint::OPTIMIZER_FILE),
-        )?;
+        super::restore_adam(&mut self.optimizer, state.optimizer_step, opt, &self.device)?;
         self.rollout
             .import(rollout, state.rollout_envs, self.obs_dim)?;
         self.rng = state.rng;

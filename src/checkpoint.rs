@@ -311,14 +311,32 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
     Ok(())
 }
 
+/// Reads the weights and config of a checkpoint folder, and none of its resume-only files (a
+/// policy to act with: a teacher, an evaluation, a collection policy; its replay may be large).
+pub fn load_weights(dir: &Path) -> Result<CheckpointData> {
+    check_folder(dir)?;
+    let config: serde_json::Value = read_json(&dir.join(CONFIG_FILE))?;
+    let (model, _) = read_safetensors(&dir.join(MODEL_FILE))?;
+    Ok(CheckpointData {
+        config,
+        model,
+        ..Default::default()
+    })
+}
+
+fn check_folder(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::data(
+        dir,
+        "not a checkpoint folder (expected a directory with model.safetensors and config.json)",
+    ))
+}
+
 /// Reads a checkpoint folder. Missing resume-only files are `None`.
 pub fn load(dir: &Path) -> Result<CheckpointData> {
-    if !dir.is_dir() {
-        return Err(Error::data(
-            dir,
-            "not a checkpoint folder (expected a directory with model.safetensors and config.json)",
-        ));
-    }
+    check_folder(dir)?;
     let config: serde_json::Value = read_json(&dir.join(CONFIG_FILE))?;
     let (model, _) = read_safetensors(&dir.join(MODEL_FILE))?;
     let opt = |name: &str| -> Result<Option<BTreeMap<String, RawArray>>> {

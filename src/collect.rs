@@ -347,7 +347,7 @@ fn rollout_one(
 ) -> Result<()> {
     use crate::eval::ActionBuf;
     use crate::history::{DatasetWriter, SourceAlgo, TaskEntry, TransitionSchema};
-    let data = crate::checkpoint::load(policy)?;
+    let data = crate::checkpoint::load_weights(policy)?;
     let mut agent = crate::agents::from_checkpoint(&data, device)?;
     let family = TaskFamily::new(&spec.env.config())?;
     let trained: crate::envs::EnvSpec = serde_json::from_value(data.config["env"].clone())

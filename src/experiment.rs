@@ -227,7 +227,7 @@ pub fn eval_policy(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<E
         return eval_random(&env_config(env)?, a.tasks, a.episodes, a.seed);
     }
     let path = crate::hub::local_folder(a.policy, false)?;
-    let data = crate::checkpoint::load(&path)?;
+    let data = crate::checkpoint::load_weights(&path)?;
     if crate::ad::is_in_context(&data.config) {
         return crate::ad::curves::eval_in_context_at(
             &data,

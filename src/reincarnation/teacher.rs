@@ -368,7 +368,7 @@ pub fn resolve(src: &str) -> Result<PathBuf> {
 }
 
 fn load_checkpoint_teacher(dir: &Path, env: &EnvSpec, device: &Device) -> Result<Box<dyn Agent>> {
-    let data = crate::checkpoint::load(dir)?;
+    let data = crate::checkpoint::load_weights(dir)?;
     let trained: EnvSpec = serde_json::from_value(data.config["env"].clone()).map_err(|e| {
         Error::data(
             dir.join(crate::checkpoint::CONFIG_FILE),

@@ -314,7 +314,12 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
 /// Reads the weights and config of a checkpoint folder, and none of its resume-only files (a
 /// policy to act with: a teacher, an evaluation, a collection policy; its replay may be large).
 pub fn load_weights(dir: &Path) -> Result<CheckpointData> {
-    check_folder(dir)?;
+    if !dir.is_dir() {
+        return Err(Error::data(
+            dir,
+            "not a checkpoint folder (expected a directory with model.safetensors and config.json)",
+        ));
+    }
     let config: serde_json::Value = read_json(&dir.join(CONFIG_FILE))?;
     let (model, _) = read_safetensors(&dir.join(MODEL_FILE))?;
     Ok(CheckpointData {
@@ -324,21 +329,9 @@ pub fn load_weights(dir: &Path) -> Result<CheckpointData> {
     })
 }
 
-fn check_folder(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    Err(Error::data(
-        dir,
-        "not a checkpoint folder (expected a directory with model.safetensors and config.json)",
-    ))
-}
-
 /// Reads a checkpoint folder. Missing resume-only files are `None`.
 pub fn load(dir: &Path) -> Result<CheckpointData> {
-    check_folder(dir)?;
-    let config: serde_json::Value = read_json(&dir.join(CONFIG_FILE))?;
-    let (model, _) = read_safetensors(&dir.join(MODEL_FILE))?;
+    let weights = load_weights(dir)?;
     let opt = |name: &str| -> Result<Option<BTreeMap<String, RawArray>>> {
         let p = dir.join(name);
         Ok(if p.exists() {
@@ -349,8 +342,6 @@ pub fn load(dir: &Path) -> Result<CheckpointData> {
     };
     let ts = dir.join(TRAINER_STATE_FILE);
     Ok(CheckpointData {
-        config,
-        model,
         trainer_state: if ts.exists() {
             Some(read_json(&ts)?)
         } else {
@@ -359,6 +350,7 @@ pub fn load(dir: &Path) -> Result<CheckpointData> {
         optimizer: opt(OPTIMIZER_FILE)?,
         replay: opt(REPLAY_FILE)?,
         target: opt(TARGET_FILE)?,
+        ..weights
     })
 }
 

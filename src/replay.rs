@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Stored actions: discrete indices, or continuous rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,8 +199,8 @@ impl ReplayBuffer {
     }
 
     /// The buffer's contents and position as named arrays (for checkpoints; resume only).
-    pub fn export(&self) -> (HashMap<String, RawArray>, serde_json::Value) {
-        let mut m = HashMap::new();
+    pub fn export(&self) -> (BTreeMap<String, RawArray>, serde_json::Value) {
+        let mut m = BTreeMap::new();
         let n = self.capacity;
         m.insert(
             "obs".into(),
@@ -229,7 +229,7 @@ impl ReplayBuffer {
     /// Restores [`export`](Self::export)ed contents into a buffer of the same shape.
     pub fn import(
         &mut self,
-        arrays: &HashMap<String, RawArray>,
+        arrays: &BTreeMap<String, RawArray>,
         state: &serde_json::Value,
     ) -> Result<()> {
         let get = |k: &str| {

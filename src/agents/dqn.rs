@@ -724,7 +724,7 @@ impl Agent for Dqn {
             data.optimizer = Some(tensors_to_raw(&tensors)?);
             data.target = Some(tensors_to_raw(&self.target_store.state_dict())?);
             let (arrays, replay) = self.replay.export();
-            data.replay = Some(arrays.into_iter().collect());
+            data.replay = Some(arrays);
             let state = DqnResumeState {
                 rng: self.rng.clone(),
                 updates: self.updates,
@@ -747,7 +747,7 @@ impl Agent for Dqn {
         let src = Path::new("model.safetensors");
         self.store
             .load_state_dict(&raw_to_tensors(&data.model, &self.device)?, src)?;
-        let Some(agent) = super::resume_state(data)? else {
+        let Some(agent) = super::resume_state(data) else {
             // Weights only (a teacher, or evaluation): the target starts as the online net.
             return self.target_store.copy_from(&self.store);
         };
@@ -758,8 +758,7 @@ impl Agent for Dqn {
             Path::new(crate::checkpoint::TARGET_FILE),
         )?;
         super::restore_adam(&mut self.optimizer, state.optimizer_step, opt, &self.device)?;
-        let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
-        self.replay.import(&arrays, &state.replay)?;
+        self.replay.import(replay, &state.replay)?;
         self.rng = state.rng;
         self.updates = state.updates;
         if let Some(hook) = self.hook.as_mut() {

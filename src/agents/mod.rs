@@ -113,12 +113,11 @@ pub fn one_hot(
 
 /// The agent's part of a checkpoint's `trainer_state.json` (its `agent` object), or `None`
 /// for weights-only data (a teacher, an evaluation).
-pub fn resume_state(data: &CheckpointData) -> crate::Result<Option<&serde_json::Value>> {
-    Ok(data
-        .trainer_state
+pub fn resume_state(data: &CheckpointData) -> Option<&serde_json::Value> {
+    data.trainer_state
         .as_ref()
         .and_then(|t| t.get("agent"))
-        .filter(|a| !a.is_null()))
+        .filter(|a| !a.is_null())
 }
 
 /// Decodes an agent's resume state strictly: a missing, unknown or mistyped field is an error

@@ -800,7 +800,7 @@ impl Agent for Ppo {
             Path::new(crate::checkpoint::MODEL_FILE),
         )?;
         self.pending = None;
-        let Some(agent) = super::resume_state(data)? else {
+        let Some(agent) = super::resume_state(data) else {
             return Ok(());
         };
         let state: PpoResumeState = super::decode_resume_state(agent)?;

@@ -36,6 +36,7 @@ use crate::eval::evaluate_tasks;
 use crate::replay::ReplayBuffer;
 use crate::report::metrics::{read_series, MetricsLog};
 use crate::report::plot::{line_plot, Series};
+use crate::stage_result::MethodAggregate;
 use crate::train::{GreedyPolicy, LoopConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -664,7 +665,7 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
 pub fn aggregate(
     runs: &BTreeMap<String, Vec<ReincarnationSummary>>,
     seed: u64,
-) -> BTreeMap<String, serde_json::Value> {
+) -> BTreeMap<String, MethodAggregate> {
     use crate::report::aggregate::{bootstrap_ci, iqm};
     let mut out = BTreeMap::new();
     for (method, rs) in runs {
@@ -684,10 +685,13 @@ pub fn aggregate(
         let first_at_teacher = curve.iter().find(|p| p.1 >= 1.0).map(|p| p.0);
         out.insert(
             method.clone(),
-            serde_json::json!({
-                "final_iqm": iqm(&finals), "ci95": [lo, hi], "finals": finals,
-                "iqm_curve": curve, "first_step_iqm_at_teacher": first_at_teacher,
-            }),
+            MethodAggregate {
+                final_iqm: iqm(&finals),
+                ci95: (lo, hi),
+                finals,
+                iqm_curve: curve,
+                first_step_iqm_at_teacher: first_at_teacher,
+            },
         );
     }
     out

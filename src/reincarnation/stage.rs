@@ -16,9 +16,7 @@ use super::{aggregate, plot_normalised, run_reincarnate, Method, MethodConfig, R
 use super::{ReincarnationSummary, METHODS};
 use crate::envs::EnvRef;
 use crate::error::{Error, Result};
-use crate::stage_result::{
-    MethodAggregate, PooledMethod, ReincarnateResult, ReincarnationTable, StageResult,
-};
+use crate::stage_result::{PooledMethod, ReincarnateResult, ReincarnationTable, StageResult};
 use crate::train::LoopConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,18 +119,7 @@ pub fn run_stage(
             runs.entry(method.name().to_string()).or_default().push(r);
         }
     }
-    let methods = aggregate(&runs, default_seed)
-        .into_iter()
-        .map(|(m, v)| {
-            let typed: MethodAggregate = serde_json::from_value(v).map_err(|e| {
-                Error::Config(format!(
-                    "stage `{}`: the aggregate of method `{m}` does not have the shape of a method result: {e}",
-                    stage.name
-                ))
-            })?;
-            Ok((m, typed))
-        })
-        .collect::<Result<BTreeMap<String, MethodAggregate>>>()?;
+    let methods = aggregate(&runs, default_seed);
     let curves: Vec<(String, Vec<(f64, f64)>)> = methods
         .iter()
         .map(|(m, v)| (m.clone(), v.iqm_curve.clone()))

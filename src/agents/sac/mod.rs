@@ -1306,7 +1306,7 @@ impl Agent for Sac {
             data.optimizer = Some(opt);
             data.target = Some(tensors_to_raw(&self.target_store.state_dict())?);
             let (arrays, replay_state) = self.replay.export();
-            data.replay = Some(arrays.into_iter().collect());
+            data.replay = Some(arrays);
             let [actor, critic, temperature] = steps;
             let state = SacResumeState {
                 rng: self.rng.clone(),
@@ -1368,7 +1368,7 @@ impl Agent for Sac {
             n.check_dim(self.obs_dim, "config.json")?;
             self.obs_norm = Some(n);
         }
-        let Some(agent) = crate::agents::resume_state(data)? else {
+        let Some(agent) = crate::agents::resume_state(data) else {
             // Weights only (a teacher, or evaluation): the targets start as the critics.
             return self.target_store.copy_from(&self.critic_store);
         };
@@ -1400,8 +1400,7 @@ impl Agent for Sac {
         {
             o.load_state(&AdamState { step, tensors }, osrc)?;
         }
-        let arrays: HashMap<_, _> = replay.clone().into_iter().collect();
-        self.replay.import(&arrays, &state.replay)?;
+        self.replay.import(replay, &state.replay)?;
         self.rng = state.rng;
         self.updates = state.updates;
         self.reward_scaler = state.reward_scaler;

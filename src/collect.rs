@@ -261,6 +261,7 @@ fn collect_one(
     let scratch = out.join("runs").join(format!(".checkpoint-{r:05}"));
     let train_loop = LoopConfig {
         steps: spec.steps,
+        stop_at: None,
         task: Some(tasks[r % tasks.len()]),
         eval_interval: 0,
         eval_episodes: 1,

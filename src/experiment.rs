@@ -500,6 +500,7 @@ fn run_compare_stage(
             points: curve.iter().map(|c| (c.0, c.1)).collect(),
             band: curve.iter().map(|c| (c.0, c.1 - c.2, c.1 + c.2)).collect(),
             hline: None,
+            vline: None,
         });
     }
     let title = stage

@@ -27,9 +27,14 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LoopConfig {
-    /// Environment steps to train for.
+    /// Environment steps to train for: the run's budget, which schedules given as fractions
+    /// (`{ fraction = 0.5 }`) span.
     #[serde(default = "d_steps")]
     pub steps: u64,
+    /// Stop at this step with a resumable checkpoint, as a job whose time ran out would
+    /// (`--resume` continues it); the schedules still span `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<u64>,
     /// Task index to train on (default: the family's first training task).
     #[serde(default)]
     pub task: Option<usize>,
@@ -105,6 +110,21 @@ struct LoopState {
     /// uninterrupted run does.
     #[serde(default)]
     last_train: Option<Metrics>,
+    /// The budget the agent's schedules were resolved against when the run started: a resumed
+    /// run (even one extended with a larger `--steps`) keeps them.
+    #[serde(default)]
+    budget: Option<u64>,
+}
+
+/// The budget a checkpoint's run was started with (`None` for a checkpoint written before it
+/// was recorded, or without a trainer state).
+pub fn recorded_budget(out: &Path) -> Result<Option<u64>> {
+    let path = out.join(checkpoint::TRAINER_STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = crate::fs::read_json(&path)?;
+    Ok(v["loop"]["budget"].as_u64())
 }
 
 /// Logs the transitions of a one-environment [`VecEnv`] as one run of a dataset, numbering
@@ -220,6 +240,7 @@ pub fn train(
     venv.reset();
     let (mut step, mut episodes, mut evals) = (0u64, 0u64, 0u64);
     let mut resumed_last_train: Option<Metrics> = None;
+    let mut budget = cfg.steps;
     if resume {
         let data = checkpoint::load(out)?;
         let ts = data.trainer_state.clone().ok_or_else(|| {
@@ -239,6 +260,7 @@ pub fn train(
         tracing::info!(checkpoint = %out.display(), step = st.step, "resuming");
         (step, episodes, evals) = (st.step, st.episodes, st.evals);
         resumed_last_train = st.last_train;
+        budget = st.budget.unwrap_or(budget);
         if step >= cfg.steps {
             return Err(Error::Config(format!(
                 "the checkpoint in {} is already at step {step}; pass a larger --steps to continue",
@@ -317,6 +339,7 @@ pub fn train(
             evals,
             venv: venv.snapshot()?,
             last_train: last_train.clone(),
+            budget: Some(budget),
         };
         data.trainer_state = Some(serde_json::json!({
             "step": step,
@@ -331,7 +354,10 @@ pub fn train(
         log.reopen()
     };
 
-    while step < cfg.steps {
+    let end = cfg
+        .stop_at
+        .map_or(cfg.steps, |s| s.clamp(step + 1, cfg.steps));
+    while step < end {
         agent.act(&obs, true, step, &mut actions)?;
         venv.step(actions.as_batch())?;
         agent.observe(&Experience {
@@ -385,7 +411,7 @@ pub fn train(
             bar.set_message(format!("return {mean:.1} ({episodes} episodes)"));
         }
         bar.set_position(step);
-        let final_step = step == cfg.steps;
+        let final_step = step == end;
         if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0) || final_step {
             let r = eval_now(agent, &family, task, cfg, seed, step)?;
             evals += 1;
@@ -491,6 +517,11 @@ pub fn run_train(
 ) -> Result<TrainSummary> {
     let env = spec.env.config();
     let family = TaskFamily::new(&env)?;
-    let mut agent = crate::agents::build(&spec.algo, &spec.agent, family.spec(), device, seed)?;
+    let budget = match resume {
+        true => recorded_budget(out)?.unwrap_or(spec.train_loop.steps),
+        false => spec.train_loop.steps,
+    };
+    let mut agent =
+        crate::agents::build(&spec.algo, &spec.agent, family.spec(), device, seed, budget)?;
     train(agent.as_mut(), &env, &spec.train_loop, seed, out, resume)
 }

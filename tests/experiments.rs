@@ -21,6 +21,7 @@ fn shipped_experiment_files_parse() {
                         fam.spec(),
                         &candle_core::Device::Cpu,
                         0,
+                        t.train_loop.steps,
                     )
                     .unwrap_or_else(|e| panic!("{} stage {}: {e}", p.display(), t.name));
                 }
@@ -34,6 +35,7 @@ fn shipped_experiment_files_parse() {
                         fam.spec(),
                         &candle_core::Device::Cpu,
                         0,
+                        r.train_loop.steps,
                     )
                     .unwrap_or_else(|e| panic!("{} stage {}: {e}", p.display(), r.name));
                 }

@@ -236,7 +236,8 @@ fn a_minatar_conv_state_dict_acts_as_the_platform_network() {
             .into(),
     );
     let agent =
-        reincarnate::agents::build("dqn", &cfg, fam.spec(), &candle_core::Device::Cpu, 7).unwrap();
+        reincarnate::agents::build("dqn", &cfg, fam.spec(), &candle_core::Device::Cpu, 7, 1000)
+            .unwrap();
     let data = agent.save(false).unwrap();
     let ck = dir.path().join("ck");
     reincarnate::checkpoint::save(&ck, &data).unwrap();
@@ -317,6 +318,73 @@ fn qdagger_from_the_pytorch_teacher_reaches_teacher_level_far_sooner_than_tabula
         reincarnate::reincarnation::sibling(&fixture().root.join("qdagger"), "teacher-data");
     reincarnate::history::validate_or_error(&teacher_data).unwrap();
     assert!(f.root.join("qdagger/reincarnation.svg").exists());
+}
+
+/// The command a new user types, `reincarnate --teacher dqn.pt --arch mlp:120,84 --method
+/// qdagger --student dqn --env cartpole --steps 10000`, with no tuning flags (evaluations every
+/// 1,000 steps only to draw the curve): the budget-relative defaults resolve against 10k steps,
+/// the warm-started student keeps its teacher's level through the online phase and ends at
+/// ≥ 90% of it, above tabula rasa at the same budget.
+#[test]
+fn qdagger_with_default_flags_keeps_its_teachers_level_through_the_run() {
+    let f = fixture();
+    let pt = f.pt.display().to_string();
+    let run_cli = |method: &str, seed: u64| -> ReincarnationSummary {
+        let out = f.root.join(format!("defaults-{method}-s{seed}"));
+        let o = cli(&[
+            "reincarnate",
+            "--teacher",
+            &pt,
+            "--arch",
+            "mlp:120,84",
+            "--method",
+            method,
+            "--student",
+            "dqn",
+            "--env",
+            "cartpole",
+            "--steps",
+            "10000",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--set",
+            "loop.eval_interval=1000",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        reincarnate::fs::read_json(&out.join("reincarnation.json")).unwrap()
+    };
+    let runs: Vec<ReincarnationSummary> = (0..3).map(|s| run_cli("qdagger", s)).collect();
+    // The defaults as resolved for this budget, in the student's config.json.
+    let config: serde_json::Value =
+        reincarnate::fs::read_json(&f.root.join("defaults-qdagger-s0/config.json")).unwrap();
+    let agent = &config["agent"];
+    assert_eq!(agent["epsilon"]["decay_steps"], 5000, "{agent}");
+    assert_eq!(agent["learning_starts"], 200, "{agent}");
+    assert_eq!(
+        agent["epsilon"]["start"], agent["epsilon"]["end"],
+        "a warm-started student explores at the schedule's end: {agent}"
+    );
+    let points = runs[0].normalised_curve.len();
+    assert_eq!(points, 11, "step 0 and ten evaluations");
+    for i in 0..points {
+        let mean = runs.iter().map(|r| r.normalised_curve[i].1).sum::<f64>() / 3.0;
+        assert!(
+            mean >= 0.8,
+            "at step {} the students average {mean:.2} of the teacher: {:?}",
+            runs[0].normalised_curve[i].0,
+            runs.iter().map(|r| &r.normalised_curve).collect::<Vec<_>>()
+        );
+    }
+    let final_mean = runs.iter().map(|r| r.final_normalised).sum::<f64>() / 3.0;
+    assert!(final_mean >= 0.9, "final {final_mean:.2}");
+    let scratch = run_cli("tabula_rasa", 0);
+    assert!(
+        scratch.final_normalised < final_mean,
+        "tabula rasa {:.2} vs QDagger {final_mean:.2}",
+        scratch.final_normalised
+    );
 }
 
 #[test]

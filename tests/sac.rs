@@ -77,14 +77,22 @@ fn small_simbav2() -> Sac {
     cfg.network.actor_hidden = 16;
     cfg.network.critic_hidden = 32;
     cfg.batch_size = 32;
-    cfg.learning_starts = 0;
+    cfg.learning_starts = 0.into();
     cfg.buffer_size = 1000;
     cfg.diagnostics_interval = 1;
     // a large step size so the projection has real work to do
     cfg.actor_lr = reincarnate::nn::Schedule::constant(1e-2);
     cfg.critic_lr = reincarnate::nn::Schedule::constant(1e-2);
     let family = TaskFamily::from_id("pendulum").unwrap();
-    Sac::new("simbav2", cfg, family.spec(), &candle_core::Device::Cpu, 5).unwrap()
+    Sac::new(
+        "simbav2",
+        cfg,
+        family.spec(),
+        &candle_core::Device::Cpu,
+        5,
+        Some(1000),
+    )
+    .unwrap()
 }
 
 fn feed(agent: &mut Sac, n: usize) {
@@ -199,7 +207,7 @@ fn resume_is_exact(algo: &str, net: &str) {
     let a = tmp.path().join("a");
     run_train(&full, 7, &dev, &a, false).unwrap();
     let mut first = full.clone();
-    first.train_loop.steps = 530; // mid-episode
+    first.train_loop.stop_at = Some(530); // mid-episode, as if the job were stopped
     let b = tmp.path().join("b");
     run_train(&first, 7, &dev, &b, false).unwrap();
     run_train(&full, 7, &dev, &b, true).unwrap();
@@ -271,6 +279,7 @@ fn bad_settings_are_named() {
         family.spec(),
         &candle_core::Device::Cpu,
         0,
+        Some(1000),
     )
     .err()
     .unwrap()

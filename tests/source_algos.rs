@@ -101,6 +101,7 @@ fn regret_curve(algo: &str, env: &str, task: usize, pulls: usize, seed: u64) -> 
         family.spec(),
         &candle_core::Device::Cpu,
         seed,
+        pulls as u64,
     )
     .unwrap();
     let mut bandit = family.make(task).unwrap();
@@ -227,7 +228,8 @@ fn policy_outputs_are_distributions_and_ucb_is_one_hot() {
     let family = TaskFamily::from_id("bandit").unwrap();
     let dev = candle_core::Device::Cpu;
     for algo in ["ucb", "thompson"] {
-        let mut agent = agents::build(algo, &toml::Table::new(), family.spec(), &dev, 0).unwrap();
+        let mut agent =
+            agents::build(algo, &toml::Table::new(), family.spec(), &dev, 0, 4).unwrap();
         // a few observed pulls so the distribution is not trivial
         for (arm, r) in [(1usize, 1f32), (2, 0.0), (1, 1.0), (3, 1.0)] {
             let actions = ActionBuf::Discrete(vec![arm]);
@@ -255,7 +257,7 @@ fn policy_outputs_are_distributions_and_ucb_is_one_hot() {
         }
     }
     let family = TaskFamily::from_id("dark_room").unwrap();
-    let agent = agents::build("ppo", &toml::Table::new(), family.spec(), &dev, 0).unwrap();
+    let agent = agents::build("ppo", &toml::Table::new(), family.spec(), &dev, 0, 1).unwrap();
     let PolicyOutput::Probs(p) = agent.policy_output(&[4.0, 4.0, 0.0, 8.0]).unwrap() else {
         panic!("ppo gives probabilities")
     };

@@ -23,7 +23,7 @@ train_frequency = 1
 target_update_frequency = 100
 double_q = true
 n_step = 3
-epsilon = { start = 1.0, end = 0.05, decay_steps = 1000 }
+epsilon = { start = 1.0, end = 0.05, decay_steps = { fraction = 0.4 } }
 [loop]
 eval_interval = 500
 eval_episodes = 2
@@ -41,8 +41,12 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
     let a = tmp.path().join("a");
     run_train(&full, 7, &dev, &a, false).unwrap();
 
+    // ε decays over 40% of the 2,400-step budget in both runs: the interrupted one stops
+    // mid-episode and mid-schedule, as a job whose time ran out.
+    let config: serde_json::Value = reincarnate::fs::read_json(&a.join("config.json")).unwrap();
+    assert_eq!(config["agent"]["epsilon"]["decay_steps"], 960);
     let mut first = full.clone();
-    first.train_loop.steps = 1_100; // mid-episode, mid-schedule
+    first.train_loop.stop_at = Some(1_100);
     let b = tmp.path().join("b");
     run_train(&first, 7, &dev, &b, false).unwrap();
     run_train(&full, 7, &dev, &b, true).unwrap();
@@ -71,6 +75,13 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
             lb.get(i)
         );
     }
+
+    // Extending a finished run with a larger --steps keeps the schedules it started with.
+    let mut longer = full.clone();
+    longer.train_loop.steps = 3_000;
+    run_train(&longer, 7, &dev, &b, true).unwrap();
+    let config: serde_json::Value = reincarnate::fs::read_json(&b.join("config.json")).unwrap();
+    assert_eq!(config["agent"]["epsilon"]["decay_steps"], 960);
 
     // A different seed gives a different run.
     let c = tmp.path().join("c");

@@ -58,6 +58,7 @@ pub fn report_series(name: &str, r: &EvalReport) -> Series {
         points: pts,
         band,
         hline: None,
+        vline: None,
     }
 }
 
@@ -82,6 +83,7 @@ pub fn plot_icl(
             points: c.iter().map(|p| (p.0, p.1)).collect(),
             band: c.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
             hline: None,
+            vline: None,
         });
     }
     if let Some(opt) = reports.iter().find_map(|(_, r)| r.optimal_return) {

@@ -5,9 +5,16 @@
 //! body, with spectral normalisation on chosen layers (Gogianu et al. 2021) — see
 //! [`crate::nn::qnet`].
 //!
-//! Defaults are CleanRL's `dqn.py` for CartPole (lr 2.5e-4, buffer 10k, batch 128, target every
-//! 500 steps, train every 10 steps after 10k, ε 1 → 0.05 over half the run); C51's are the
-//! paper's (51 atoms on [−10, 10], Adam ε 3.125e-4 = 0.01/32). Experiment files tune them.
+//! Defaults are CleanRL's `dqn.py` for CartPole (lr 2.5e-4, buffer 10k, batch 128, MSE, target
+//! every 500 steps, ε 1 → 0.05 over half the run), with its budget-dependent values as
+//! fractions of the run: ε decays over `{ fraction = 0.5 }` (its `exploration_fraction`) and
+//! learning starts after `{ fraction = 0.02, at_most = 10_000 }` (its 10k of 500k steps, never
+//! more). One departure: an update every environment step (`train_frequency = 1`, MinAtar's DQN,
+//! Young & Tian 2019) where CleanRL updates every 10th: at budgets below CleanRL's 500k its 10
+//! leaves too few updates (CartPole at 100k steps: greedy return 314 against 495, 3 seeds).
+//! C51 takes CleanRL's `c51.py` support for classic control, 101 atoms on [−100, 100] (returns
+//! of unit rewards reach 1/(1 − γ) = 100; the paper's [−10, 10] is for clipped Atari rewards),
+//! with the paper's Adam ε 3.125e-4 = 0.01/32. Experiment files tune them.
 
 use super::{Agent, Experience, Metrics, PolicyOutput};
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
@@ -17,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::nn::categorical::cross_entropy;
 use crate::nn::optim::AdamState;
 use crate::nn::{
-    grad, Adam, AdamConfig, CategoricalSupport, ParamStore, QNetConfig, QNetwork, Schedule,
+    grad, Adam, AdamConfig, CategoricalSupport, ParamStore, QNetConfig, QNetwork, Schedule, Steps,
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
@@ -36,21 +43,23 @@ pub enum TdLoss {
     Mse,
 }
 
-/// Linear ε-greedy exploration: `start` → `end` over `decay_steps` environment steps.
+/// Linear ε-greedy exploration: `start` → `end` over `decay_steps` environment steps, a count
+/// or a fraction of the run (`{ fraction = 0.5 }`: CleanRL's `exploration_fraction`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Epsilon {
     pub start: f64,
     pub end: f64,
-    pub decay_steps: u64,
+    pub decay_steps: Steps,
 }
 
 impl Epsilon {
+    /// ε at environment step `step` (of a resolved schedule).
     pub fn at(&self, step: u64) -> f64 {
         Schedule::Linear {
             start: self.start,
             end: self.end,
-            steps: self.decay_steps.max(1),
+            steps: Steps::Count(self.decay_steps.count().max(1)),
         }
         .value(step)
     }
@@ -71,13 +80,13 @@ pub struct DqnConfig {
     pub buffer_size: usize,
     pub batch_size: usize,
     /// Environment steps of pure exploration before the first update.
-    pub learning_starts: u64,
+    pub learning_starts: Steps,
     /// Gradient updates happen every this many environment steps ...
     pub train_frequency: u64,
     /// ... and each time this many of them (SB3's `gradient_steps`).
     pub gradient_steps: usize,
     /// Target update every this many environment steps.
-    pub target_update_frequency: u64,
+    pub target_update_frequency: Steps,
     /// 1.0 = hard copy; < 1 = Polyak averaging at each target update.
     pub tau: f64,
     pub epsilon: Epsilon,
@@ -100,30 +109,65 @@ impl Default for DqnConfig {
             loss: TdLoss::Mse,
             buffer_size: 10_000,
             batch_size: 128,
-            learning_starts: 10_000,
-            train_frequency: 10,
+            learning_starts: Steps::Fraction {
+                fraction: 0.02,
+                at_most: Some(10_000),
+            },
+            train_frequency: 1,
             gradient_steps: 1,
-            target_update_frequency: 500,
+            target_update_frequency: Steps::Count(500),
             tau: 1.0,
             epsilon: Epsilon {
                 start: 1.0,
                 end: 0.05,
-                decay_steps: 250_000,
+                decay_steps: Steps::fraction(0.5),
             },
             max_grad_norm: None,
-            v_min: -10.0,
-            v_max: 10.0,
+            v_min: -100.0,
+            v_max: 100.0,
         }
     }
 }
 
 impl DqnConfig {
-    /// C51 defaults (Bellemare et al. 2017): 51 atoms on [−10, 10], Adam ε = 0.01/32.
+    /// C51 defaults: 101 atoms on [−100, 100] (CleanRL's `c51.py` for classic control), Adam
+    /// ε = 0.01/32 (Bellemare et al. 2017).
     pub fn c51() -> Self {
         let mut c = Self::default();
-        c.network.atoms = 51;
+        c.network.atoms = 101;
         c.optimizer = AdamConfig::adam(3.125e-4);
         c
+    }
+
+    /// The config with every fraction resolved against a run of `budget` environment steps:
+    /// ε's decay, learning starts and the target period in environment steps, a linear
+    /// learning-rate schedule's length in the run's gradient updates. `None` (an agent rebuilt
+    /// from its `config.json`, which holds counts) refuses fractions.
+    pub fn resolve(mut self, budget: Option<u64>) -> Result<Self> {
+        self.learning_starts = self
+            .learning_starts
+            .resolve(budget, "agent.learning_starts")?;
+        self.target_update_frequency = self
+            .target_update_frequency
+            .resolve(budget, "agent.target_update_frequency")?;
+        self.epsilon.decay_steps = self
+            .epsilon
+            .decay_steps
+            .resolve(budget, "agent.epsilon.decay_steps")?;
+        let updates = budget.map(|b| {
+            b.saturating_sub(self.learning_starts.count()) / self.train_frequency.max(1)
+                * self.gradient_steps as u64
+        });
+        self.learning_rate = self.learning_rate.resolve(updates, "agent.learning_rate")?;
+        Ok(self)
+    }
+
+    /// Exploration for a student that starts from a teacher's competence (fine-tuning,
+    /// QDagger after its offline phase, pretraining, behaviour cloning, DQfD): ε held at the
+    /// schedule's end value from the first step. Re-exploring from ε = 1 would fill the replay
+    /// with near-random episodes in place of the teacher's behaviour.
+    pub fn start_warm(&mut self) {
+        self.epsilon.start = self.epsilon.end;
     }
 
     fn validate(&self) -> Result<()> {
@@ -138,7 +182,7 @@ impl DqnConfig {
             return bad(format!("agent.gamma must be in [0, 1], got {}", self.gamma));
         }
         if self.train_frequency == 0
-            || self.target_update_frequency == 0
+            || self.target_update_frequency.count() == 0
             || self.gradient_steps == 0
         {
             return bad("agent.train_frequency, agent.gradient_steps and agent.target_update_frequency must be at least 1".into());
@@ -227,14 +271,17 @@ pub struct Dqn {
 }
 
 impl Dqn {
-    /// A fresh agent for `env` (discrete actions only).
+    /// A fresh agent for `env` (discrete actions only), for a run of `budget` environment
+    /// steps (fractions in `config` resolve against it, [`DqnConfig::resolve`]).
     pub fn new(
         algorithm: &str,
         config: DqnConfig,
         env: &EnvSpec,
         device: &Device,
         seed: u64,
+        budget: Option<u64>,
     ) -> Result<Self> {
+        let config = config.resolve(budget)?;
         config.validate()?;
         crate::device::configure_cpu_threads(None);
         let n_actions = match &env.action_space {
@@ -301,6 +348,11 @@ impl Dqn {
         &self.replay
     }
 
+    /// Holds ε at its end value from the first step ([`DqnConfig::start_warm`]).
+    pub fn start_warm(&mut self) {
+        self.config.start_warm();
+    }
+
     /// Installs (or with `None` removes) a reincarnation method's hook.
     pub fn set_hook(&mut self, hook: Option<Box<dyn DqnHook>>) {
         self.hook = hook;
@@ -318,8 +370,8 @@ impl Dqn {
         }
         let m = self.gradient_step(step, Some(data))?;
         let c = &self.config;
-        let every =
-            (c.target_update_frequency / c.train_frequency).max(1) * c.gradient_steps as u64;
+        let every = (c.target_update_frequency.count() / c.train_frequency).max(1)
+            * c.gradient_steps as u64;
         if self.updates.is_multiple_of(every) {
             self.sync_target()?;
         }
@@ -677,7 +729,7 @@ impl Agent for Dqn {
 
     fn update(&mut self, step: u64) -> Result<Option<Metrics>> {
         let c = &self.config;
-        if step < c.learning_starts || self.replay.is_empty() {
+        if step < c.learning_starts.count() || self.replay.is_empty() {
             return Ok(None);
         }
         let mut metrics = None;
@@ -686,7 +738,7 @@ impl Agent for Dqn {
                 metrics = Some(self.gradient_step(step, None)?);
             }
         }
-        if step.is_multiple_of(self.config.target_update_frequency) {
+        if step.is_multiple_of(self.config.target_update_frequency.count()) {
             self.sync_target()?;
         }
         Ok(metrics)
@@ -928,11 +980,50 @@ mod tests {
     }
 
     #[test]
+    fn defaults_resolve_against_the_budget_and_explicit_counts_win() {
+        let c = DqnConfig::default().resolve(Some(100_000)).unwrap();
+        assert_eq!(c.epsilon.decay_steps, Steps::Count(50_000));
+        assert_eq!(c.learning_starts, Steps::Count(2_000));
+        assert_eq!(c.target_update_frequency, Steps::Count(500));
+        // CleanRL's own budget gives CleanRL's numbers; a long run caps learning starts.
+        let c = DqnConfig::default().resolve(Some(500_000)).unwrap();
+        assert_eq!(c.learning_starts, Steps::Count(10_000));
+        assert_eq!(c.epsilon.decay_steps, Steps::Count(250_000));
+        let c = DqnConfig::default().resolve(Some(10_000_000)).unwrap();
+        assert_eq!(c.learning_starts, Steps::Count(10_000));
+        // Explicit counts are kept; a fractional lr schedule spans the run's updates:
+        // (10_000 − 1_000) / 3 steps between updates × 2 per update = 6_000.
+        let mut c = DqnConfig {
+            learning_starts: Steps::Count(1_000),
+            train_frequency: 3,
+            gradient_steps: 2,
+            learning_rate: Schedule::Linear {
+                start: 1.0,
+                end: 0.0,
+                steps: Steps::fraction(1.0),
+            },
+            ..DqnConfig::default()
+        };
+        c.epsilon.decay_steps = Steps::Count(123);
+        let c = c.resolve(Some(10_000)).unwrap();
+        assert_eq!(c.learning_starts, Steps::Count(1_000));
+        assert_eq!(c.epsilon.decay_steps, Steps::Count(123));
+        assert_eq!(c.learning_rate.value(3_000), 0.5);
+        // A config rebuilt from a checkpoint holds counts; a fraction there is refused.
+        let e = DqnConfig::default().resolve(None).unwrap_err().to_string();
+        assert!(e.contains("agent.learning_starts"), "{e}");
+        // A warm start holds ε at the end value from the first step.
+        let mut c = DqnConfig::default().resolve(Some(1_000)).unwrap();
+        c.start_warm();
+        assert_eq!(c.epsilon.at(0), 0.05);
+    }
+
+    #[test]
     fn epsilon_decays_linearly_then_holds() {
         let e = Epsilon {
             start: 1.0,
             end: 0.05,
-            decay_steps: 1000,
+            decay_steps: Steps::Count(1000),
         };
         assert_eq!(e.at(0), 1.0);
         assert!((e.at(500) - 0.525).abs() < 1e-12);

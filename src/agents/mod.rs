@@ -199,13 +199,16 @@ fn with_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
     crate::config::from_table(table, &format!("[agent] of {algo}"))
 }
 
-/// Builds a fresh agent of `algo` with its paper defaults overridden by `agent_cfg`.
+/// Builds a fresh agent of `algo` with its paper defaults overridden by `agent_cfg`, for a run
+/// of `budget` environment steps: the defaults and values given as `{ fraction = f }` of the
+/// budget resolve against it ([`crate::nn::Steps`]).
 pub fn build(
     algo: &str,
     agent_cfg: &toml::Table,
     env: &crate::envs::EnvSpec,
     device: &candle_core::Device,
     seed: u64,
+    budget: u64,
 ) -> crate::Result<Box<dyn Agent>> {
     match algo {
         "dqn" => Ok(Box::new(dqn::Dqn::new(
@@ -214,6 +217,7 @@ pub fn build(
             env,
             device,
             seed,
+            Some(budget),
         )?)),
         "c51" => Ok(Box::new(dqn::Dqn::new(
             algo,
@@ -221,6 +225,7 @@ pub fn build(
             env,
             device,
             seed,
+            Some(budget),
         )?)),
         "ppo" => Ok(Box::new(ppo::Ppo::new(
             with_defaults(ppo::PpoConfig::default(), agent_cfg, algo)?,
@@ -243,6 +248,7 @@ pub fn build(
             env,
             device,
             seed,
+            Some(budget),
         )?)),
         "simbav2" => Ok(Box::new(sac::Sac::new(
             algo,
@@ -250,6 +256,7 @@ pub fn build(
             env,
             device,
             seed,
+            Some(budget),
         )?)),
         other => Err(crate::Error::Config(format!(
             "unknown algorithm `{other}`{}; available: {}",
@@ -282,7 +289,7 @@ pub fn from_checkpoint(
             let cfg: dqn::DqnConfig =
                 serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
                     .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
-            Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0)?)
+            Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0, None)?)
         }
         "ppo" => {
             let cfg: ppo::PpoConfig =
@@ -306,7 +313,7 @@ pub fn from_checkpoint(
             let cfg: sac::SacConfig =
                 serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
                     .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
-            Box::new(sac::Sac::new(algo, cfg, &env, device, 0)?)
+            Box::new(sac::Sac::new(algo, cfg, &env, device, 0, None)?)
         }
         other => return Err(bad(&format!("unknown algorithm `{other}`"))),
     };

@@ -49,5 +49,5 @@ pub use mlp::{Mlp, MlpInit};
 pub use optim::{Adam, AdamConfig, AdamState, ParamOptions};
 pub use params::{ParamPath, ParamStore};
 pub use qnet::{Body, QNetConfig, QNetwork, SnLayers};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, Steps};
 pub use spectral_norm::{SnMode, SpectralNorm};

@@ -17,8 +17,8 @@
 //! - Diagonal: each policy is a diagonal Gaussian, so the KL is a sum over action dimensions of
 //!   `log σ_T − log σ_S + (σ_S² + (μ_S − μ_T)²) / (2 σ_T²) − ½`, then averaged over the batch.
 //! - λ_t: as QDagger's ([`super::qdagger::NormalisedDecay`]): `distill_coef` in an offline
-//!   phase, then decayed by the student's teacher-normalised training return and 0 after
-//!   `decay_steps`. The temperature τ and the learning-rate tie of the DQN methods do not apply.
+//!   phase, then decayed by the student's teacher-normalised training return (and 0 from
+//!   `decay_steps` on when it is set). The temperature τ and the learning-rate tie of the DQN methods do not apply.
 
 use super::qdagger::{NormalisedDecay, StudentReturns};
 use super::teacher::Teacher;

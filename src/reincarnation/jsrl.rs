@@ -120,7 +120,7 @@ pub fn dqn_hooks(ctx: &super::MethodContext<'_>) -> Result<super::DqnHooks> {
         offline: None,
         online: Some(Box::new(JsrlHook::new(
             ctx.teacher.clone(),
-            ctx.decay_steps,
+            ctx.roll_in_decay,
             ctx.max_roll_in,
             ctx.seed,
         ))),

@@ -95,6 +95,14 @@ impl Method {
             Method::Qdagger | Method::Rehearsal | Method::Pretrain | Method::Dqfd | Method::Bc
         )
     }
+    /// Methods whose student starts from the teacher's competence (its weights, or an offline
+    /// phase on its data) and so starts exploring at the schedule's end ([`MethodConfig::warm_epsilon`]).
+    pub fn starts_warm(self) -> bool {
+        matches!(
+            self,
+            Method::Finetune | Method::Qdagger | Method::Pretrain | Method::Dqfd | Method::Bc
+        )
+    }
     fn has_offline_phase(self) -> bool {
         matches!(
             self,
@@ -113,8 +121,9 @@ pub struct MethodConfig {
     pub distill_coef: f64,
     /// Distillation temperature τ (0.1; DQN-family students only).
     pub temperature: f64,
-    /// Distillation is switched off after this many environment steps (default: half the
-    /// budget). Also JSRL's roll-in decay period.
+    /// Distillation is forced off from this environment step on (default: never; its weight
+    /// follows the student's return, see [`qdagger`]). Also JSRL's roll-in decay period
+    /// (default: half the budget).
     pub decay_steps: Option<u64>,
     /// Tie the learning rate to the distillation factor (QDagger), floored at `lr_floor`
     /// (DQN-family students; SAC-family students keep their configured schedules).
@@ -140,6 +149,10 @@ pub struct MethodConfig {
     pub max_roll_in: Option<u64>,
     /// Episodes to score the teacher and a random policy.
     pub score_episodes: usize,
+    /// Warm-started students (finetune, QDagger, pretrain, DQfD, BC) hold ε at the schedule's
+    /// end value from their first online step instead of re-exploring from ε = 1, which would
+    /// replace the competence they start with by near-random episodes in their replay.
+    pub warm_epsilon: bool,
 }
 
 impl Default for MethodConfig {
@@ -160,6 +173,7 @@ impl Default for MethodConfig {
             cql_alpha: 1.0,
             max_roll_in: None,
             score_episodes: 20,
+            warm_epsilon: true,
         }
     }
 }
@@ -233,8 +247,14 @@ pub fn run_reincarnate(
         device,
     )?);
     let ends = score_ends(spec, &teacher, &family, task, seed)?;
-    let mut student =
-        crate::agents::build(&spec.student, &spec.agent, family.spec(), device, seed)?;
+    let mut student = crate::agents::build(
+        &spec.student,
+        &spec.agent,
+        family.spec(),
+        device,
+        seed,
+        spec.train_loop.steps,
+    )?;
     let online_updates = online_updates(spec, &teacher, student.as_mut())?;
     crate::fs::create_dir_all(out)?;
     let data = if spec.method.needs_data() {
@@ -250,11 +270,10 @@ pub fn run_reincarnate(
     } else {
         0
     };
-    let decay_steps = mc.decay_steps.unwrap_or(spec.train_loop.steps / 2);
     let schedule = qdagger::NormalisedDecay {
         random_return: ends.random,
         teacher_return: ends.teacher,
-        decay_steps,
+        decay_steps: mc.decay_steps,
         return_window: mc.return_window,
         tie_lr: mc.tie_lr,
         lr_floor: mc.lr_floor,
@@ -264,7 +283,7 @@ pub fn run_reincarnate(
         teacher: &teacher,
         data: data.as_ref(),
         schedule: &schedule,
-        decay_steps,
+        roll_in_decay: mc.decay_steps.unwrap_or(spec.train_loop.steps / 2),
         max_roll_in: mc
             .max_roll_in
             .unwrap_or(family.spec().max_episode_steps as u64),
@@ -333,8 +352,47 @@ pub fn run_reincarnate(
             spec.method.name().to_string(),
             result.normalised_curve.clone(),
         )],
+        run_markers(spec, &result, &out.join("metrics.jsonl"))?,
     )?;
     Ok(result)
+}
+
+/// What the plot of one run marks besides its curve: [`phase_markers`] and the distillation
+/// weight `λ_t / coef` as the training log recorded it (QDagger, kickstarting).
+fn run_markers(
+    spec: &ReincarnateSpec,
+    result: &ReincarnationSummary,
+    metrics: &Path,
+) -> Result<Vec<Series>> {
+    let mut extra = phase_markers(spec, result.offline_updates);
+    let coef = spec.method_config.distill_coef;
+    let weight = read_series(metrics, "train", "distill_lambda")?;
+    if !weight.is_empty() && coef > 0.0 {
+        extra.push(Series::line(
+            "distillation weight λ_t / coef",
+            weight.into_iter().map(|(x, l)| (x, l / coef)).collect(),
+        ));
+    }
+    Ok(extra)
+}
+
+/// Vertical markers of a method's phases on the student's curve: where its offline phase
+/// ended (the curve's step 0, `offline_updates` gradient steps on teacher data) and, when
+/// `decay_steps` forces it, where distillation was switched off.
+pub fn phase_markers(spec: &ReincarnateSpec, offline_updates: u64) -> Vec<Series> {
+    let mut marks = Vec::new();
+    if offline_updates > 0 {
+        marks.push(Series::marker(
+            format!("offline phase ends ({offline_updates} updates)"),
+            0.0,
+        ));
+    }
+    if let (Method::Qdagger | Method::Kickstart, Some(d)) =
+        (spec.method, spec.method_config.decay_steps)
+    {
+        marks.push(Series::marker("distillation switched off", d as f64));
+    }
+    marks
 }
 
 /// The two ends of the teacher-normalised score.
@@ -396,12 +454,13 @@ fn online_updates(
     if let Some(sac) = student.as_sac_mut() {
         sac_methods::check(spec, teacher)?;
         let c = sac.config();
-        return Ok(steps.saturating_sub(c.learning_starts) * c.utd as u64);
+        return Ok(steps.saturating_sub(c.learning_starts.count()) * c.utd as u64);
     }
     if let Some(dqn) = student.as_dqn_mut() {
         let c = dqn.config();
         return Ok(
-            steps.saturating_sub(c.learning_starts) / c.train_frequency * c.gradient_steps as u64
+            steps.saturating_sub(c.learning_starts.count()) / c.train_frequency
+                * c.gradient_steps as u64,
         );
     }
     Err(Error::Config(format!(
@@ -419,7 +478,7 @@ pub struct MethodContext<'a> {
     /// λ_t of the online distillation (QDagger, kickstarting).
     pub schedule: &'a qdagger::NormalisedDecay,
     /// JSRL's roll-in decay period.
-    pub decay_steps: u64,
+    pub roll_in_decay: u64,
     pub max_roll_in: u64,
     pub seed: u64,
 }
@@ -531,6 +590,9 @@ fn install_online_hook(
         sac.set_hook(hook);
     } else if let Some(dqn) = student.as_dqn_mut() {
         dqn.set_hook(dqn_hook);
+        if ctx.spec.method.starts_warm() && ctx.spec.method_config.warm_epsilon {
+            dqn.start_warm();
+        }
     }
     Ok(())
 }
@@ -579,12 +641,14 @@ pub fn plot_normalised(
     path: &Path,
     title: &str,
     curves: &[(String, Vec<(f64, f64)>)],
+    extra: Vec<Series>,
 ) -> Result<()> {
     let mut series: Vec<Series> = curves
         .iter()
         .map(|(name, pts)| Series::line(name.clone(), pts.clone()))
         .collect();
     series.push(Series::reference("teacher", 1.0));
+    series.extend(extra);
     line_plot(
         path,
         title,

@@ -4,11 +4,18 @@
 //!
 //! - Offline phase: batches come from the teacher's data only, λ = `distill_coef` (3.0).
 //! - Online phase: the student collects its own data and
-//!   `λ_t = coef · max(1 − (G_S − G_random) / (G_T − G_random), 0)`, forced to 0 once
-//!   `decay_steps` environment steps have passed. `G_S` is the mean of the student's last
-//!   `return_window` training-episode returns (the paper uses the student's recent returns;
-//!   the window is our choice). With `tie_lr` the learning rate is scaled by the same factor,
-//!   floored at `lr_floor` (the paper's 1e-4 → 1e-5 is `lr_floor = 0.1`).
+//!   `λ_t = coef · max(1 − (G_S − G_random) / (G_T − G_random), 0)`. `G_S` is the mean of the
+//!   student's last `return_window` training-episode returns (the paper uses the student's
+//!   recent returns; the window is our choice). With `tie_lr` the learning rate is scaled by
+//!   the same factor, floored at `lr_floor` (the paper's 1e-4 → 1e-5 is `lr_floor = 0.1`).
+//! - λ_t follows the student's return for the whole run unless `decay_steps` is set, which
+//!   forces it to 0 from that step on. The weight is already 0 whenever the student is at or
+//!   above its teacher, so it never holds a better student back; and a student that falls
+//!   below gets the teacher's pull again. A forced switch-off takes that away: on CartPole at a
+//!   20k-step budget, with the switch-off at half the budget, 4 of 5 students fell from the
+//!   teacher's 500 to ≈ 10 within 2–6k steps (their Q-values, ≈ 45 against a fixed point of
+//!   100, were still rising under the TD loss, and the action gaps distillation had set are far
+//!   smaller than that drift); without it, all five ended at 0.87–1.0 of the teacher.
 //!
 //! The distillation loss is shared with kickstarting ([`super::kickstart`]), which is the
 //! online phase alone.
@@ -39,8 +46,8 @@ pub fn qdagger_distill_loss(
 pub struct NormalisedDecay {
     pub random_return: f64,
     pub teacher_return: f64,
-    /// Environment steps after which λ = 0.
-    pub decay_steps: u64,
+    /// Environment steps after which λ = 0 (`None`: never forced).
+    pub decay_steps: Option<u64>,
     pub return_window: usize,
     pub tie_lr: bool,
     pub lr_floor: f64,
@@ -58,7 +65,7 @@ impl NormalisedDecay {
 
     /// `λ_t = coef · max(1 − score, 0)`, 0 from `decay_steps` on.
     pub fn lambda(&self, coef: f64, recent: &VecDeque<f64>, step: u64) -> f64 {
-        if step >= self.decay_steps {
+        if self.decay_steps.is_some_and(|d| step >= d) {
             0.0
         } else {
             coef * (1.0 - self.score(recent)).max(0.0)
@@ -268,7 +275,7 @@ mod tests {
         NormalisedDecay {
             random_return: 10.0,
             teacher_return: 110.0,
-            decay_steps: 1000,
+            decay_steps: Some(1000),
             return_window: 2,
             tie_lr,
             lr_floor: 0.1,
@@ -285,8 +292,14 @@ mod tests {
         assert!((s.lambda(3.0, &recent(&[30.0, 40.0]), 10) - 2.25).abs() < 1e-12);
         // At or above the teacher: λ = 0 (not negative).
         assert_eq!(s.lambda(3.0, &recent(&[200.0]), 10), 0.0);
-        // From decay_steps on, λ = 0 whatever the score.
+        // From decay_steps on, λ = 0 whatever the score; never forced without it.
         assert_eq!(s.lambda(3.0, &recent(&[]), 1000), 0.0);
+        let unforced = NormalisedDecay {
+            decay_steps: None,
+            ..s.clone()
+        };
+        assert_eq!(unforced.lambda(3.0, &recent(&[]), u64::MAX), 3.0);
+        assert!((unforced.lambda(3.0, &recent(&[30.0, 40.0]), 1_000_000) - 2.25).abs() < 1e-12);
         // The tied learning rate: 1 at full weight, the floor at 0, linear between.
         assert!((s.lr_factor(3.0, 3.0) - 1.0).abs() < 1e-12);
         assert!((s.lr_factor(0.0, 3.0) - 0.1).abs() < 1e-12);

@@ -60,6 +60,32 @@ pub struct ReincarnationSummaryStage {
     pub stages: Vec<String>,
 }
 
+/// The phase markers of a stage's plot: the offline phase's end when a method had one, and
+/// the forced switch-off of distillation when `decay_steps` sets one for QDagger or
+/// kickstarting.
+fn stage_markers(
+    stage: &ReincarnateStage,
+    runs: &BTreeMap<String, Vec<ReincarnationSummary>>,
+) -> Vec<crate::report::plot::Series> {
+    use crate::report::plot::Series;
+    let mut marks = Vec::new();
+    let offline = runs.values().flatten().map(|r| r.offline_updates).max();
+    if let Some(n) = offline.filter(|&n| n > 0) {
+        marks.push(Series::marker(
+            format!("offline phases end (up to {n} updates)"),
+            0.0,
+        ));
+    }
+    let distils = stage
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::Qdagger | Method::Kickstart));
+    if let (true, Some(d)) = (distils, stage.method_config.decay_steps) {
+        marks.push(Series::marker("distillation switched off", d as f64));
+    }
+    marks
+}
+
 /// Runs a `reincarnate` stage into `dir`. `teacher_stage` maps `stage:NAME` to a checkpoint.
 pub fn run_stage(
     stage: &ReincarnateStage,
@@ -133,6 +159,7 @@ pub fn run_stage(
             seeds.len()
         ),
         &curves,
+        stage_markers(stage, &runs),
     )?;
     let first = runs.values().next().and_then(|r| r.first());
     Ok(StageResult::Reincarnate(ReincarnateResult {
@@ -254,6 +281,7 @@ pub fn run_with_baseline(
                 (spec.method.name().to_string(), run.normalised_curve.clone()),
                 ("tabula_rasa".into(), b.normalised_curve.clone()),
             ],
+            super::phase_markers(spec, run.offline_updates),
         )?;
         Some((b, base_out))
     } else {

@@ -524,7 +524,8 @@ pub fn import_state_dict(
         network: arch.qnet_config(),
         ..crate::agents::dqn::DqnConfig::default()
     };
-    let mut agent = crate::agents::dqn::Dqn::new("dqn", cfg, env, device, 0)?;
+    // An imported teacher only acts: its training schedules resolve against an empty run.
+    let mut agent = crate::agents::dqn::Dqn::new("dqn", cfg, env, device, 0, Some(0))?;
     let expected = agent.store().state_dict();
     let n_layers = arch.qnet_config().n_layers();
     if layers.len() != n_layers {

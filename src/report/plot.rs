@@ -13,6 +13,8 @@ pub struct Series {
     pub band: Vec<(f64, f64, f64)>,
     /// Draw as a horizontal dashed reference line at this y (ignores `points`).
     pub hline: Option<f64>,
+    /// Draw as a vertical dashed marker at this x (ignores `points`), e.g. where a phase ends.
+    pub vline: Option<f64>,
 }
 
 impl Series {
@@ -27,6 +29,13 @@ impl Series {
         Self {
             name: name.into(),
             hline: Some(y),
+            ..Default::default()
+        }
+    }
+    pub fn marker(name: impl Into<String>, x: f64) -> Self {
+        Self {
+            name: name.into(),
+            vline: Some(x),
             ..Default::default()
         }
     }
@@ -60,6 +69,7 @@ pub fn line_plot(
             .iter()
             .map(|p| p.0)
             .chain(s.band.iter().map(|b| b.0))
+            .chain(s.vline)
     });
     let ys = series.iter().flat_map(|s| {
         s.points
@@ -84,6 +94,10 @@ pub fn line_plot(
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
+    }
+    // A marker on the left edge would hide in the axis.
+    if series.iter().any(|s| s.vline == Some(x0)) {
+        x0 -= (x1 - x0) * 0.015;
     }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
     let (y0, y1) = (y0 - pad, y1 + pad);
@@ -124,6 +138,10 @@ pub fn line_plot(
             let anno = if let Some(y) = s.hline {
                 chart
                     .draw_series(DashedLineSeries::new(vec![(x0, y), (x1, y)], 8, 6, style))
+                    .map_err(plot_err(path))?
+            } else if let Some(x) = s.vline {
+                chart
+                    .draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 4, 4, style))
                     .map_err(plot_err(path))?
             } else {
                 chart

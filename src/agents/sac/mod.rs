@@ -5,14 +5,16 @@
 //! One agent, two sets of defaults, as `dqn`/`c51` share [`super::dqn`]:
 //! - `sac` follows CleanRL's `sac_continuous_action.py`: actor and twin critics 256-256 ReLU MLPs
 //!   with PyTorch's default init, log-std squashed into [−5, 2], Adam lr 3e-4 (actor) / 1e-3
-//!   (critics and temperature), batch 256, buffer 1M, 5,000 random steps, γ 0.99, τ 0.005,
+//!   (critics and temperature), batch 256, buffer 1M, 5,000 random steps (5% of a shorter run:
+//!   `learning_starts = { fraction = 0.05, at_most = 5_000 }`), γ 0.99, τ 0.005,
 //!   automatic entropy tuning toward −|A| from α = 1, and the actor (with the temperature)
 //!   updated every second step, twice (`actor_update_interval = 2`, CleanRL's
 //!   `policy_frequency`). Update order: critic, actor, temperature, target.
 //! - `simbav2` follows Lee et al. (2025): [`crate::nn::hyperspherical`] actor (1 block × 128) and
 //!   critic (2 blocks × 512), 101-atom categorical critic on [−5, 5] with the C51 projection,
 //!   log-std in [−10, 2], running observation normalisation, reward scaling with G_max = 5,
-//!   temperature from 0.01 toward −|A|/2, Adam (no weight decay) with lr linear 1e-4 → 5e-5,
+//!   temperature from 0.01 toward −|A|/2, Adam (no weight decay) with lr linear 1e-4 → 5e-5
+//!   over the run's updates (`steps = { fraction = 1.0 }`),
 //!   γ from the horizon, and the update order actor, temperature, critic, target. Every kernel
 //!   is re-projected onto unit rows after each optimiser step.
 //!
@@ -29,8 +31,8 @@
 //!   Q.
 //! - The target network is a plain Polyak average; its kernels are not re-projected.
 //! - The temperature's learning rate is a separate schedule (1e-4 constant for SimbaV2).
-//! - The linear lr decay counts gradient updates; `steps` should be set to the run's number of
-//!   updates (experiment files do; the default is the paper's 1M).
+//! - The linear lr decay counts gradient updates; a fractional `steps` resolves against the
+//!   run's updates, `(budget − learning_starts) × utd`.
 //!
 //! The losses are pure functions of tensors in [`losses`] (re-exported here), each with its
 //! equation and a test on a hand-worked batch; this file holds the networks, the agent, and the
@@ -51,7 +53,7 @@ use crate::nn::optim::AdamState;
 use crate::nn::running_norm::{RewardScaler, RunningMeanStd};
 use crate::nn::{
     tanh_gaussian, Activation, Adam, AdamConfig, CategoricalSupport, Init, Linear, Mlp, MlpInit,
-    ParamStore, Schedule, SnMode,
+    ParamStore, Schedule, SnMode, Steps,
 };
 use crate::replay::{Batch, ReplayBuffer};
 use crate::rng::Rng;
@@ -200,7 +202,7 @@ pub struct SacConfig {
     pub buffer_size: usize,
     pub batch_size: usize,
     /// Uniformly random actions before this many environment steps, and no updates.
-    pub learning_starts: u64,
+    pub learning_starts: Steps,
     /// Gradient updates per environment step (update-to-data ratio).
     pub utd: usize,
     /// The actor and temperature update every this many critic updates, this many times.
@@ -236,7 +238,10 @@ impl Default for SacConfig {
             tau: 0.005,
             buffer_size: 1_000_000,
             batch_size: 256,
-            learning_starts: 5_000,
+            learning_starts: Steps::Fraction {
+                fraction: 0.05,
+                at_most: Some(5_000),
+            },
             utd: 1,
             actor_update_interval: 2,
             actor_first: false,
@@ -263,7 +268,7 @@ impl SacConfig {
         let lr = Schedule::Linear {
             start: 1e-4,
             end: 5e-5,
-            steps: 1_000_000,
+            steps: Steps::fraction(1.0),
         };
         Self {
             network: SacNetConfig {
@@ -285,6 +290,23 @@ impl SacConfig {
             scale_rewards: true,
             ..Self::default()
         }
+    }
+
+    /// The config with every fraction resolved against a run of `budget` environment steps
+    /// (learning starts in steps, linear learning-rate schedules in the run's updates);
+    /// `None` refuses fractions (see [`crate::nn::Steps`]).
+    pub fn resolve(mut self, budget: Option<u64>) -> Result<Self> {
+        self.learning_starts = self
+            .learning_starts
+            .resolve(budget, "agent.learning_starts")?;
+        let updates =
+            budget.map(|b| b.saturating_sub(self.learning_starts.count()) * self.utd as u64);
+        self.actor_lr = self.actor_lr.resolve(updates, "agent.actor_lr")?;
+        self.critic_lr = self.critic_lr.resolve(updates, "agent.critic_lr")?;
+        self.temperature_lr = self
+            .temperature_lr
+            .resolve(updates, "agent.temperature_lr")?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<()> {
@@ -641,7 +663,9 @@ impl Sac {
         env: &EnvSpec,
         device: &Device,
         seed: u64,
+        budget: Option<u64>,
     ) -> Result<Self> {
+        let config = config.resolve(budget)?;
         config.validate()?;
         crate::device::configure_cpu_threads(None);
         let (act_dim, action_scale, action_bias) = match &env.action_space {
@@ -1191,7 +1215,7 @@ impl Agent for Sac {
                 self.act_dim
             )));
         }
-        let unit: Vec<f32> = if explore && step < self.config.learning_starts {
+        let unit: Vec<f32> = if explore && step < self.config.learning_starts.count() {
             (0..out.len())
                 .map(|_| self.rng.uniform_range(-1.0, 1.0) as f32)
                 .collect()
@@ -1250,7 +1274,7 @@ impl Agent for Sac {
     }
 
     fn update(&mut self, step: u64) -> Result<Option<Metrics>> {
-        if step < self.config.learning_starts || self.replay.is_empty() {
+        if step < self.config.learning_starts.count() || self.replay.is_empty() {
             return Ok(None);
         }
         self.hook_step = step;
@@ -1425,7 +1449,7 @@ mod tests {
         ))
         .unwrap();
         let family = TaskFamily::from_id("pendulum").unwrap();
-        crate::agents::build(algo, &table, family.spec(), &Device::Cpu, 0)
+        crate::agents::build(algo, &table, family.spec(), &Device::Cpu, 0, 1_000)
     }
 
     const MLP: &str = "{ hidden = [8, 8] }";

@@ -149,9 +149,11 @@ pub struct MethodConfig {
     pub max_roll_in: Option<u64>,
     /// Episodes to score the teacher and a random policy.
     pub score_episodes: usize,
-    /// Warm-started students (finetune, QDagger, pretrain, DQfD, BC) hold ε at the schedule's
-    /// end value from their first online step instead of re-exploring from ε = 1, which would
-    /// replace the competence they start with by near-random episodes in their replay.
+    /// Warm-started students (finetune, QDagger, pretrain, DQfD, BC) do not re-explore from
+    /// scratch, which would replace the competence they start with by near-random episodes in
+    /// their replay: DQN-family students hold ε at the schedule's end value from their first
+    /// online step, SAC-family ones act with their own policy instead of uniform random actions
+    /// until `learning_starts`.
     pub warm_epsilon: bool,
 }
 
@@ -585,12 +587,16 @@ fn install_online_hook(
     student: &mut dyn Agent,
     dqn_hook: Option<Box<dyn DqnHook>>,
 ) -> Result<()> {
+    let warm = ctx.spec.method.starts_warm() && ctx.spec.method_config.warm_epsilon;
     if let Some(sac) = student.as_sac_mut() {
         let hook = sac_methods::online_hook(sac, ctx)?;
         sac.set_hook(hook);
+        if warm {
+            sac.start_warm();
+        }
     } else if let Some(dqn) = student.as_dqn_mut() {
         dqn.set_hook(dqn_hook);
-        if ctx.spec.method.starts_warm() && ctx.spec.method_config.warm_epsilon {
+        if warm {
             dqn.start_warm();
         }
     }

@@ -194,8 +194,11 @@ pub fn run_summary_stage<'a>(
                 )))
             }
         };
+        // One game may come from several stages (methods split over seed counts).
         let game = r.env.clone();
-        games.push(game.clone());
+        if !games.contains(&game) {
+            games.push(game.clone());
+        }
         for (method, v) in &r.methods {
             pooled.entry(method.clone()).or_default().extend(&v.finals);
             per_game

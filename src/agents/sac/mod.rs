@@ -201,8 +201,12 @@ pub struct SacConfig {
     pub tau: f64,
     pub buffer_size: usize,
     pub batch_size: usize,
-    /// Uniformly random actions before this many environment steps, and no updates.
+    /// No updates before this many environment steps, and (with `random_start`) uniformly
+    /// random actions until then.
     pub learning_starts: Steps,
+    /// Act uniformly at random until `learning_starts` (off for students that start from a
+    /// teacher's competence: they fill the replay with their own policy's actions).
+    pub random_start: bool,
     /// Gradient updates per environment step (update-to-data ratio).
     pub utd: usize,
     /// The actor and temperature update every this many critic updates, this many times.
@@ -242,6 +246,7 @@ impl Default for SacConfig {
                 fraction: 0.05,
                 at_most: Some(5_000),
             },
+            random_start: true,
             utd: 1,
             actor_update_interval: 2,
             actor_first: false,
@@ -804,6 +809,12 @@ impl Sac {
         k
     }
 
+    /// For a student that starts from a teacher's competence: its own policy acts from the first
+    /// step instead of uniform random actions until `learning_starts`.
+    pub fn start_warm(&mut self) {
+        self.config.random_start = false;
+    }
+
     /// Installs (or with `None` removes) a reincarnation method's hook.
     pub fn set_hook(&mut self, hook: Option<Box<dyn SacHook>>) {
         self.hook = hook;
@@ -1215,21 +1226,22 @@ impl Agent for Sac {
                 self.act_dim
             )));
         }
-        let unit: Vec<f32> = if explore && step < self.config.learning_starts.count() {
-            (0..out.len())
-                .map(|_| self.rng.uniform_range(-1.0, 1.0) as f32)
-                .collect()
-        } else {
-            let o = self.obs_tensor(obs)?;
-            let (mean, log_std) = self.gaussian(&o, false)?;
-            let a = if explore {
-                let noise = self.noise(rows)?;
-                tanh_gaussian::sample(&mean, &log_std, &noise)?.0
+        let unit: Vec<f32> =
+            if explore && self.config.random_start && step < self.config.learning_starts.count() {
+                (0..out.len())
+                    .map(|_| self.rng.uniform_range(-1.0, 1.0) as f32)
+                    .collect()
             } else {
-                mean.tanh()?
+                let o = self.obs_tensor(obs)?;
+                let (mean, log_std) = self.gaussian(&o, false)?;
+                let a = if explore {
+                    let noise = self.noise(rows)?;
+                    tanh_gaussian::sample(&mean, &log_std, &noise)?.0
+                } else {
+                    mean.tanh()?
+                };
+                a.flatten_all()?.to_vec1()?
             };
-            a.flatten_all()?.to_vec1()?
-        };
         for (i, (o, u)) in out.iter_mut().zip(unit).enumerate() {
             let d = i % self.act_dim;
             *o = u * self.action_scale[d] + self.action_bias[d];

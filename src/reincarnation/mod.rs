@@ -791,3 +791,58 @@ pub fn is_state_dict(src: &str) -> bool {
         .iter()
         .any(|e| lower.ends_with(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(method: &str, decay_steps: Option<u64>) -> ReincarnateSpec {
+        let mut table: toml::Table = toml::from_str(&format!(
+            "env = \"cartpole\"\nteacher = \"t\"\nmethod = \"{method}\"\nstudent = \"dqn\"\n"
+        ))
+        .unwrap();
+        if let Some(d) = decay_steps {
+            table.insert(
+                "method_config".into(),
+                toml::from_str::<toml::Table>(&format!("decay_steps = {d}"))
+                    .unwrap()
+                    .into(),
+            );
+        }
+        crate::config::from_table(table, "test").unwrap()
+    }
+
+    fn marks(spec: &ReincarnateSpec, offline: u64) -> Vec<(String, f64)> {
+        phase_markers(spec, offline)
+            .into_iter()
+            .map(|s| (s.name, s.vline.unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_plot_marks_the_offline_end_and_a_forced_switch_off_only() {
+        let q = marks(&spec("qdagger", None), 500);
+        assert_eq!(
+            q,
+            vec![("offline phase ends (500 updates)".to_string(), 0.0)]
+        );
+        let q = marks(&spec("qdagger", Some(7000)), 500);
+        assert_eq!(q[1], ("distillation switched off".to_string(), 7000.0));
+        // Kickstarting has no offline phase; JSRL's decay_steps is its roll-in period, not a
+        // distillation switch-off.
+        let k = marks(&spec("kickstart", Some(7000)), 0);
+        assert_eq!(k, vec![("distillation switched off".to_string(), 7000.0)]);
+        assert!(marks(&spec("jsrl", Some(7000)), 0).is_empty());
+        assert!(marks(&spec("tabula_rasa", None), 0).is_empty());
+    }
+
+    #[test]
+    fn warm_starts_are_the_methods_that_begin_from_the_teachers_competence() {
+        let warm: Vec<&str> = METHODS
+            .iter()
+            .copied()
+            .filter(|m| m.parse::<Method>().unwrap().starts_warm())
+            .collect();
+        assert_eq!(warm, ["qdagger", "pretrain", "dqfd", "bc", "finetune"]);
+    }
+}

@@ -13,7 +13,7 @@
 //!   above its teacher, so it never holds a better student back; and a student that falls
 //!   below gets the teacher's pull again. A forced switch-off takes that away: on CartPole at a
 //!   20k-step budget, with the switch-off at half the budget, 4 of 5 students fell from the
-//!   teacher's level to 0.27 or below (three to random level) within 2–8k steps. Their
+//!   teacher's level to 0.27 or below (three to random level) within 2–10k steps. Their
 //!   Q-values, ≈ 45 against a fixed point of 100, were still rising under the TD loss, a drift
 //!   far larger than the action gaps distillation had set. Without it all five ended at
 //!   0.87–1.0 of the teacher.

@@ -154,12 +154,15 @@ impl DqnConfig {
             .epsilon
             .decay_steps
             .resolve(budget, "agent.epsilon.decay_steps")?;
-        let updates = budget.map(|b| {
-            b.saturating_sub(self.learning_starts.count()) / self.train_frequency.max(1)
-                * self.gradient_steps as u64
-        });
+        let updates = budget.map(|b| self.updates(b));
         self.learning_rate = self.learning_rate.resolve(updates, "agent.learning_rate")?;
         Ok(self)
+    }
+
+    /// Gradient updates a run of `budget` environment steps makes (learning starts resolved).
+    pub fn updates(&self, budget: u64) -> u64 {
+        budget.saturating_sub(self.learning_starts.count()) / self.train_frequency.max(1)
+            * self.gradient_steps as u64
     }
 
     /// Exploration for a student that starts from a teacher's competence (fine-tuning,

@@ -103,6 +103,10 @@ impl Method {
             Method::Finetune | Method::Qdagger | Method::Pretrain | Method::Dqfd | Method::Bc
         )
     }
+    /// Methods with an online distillation term, which `decay_steps` can switch off.
+    pub fn distils(self) -> bool {
+        matches!(self, Method::Qdagger | Method::Kickstart)
+    }
     fn has_offline_phase(self) -> bool {
         matches!(
             self,
@@ -389,12 +393,16 @@ pub fn phase_markers(spec: &ReincarnateSpec, offline_updates: u64) -> Vec<Series
             0.0,
         ));
     }
-    if let (Method::Qdagger | Method::Kickstart, Some(d)) =
-        (spec.method, spec.method_config.decay_steps)
-    {
-        marks.push(Series::marker("distillation switched off", d as f64));
+    if spec.method.distils() {
+        marks.extend(switch_off_marker(&spec.method_config));
     }
     marks
+}
+
+/// The marker where `decay_steps`, when set, forces distillation off.
+pub fn switch_off_marker(mc: &MethodConfig) -> Option<Series> {
+    mc.decay_steps
+        .map(|d| Series::marker("distillation switched off", d as f64))
 }
 
 /// The two ends of the teacher-normalised score.
@@ -455,15 +463,10 @@ fn online_updates(
     let steps = spec.train_loop.steps;
     if let Some(sac) = student.as_sac_mut() {
         sac_methods::check(spec, teacher)?;
-        let c = sac.config();
-        return Ok(steps.saturating_sub(c.learning_starts.count()) * c.utd as u64);
+        return Ok(sac.config().updates(steps));
     }
     if let Some(dqn) = student.as_dqn_mut() {
-        let c = dqn.config();
-        return Ok(
-            steps.saturating_sub(c.learning_starts.count()) / c.train_frequency
-                * c.gradient_steps as u64,
-        );
+        return Ok(dqn.config().updates(steps));
     }
     Err(Error::Config(format!(
         "student `{}`: the reincarnation methods train DQN-family (dqn, c51) or SAC-family (sac, simbav2) students",

@@ -76,12 +76,8 @@ fn stage_markers(
             0.0,
         ));
     }
-    let distils = stage
-        .methods
-        .iter()
-        .any(|m| matches!(m, Method::Qdagger | Method::Kickstart));
-    if let (true, Some(d)) = (distils, stage.method_config.decay_steps) {
-        marks.push(Series::marker("distillation switched off", d as f64));
+    if stage.methods.iter().any(|m| m.distils()) {
+        marks.extend(super::switch_off_marker(&stage.method_config));
     }
     marks
 }

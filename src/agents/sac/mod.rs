@@ -304,14 +304,18 @@ impl SacConfig {
         self.learning_starts = self
             .learning_starts
             .resolve(budget, "agent.learning_starts")?;
-        let updates =
-            budget.map(|b| b.saturating_sub(self.learning_starts.count()) * self.utd as u64);
+        let updates = budget.map(|b| self.updates(b));
         self.actor_lr = self.actor_lr.resolve(updates, "agent.actor_lr")?;
         self.critic_lr = self.critic_lr.resolve(updates, "agent.critic_lr")?;
         self.temperature_lr = self
             .temperature_lr
             .resolve(updates, "agent.temperature_lr")?;
         Ok(self)
+    }
+
+    /// Gradient updates a run of `budget` environment steps makes (learning starts resolved).
+    pub fn updates(&self, budget: u64) -> u64 {
+        budget.saturating_sub(self.learning_starts.count()) * self.utd as u64
     }
 
     fn validate(&self) -> Result<()> {

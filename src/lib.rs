@@ -6,6 +6,7 @@
 
 pub mod ad;
 pub mod agents;
+pub mod archive;
 pub mod bench;
 pub mod checkpoint;
 pub mod collect;

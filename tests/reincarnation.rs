@@ -499,8 +499,7 @@ fn bad_teachers_fail_naming_what_is_wrong() {
     // Not a PyTorch file at all; the CLI exits 1 with the message.
     let junk = f.root.join("junk.pt");
     std::fs::write(&junk, b"not a zip").unwrap();
-    assert!(load_err(&junk, Some("mlp:120,84"), "cartpole")
-        .contains("not a readable PyTorch state dict"));
+    assert!(load_err(&junk, Some("mlp:120,84"), "cartpole").contains("not a zip archive"));
     let o = cli(&[
         "eval",
         "--policy",
@@ -512,6 +511,55 @@ fn bad_teachers_fail_naming_what_is_wrong() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing key `network.4.bias`"));
+}
+
+/// A `.pt` whose pickle would call `os.system` under Python, and archives whose entries would
+/// leave their folder, are refused before candle reads them, naming what is wrong.
+#[test]
+fn pt_files_that_would_run_code_or_escape_their_folder_are_refused() {
+    let f = fixture();
+    // torch.save's framing around `os.system("touch PWNED")` (GLOBAL, argument, TUPLE1, REDUCE).
+    let mut pkl = vec![0x80, 2, b'c'];
+    pkl.extend_from_slice(b"os\nsystem\n");
+    pkl.push(b'X');
+    pkl.extend_from_slice(&11u32.to_le_bytes());
+    pkl.extend_from_slice(b"touch PWNED");
+    pkl.extend_from_slice(&[0x85, b'R', b'.']);
+    let evil = f.root.join("evil.pt");
+    torch_pt::write_archive(
+        &evil,
+        &[("archive/data.pkl", &pkl), ("archive/version", b"3\n")],
+    );
+    let e = load_err(&evil, Some("mlp:120,84"), "cartpole");
+    assert!(
+        e.contains("evil.pt") && e.contains("`os.system`") && e.contains("refused"),
+        "{e}"
+    );
+    assert!(!f.root.join("PWNED").exists());
+    // An entry that climbs out of the archive.
+    let climb = f.root.join("climb.pt");
+    torch_pt::write_archive(
+        &climb,
+        &[("archive/data.pkl", b"\x80\x02N."), ("../../escape", b"x")],
+    );
+    let e = load_err(&climb, Some("mlp:120,84"), "cartpole");
+    assert!(e.contains("`../../escape` would leave"), "{e}");
+    // No pickle at all.
+    let empty = f.root.join("nopickle.pt");
+    torch_pt::write_archive(&empty, &[("archive/version", b"3\n")]);
+    assert!(load_err(&empty, Some("mlp:120,84"), "cartpole").contains("no data.pkl"));
+    // The CLI exits 1 with the message.
+    let o = cli(&[
+        "eval",
+        "--policy",
+        &evil.display().to_string(),
+        "--arch",
+        "mlp:120,84",
+        "--env",
+        "cartpole",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("os.system"));
 }
 
 #[test]

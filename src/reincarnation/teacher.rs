@@ -9,7 +9,8 @@
 //!   its linear/conv layers are the file's `*.weight`/`*.bias` pairs in order (PyTorch
 //!   `nn.Sequential` naming such as CleanRL's `network.0`, `network.2`, `network.4`), input and
 //!   output sizes taken from the environment. The PyTorch file is read as data through
-//!   candle's pickle reader (`candle_core::pickle`), never executed. "In order" is the
+//!   candle's pickle reader (`candle_core::pickle`), never executed, and only after its zip
+//!   entries and the globals its pickle names pass [`crate::archive::check_torch_archive`]. "In order" is the
 //!   numeric-aware name order (`network.2` before `network.10`), which is the registration
 //!   order of `nn.Sequential`: a safetensors header keeps no order, and candle's pickle reader
 //!   does not keep the pickled dict's order either;
@@ -413,6 +414,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
                     format!("not a readable PyTorch state dict (zip archive with data.pkl): {e}"),
                 )
             };
+            crate::archive::check_torch_archive(path)?;
             let pth = candle_core::pickle::PthTensors::new(path, None).map_err(bad)?;
             let mut out = Vec::with_capacity(pth.tensor_infos().len());
             for name in pth.tensor_infos().keys() {

@@ -81,3 +81,17 @@ pub fn write_state_dict(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)])
     zip.write_all(b"3\n").unwrap();
     zip.finish().unwrap();
 }
+
+/// A zip archive with the given `(name, bytes)` entries, stored: for files that are not what
+/// `torch.save` writes.
+pub fn write_archive(path: &Path, entries: &[(&str, &[u8])]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        zip.start_file(*name, opts).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}

@@ -10,8 +10,10 @@
 //!   replay.safetensors     replay buffer contents (resume only, off-policy agents)
 //! ```
 //!
-//! A folder is written beside its final place (`.<name>.tmp-PID`) and swapped in with renames,
-//! so a crash leaves either the previous checkpoint or the new one, never a half-written mix.
+//! A folder is written beside its final place (`.<name>.tmp-PID`) and swapped in whole
+//! ([`crate::fs::swap_dir`], one atomic exchange on Linux), so a crash leaves either the
+//! previous checkpoint or the new one, never a half-written mix; the swap's leftovers of a
+//! killed process are removed by the next save.
 
 use crate::error::{Error, Result};
 use crate::fs::{read_json, write_atomic, write_json_atomic};
@@ -261,6 +263,31 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
     dir.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
+/// Removes the `.NAME.tmp-PID` and `.NAME.old-PID` folders of `dir` that a killed process left
+/// (the caller holds the folder's lock, so no live writer owns them).
+fn remove_stale_siblings(dir: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(());
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| n.starts_with(p.as_str())) && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a checkpoint folder atomically (see the module docs).
 pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
     let tmp = sibling(dir, "tmp");
@@ -290,23 +317,26 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
     if let Some(t) = &data.target {
         write_safetensors(&tmp.join(TARGET_FILE), t, None)?;
     }
-    // Keep files that live beside the checkpoint (metrics, plots) across the swap.
+    // Keep files that live beside the checkpoint (metrics, plots) across the swap; not the
+    // temporary files a killed process left.
     if dir.exists() {
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let name = entry.file_name();
             let target = tmp.join(&name);
-            if !target.exists() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            if !target.exists()
+                && !crate::fs::is_temp_name(&name.to_string_lossy())
+                && entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            {
                 std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
             }
         }
-        let old = sibling(dir, "old");
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        let old = crate::fs::swap_dir(&tmp, dir)?;
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     } else {
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     }
+    remove_stale_siblings(dir)?;
     tracing::debug!(checkpoint = %dir.display(), resume = data.trainer_state.is_some(), "checkpoint written");
     Ok(())
 }

@@ -11,7 +11,9 @@
 //!
 //! `--shard i/n` runs only the runs `r ≡ i (mod n)`: any scheduler (Slurm array, Kubernetes
 //! indexed Job, Ray) can fill one dataset folder on shared storage, or separate folders that
-//! `reincarnate dataset merge` combines.
+//! `reincarnate dataset merge` combines. Each run is collected under its folder's lock (a
+//! process that finds a run locked leaves it to its holder) and the manifest is rebuilt under
+//! its own, so concurrent writers end with a manifest that lists every finished run once.
 
 use crate::envs::{EnvRef, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
@@ -242,6 +244,17 @@ fn collect_one(
     device: &candle_core::Device,
 ) -> Result<()> {
     let folder = run_folder(out, r);
+    // Another process (a duplicated shard) on this run: leave it to that one.
+    let Ok(_lock) = crate::fs::FolderLock::acquire(&folder) else {
+        tracing::info!(
+            run = r,
+            "run is being collected by another process; skipped"
+        );
+        return Ok(());
+    };
+    if folder.join("dataset.json").exists() {
+        return Ok(());
+    }
     // A folder without a manifest is an interrupted run: start it again.
     if folder.exists() {
         std::fs::remove_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
@@ -289,7 +302,10 @@ fn collect_one(
 }
 
 /// Rewrites `OUT/dataset.json` from every finished run folder; returns the number of runs.
+/// Processes that collect into one folder (shards) take turns: each rebuild reads the run
+/// folders under the manifest's lock, so the last one lists every finished run.
 pub fn rebuild_manifest(out: &Path) -> Result<usize> {
+    let _lock = crate::fs::FolderLock::acquire_blocking(&out.join("dataset.json"))?;
     let runs_dir = out.join("runs");
     let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
         .map_err(|e| Error::io(&runs_dir, e))?

@@ -331,6 +331,7 @@ pub fn run_experiment(
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs"))
         .join(&name);
+    let _lock = crate::fs::FolderLock::acquire(&root)?;
     create_dir_all(&root)?;
     let mut outcomes: Vec<StageOutcome> = Vec::new();
     let mut summary = serde_json::Map::new();

@@ -507,7 +507,8 @@ impl TrainSummary {
     }
 }
 
-/// Builds the agent of `spec` and trains it into `out`.
+/// Builds the agent of `spec` and trains it into `out`, holding `out`'s
+/// [`FolderLock`](crate::fs::FolderLock) throughout.
 pub fn run_train(
     spec: &TrainSpec,
     seed: u64,
@@ -515,6 +516,7 @@ pub fn run_train(
     out: &Path,
     resume: bool,
 ) -> Result<TrainSummary> {
+    let _lock = crate::fs::FolderLock::acquire(out)?;
     let env = spec.env.config();
     let family = TaskFamily::new(&env)?;
     let budget = match resume {

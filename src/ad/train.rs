@@ -477,6 +477,7 @@ pub fn distill(
     resume: bool,
 ) -> Result<DistillSummary> {
     cfg.validate()?;
+    let _lock = crate::fs::FolderLock::acquire(out)?;
     let (manifest, all) = load_dataset(data)?;
     let num_actions = manifest.env.action_space.discrete_n().ok_or_else(|| {
         Error::data(

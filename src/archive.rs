@@ -5,7 +5,8 @@
 //!   may leave the archive (absolute paths, `..`, backslashes, drive letters) and none may be a
 //!   symlink; entries may not share bytes (the overlapping-entry zip bomb), may not inflate
 //!   more than [`MAX_DEFLATE_RATIO`] times (deflate's own limit is about 1032), and together
-//!   must fit in the memory this machine has ([`memory_limit`]).
+//!   must fit in the memory this machine has ([`memory_limit`]); every entry must match the
+//!   CRC-32 the archive records for it.
 //! - [`check_pickle`]: the platform reads pickles as data (candle's reader builds tensors from
 //!   the opcodes and runs nothing), but a file that would run code when Python unpickles it is
 //!   not a state dict and is refused: every global it names (`GLOBAL`, `INST`, `STACK_GLOBAL`)
@@ -13,6 +14,7 @@
 //!   extension-registry opcodes are refused outright.
 
 use crate::error::{Error, Result};
+use crate::limits::{human_bytes, memory_limit};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -60,36 +62,6 @@ pub const ALLOWED_GLOBALS: &[(&str, &str)] = &[
     ("_codecs", "encode"),
 ];
 
-/// The memory this machine has (`MemTotal`), the ceiling for anything loaded whole; 16 GiB
-/// where it cannot be read.
-pub fn memory_limit() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(16 << 30, |kb| kb * 1024)
-}
-
-/// `n` bytes for a message: `1.5 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Whether `name` stays inside the archive when unpacked: relative, no `..`, no backslash, no
 /// drive letter, no NUL.
 fn enclosed(name: &str) -> bool {
@@ -98,7 +70,7 @@ fn enclosed(name: &str) -> bool {
         && !name.contains('\\')
         && !name.contains('\0')
         && !name.split('/').any(|c| c == "..")
-        && !name.chars().nth(1).is_some_and(|c| c == ':')
+        && name.chars().nth(1).is_none_or(|c| c != ':')
 }
 
 /// An entry of `packed` bytes that unpacks to `size`: a stored entry holds what it declares, a
@@ -189,6 +161,16 @@ pub fn check_zip(path: &Path) -> Result<Vec<String>> {
                 ),
             ));
         }
+    }
+    // Every entry read through once: the zip crate checks each one's CRC-32 at its end, so a
+    // damaged archive is refused here rather than read as other values.
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| Error::data(path, format!("zip entry {i} is unreadable: {e}")))?;
+        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| Error::data(path, format!("zip entry `{name}` is damaged: {e}")))?;
     }
     Ok(names)
 }
@@ -511,12 +493,5 @@ mod tests {
         assert!(inflation("a", true, 1 << 31, 30)
             .unwrap_err()
             .contains("declares"));
-    }
-
-    #[test]
-    fn bytes_read_as_people_read_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-        assert!(memory_limit() > 1 << 20);
     }
 }

@@ -49,6 +49,55 @@ pub fn decode_strict<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// [`decode_strict`] for a file the platform writes in full (a checkpoint's `config.json`,
+/// `dataset.json`, a loop state): every field that `T` writes must also be in `value`, so a
+/// field that was removed is an error naming it rather than a default that silently changes
+/// what is loaded (the structs give defaults for hand-written TOML).
+pub fn decode_complete<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &serde_json::Value,
+    file: &Path,
+    at: &str,
+) -> Result<T> {
+    let decoded: T = decode_strict(value, file, at)?;
+    let written = serde_json::to_value(&decoded)
+        .map_err(|e| Error::data(file, format!("cannot re-encode {at}: {e}")))?;
+    match first_missing(&written, value, at) {
+        Some(field) => Err(Error::data(
+            file,
+            format!("{field}: missing field (the platform writes every field of this file)"),
+        )),
+        None => Ok(decoded),
+    }
+}
+
+/// The first object key present in `written` and absent from `read`, as a dotted path.
+fn first_missing(
+    written: &serde_json::Value,
+    read: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (written, read) {
+        (Value::Object(w), Value::Object(r)) => w.iter().find_map(|(k, wv)| match r.get(k) {
+            None => Some(join(k)),
+            Some(rv) => first_missing(wv, rv, &join(k)),
+        }),
+        (Value::Array(w), Value::Array(r)) => w
+            .iter()
+            .zip(r)
+            .enumerate()
+            .find_map(|(i, (wv, rv))| first_missing(wv, rv, &join(&i.to_string()))),
+        _ => None,
+    }
+}
+
 /// `#[serde(deserialize_with = "crate::checkpoint::required")]` on an `Option` field makes it
 /// required (present, possibly `null`): serde otherwise reads a missing `Option` as `None`.
 pub fn required<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
@@ -79,9 +128,17 @@ pub fn safetensors_bytes(
     sort_safetensors_header(bytes)
 }
 
+/// The `__metadata__` key of the checksum of a safetensors file's data section.
+pub const CHECKSUM_KEY: &str = "crc32";
+
+fn checksum(data: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(data))
+}
+
 /// Rewrites a safetensors header with its keys sorted at both levels (the crate writes the
 /// metadata map in hash order). Offsets are unchanged: they index the data section, which is
-/// kept as it is. The header stays padded with spaces to a multiple of 8 bytes.
+/// kept as it is. The header stays padded with spaces to a multiple of 8 bytes, and records
+/// the data section's CRC-32 (`__metadata__.crc32`), which [`read_safetensors`] checks.
 fn sort_safetensors_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
     let bad = |m: String| Error::Training(format!("safetensors header rewrite: {m}"));
@@ -94,8 +151,12 @@ fn sort_safetensors_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
         .checked_add(n)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| bad(format!("header length {n} beyond the data")))?;
-    let header: Header =
+    let mut header: Header =
         serde_json::from_slice(&bytes[8..header_end]).map_err(|e| bad(e.to_string()))?;
+    header.entry("__metadata__".into()).or_default().insert(
+        CHECKSUM_KEY.into(),
+        serde_json::Value::from(checksum(&bytes[header_end..])),
+    );
     let mut h = serde_json::to_vec(&header).map_err(|e| bad(e.to_string()))?;
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
@@ -116,15 +177,33 @@ pub fn write_safetensors(
     write_atomic(path, &safetensors_bytes(arrays, metadata)?)
 }
 
-/// Reads every array and the `__metadata__` of a safetensors file.
+/// Reads every array and the `__metadata__` of a safetensors file. A file that records a
+/// checksum of its data (every file the platform writes) must match it; files from elsewhere
+/// carry none and are read as they are.
 pub fn read_safetensors(
     path: &Path,
 ) -> Result<(BTreeMap<String, RawArray>, HashMap<String, String>)> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    crate::limits::check_memory(|| format!("reading {}", path.display()), Some(len))?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::data(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::data(path, format!("unreadable safetensors header: {e}")))?;
+    if let Some(recorded) = meta.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+        let data = bytes.get(8 + header_len..).unwrap_or_default();
+        let computed = checksum(data);
+        if *recorded != computed {
+            return Err(Error::data(
+                path,
+                format!(
+                    "the data does not match the checksum its header records (crc32 {recorded}, computed {computed}): the file is damaged"
+                ),
+            ));
+        }
+    }
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         out.insert(
@@ -300,6 +379,26 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
         }
     }
     crate::fs::create_dir_all(&tmp)?;
+    // A write that fails (a full disk, a file-size limit) leaves the previous checkpoint as it
+    // was and no half-written folder beside it.
+    if let Err(e) = write_folder(&tmp, dir, data) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        let old = crate::fs::swap_dir(&tmp, dir)?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    } else {
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    remove_stale_siblings(dir)?;
+    tracing::debug!(checkpoint = %dir.display(), resume = data.trainer_state.is_some(), "checkpoint written");
+    Ok(())
+}
+
+/// Writes the checkpoint's files into `tmp`, with copies of the files that live beside the
+/// checkpoint in `dir` (metrics, plots).
+fn write_folder(tmp: &Path, dir: &Path, data: &CheckpointData) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     meta.insert("config".to_string(), data.config.to_string());
@@ -331,13 +430,7 @@ pub fn save(dir: &Path, data: &CheckpointData) -> Result<()> {
                 std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
             }
         }
-        let old = crate::fs::swap_dir(&tmp, dir)?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    } else {
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     }
-    remove_stale_siblings(dir)?;
-    tracing::debug!(checkpoint = %dir.display(), resume = data.trainer_state.is_some(), "checkpoint written");
     Ok(())
 }
 
@@ -599,7 +692,26 @@ mod tests {
         for (name, a) in &arrays {
             assert_eq!(st.tensor(name).unwrap().data(), &a.bytes[..]);
         }
-        let (_, m) = safetensors::SafeTensors::read_metadata(&first).unwrap();
-        assert_eq!(m.metadata().clone().unwrap(), meta());
+        let (n, m) = safetensors::SafeTensors::read_metadata(&first).unwrap();
+        let mut want = meta();
+        want.insert(CHECKSUM_KEY.into(), checksum(&first[8 + n..]));
+        assert_eq!(m.metadata().clone().unwrap(), want);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_data_is_refused_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        write_safetensors(&p, &sample().model, None).unwrap();
+        assert!(read_safetensors(&p).is_ok());
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_safetensors(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("checksum") && e.contains("damaged"),
+            "{e}"
+        );
     }
 }

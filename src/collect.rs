@@ -171,6 +171,13 @@ pub fn collect(
             "collect needs --runs and --steps of at least 1".into(),
         ));
     }
+    use crate::limits::{check_count, MAX_ENV_STEPS};
+    check_count(
+        "--runs × --steps",
+        (spec.runs as u64).saturating_mul(spec.steps),
+        MAX_ENV_STEPS,
+        "a collection that long never ends in practice",
+    )?;
     let family = TaskFamily::new(&spec.env.config())?;
     let tasks = family.tasks(spec.tasks);
     let shard = shard.unwrap_or(Shard { index: 0, count: 1 });
@@ -283,6 +290,8 @@ fn collect_one(
         progress: false,
         log_history: Some(folder),
         history_run: r as u32,
+        allow_long: false,
+        skip_nonfinite: 0,
     };
     let job = TrainSpec {
         env: spec.env.clone(),

@@ -25,9 +25,14 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Data { path: PathBuf, msg: String },
 
-    /// Training hit a non-finite value or another condition that makes continuing meaningless.
+    /// Training hit a condition that makes continuing meaningless.
     #[error("{0}")]
     Training(String),
+
+    /// An update's loss or gradient norm was NaN or infinite; the update was not applied
+    /// (`loop.skip_nonfinite` may skip it and go on).
+    #[error("{0}")]
+    NonFinite(String),
 
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),

@@ -203,6 +203,12 @@ pub struct PolicyEval<'a> {
 /// Evaluates the policy `a.policy` names: a state dict through the teacher loader, `random`,
 /// an AD/ED checkpoint in context, or an agent checkpoint greedily.
 pub fn eval_policy(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<EvalReport> {
+    crate::limits::check_count(
+        "--episodes",
+        a.episodes as u64,
+        crate::limits::MAX_EPISODES,
+        "an evaluation that long never ends in practice",
+    )?;
     let env_config = |id: &str| -> Result<EnvConfig> {
         EnvConfig::new(id).with_overrides(&crate::config::env_overrides_only(a.overrides)?)
     };

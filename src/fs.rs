@@ -23,8 +23,24 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, text.as_bytes())
 }
 
+/// The largest JSON file the platform reads (configs, manifests, states: all small).
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
 /// Reads and parses a JSON file, naming the file in any error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > MAX_JSON_BYTES {
+        return Err(Error::data(
+            path,
+            format!(
+                "{} of JSON, more than the {} a configuration or manifest can be",
+                crate::limits::human_bytes(len),
+                crate::limits::human_bytes(MAX_JSON_BYTES)
+            ),
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::data(path, format!("invalid JSON: {e}")))
 }
@@ -40,6 +56,16 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 pub fn create_dir_all(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
+/// Makes writing past a file-size limit (`ulimit -f`) an error that the writer reports, as a
+/// full disk is, instead of the signal (`SIGXFSZ`) that would kill the process mid-write.
+pub fn report_write_limits_as_errors() {
+    #[cfg(unix)]
+    // SAFETY: ignoring a signal installs no handler code; it only changes its disposition.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// Whether `name` is a temporary file or folder of [`temp_path`] or a swap (`.x.tmp-PID`,

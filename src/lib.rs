@@ -20,6 +20,7 @@ pub mod fs;
 pub mod history;
 pub mod hub;
 pub mod inspect;
+pub mod limits;
 pub mod nn;
 pub mod reincarnation;
 pub mod replay;

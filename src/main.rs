@@ -516,6 +516,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    reincarnate::fs::report_write_limits_as_errors();
     // An experiment file is read once, here: its stages decide how the cores are used.
     let experiment = match &cli.command {
         Command::Run { experiment } => {

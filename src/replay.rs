@@ -11,6 +11,7 @@
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Stored actions: discrete indices, or continuous rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +75,27 @@ pub struct ReplayBuffer {
 }
 
 impl ReplayBuffer {
+    /// [`new`](Self::new) after checking that the buffer fits in memory; `what` names the
+    /// setting that sized it (`agent.buffer_size`).
+    pub fn try_new(
+        capacity: usize,
+        obs_dim: usize,
+        action_dim: Option<usize>,
+        what: &str,
+    ) -> crate::error::Result<Self> {
+        // Two observations, the action, reward and flags per transition.
+        let per_row = obs_dim
+            .checked_mul(2)
+            .and_then(|o| o.checked_add(action_dim.unwrap_or(2)))
+            .and_then(|r| r.checked_add(2));
+        let bytes = per_row.and_then(|r| crate::limits::bytes(&[capacity, r], 4));
+        crate::limits::check_memory(
+            || format!("a replay buffer of {capacity} transitions ({what})"),
+            bytes,
+        )?;
+        Ok(Self::new(capacity, obs_dim, action_dim))
+    }
+
     /// `action_dim = None` for discrete actions.
     pub fn new(capacity: usize, obs_dim: usize, action_dim: Option<usize>) -> Self {
         let actions = match action_dim {
@@ -232,17 +254,31 @@ impl ReplayBuffer {
         arrays: &BTreeMap<String, RawArray>,
         state: &serde_json::Value,
     ) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Snapshot {
+            pos: usize,
+            len: usize,
+            capacity: usize,
+        }
+        let state_file = Path::new(crate::checkpoint::TRAINER_STATE_FILE);
+        let s: Snapshot = crate::checkpoint::decode_strict(state, state_file, "agent.replay")?;
         let get = |k: &str| {
-            arrays
-                .get(k)
-                .ok_or_else(|| Error::Training(format!("replay snapshot lacks `{k}`")))
+            arrays.get(k).ok_or_else(|| {
+                Error::data(
+                    crate::checkpoint::REPLAY_FILE,
+                    format!("the replay snapshot lacks `{k}`"),
+                )
+            })
         };
-        let cap = state["capacity"].as_u64().unwrap_or(0) as usize;
-        if cap != self.capacity {
-            return Err(Error::Training(format!(
-                "replay snapshot has capacity {cap}, the agent's buffer {}",
-                self.capacity
-            )));
+        if s.capacity != self.capacity || s.pos >= s.capacity.max(1) || s.len > s.capacity {
+            return Err(Error::data(
+                state_file,
+                format!(
+                    "agent.replay: capacity {}, pos {}, len {} do not describe the agent's buffer of {} (expected pos < capacity and len ≤ capacity)",
+                    s.capacity, s.pos, s.len, self.capacity
+                ),
+            ));
         }
         self.obs = get("obs")?.to_f32("obs", self.capacity * self.obs_dim)?;
         self.next_obs = get("next_obs")?.to_f32("next_obs", self.capacity * self.obs_dim)?;
@@ -255,8 +291,8 @@ impl ReplayBuffer {
         self.rewards = get("reward")?.to_f32("reward", self.capacity)?;
         self.terminated = get("terminated")?.to_bool("terminated", self.capacity)?;
         self.truncated = get("truncated")?.to_bool("truncated", self.capacity)?;
-        self.pos = state["pos"].as_u64().unwrap_or(0) as usize % self.capacity;
-        self.len = (state["len"].as_u64().unwrap_or(0) as usize).min(self.capacity);
+        self.pos = s.pos;
+        self.len = s.len;
         Ok(())
     }
 

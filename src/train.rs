@@ -56,6 +56,15 @@ pub struct LoopConfig {
     /// in the Parquet transition schema (`train --log-history datasets/NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_history: Option<PathBuf>,
+    /// Updates whose loss or gradient norm is NaN or infinite that may be skipped in a row
+    /// (DQN and SAC families) before the run stops; 0 (default): stop at the first, keeping the
+    /// last checkpoint.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub skip_nonfinite: u64,
+    /// Allow `steps` beyond [`crate::limits::MAX_ENV_STEPS`] (10^10), a budget that runs for
+    /// months or years.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_long: bool,
     /// Run index written into the logged history (`collect` numbers its runs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub history_run: u32,
@@ -63,6 +72,14 @@ pub struct LoopConfig {
 
 fn is_zero(x: &u32) -> bool {
     *x == 0
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 fn d_steps() -> u64 {
@@ -90,6 +107,34 @@ impl Default for LoopConfig {
     }
 }
 
+impl LoopConfig {
+    /// Limits checked before a run starts: a budget of years, or an evaluation that never ends,
+    /// is refused with a message.
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{check_count, MAX_ENV_STEPS, MAX_EPISODES};
+        if self.steps == 0 || self.eval_episodes == 0 {
+            return Err(Error::Config(format!(
+                "loop.steps and loop.eval_episodes must be at least 1, found {} and {}",
+                self.steps, self.eval_episodes
+            )));
+        }
+        if !self.allow_long {
+            check_count(
+                "loop.steps",
+                self.steps,
+                MAX_ENV_STEPS,
+                "months to years of training at this platform's speed; set loop.allow_long = true to run it anyway",
+            )?;
+        }
+        check_count(
+            "loop.eval_episodes",
+            self.eval_episodes as u64,
+            MAX_EPISODES,
+            "an evaluation that long never ends in practice",
+        )
+    }
+}
+
 /// What a finished (or stopped) training run reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainSummary {
@@ -101,6 +146,7 @@ pub struct TrainSummary {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LoopState {
     step: u64,
     episodes: u64,
@@ -112,8 +158,105 @@ struct LoopState {
     last_train: Option<Metrics>,
     /// The budget the agent's schedules were resolved against when the run started: a resumed
     /// run (even one extended with a larger `--steps`) keeps them.
-    #[serde(default)]
-    budget: Option<u64>,
+    budget: u64,
+}
+
+/// `trainer_state.json` of a training checkpoint: the loop's state, the agent's own
+/// (decoded strictly by the agent), and, for people, the counters and loop settings.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainerState {
+    step: u64,
+    episodes: u64,
+    seed: u64,
+    #[serde(rename = "loop")]
+    loop_state: LoopState,
+    agent: serde_json::Value,
+    loop_config: LoopConfig,
+}
+
+/// A resume continues the run its checkpoint holds: the algorithm, agent config and environment
+/// of the checkpoint's `config.json` must be the ones the command line builds (at the run's
+/// recorded budget), or the resumed run would silently be another one; only the learning
+/// rates and gradient clipping may change ([`RESUME_TUNABLE`]).
+fn same_run(saved: &serde_json::Value, built: &serde_json::Value, file: &Path) -> Result<()> {
+    for key in ["algorithm", "env", "agent"] {
+        if let Some(path) = first_difference(saved.get(key), built.get(key), key) {
+            return Err(Error::data(
+                file,
+                format!(
+                    "`{path}` differs from the configuration this command builds ({} in the checkpoint, {} here): resume with the flags and config the run started with",
+                    short(lookup(saved, &path)),
+                    short(lookup(built, &path))
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Agent settings a resume may change: the learning rates and gradient clipping, which a run
+/// stopped by a non-finite loss is resumed with lower.
+const RESUME_TUNABLE: &[&str] = &[
+    "learning_rate",
+    "actor_lr",
+    "critic_lr",
+    "temperature_lr",
+    "max_grad_norm",
+];
+
+/// The first dotted path at which two JSON values differ (ignoring [`RESUME_TUNABLE`] keys).
+fn first_difference(
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .filter(|k| !RESUME_TUNABLE.contains(&k.as_str()))
+                .find_map(|k| first_difference(x.get(k), y.get(k), &format!("{at}.{k}")))
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(Some(p), Some(q), &format!("{at}.{i}"))),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            (x.as_f64() != y.as_f64()).then(|| at.to_string())
+        }
+        (x, y) => (x != y).then(|| at.to_string()),
+    }
+}
+
+fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(v, |v, k| match v {
+        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => v.get(k),
+    })
+}
+
+fn short(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None => "absent".into(),
+        Some(v) => {
+            let s = v.to_string();
+            if s.len() > 60 {
+                format!("{}…", &s[..s.floor_char_boundary(60)])
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// The step of the checkpoint in `out`, if it holds a readable trainer state.
+fn recorded_step(out: &Path) -> Option<u64> {
+    let v: serde_json::Value =
+        crate::fs::read_json(&out.join(checkpoint::TRAINER_STATE_FILE)).ok()?;
+    v["loop"]["step"].as_u64()
 }
 
 /// The budget a checkpoint's run was started with (`None` for a checkpoint written before it
@@ -227,6 +370,7 @@ pub fn train(
     out: &Path,
     resume: bool,
 ) -> Result<TrainSummary> {
+    cfg.validate()?;
     let family = TaskFamily::new(env)?;
     let task = cfg.task.unwrap_or_else(|| family.tasks(TaskSet::Train)[0]);
     if task >= family.num_tasks() {
@@ -249,18 +393,39 @@ pub fn train(
                 "no trainer_state.json: this checkpoint holds weights only and cannot be resumed",
             )
         })?;
-        let st: LoopState = serde_json::from_value(ts["loop"].clone()).map_err(|e| {
-            Error::data(
-                out.join(checkpoint::TRAINER_STATE_FILE),
-                format!("malformed loop state: {e}"),
-            )
-        })?;
+        let ts_path = out.join(checkpoint::TRAINER_STATE_FILE);
+        let state: TrainerState = checkpoint::decode_complete(&ts, &ts_path, "")?;
+        let st = state.loop_state;
+        let bad = |m: String| Err(Error::data(&ts_path, m));
+        if (state.step, state.episodes) != (st.step, st.episodes) {
+            return bad(format!(
+                "step {} and episodes {} disagree with loop.step {} and loop.episodes {}",
+                state.step, state.episodes, st.step, st.episodes
+            ));
+        }
+        if state.seed != seed {
+            return bad(format!(
+                "the run was started with seed {}, this command has seed {seed}: resume with --seed {}",
+                state.seed, state.seed
+            ));
+        }
+        if state.agent.is_null() && data.optimizer.is_some() {
+            return bad(
+                "agent: null, but the checkpoint holds optimizer.safetensors: the agent's state (optimiser steps, schedules, replay position) is missing".into(),
+            );
+        }
+        same_run(
+            &data.config,
+            &agent.save(false)?.config,
+            &out.join(checkpoint::CONFIG_FILE),
+        )?;
         agent.load(&data)?;
-        venv.restore(&st.venv)?;
+        venv.restore(&st.venv)
+            .map_err(|e| Error::data(&ts_path, format!("loop.venv: {e}")))?;
         tracing::info!(checkpoint = %out.display(), step = st.step, "resuming");
         (step, episodes, evals) = (st.step, st.episodes, st.evals);
         resumed_last_train = st.last_train;
-        budget = st.budget.unwrap_or(budget);
+        budget = st.budget;
         if step >= cfg.steps {
             return Err(Error::Config(format!(
                 "the checkpoint in {} is already at step {step}; pass a larger --steps to continue",
@@ -320,6 +485,8 @@ pub fn train(
     let start_step = step;
     let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
     let mut last_train: Option<Metrics> = resumed_last_train;
+    // Non-finite updates skipped (loop.skip_nonfinite): in a row, and in all.
+    let (mut bad_in_a_row, mut skipped) = (0u64, 0u64);
     let mut last_eval: Option<EvalReport> = None;
 
     let save = |agent: &dyn Agent,
@@ -339,16 +506,20 @@ pub fn train(
             evals,
             venv: venv.snapshot()?,
             last_train: last_train.clone(),
-            budget: Some(budget),
+            budget,
         };
-        data.trainer_state = Some(serde_json::json!({
-            "step": step,
-            "episodes": episodes,
-            "seed": seed,
-            "loop": loop_state,
-            "agent": agent_state,
-            "loop_config": cfg,
-        }));
+        let state = TrainerState {
+            step,
+            episodes,
+            seed,
+            loop_state,
+            agent: agent_state,
+            loop_config: cfg.clone(),
+        };
+        data.trainer_state = Some(
+            serde_json::to_value(&state)
+                .map_err(|e| Error::data(out, format!("cannot encode the trainer state: {e}")))?,
+        );
         checkpoint::save(out, &data)?;
         // The save swapped the folder: keep appending to the new copy of metrics.jsonl.
         log.reopen()
@@ -389,14 +560,34 @@ pub fn train(
             )?;
         }
         match agent.update(step) {
-            Ok(Some(m)) => last_train = Some(m),
+            Ok(Some(m)) => {
+                last_train = Some(m);
+                bad_in_a_row = 0;
+            }
             Ok(None) => {}
-            Err(Error::Training(msg)) => {
+            Err(Error::NonFinite(msg)) if bad_in_a_row < cfg.skip_nonfinite => {
+                bad_in_a_row += 1;
+                skipped += 1;
+                tracing::warn!(step, "{msg}: update skipped (loop.skip_nonfinite)");
+                log.log(
+                    step,
+                    "skipped",
+                    &BTreeMap::from([("skipped_updates".to_string(), skipped as f64)]),
+                )?;
+            }
+            Err(Error::Training(msg)) | Err(Error::NonFinite(msg)) => {
                 log.flush()?;
+                let kept = match recorded_step(out) {
+                    Some(s) => format!(
+                        "The last good checkpoint (step {s}) in {} is kept: resume it with --resume, \
+                         perhaps with a lower learning rate",
+                        out.display()
+                    ),
+                    None => "No checkpoint was written before it".to_string(),
+                };
                 return Err(Error::Training(format!(
-                    "{msg} at step {step}; training stopped. The last good checkpoint in {} is kept \
-                     (resume it with --resume, perhaps with a lower learning rate)",
-                    out.display()
+                    "{msg} at step {step}; training stopped. {kept} (or set loop.skip_nonfinite = N \
+                     to skip up to N such updates in a row)"
                 )));
             }
             Err(e) => return Err(e),

@@ -393,3 +393,130 @@ fn concurrent_shard_writers_end_with_every_run_listed_once() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+fn trainer_step(dir: &Path) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("trainer_state.json")).unwrap()).unwrap();
+    v["loop"]["step"].as_u64().unwrap()
+}
+
+/// Writing past a file-size limit (`ulimit -f`, as a full disk would) stops the run with a
+/// message naming the file; the last good checkpoint is left whole and resumes.
+#[test]
+fn a_write_that_fails_stops_the_run_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_reincarnate");
+    let args = "--env cartpole --algo dqn --set agent.buffer_size=20000 \
+                --set loop.checkpoint_interval=500 --set loop.eval_interval=0";
+    let first = exe()
+        .args(format!("train --steps 1000 {args}").split(' '))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(trainer_step(&out), 1000);
+    // The replay file of the next checkpoint (about 1 MB) is past a 100 KB limit.
+    let limited = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 100; exec {bin} train --steps 2000 {args} --resume --out {}",
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&limited.stderr);
+    assert_eq!(limited.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(".safetensors") && err.contains("too large"),
+        "{err}"
+    );
+    // The step-1000 checkpoint is whole, nothing half-written is left beside it, and it resumes.
+    assert_eq!(trainer_step(&out), 1000);
+    let leftovers: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "run")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let resumed = exe()
+        .args(format!("train --steps 2000 {args} --resume").split(' '))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(trainer_step(&out), 2000);
+}
+
+/// A loss that turns NaN stops the run at that step, naming it and the last finite checkpoint,
+/// which resumes with a lower learning rate; `loop.skip_nonfinite = N` skips up to N such
+/// updates in a row before stopping.
+#[test]
+fn a_nonfinite_loss_stops_at_its_step_and_keeps_the_last_finite_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let run = |extra: &str, dir: &Path| {
+        exe()
+            .args(
+                format!(
+                    "train --env cartpole --algo dqn --steps 3000 --set loop.checkpoint_interval=50 \
+                     --set loop.eval_interval=0 {extra}"
+                )
+                .split_whitespace(),
+            )
+            .arg("--out")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let o = run("--set agent.learning_rate=1e15", &out);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let at: u64 = err
+        .split(" at step ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {err}"));
+    let kept = trainer_step(&out);
+    assert!(
+        err.contains("became NaN") || err.contains("became inf"),
+        "{err}"
+    );
+    assert!(
+        kept < at && err.contains(&format!("(step {kept})")),
+        "{err}"
+    );
+    let resumed = run("--set agent.learning_rate=1e-4 --resume", &out);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(trainer_step(&out), 3000);
+    // Skipping: the same divergence, five bad updates skipped in a row, then a stop.
+    let skip = tmp.path().join("skip");
+    let o = run(
+        "--set agent.learning_rate=1e15 --set loop.skip_nonfinite=5",
+        &skip,
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("at step {}", at + 5)), "{err}");
+    let skipped = std::fs::read_to_string(skip.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"skipped\""))
+        .count();
+    assert_eq!(skipped, 5);
+}

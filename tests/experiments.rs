@@ -15,6 +15,7 @@ fn shipped_experiment_files_parse() {
                     let fam = reincarnate::envs::TaskFamily::new(&t.env.config()).unwrap();
                     let mut agent_cfg = t.agent.clone();
                     agent_cfg.insert("buffer_size".into(), toml::Value::Integer(10));
+                    agent_cfg.insert("batch_size".into(), toml::Value::Integer(10));
                     reincarnate::agents::build(
                         &t.algo,
                         &agent_cfg,
@@ -29,6 +30,7 @@ fn shipped_experiment_files_parse() {
                     let fam = reincarnate::envs::TaskFamily::new(&r.env.config()).unwrap();
                     let mut agent_cfg = r.agent.clone();
                     agent_cfg.insert("buffer_size".into(), toml::Value::Integer(10));
+                    agent_cfg.insert("batch_size".into(), toml::Value::Integer(10));
                     reincarnate::agents::build(
                         &r.student,
                         &agent_cfg,

@@ -121,6 +121,31 @@ impl DistillConfig {
                 self.steps, self.batch
             ));
         }
+        crate::limits::check_count(
+            "distill steps",
+            self.steps,
+            crate::limits::MAX_GRADIENT_STEPS,
+            "a distillation that long never ends in practice",
+        )?;
+        // The activations of one batch: tokens × width, several times over per layer.
+        crate::limits::check_memory(
+            || {
+                format!(
+                    "a batch of {} contexts of {} tokens",
+                    self.batch, self.model.context
+                )
+            },
+            crate::limits::bytes(
+                &[
+                    self.batch,
+                    self.model.context,
+                    self.model.d_model,
+                    self.model.n_layer.max(1),
+                    16,
+                ],
+                4,
+            ),
+        )?;
         if self.warmup_steps > self.steps {
             return bad(format!(
                 "warmup_steps = {} exceeds steps = {}",

@@ -178,6 +178,12 @@ impl DqnConfig {
         if self.batch_size == 0 || self.buffer_size == 0 {
             return bad("agent.batch_size and agent.buffer_size must be at least 1".into());
         }
+        if self.batch_size > self.buffer_size {
+            return bad(format!(
+                "agent.batch_size = {} is larger than agent.buffer_size = {}: a batch is drawn from the buffer",
+                self.batch_size, self.buffer_size
+            ));
+        }
         if self.n_step == 0 {
             return bad("agent.n_step must be at least 1".into());
         }
@@ -310,7 +316,7 @@ impl Dqn {
         let support = (config.network.atoms > 1)
             .then(|| CategoricalSupport::new(config.network.atoms, config.v_min, config.v_max))
             .transpose()?;
-        let replay = ReplayBuffer::new(config.buffer_size, obs_dim, None);
+        let replay = ReplayBuffer::try_new(config.buffer_size, obs_dim, None, "agent.buffer_size")?;
         let pass_work = store.num_params() * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
@@ -521,7 +527,7 @@ impl Dqn {
         self.batch = batch;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
-            return Err(Error::Training(format!(
+            return Err(Error::NonFinite(format!(
                 "{} loss became {loss_value}",
                 self.algorithm
             )));
@@ -534,7 +540,7 @@ impl Dqn {
             None => grad::global_norm(&grads, &vars)?,
         };
         if !grad_norm.is_finite() {
-            return Err(Error::Training(format!(
+            return Err(Error::NonFinite(format!(
                 "{} gradient norm became {grad_norm}",
                 self.algorithm
             )));

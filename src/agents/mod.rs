@@ -277,46 +277,45 @@ pub fn from_checkpoint(
         .get("algorithm")
         .and_then(|a| a.as_str())
         .ok_or_else(|| bad("missing `algorithm`"))?;
-    let env: crate::envs::EnvSpec = serde_json::from_value(
-        data.config
-            .get("env")
-            .cloned()
-            .ok_or_else(|| bad("missing `env`"))?,
-    )
-    .map_err(|e| bad(&format!("`env` is not an env spec: {e}")))?;
-    let mut agent: Box<dyn Agent> = match algo {
-        "dqn" | "c51" => {
-            let cfg: dqn::DqnConfig =
-                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
-                    .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
-            Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0, None)?)
-        }
-        "ppo" => {
-            let cfg: ppo::PpoConfig =
-                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
-                    .map_err(|e| bad(&format!("`agent` is not a ppo config: {e}")))?;
-            Box::new(ppo::Ppo::new(cfg, &env, device, 0)?)
-        }
-        "ucb" => {
-            let cfg: bandit_algos::UcbConfig =
-                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
-                    .map_err(|e| bad(&format!("`agent` is not a ucb config: {e}")))?;
-            Box::new(bandit_algos::Ucb::new(cfg, &env)?)
-        }
-        "thompson" => {
-            let cfg: bandit_algos::ThompsonConfig =
-                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
-                    .map_err(|e| bad(&format!("`agent` is not a thompson config: {e}")))?;
-            Box::new(bandit_algos::Thompson::new(cfg, &env, 0)?)
-        }
-        "sac" | "simbav2" => {
-            let cfg: sac::SacConfig =
-                serde_json::from_value(data.config.get("agent").cloned().unwrap_or_default())
-                    .map_err(|e| bad(&format!("`agent` is not a {algo} config: {e}")))?;
-            Box::new(sac::Sac::new(algo, cfg, &env, device, 0, None)?)
-        }
-        other => return Err(bad(&format!("unknown algorithm `{other}`"))),
+    let file = std::path::Path::new(crate::checkpoint::CONFIG_FILE);
+    let section = |key: &str| data.config.get(key).unwrap_or(&serde_json::Value::Null);
+    let env: crate::envs::EnvSpec =
+        crate::checkpoint::decode_complete(section("env"), file, "env")?;
+    // A config value the agent refuses is a fault of this file.
+    let build = || -> crate::Result<Box<dyn Agent>> {
+        Ok(match algo {
+            "dqn" | "c51" => {
+                let cfg: dqn::DqnConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(dqn::Dqn::new(algo, cfg, &env, device, 0, None)?)
+            }
+            "ppo" => {
+                let cfg: ppo::PpoConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(ppo::Ppo::new(cfg, &env, device, 0)?)
+            }
+            "ucb" => {
+                let cfg: bandit_algos::UcbConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(bandit_algos::Ucb::new(cfg, &env)?)
+            }
+            "thompson" => {
+                let cfg: bandit_algos::ThompsonConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(bandit_algos::Thompson::new(cfg, &env, 0)?)
+            }
+            "sac" | "simbav2" => {
+                let cfg: sac::SacConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(sac::Sac::new(algo, cfg, &env, device, 0, None)?)
+            }
+            other => return Err(bad(&format!("unknown algorithm `{other}`"))),
+        })
     };
+    let mut agent = build().map_err(|e| match e {
+        crate::Error::Config(m) => crate::Error::data(file, m),
+        e => e,
+    })?;
     agent.load(data)?;
     Ok(agent)
 }

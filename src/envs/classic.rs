@@ -3,7 +3,7 @@
 //! Gymnasium does; observations are emitted as f32.
 
 use super::{continuous_action, discrete_action, Action, Bounds, Env, Space, Step};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -67,6 +67,10 @@ impl CartPole {
 
 impl Env for CartPole {
     crate::serde_snapshot!("cartpole");
+
+    fn check_state(&self) -> Result<()> {
+        finite_state("cartpole", &self.state, 1e6)
+    }
 
     fn observation_space(&self) -> &Space {
         &self.obs_space
@@ -179,6 +183,11 @@ fn angle_normalize(x: f64) -> f64 {
 
 impl Env for Pendulum {
     crate::serde_snapshot!("pendulum");
+
+    fn check_state(&self) -> Result<()> {
+        finite_state("pendulum", &[self.theta], 1e6)?;
+        finite_state("pendulum", &[self.theta_dot], Self::MAX_SPEED)
+    }
 
     fn observation_space(&self) -> &Space {
         &self.obs_space
@@ -311,6 +320,16 @@ impl Env for MountainCarContinuous {
             terminated,
             truncated: !terminated && self.t >= self.limit,
         })
+    }
+}
+
+/// Errors unless every value of `state` is finite and at most `bound` in size.
+fn finite_state(id: &str, state: &[f64], bound: f64) -> Result<()> {
+    match state.iter().find(|v| !v.is_finite() || v.abs() > bound) {
+        Some(v) => Err(Error::Env(format!(
+            "`{id}` state value {v} is outside what the environment can reach (|x| ≤ {bound})"
+        ))),
+        None => Ok(()),
     }
 }
 

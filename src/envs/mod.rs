@@ -135,6 +135,12 @@ pub trait Env: Send {
     fn snapshot(&self) -> Result<serde_json::Value>;
     /// Restores a state produced by [`Env::snapshot`] of the same environment and task.
     fn restore(&mut self, state: &serde_json::Value) -> Result<()>;
+    /// Whether the state is one the environment can be in (finite, within its physical
+    /// limits): checked on every restored snapshot, since a snapshot is a file someone may
+    /// have edited.
+    fn check_state(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Implements [`Env::snapshot`]/[`Env::restore`] for an environment struct that derives
@@ -147,12 +153,26 @@ macro_rules! serde_snapshot {
                 .map_err(|e| $crate::error::Error::Env(format!("cannot snapshot `{}`: {e}", $name)))
         }
         fn restore(&mut self, state: &serde_json::Value) -> $crate::error::Result<()> {
-            *self = serde_json::from_value(state.clone()).map_err(|e| {
+            let restored: Self = serde_json::from_value(state.clone()).map_err(|e| {
                 $crate::error::Error::Env(format!(
                     "cannot restore `{}` from its snapshot: {e}",
                     $name
                 ))
             })?;
+            // A snapshot restores a state, never another environment.
+            if restored.observation_space() != self.observation_space()
+                || restored.action_space() != self.action_space()
+                || restored.max_episode_steps() != self.max_episode_steps()
+            {
+                return Err($crate::error::Error::Env(format!(
+                    "cannot restore `{}`: the snapshot's spaces or time limit differ from this environment's",
+                    $name
+                )));
+            }
+            restored.check_state().map_err(|e| {
+                $crate::error::Error::Env(format!("cannot restore `{}`: {e}", $name))
+            })?;
+            *self = restored;
             Ok(())
         }
     };

@@ -201,6 +201,7 @@ impl VecEnv {
     /// Restores a [`snapshot`](Self::snapshot) into a batch built from the same family.
     pub fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
         #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct Saved {
             envs: Vec<serde_json::Value>,
             tasks: Vec<usize>,
@@ -213,11 +214,29 @@ impl VecEnv {
         }
         let s: Saved = serde_json::from_value(state.clone())
             .map_err(|e| Error::Env(format!("VecEnv snapshot is malformed: {e}")))?;
-        if s.envs.len() != self.envs.len() || s.obs.len() != self.obs.len() {
+        let n = self.envs.len();
+        let lengths = [
+            ("envs", s.envs.len(), n),
+            ("tasks", s.tasks.len(), n),
+            ("pending_tasks", s.pending_tasks.len(), n),
+            ("ep_return", s.ep_return.len(), n),
+            ("ep_len", s.ep_len.len(), n),
+            ("obs", s.obs.len(), self.obs.len()),
+        ];
+        if let Some((field, found, want)) = lengths.iter().find(|(_, f, w)| f != w) {
             return Err(Error::Env(format!(
-                "VecEnv snapshot holds {} environments, this batch has {}",
-                s.envs.len(),
-                self.envs.len()
+                "VecEnv snapshot: `{field}` holds {found} values, this batch of {n} environments needs {want}"
+            )));
+        }
+        let tasks = self.family.num_tasks();
+        if let Some(t) = s
+            .tasks
+            .iter()
+            .chain(s.pending_tasks.iter().flatten())
+            .find(|&&t| t >= tasks)
+        {
+            return Err(Error::Env(format!(
+                "VecEnv snapshot: task {t} does not exist (the family has {tasks})"
             )));
         }
         for (i, st) in s.envs.iter().enumerate() {

@@ -30,6 +30,7 @@ pub const DATA_DIR: &str = "data";
 /// One task of the dataset's task list: its index in the env's task family and its
 /// parameters (goal cell, arm means, ...) as `TaskFamily::describe_task` gives them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskEntry {
     pub index: u32,
     #[serde(default)]
@@ -38,6 +39,7 @@ pub struct TaskEntry {
 
 /// The algorithm whose runs produced the data, with its full configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceAlgo {
     pub name: String,
     #[serde(default)]
@@ -55,6 +57,7 @@ pub struct RunEntry {
 
 /// `dataset.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format: String,
     pub version: u32,
@@ -62,7 +65,8 @@ pub struct Manifest {
     /// Layout of every file (observation size, action kind, policy column).
     pub layout: TransitionSchema,
     pub tasks: Vec<TaskEntry>,
-    /// Which task split the runs were collected on: `train`, `test` or `all`.
+    /// How the runs were made, a label: the task set they were collected on (`train`, `test`,
+    /// `all`), `replay` (a replay dump) or `teacher` (a teacher's rollouts).
     pub split: String,
     pub source: SourceAlgo,
     pub runs: Vec<RunEntry>,
@@ -103,8 +107,11 @@ impl Manifest {
     }
 
     /// Reads `folder/dataset.json`.
+    /// Reads `folder/dataset.json` strictly: a missing or mistyped field is an error naming it.
     pub fn load(folder: &Path) -> Result<Self> {
-        crate::fs::read_json(&folder.join(MANIFEST_FILE))
+        let path = folder.join(MANIFEST_FILE);
+        let value: serde_json::Value = crate::fs::read_json(&path)?;
+        crate::checkpoint::decode_complete(&value, &path, "")
     }
 
     /// Writes `folder/dataset.json` atomically.
@@ -162,7 +169,37 @@ pub fn resolve_data_path(folder: &Path, file: &str) -> std::result::Result<PathB
     if file.contains('\\') {
         return Err(format!("file path `{file}` contains `\\`: use `/`"));
     }
-    Ok(folder.join(p))
+    let path = folder.join(p);
+    stays_inside(folder, &path, file)?;
+    Ok(path)
+}
+
+/// A path that exists must also stay inside `folder` once symlinks are followed. The one
+/// exception is the Hugging Face cache's own layout, where a snapshot's files link to the
+/// repository's `blobs/` folder (`datasets--ORG--NAME/{snapshots/REV,blobs}`).
+fn stays_inside(folder: &Path, path: &Path, file: &str) -> std::result::Result<(), String> {
+    let (Ok(real), Ok(root)) = (path.canonicalize(), folder.canonicalize()) else {
+        // Not there (yet): nothing to follow; a reader reports the missing file.
+        return Ok(());
+    };
+    if real.starts_with(&root) {
+        return Ok(());
+    }
+    let hub_blobs = root
+        .ancestors()
+        .find(|a| {
+            a.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("datasets--") || n.starts_with("models--"))
+        })
+        .map(|repo| repo.join("blobs"));
+    match hub_blobs {
+        Some(blobs) if real.starts_with(&blobs) => Ok(()),
+        _ => Err(format!(
+            "file path `{file}` leads outside the dataset folder through a symlink (to {})",
+            real.display()
+        )),
+    }
 }
 
 /// Checks a dataset folder against its manifest and returns every problem found (empty: valid).

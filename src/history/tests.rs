@@ -680,3 +680,37 @@ fn bench_io_print() {
         println!("{} {} {}", f.name, f.value, f.unit);
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn manifest_paths_may_not_leave_the_folder_through_a_symlink() {
+    use crate::history::manifest::resolve_data_path;
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("secret.parquet");
+    std::fs::write(&outside, b"x").unwrap();
+    let folder = dir.path().join("data-set");
+    std::fs::create_dir_all(folder.join("data")).unwrap();
+    symlink(&outside, folder.join("data/part-00000.parquet")).unwrap();
+    let e = resolve_data_path(&folder, "data/part-00000.parquet").unwrap_err();
+    assert!(
+        e.contains("outside the dataset folder through a symlink"),
+        "{e}"
+    );
+    // Inside the folder, or not there yet: fine.
+    std::fs::write(folder.join("data/part-00001.parquet"), b"x").unwrap();
+    assert!(resolve_data_path(&folder, "data/part-00001.parquet").is_ok());
+    assert!(resolve_data_path(&folder, "data/part-00002.parquet").is_ok());
+    // The Hub cache's layout: a snapshot's file links into the repository's blobs.
+    let repo = dir.path().join("datasets--org--name");
+    let snap = repo.join("snapshots/abc123");
+    std::fs::create_dir_all(snap.join("data")).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::write(repo.join("blobs/f00d"), b"x").unwrap();
+    symlink(
+        repo.join("blobs/f00d"),
+        snap.join("data/part-00000.parquet"),
+    )
+    .unwrap();
+    assert!(resolve_data_path(&snap, "data/part-00000.parquet").is_ok());
+}

@@ -29,6 +29,8 @@ pub struct ParamStore {
     rng: Rng,
     vars: BTreeMap<String, Var>,
     buffers: BTreeMap<String, Var>,
+    /// Bytes of every parameter and buffer created so far.
+    bytes: u64,
 }
 
 impl ParamStore {
@@ -39,6 +41,7 @@ impl ParamStore {
             rng: Rng::seed_from_u64(seed),
             vars: BTreeMap::new(),
             buffers: BTreeMap::new(),
+            bytes: 0,
         }
     }
 
@@ -81,6 +84,13 @@ impl ParamStore {
                 "parameter `{name}` is created twice; every layer needs its own name"
             )));
         }
+        // Checked before the values are drawn: a shape from a config can be any size.
+        let total = crate::limits::bytes(shape, 4).and_then(|b| b.checked_add(self.bytes));
+        crate::limits::check_memory(
+            || format!("the network's parameters (up to `{name}`, shape {shape:?})"),
+            total,
+        )?;
+        self.bytes = total.unwrap_or(u64::MAX);
         let data = init.sample(shape, &mut self.rng);
         Ok(Var::from_vec(data, shape, &self.device)?)
     }

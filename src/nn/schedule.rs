@@ -109,11 +109,13 @@ impl Schedule {
         Schedule::Constant { value }
     }
 
-    /// Checks that the steps are consistent (`warmup_steps ≤ total_steps`) and values finite.
+    /// Checks that the steps are consistent (`warmup_steps ≤ total_steps`) and values finite
+    /// and non-negative (every schedule here is a learning rate).
     pub fn validate(&self, field: &str) -> Result<()> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
         let finite = match *self {
-            Schedule::Constant { value } => value.is_finite(),
-            Schedule::Linear { start, end, .. } => start.is_finite() && end.is_finite(),
+            Schedule::Constant { value } => ok(value),
+            Schedule::Linear { start, end, .. } => ok(start) && ok(end),
             Schedule::WarmupCosine {
                 peak,
                 final_value,
@@ -125,14 +127,14 @@ impl Schedule {
                         "{field}: warmup_steps = {warmup_steps} exceeds total_steps = {total_steps}"
                     )));
                 }
-                peak.is_finite() && final_value.is_finite()
+                ok(peak) && ok(final_value)
             }
         };
         if finite {
             Ok(())
         } else {
             Err(Error::Config(format!(
-                "{field}: schedule values must be finite, found {self:?}"
+                "{field}: schedule values must be finite and at least 0, found {self:?}"
             )))
         }
     }

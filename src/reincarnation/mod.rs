@@ -240,6 +240,8 @@ pub fn run_reincarnate(
     device: &candle_core::Device,
     out: &Path,
 ) -> Result<ReincarnationSummary> {
+    spec.train_loop.validate()?;
+    let _lock = crate::fs::FolderLock::acquire(out)?;
     let env_cfg = spec.env.config();
     let family = TaskFamily::new(&env_cfg)?;
     let task = spec
@@ -570,7 +572,7 @@ fn offline_loop(
     let log_every = (updates / 100).max(1);
     for u in 1..=updates {
         let m = step(u).map_err(|e| match e {
-            Error::Training(msg) => {
+            Error::Training(msg) | Error::NonFinite(msg) => {
                 Error::Training(format!("{msg} in the offline phase (update {u})"))
             }
             e => e,
@@ -690,7 +692,12 @@ fn teacher_data(
             crate::envs::Space::Box { shape, .. } => Some(shape.iter().product()),
             crate::envs::Space::Discrete { .. } => None,
         };
-        let mut replay = crate::replay::ReplayBuffer::new(rows, d, act_dim);
+        let mut replay = crate::replay::ReplayBuffer::try_new(
+            rows,
+            d,
+            act_dim,
+            &format!("the rows {} lists", folder.join("dataset.json").display()),
+        )?;
         crate::replay::dataset::load(&mut replay, folder)?;
         return Ok(replay);
     }

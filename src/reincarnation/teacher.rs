@@ -272,11 +272,12 @@ impl Teacher {
     ) -> Result<ReplayBuffer> {
         let continuous = self.is_continuous();
         let k = self.n_actions;
-        let mut replay = ReplayBuffer::new(
+        let mut replay = ReplayBuffer::try_new(
             steps.max(1),
             family.spec().obs_dim(),
             continuous.then_some(k),
-        );
+            "method_config.teacher_data_steps",
+        )?;
         let mut venv = crate::envs::VecEnv::new(family, &[task], seed)?;
         venv.reset();
         let mut rng = crate::rng::Rng::seed_from_u64(crate::rng::derive_seed(seed, 0x7EAC));

@@ -325,6 +325,12 @@ impl SacConfig {
                 "agent.batch_size, agent.buffer_size and agent.utd must be at least 1".into(),
             );
         }
+        if self.batch_size > self.buffer_size || self.utd > 1024 {
+            return bad(format!(
+                "agent.batch_size = {} must be at most agent.buffer_size = {} (a batch is drawn from the buffer) and agent.utd = {} at most 1024",
+                self.batch_size, self.buffer_size, self.utd
+            ));
+        }
         if self.actor_update_interval == 0 {
             return bad("agent.actor_update_interval must be at least 1".into());
         }
@@ -746,7 +752,12 @@ impl Sac {
             reward_scaler: config
                 .scale_rewards
                 .then(|| RewardScaler::new(1, gamma, config.reward_g_max)),
-            replay: ReplayBuffer::new(config.buffer_size, obs_dim, Some(act_dim)),
+            replay: ReplayBuffer::try_new(
+                config.buffer_size,
+                obs_dim,
+                Some(act_dim),
+                "agent.buffer_size",
+            )?,
             config,
             env: env.clone(),
             obs_dim,
@@ -943,7 +954,7 @@ impl Sac {
         if v.is_finite() {
             Ok(v)
         } else {
-            Err(Error::Training(format!(
+            Err(Error::NonFinite(format!(
                 "{} {what} became {v}",
                 self.algorithm
             )))

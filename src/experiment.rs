@@ -164,7 +164,95 @@ pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<Experiment> 
             path.display()
         )));
     }
+    validate_stages(&exp).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
     Ok(exp)
+}
+
+/// What can be checked before any stage runs, so that a mistake in the last stage does not
+/// surface hours later: names that become folders, environments, loop limits, counts.
+fn validate_stages(exp: &Experiment) -> Result<()> {
+    if let Some(name) = &exp.name {
+        crate::fs::check_folder_name("name", name)?;
+    }
+    let env_ok = |stage: &str, env: &EnvRef| -> Result<()> {
+        crate::envs::TaskFamily::new(&env.config())
+            .map(|_| ())
+            .map_err(|e| Error::Config(format!("stage `{stage}`: {e}")))
+    };
+    let algo_ok = |stage: &str, what: &str, algo: &str| -> Result<()> {
+        if crate::agents::ALGORITHMS.contains(&algo) {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "stage `{stage}`: {what} `{algo}` is not one of {}",
+                crate::agents::ALGORITHMS.join(", ")
+            )))
+        }
+    };
+    let mut earlier: Vec<&str> = Vec::new();
+    for s in &exp.stages {
+        let name = s.name();
+        crate::fs::check_folder_name("stage name", name)?;
+        let in_stage = |e: Error| Error::Config(format!("stage `{name}`: {e}"));
+        match s {
+            Stage::Train(t) => {
+                env_ok(name, &t.env)?;
+                algo_ok(name, "algo", &t.algo)?;
+                t.train_loop.validate().map_err(in_stage)?;
+            }
+            Stage::Reincarnate(r) => {
+                env_ok(name, &r.env)?;
+                algo_ok(name, "student", &r.student)?;
+                r.train_loop.validate().map_err(in_stage)?;
+                // A teacher is an earlier stage, a Hub reference, or a file that exists now.
+                let t = r.teacher.as_str();
+                let found = match t.strip_prefix("stage:") {
+                    Some(stage) => earlier.contains(&stage),
+                    None => t.starts_with("hf://") || Path::new(t).exists(),
+                };
+                if !found {
+                    return Err(Error::Config(format!(
+                        "stage `{name}`: teacher `{t}` is neither an earlier stage (`stage:NAME`), an `hf://` reference, nor an existing file or folder"
+                    )));
+                }
+            }
+            Stage::Collect(c) => {
+                env_ok(name, &c.env)?;
+                crate::limits::check_count(
+                    "runs × steps",
+                    (c.runs as u64).saturating_mul(c.steps),
+                    crate::limits::MAX_ENV_STEPS,
+                    "a collection that long never ends in practice",
+                )
+                .map_err(in_stage)?;
+            }
+            Stage::Distill(d) => d.config.validate().map_err(in_stage)?,
+            Stage::Eval(e) => {
+                for env in e.env.iter().chain(&e.envs) {
+                    env_ok(name, env)?;
+                }
+                crate::limits::check_count(
+                    "episodes",
+                    e.episodes as u64,
+                    crate::limits::MAX_EPISODES,
+                    "an evaluation that long never ends in practice",
+                )
+                .map_err(in_stage)?;
+            }
+            Stage::IclEval(e) => {
+                crate::limits::check_count(
+                    "episodes",
+                    e.episodes as u64,
+                    crate::limits::MAX_EPISODES,
+                    "an evaluation that long never ends in practice",
+                )
+                .map_err(in_stage)?;
+            }
+            Stage::Compare(_) | Stage::IclPlot(_) | Stage::ReincarnationSummary(_) => {}
+        }
+        earlier.push(name);
+    }
+    Ok(())
 }
 
 /// Evaluates a uniformly random policy (the reference of every normalised score).

@@ -68,6 +68,25 @@ pub fn report_write_limits_as_errors() {
     }
 }
 
+/// Errors unless `name` (the `what` of a config: an experiment or stage name) can be one
+/// folder's name: 1–100 characters of letters, digits, `-`, `_` and `.`, not `.` or `..`.
+pub fn check_folder_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} `{name}` cannot name a folder: use 1–100 letters, digits, `-`, `_` or `.` (not `.` or `..`)"
+        )))
+    }
+}
+
 /// Whether `name` is a temporary file or folder of [`temp_path`] or a swap (`.x.tmp-PID`,
 /// `.x.old-PID`): left behind only by a process that was killed, never part of a result.
 pub fn is_temp_name(name: &str) -> bool {

@@ -236,6 +236,98 @@ fn mutate_bytes(bytes: &[u8], rng: &mut Rng) -> (Vec<u8>, Mutation) {
     )
 }
 
+/// A Parquet file: a column dropped, renamed, cast to another type or given a null (every
+/// change to the schema is one a reader must refuse), or its bytes.
+fn mutate_parquet(bytes: &[u8], rng: &mut Rng) -> (Vec<u8>, Mutation) {
+    use arrow::array::{make_array, Array, ArrayRef, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    if rng.below(2) == 0 {
+        return mutate_bytes(bytes, rng);
+    }
+    let mut tmp = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut tmp, bytes).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        tmp.reopen().unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let i = rng.below(schema.fields().len());
+    let name = schema.field(i).name().clone();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let what = match rng.below(4) {
+        0 => {
+            fields.remove(i);
+            columns.remove(i);
+            format!("dropped column `{name}`")
+        }
+        1 => {
+            fields[i] = fields[i].clone().with_name(format!("{name}_renamed"));
+            format!("renamed column `{name}`")
+        }
+        2 => {
+            let targets = [
+                DataType::Int64,
+                DataType::UInt32,
+                DataType::Float64,
+                DataType::Float32,
+                DataType::Utf8,
+                DataType::Boolean,
+            ];
+            let to = targets
+                .iter()
+                .filter(|t| *t != fields[i].data_type())
+                .nth(rng.below(targets.len() - 1))
+                .cloned()
+                .unwrap_or(DataType::Utf8);
+            match arrow::compute::cast(&columns[i], &to) {
+                Ok(c) => {
+                    columns[i] = c;
+                    fields[i] = Field::new(name.clone(), to.clone(), true);
+                    format!("column `{name}` cast to {to}")
+                }
+                Err(_) => {
+                    fields.remove(i);
+                    columns.remove(i);
+                    format!("dropped column `{name}` (no cast)")
+                }
+            }
+        }
+        _ => {
+            let c = &columns[i];
+            let mut valid = vec![true; c.len()];
+            valid[rng.below(c.len())] = false;
+            let data = c
+                .to_data()
+                .into_builder()
+                .nulls(Some(arrow::buffer::NullBuffer::from(valid)))
+                .build()
+                .unwrap();
+            columns[i] = make_array(data);
+            fields[i] = fields[i].clone().with_nullable(true);
+            format!("a null in column `{name}`")
+        }
+    };
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    (
+        out,
+        Mutation {
+            what,
+            breaks_a_field: true,
+        },
+    )
+}
+
 /// A safetensors file: its header (a JSON object after an 8-byte length) mutated as JSON, or
 /// its bytes.
 fn mutate_safetensors(bytes: &[u8], rng: &mut Rng) -> (Vec<u8>, Mutation) {
@@ -603,7 +695,7 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
             kind: "transition Parquet",
             folder: data.clone(),
             file: parquet,
-            mutate: mutate_bytes,
+            mutate: mutate_parquet,
             read: read_dataset,
             free_form: &[],
             weight: 3,

@@ -98,6 +98,80 @@ fn first_missing(
     }
 }
 
+/// The first dotted path at which two JSON values differ, ignoring object keys in `skip`
+/// (at any depth); `at` prefixes the path (empty: none).
+pub fn first_difference(
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+    at: &str,
+    skip: &[&str],
+) -> Option<String> {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .filter(|k| !skip.contains(&k.as_str()))
+                .find_map(|k| first_difference(x.get(k), y.get(k), &join(k), skip))
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| {
+                first_difference(Some(p), Some(q), &join(&i.to_string()), skip)
+            })
+        }
+        (Some(Value::Number(x)), Some(Value::Number(y))) => {
+            (x.as_f64() != y.as_f64()).then(|| at.to_string())
+        }
+        (x, y) => (x != y).then(|| at.to_string()),
+    }
+}
+
+/// The value at dotted `path` in `v`, shortened for a message (`absent` if there is none).
+pub fn show_at(v: &serde_json::Value, path: &str) -> String {
+    let found = path.split('.').try_fold(v, |v, k| match v {
+        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => v.get(k),
+    });
+    match found {
+        None => "absent".into(),
+        Some(v) => {
+            let s = v.to_string();
+            if s.len() > 60 {
+                format!("{}…", &s[..s.floor_char_boundary(60)])
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// Errors unless `config` (a checkpoint's `config.json`) is exactly what the agent it
+/// configures writes: a field that was removed, retyped or changed to a value the agent would
+/// not write (a derived value such as SAC's `gamma`) is named.
+pub fn check_config_round_trip(
+    config: &serde_json::Value,
+    written: &serde_json::Value,
+) -> Result<()> {
+    match first_difference(Some(config), Some(written), "", &[]) {
+        None => Ok(()),
+        Some(path) => Err(Error::data(
+            CONFIG_FILE,
+            format!(
+                "`{path}` is {}, but the agent this file configures writes {}: the file was edited or damaged",
+                show_at(config, &path),
+                show_at(written, &path)
+            ),
+        )),
+    }
+}
+
 /// `#[serde(deserialize_with = "crate::checkpoint::required")]` on an `Option` field makes it
 /// required (present, possibly `null`): serde otherwise reads a missing `Option` as `None`.
 pub fn required<'de, D, T>(d: D) -> std::result::Result<T, D::Error>

@@ -181,13 +181,15 @@ struct TrainerState {
 /// rates and gradient clipping may change ([`RESUME_TUNABLE`]).
 fn same_run(saved: &serde_json::Value, built: &serde_json::Value, file: &Path) -> Result<()> {
     for key in ["algorithm", "env", "agent"] {
-        if let Some(path) = first_difference(saved.get(key), built.get(key), key) {
+        if let Some(path) =
+            checkpoint::first_difference(saved.get(key), built.get(key), key, RESUME_TUNABLE)
+        {
             return Err(Error::data(
                 file,
                 format!(
                     "`{path}` differs from the configuration this command builds ({} in the checkpoint, {} here): resume with the flags and config the run started with",
-                    short(lookup(saved, &path)),
-                    short(lookup(built, &path))
+                    checkpoint::show_at(saved, &path),
+                    checkpoint::show_at(built, &path)
                 ),
             ));
         }
@@ -204,53 +206,6 @@ const RESUME_TUNABLE: &[&str] = &[
     "temperature_lr",
     "max_grad_norm",
 ];
-
-/// The first dotted path at which two JSON values differ (ignoring [`RESUME_TUNABLE`] keys).
-fn first_difference(
-    a: Option<&serde_json::Value>,
-    b: Option<&serde_json::Value>,
-    at: &str,
-) -> Option<String> {
-    use serde_json::Value;
-    match (a, b) {
-        (Some(Value::Object(x)), Some(Value::Object(y))) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter()
-                .filter(|k| !RESUME_TUNABLE.contains(&k.as_str()))
-                .find_map(|k| first_difference(x.get(k), y.get(k), &format!("{at}.{k}")))
-        }
-        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (p, q))| first_difference(Some(p), Some(q), &format!("{at}.{i}"))),
-        (Some(Value::Number(x)), Some(Value::Number(y))) => {
-            (x.as_f64() != y.as_f64()).then(|| at.to_string())
-        }
-        (x, y) => (x != y).then(|| at.to_string()),
-    }
-}
-
-fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    path.split('.').try_fold(v, |v, k| match v {
-        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => v.get(k),
-    })
-}
-
-fn short(v: Option<&serde_json::Value>) -> String {
-    match v {
-        None => "absent".into(),
-        Some(v) => {
-            let s = v.to_string();
-            if s.len() > 60 {
-                format!("{}…", &s[..s.floor_char_boundary(60)])
-            } else {
-                s
-            }
-        }
-    }
-}
 
 /// The step of the checkpoint in `out`, if it holds a readable trainer state.
 fn recorded_step(out: &Path) -> Option<u64> {

@@ -48,14 +48,22 @@ fn distill_resume(_: &Path) -> Option<&'static str> {
     Some("--resume")
 }
 
-/// `collect` skips its finished runs and redoes the interrupted one without a flag.
+/// `collect` skips its finished runs and redoes the interrupted one without a flag; `run`
+/// skips its finished stages and reruns the interrupted one.
 fn collect_resume(_: &Path) -> Option<&'static str> {
     None
 }
 
 fn command(job: &Job, out: &Path, resume: bool) -> Command {
     let mut c = exe();
-    c.args(&job.args).arg("--out").arg(out);
+    c.args(&job.args);
+    if job.args[0] == "run" {
+        // An experiment writes under its `runs_dir` ("." here): the folder is the working one.
+        std::fs::create_dir_all(out).unwrap();
+        c.current_dir(out);
+    } else {
+        c.arg("--out").arg(out);
+    }
     if resume {
         if let Some(flag) = (job.resume)(out) {
             c.arg(flag);
@@ -519,4 +527,81 @@ fn a_nonfinite_loss_stops_at_its_step_and_keeps_the_last_finite_checkpoint() {
         .filter(|l| l.contains("\"skipped\""))
         .count();
     assert_eq!(skipped, 5);
+}
+
+/// `run` killed at five moments of a small experiment (training over two seeds, a collection, a
+/// distillation) and rerun each time ends with the weights and data of an uninterrupted run.
+#[test]
+fn an_experiment_killed_at_random_moments_reruns_to_the_same_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        r#"name = "crash"
+runs_dir = "."
+seed = 0
+
+[[stage]]
+name = "dqn"
+kind = "train"
+env = "cartpole"
+algo = "dqn"
+seeds = [0, 1]
+[stage.loop]
+steps = 2000
+eval_interval = 0
+checkpoint_interval = 500
+progress = false
+
+[[stage]]
+name = "histories"
+kind = "collect"
+env = "dark_room"
+algo = "ppo"
+runs = 4
+steps = 800
+
+[[stage]]
+name = "ad"
+kind = "distill"
+data = "histories"
+[stage.config]
+steps = 200
+batch = 4
+warmup_steps = 20
+checkpoint_interval = 50
+model = { n_layer = 1, d_model = 16, d_ff = 16, context = 40 }
+"#,
+    )
+    .unwrap();
+    let job = Job {
+        name: "run",
+        args: vec!["run".into(), exp.display().to_string()],
+        resume: collect_resume,
+    };
+    let (straight, killed) = (tmp.path().join("straight"), tmp.path().join("killed"));
+    let duration = run_through(&job, &straight);
+    let mut rng = Lcg(0x5EED_0000_0000_0024);
+    let landed = run_killed(&job, &killed, 5, duration, &mut rng);
+    eprintln!("run: {landed} of 5 kills landed ({duration:?} uninterrupted)");
+    assert!(landed >= 3, "only {landed} of 5 kills landed");
+    // Weights and data: everything but the per-run reports (timings, plots).
+    let weights = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        files(&root.join("crash"))
+            .into_iter()
+            .filter(|(p, _)| {
+                let e = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                matches!(e, "safetensors" | "parquet")
+            })
+            .collect()
+    };
+    let (a, b) = (weights(&straight), weights(&killed));
+    assert!(a.len() >= 10, "{} files", a.len());
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for ((p, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{} differs from the uninterrupted run", p.display());
+    }
 }

@@ -4,7 +4,7 @@
 //! clear error that names the damaged file, or be accepted for a stated reason; never a panic,
 //! an abort, or a hang.
 //!
-//! `MUTATION_CASES` (default 1,200) and `MUTATION_SEED` set the campaign's size and seed, for
+//! `MUTATION_CASES` (default 1,500) and `MUTATION_SEED` set the campaign's size and seed, for
 //! longer runs outside CI:
 //!   MUTATION_CASES=100000 cargo test --release --test mutation -- --nocapture
 
@@ -157,13 +157,15 @@ fn mutate_json(text: &[u8], rng: &mut Rng) -> (Vec<u8>, Mutation) {
         3..=5 if !all.is_empty() => {
             let p = all[rng.below(all.len())].clone();
             let node = node_mut(&mut v, &p).unwrap();
+            // A null is an optional field left empty: a value in its place may be valid.
+            let was_null = node.is_null();
             let new = retyped(node, rng);
             *node = new.clone();
             (
                 serde_json::to_vec_pretty(&v).unwrap(),
                 Mutation {
                     what: format!("retyped `{}` to {new}", p.join(".")),
-                    breaks_a_field: true,
+                    breaks_a_field: !was_null,
                 },
             )
         }
@@ -486,6 +488,34 @@ fn read_checkpoint(dir: &Path, algo: &str, env: &str, extra: &str) -> reincarnat
 const DQN_EXTRA: &str = "learning_starts = 50\nbuffer_size = 400";
 const SAC_EXTRA: &str = "learning_starts = 50\nbuffer_size = 400\nbatch_size = 16";
 
+fn read_ppo(dir: &Path) -> reincarnate::Result<()> {
+    read_checkpoint(dir, "ppo", "dark_room", "")
+}
+
+/// The distillation config of the AD fixture (small, resumable).
+fn ad_config() -> reincarnate::ad::DistillConfig {
+    reincarnate::config::from_table(
+        toml::from_str(
+            "steps = 20\nbatch = 2\nwarmup_steps = 2\ncheckpoint_interval = 10\nlog_interval = 10\n\
+             [model]\nn_layer = 1\nd_model = 16\nd_ff = 16\ncontext = 20\n",
+        )
+        .unwrap(),
+        "test",
+    )
+    .unwrap()
+}
+
+/// An AD checkpoint as the in-context evaluation reads it, then as `distill --resume` does.
+/// The dataset it was distilled from is `data` beside the campaign's case folders.
+fn read_ad(dir: &Path) -> reincarnate::Result<()> {
+    let dev = candle_core::Device::Cpu;
+    let ck = reincarnate::checkpoint::load(dir)?;
+    reincarnate::ad::curves::eval_in_context(&ck, None, TaskSet::Test, 1, 0, &dev)?;
+    let data = dir.parent().unwrap().join("data");
+    reincarnate::ad::distill(&ad_config(), &data, dir, 0, &dev, true)?;
+    Ok(())
+}
+
 fn read_dqn(dir: &Path) -> reincarnate::Result<()> {
     read_checkpoint(dir, "dqn", "cartpole", DQN_EXTRA)
 }
@@ -522,7 +552,7 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
     let cases: usize = std::env::var("MUTATION_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1200);
+        .unwrap_or(1500);
     let seed: u64 = std::env::var("MUTATION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -546,6 +576,17 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
     )
     .unwrap();
     reincarnate::collect::collect(&spec, 0, None, &data, &candle_core::Device::Cpu).unwrap();
+    let ppo = train_checkpoint(root, "ppo", "dark_room", "");
+    let ad = root.join("ad-ck");
+    reincarnate::ad::distill(
+        &ad_config(),
+        &data,
+        &ad,
+        0,
+        &candle_core::Device::Cpu,
+        false,
+    )
+    .unwrap();
     let exp = root.join("exp");
     std::fs::create_dir_all(&exp).unwrap();
     std::fs::copy("experiments/cartpole-qdagger.toml", exp.join("exp.toml")).unwrap();
@@ -577,7 +618,12 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
         Box::leak(m.runs[0].file.clone().into_boxed_str())
     };
     // Every reader accepts its untouched fixture (the checkpoints resumed in copies).
-    for (folder, read) in [(&dqn, read_dqn as fn(&Path) -> _), (&sac, read_sac)] {
+    for (folder, read) in [
+        (&dqn, read_dqn as fn(&Path) -> _),
+        (&sac, read_sac),
+        (&ppo, read_ppo),
+        (&ad, read_ad),
+    ] {
         let copy = root.join("untouched");
         copy_dir(folder, &copy);
         read(&copy).unwrap();
@@ -674,6 +720,78 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
             read: read_sac,
             free_form: checkpoint_free,
             weight: 2,
+        },
+        Target {
+            kind: "checkpoint config.json (ppo)",
+            folder: ppo.clone(),
+            file: "config.json",
+            mutate: mutate_json,
+            read: read_ppo,
+            free_form: checkpoint_free,
+            weight: 2,
+        },
+        Target {
+            kind: "checkpoint trainer_state.json (ppo)",
+            folder: ppo.clone(),
+            file: "trainer_state.json",
+            mutate: mutate_json,
+            read: read_ppo,
+            free_form: checkpoint_free,
+            weight: 2,
+        },
+        Target {
+            kind: "checkpoint model.safetensors (ppo)",
+            folder: ppo.clone(),
+            file: "model.safetensors",
+            mutate: mutate_safetensors,
+            read: read_ppo,
+            free_form: safetensors_free,
+            weight: 1,
+        },
+        Target {
+            kind: "checkpoint optimizer.safetensors (ppo)",
+            folder: ppo.clone(),
+            file: "optimizer.safetensors",
+            mutate: mutate_safetensors,
+            read: read_ppo,
+            free_form: safetensors_free,
+            weight: 1,
+        },
+        Target {
+            kind: "checkpoint config.json (ad)",
+            folder: ad.clone(),
+            file: "config.json",
+            mutate: mutate_json,
+            read: read_ad,
+            free_form: checkpoint_free,
+            weight: 2,
+        },
+        Target {
+            kind: "checkpoint trainer_state.json (ad)",
+            folder: ad.clone(),
+            file: "trainer_state.json",
+            mutate: mutate_json,
+            read: read_ad,
+            free_form: checkpoint_free,
+            weight: 2,
+        },
+        Target {
+            kind: "checkpoint model.safetensors (ad)",
+            folder: ad.clone(),
+            file: "model.safetensors",
+            mutate: mutate_safetensors,
+            read: read_ad,
+            free_form: safetensors_free,
+            weight: 1,
+        },
+        Target {
+            kind: "checkpoint optimizer.safetensors (ad)",
+            folder: ad.clone(),
+            file: "optimizer.safetensors",
+            mutate: mutate_safetensors,
+            read: read_ad,
+            free_form: safetensors_free,
+            weight: 1,
         },
         Target {
             kind: "dataset.json",

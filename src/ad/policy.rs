@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::kv_cache::KvCache;
-use super::model::{Gpt, GptConfig, TokenLayout, TokenSpec};
+use super::model::{Gpt, TokenLayout};
 use crate::checkpoint::{raw_to_tensors, CheckpointData};
 use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
@@ -78,26 +78,24 @@ impl InContextPolicy {
 
     /// Rebuilds the model of an AD/ED checkpoint (weights only).
     pub fn from_checkpoint(data: &CheckpointData, device: &Device, seed: u64) -> Result<Self> {
-        let cfg = &data.config;
-        let bad = |f: &str, e: String| Error::data("config.json", format!("`{f}`: {e}"));
-        let model_cfg: GptConfig = serde_json::from_value(cfg["model"].clone())
-            .map_err(|e| bad("model", e.to_string()))?;
-        let tokens: TokenSpec = serde_json::from_value(cfg["tokens"].clone())
-            .map_err(|e| bad("tokens", e.to_string()))?;
+        let cfg = crate::ad::train::AdCheckpointConfig::decode(&data.config)?;
         let mut store = ParamStore::new(device, 0);
-        let model = Gpt::new(&model_cfg, &tokens, &mut store)?;
+        let model = Gpt::new(&cfg.model, &cfg.tokens, &mut store)?;
         store.load_state_dict(
             &raw_to_tensors(&data.model, device)?,
             Path::new("model.safetensors"),
         )?;
-        let name = cfg["algorithm"].as_str().unwrap_or("ad").to_string();
-        Ok(Self::new(model, store, name, seed))
+        Ok(Self::new(
+            model,
+            store,
+            cfg.algorithm.as_str().to_string(),
+            seed,
+        ))
     }
 
     /// The environment the checkpoint was distilled on.
     pub fn env_spec(data: &CheckpointData) -> Result<EnvSpec> {
-        serde_json::from_value(data.config["env"].clone())
-            .map_err(|e| Error::data("config.json", format!("`env`: {e}")))
+        Ok(crate::ad::train::AdCheckpointConfig::decode(&data.config)?.env)
     }
 
     pub fn model(&self) -> &Gpt {

@@ -449,15 +449,65 @@ pub fn checkpoint_config(
     data: &Path,
     source: &str,
 ) -> serde_json::Value {
-    serde_json::json!({
-        "algorithm": cfg.mode.as_str(),
-        "model": cfg.model,
-        "tokens": tokens,
-        "env": env,
-        "distill": cfg,
-        "dataset": data.display().to_string(),
-        "source_algorithm": source,
+    serde_json::to_value(AdCheckpointConfig {
+        algorithm: cfg.mode,
+        model: cfg.model.clone(),
+        tokens: tokens.clone(),
+        env: env.clone(),
+        distill: cfg.clone(),
+        dataset: data.display().to_string(),
+        source_algorithm: source.to_string(),
     })
+    .expect("an AD checkpoint config encodes")
+}
+
+/// `config.json` of an AD/ED checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdCheckpointConfig {
+    pub algorithm: Mode,
+    pub model: GptConfig,
+    pub tokens: TokenSpec,
+    pub env: EnvSpec,
+    pub distill: DistillConfig,
+    /// The dataset it was distilled from, and that dataset's source algorithm (for people).
+    pub dataset: String,
+    pub source_algorithm: String,
+}
+
+impl AdCheckpointConfig {
+    /// Decodes a checkpoint's `config.json` strictly and checks that its parts agree: the
+    /// model is the distillation's, the tokens fit the environment's spaces. Every error
+    /// names `config.json`.
+    pub fn decode(config: &serde_json::Value) -> Result<Self> {
+        let file = Path::new(crate::checkpoint::CONFIG_FILE);
+        let c: Self = crate::checkpoint::decode_complete(config, file, "")?;
+        let bad = |m: String| Err(Error::data(file, m));
+        let named = |e: Error| Error::data(file, e.to_string());
+        c.distill.validate().map_err(named)?;
+        c.env
+            .validate()
+            .map_err(|e| Error::data(file, format!("env.{e}")))?;
+        crate::envs::TaskFamily::new(&c.env.config)
+            .map_err(|e| Error::data(file, format!("env: {e}")))?;
+        c.tokens
+            .obs_space
+            .validate("tokens.obs_space")
+            .map_err(named)?;
+        if c.model != c.distill.model || c.algorithm != c.distill.mode {
+            return bad(
+                "`model` and `algorithm` disagree with `distill.model` and `distill.mode`".into(),
+            );
+        }
+        if c.tokens.obs_space != c.env.observation_space
+            || Some(c.tokens.num_actions) != c.env.action_space.discrete_n()
+        {
+            return bad(
+                "`tokens` (observation space, number of actions) disagree with `env`".into(),
+            );
+        }
+        Ok(c)
+    }
 }
 
 /// A distill run's resumable state beyond its weights (`trainer_state.json`), decoded
@@ -547,6 +597,15 @@ pub fn distill(
             )
         })?;
         let state: AdResumeState = crate::checkpoint::decode_strict(&ts, &ts_path, "")?;
+        if state.optimizer_step != state.step {
+            return Err(Error::data(
+                &ts_path,
+                format!(
+                    "optimizer_step = {} disagrees with step = {} (one optimiser step per distillation step)",
+                    state.optimizer_step, state.step
+                ),
+            ));
+        }
         t.step = state.step;
         t.rng = state.rng;
         let opt = ck.optimizer.ok_or_else(|| {

@@ -818,12 +818,29 @@ impl Agent for Dqn {
             &raw_to_tensors(target, &self.device)?,
             Path::new(crate::checkpoint::TARGET_FILE),
         )?;
+        // Every update is one optimiser step, offline or online.
+        if state.optimizer_step != state.updates {
+            return Err(Error::data(
+                crate::checkpoint::TRAINER_STATE_FILE,
+                format!(
+                    "agent.optimizer_step = {} disagrees with agent.updates = {} (one optimiser step per update)",
+                    state.optimizer_step, state.updates
+                ),
+            ));
+        }
         super::restore_adam(&mut self.optimizer, state.optimizer_step, opt, &self.device)?;
         self.replay.import(replay, &state.replay)?;
         self.rng = state.rng;
         self.updates = state.updates;
-        if let Some(hook) = self.hook.as_mut() {
-            hook.load_state(&state.hook)?;
+        match self.hook.as_mut() {
+            Some(hook) => hook.load_state(&state.hook)?,
+            None if !state.hook.is_null() => {
+                return Err(Error::data(
+                    crate::checkpoint::TRAINER_STATE_FILE,
+                    "agent.hook holds a reincarnation method's state, but this agent trains without one",
+                ))
+            }
+            None => {}
         }
         Ok(())
     }

@@ -281,6 +281,10 @@ pub fn from_checkpoint(
     let section = |key: &str| data.config.get(key).unwrap_or(&serde_json::Value::Null);
     let env: crate::envs::EnvSpec =
         crate::checkpoint::decode_complete(section("env"), file, "env")?;
+    env.validate()
+        .map_err(|e| crate::Error::data(file, format!("env.{e}")))?;
+    crate::envs::TaskFamily::new(&env.config)
+        .map_err(|e| crate::Error::data(file, format!("env: {e}")))?;
     // A config value the agent refuses is a fault of this file.
     let build = || -> crate::Result<Box<dyn Agent>> {
         Ok(match algo {
@@ -317,6 +321,8 @@ pub fn from_checkpoint(
         e => e,
     })?;
     agent.load(data)?;
+    // After the load: some of config.json describes loaded state (SAC's observation statistics).
+    crate::checkpoint::check_config_round_trip(&data.config, &agent.save(false)?.config)?;
     Ok(agent)
 }
 

@@ -6,7 +6,7 @@
 //! wall leave the agent in place. Rewards are computed on the position *after* the move.
 
 use super::{discrete_action, Action, Bounds, Env, Space, Step};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,19 @@ fn grid_obs_space(size: usize) -> Space {
 }
 
 #[inline]
+/// Errors unless every cell is on a `size × size` grid.
+fn on_grid(size: i32, cells: &[(i32, i32)]) -> Result<()> {
+    match cells
+        .iter()
+        .find(|(x, y)| !(0..size).contains(x) || !(0..size).contains(y))
+    {
+        Some(c) => Err(Error::Env(format!(
+            "cell {c:?} is off the {size}×{size} grid"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn apply_move(size: i32, pos: (i32, i32), action: usize) -> (i32, i32) {
     let (dx, dy) = MOVES[action];
     (
@@ -78,7 +91,11 @@ impl DarkRoom {
 }
 
 impl Env for DarkRoom {
-    crate::serde_snapshot!("dark_room");
+    crate::serde_snapshot!("dark_room", fixed = [size, hard, goal]);
+
+    fn check_state(&self) -> Result<()> {
+        on_grid(self.size, &[self.pos])
+    }
 
     fn observation_space(&self) -> &Space {
         &self.obs_space
@@ -210,7 +227,11 @@ impl DarkKeyToDoor {
 }
 
 impl Env for DarkKeyToDoor {
-    crate::serde_snapshot!("dark_key_to_door");
+    crate::serde_snapshot!("dark_key_to_door", fixed = [key, door, observe_key]);
+
+    fn check_state(&self) -> Result<()> {
+        on_grid(KTD_SIZE, &[self.pos, self.start])
+    }
 
     fn observation_space(&self) -> &Space {
         &self.obs_space

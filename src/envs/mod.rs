@@ -53,6 +53,42 @@ pub enum Space {
 }
 
 impl Space {
+    /// Checks a space read from a file: at least one action, per-dimension bounds as long as
+    /// the shape, a shape that fits in memory, `low ≤ high`, no NaN. `what` names it.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("{what}: {m}")));
+        match self {
+            Space::Discrete { n } if *n == 0 => {
+                bad("a discrete space needs at least 1 action".into())
+            }
+            Space::Discrete { .. } => Ok(()),
+            Space::Box { shape, low, high } => {
+                let dim = match crate::limits::bytes(shape, 4) {
+                    Some(b) if b <= crate::limits::memory_limit() => {
+                        shape.iter().product::<usize>()
+                    }
+                    _ => return bad(format!("shape {shape:?} is too large for one observation")),
+                };
+                for (name, b) in [("low", low), ("high", high)] {
+                    if let Bounds::PerDim(v) = b {
+                        if v.len() != dim {
+                            return bad(format!(
+                                "`{name}` has {} values for shape {shape:?} ({dim} dimensions)",
+                                v.len()
+                            ));
+                        }
+                    }
+                }
+                if (0..dim).any(|i| {
+                    low.get(i).is_nan() || high.get(i).is_nan() || low.get(i) > high.get(i)
+                }) {
+                    return bad("bounds must be numbers with low ≤ high".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Number of scalars in one element of the space (1 for `Discrete`).
     pub fn flat_dim(&self) -> usize {
         match self {
@@ -148,6 +184,10 @@ pub trait Env: Send {
 #[macro_export]
 macro_rules! serde_snapshot {
     ($name:literal) => {
+        $crate::serde_snapshot!($name, fixed = []);
+    };
+    // `fixed`: fields that make the task (a goal, a size) and that a snapshot may not change.
+    ($name:literal, fixed = [$($field:ident),* $(,)?]) => {
         fn snapshot(&self) -> $crate::error::Result<serde_json::Value> {
             serde_json::to_value(&*self)
                 .map_err(|e| $crate::error::Error::Env(format!("cannot snapshot `{}`: {e}", $name)))
@@ -169,6 +209,15 @@ macro_rules! serde_snapshot {
                     $name
                 )));
             }
+            $(
+                if restored.$field != self.$field {
+                    return Err($crate::error::Error::Env(format!(
+                        "cannot restore `{}`: the snapshot's `{}` differs from this task's",
+                        $name,
+                        stringify!($field)
+                    )));
+                }
+            )*
             restored.check_state().map_err(|e| {
                 $crate::error::Error::Env(format!("cannot restore `{}`: {e}", $name))
             })?;
@@ -344,6 +393,12 @@ pub struct EnvSpec {
 }
 
 impl EnvSpec {
+    /// Checks the spaces of a spec read from a file ([`Space::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        self.observation_space.validate("observation_space")?;
+        self.action_space.validate("action_space")
+    }
+
     pub fn id(&self) -> &str {
         &self.config.id
     }

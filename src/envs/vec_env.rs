@@ -239,6 +239,21 @@ impl VecEnv {
                 "VecEnv snapshot: task {t} does not exist (the family has {tasks})"
             )));
         }
+        // The observations the agent acts on next: numbers inside the observation space.
+        let space = &self.family.spec().observation_space;
+        if let crate::envs::Space::Box { low, high, .. } = space {
+            let d = space.flat_dim().max(1);
+            if let Some((i, v)) = s
+                .obs
+                .iter()
+                .enumerate()
+                .find(|(i, v)| !v.is_finite() || **v < low.get(i % d) || **v > high.get(i % d))
+            {
+                return Err(Error::Env(format!(
+                    "VecEnv snapshot: observation value {v} (index {i}) is outside the observation space"
+                )));
+            }
+        }
         for (i, st) in s.envs.iter().enumerate() {
             if s.tasks[i] != self.tasks[i] {
                 self.envs[i] = self.family.make(s.tasks[i])?;

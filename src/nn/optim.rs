@@ -235,7 +235,8 @@ impl Adam {
     /// without a gradient in `grads` are left alone (their moments do not decay), as PyTorch does.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
+        // β^t is 0 in f64 long before t leaves i32 (a restored count may be anything).
+        let t = self.step.min(i32::MAX as u64) as i32;
         let c = &self.config;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();

@@ -1456,8 +1456,15 @@ impl Agent for Sac {
         self.updates = state.updates;
         self.reward_scaler = state.reward_scaler;
         self.norm_metrics = state.norm_metrics;
-        if let Some(hook) = self.hook.as_mut() {
-            hook.load_state(&state.hook)?;
+        match self.hook.as_mut() {
+            Some(hook) => hook.load_state(&state.hook)?,
+            None if !state.hook.is_null() => {
+                return Err(Error::data(
+                    crate::checkpoint::TRAINER_STATE_FILE,
+                    "agent.hook holds a reincarnation method's state, but this agent trains without one",
+                ))
+            }
+            None => {}
         }
         Ok(())
     }

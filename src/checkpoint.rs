@@ -94,6 +94,13 @@ fn first_missing(
             .zip(r)
             .enumerate()
             .find_map(|(i, (wv, rv))| first_missing(wv, rv, &join(&i.to_string()))),
+        // Serde reads a struct from an array too (its fields in order): the file must have
+        // the object the platform wrote.
+        (Value::Object(_), _) => Some(if at.is_empty() {
+            "the top level (not an object)".to_string()
+        } else {
+            format!("{at} (not an object)")
+        }),
         _ => None,
     }
 }

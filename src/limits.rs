@@ -4,18 +4,22 @@
 
 use crate::error::{Error, Result};
 
-/// The memory this machine has (`MemTotal`), the ceiling for anything held in memory whole;
+/// The memory this machine can give now (`MemAvailable`, else `MemTotal`), the ceiling for
+/// anything held in memory whole: more than that would be an out-of-memory kill, not an error;
 /// 16 GiB where it cannot be read.
 pub fn memory_limit() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(16 << 30, |kb| kb * 1024)
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    field("MemAvailable:")
+        .or_else(|| field("MemTotal:"))
+        .unwrap_or(16 << 30)
 }
 
 /// `n` bytes for a message: `1.5 GiB`.
@@ -48,13 +52,13 @@ pub fn check_memory(what: impl FnOnce() -> String, bytes: Option<u64>) -> Result
     match bytes {
         Some(b) if b <= limit => Ok(()),
         Some(b) => Err(Error::Config(format!(
-            "{} would take {} of memory, more than this machine has ({})",
+            "{} would take {} of memory, more than this machine has free ({})",
             what(),
             human_bytes(b),
             human_bytes(limit)
         ))),
         None => Err(Error::Config(format!(
-            "{} would take more memory than can be counted (over 16 EiB); this machine has {}",
+            "{} would take more memory than can be counted (over 16 EiB); this machine has {} free",
             what(),
             human_bytes(limit)
         ))),

@@ -52,22 +52,28 @@ pub enum Space {
     },
 }
 
+/// The most values one observation or action, or the most actions a discrete space, may have
+/// (2^24: images of 3 × 2048 × 2048 fit; more is a damaged file, not an environment).
+pub const MAX_SPACE_SIZE: usize = 1 << 24;
+
 impl Space {
-    /// Checks a space read from a file: at least one action, per-dimension bounds as long as
-    /// the shape, a shape that fits in memory, `low ≤ high`, no NaN. `what` names it.
+    /// Checks a space read from a file: 1 to [`MAX_SPACE_SIZE`] actions or values, per-dimension
+    /// bounds as long as the shape, `low ≤ high`, no NaN. `what` names it.
     pub fn validate(&self, what: &str) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("{what}: {m}")));
         match self {
-            Space::Discrete { n } if *n == 0 => {
-                bad("a discrete space needs at least 1 action".into())
-            }
+            Space::Discrete { n } if *n == 0 || *n > MAX_SPACE_SIZE => bad(format!(
+                "a discrete space needs 1 to {MAX_SPACE_SIZE} actions, found {n}"
+            )),
             Space::Discrete { .. } => Ok(()),
             Space::Box { shape, low, high } => {
-                let dim = match crate::limits::bytes(shape, 4) {
-                    Some(b) if b <= crate::limits::memory_limit() => {
-                        shape.iter().product::<usize>()
+                let dim = match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+                    Some(d) if d <= MAX_SPACE_SIZE => d,
+                    _ => {
+                        return bad(format!(
+                            "shape {shape:?} holds more than {MAX_SPACE_SIZE} values"
+                        ))
                     }
-                    _ => return bad(format!("shape {shape:?} is too large for one observation")),
                 };
                 for (name, b) in [("low", low), ("high", high)] {
                     if let Bounds::PerDim(v) = b {

@@ -51,7 +51,10 @@ impl TransitionReader {
     /// problem at once.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| {
+        let loaded = decoding(path, || {
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+        })?;
+        let meta = loaded.map_err(|e| {
             Error::data(
                 path,
                 format!(
@@ -231,7 +234,8 @@ impl TransitionReader {
                     .build()
                     .map_err(|e| self.decode_error(e))?;
                 let mut at = 0;
-                for b in reader {
+                let mut reader = reader;
+                while let Some(b) = decoding(&self.path, || reader.next())? {
                     let b = b.map_err(|e| self.decode_error(e))?;
                     if at + b.num_rows() > lens[g] {
                         return Err(Error::data(
@@ -297,6 +301,22 @@ impl TransitionReader {
     }
 }
 
+/// Runs a step of the Parquet decoder, turning a panic inside it (the decoder asserts on some
+/// corrupt pages instead of returning an error) into an error naming the file.
+fn decoding<T>(path: &Path, step: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Error::data(
+            path,
+            format!("cannot decode Parquet data (corrupt file: the decoder failed: {msg})"),
+        )
+    })
+}
+
 /// Iterator of Arrow record batches from one file; errors name the file.
 pub struct RecordBatches {
     path: PathBuf,
@@ -306,7 +326,11 @@ pub struct RecordBatches {
 impl Iterator for RecordBatches {
     type Item = Result<RecordBatch>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.reader.next().map(|r| {
+        let next = match decoding(&self.path, || self.reader.next()) {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        next.map(|r| {
             r.map_err(|e| {
                 Error::data(
                     &self.path,

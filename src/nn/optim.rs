@@ -286,6 +286,16 @@ impl Adam {
     /// Restores a state written by [`Adam::state`], after checking every name, shape and dtype
     /// (all mismatches reported at once, naming `source`). Nothing changes on error.
     pub fn load_state(&mut self, state: &AdamState, source: &Path) -> Result<()> {
+        // A count no run reaches (and one that would wrap at the next step).
+        if state.step > 1 << 48 {
+            return Err(Error::data(
+                source,
+                format!(
+                    "the optimiser's step count {} is not one a run reaches",
+                    state.step
+                ),
+            ));
+        }
         let expected: Vec<(String, &Tensor)> = self
             .slots
             .iter()

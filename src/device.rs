@@ -3,6 +3,29 @@
 use crate::error::{Error, Result};
 use candle_core::Device;
 
+thread_local! {
+    static HOST_KERNELS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the fused host kernels (dense layers, convolutions, attention, layer norm, in-place
+/// optimiser updates) may run on CPU tensors. Off, the CPU runs the tensor-op path that a GPU
+/// runs, which is how the GPU's code is tested on a machine without one: per thread with
+/// [`with_host_kernels`], or for a whole process with `REINCARNATE_HOST_KERNELS=0`.
+pub fn host_kernels() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    HOST_KERNELS.with(|c| c.get()).unwrap_or_else(|| {
+        *FROM_ENV.get_or_init(|| std::env::var("REINCARNATE_HOST_KERNELS").as_deref() != Ok("0"))
+    })
+}
+
+/// Runs `f` on this thread with the fused host kernels on or off ([`host_kernels`]).
+pub fn with_host_kernels<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = HOST_KERNELS.with(|c| c.replace(Some(on)));
+    let out = f();
+    HOST_KERNELS.with(|c| c.set(before));
+    out
+}
+
 /// Parses a device flag. `auto` picks CUDA device 0 when this binary was built with
 /// `--features cuda` and a GPU answers, and the CPU otherwise.
 pub fn parse_device(spec: &str) -> Result<Device> {
@@ -205,6 +228,25 @@ fn keep_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_kernel_switch_sends_cpu_tensors_down_the_tensor_op_path() {
+        use candle_core::{DType, Tensor};
+        let x = Tensor::ones((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::ones((4, 3), DType::F32, &Device::Cpu).unwrap();
+        let fused = crate::nn::dense::on_host(&x, &w, None, false).unwrap();
+        let plain = with_host_kernels(false, || {
+            crate::nn::dense::on_host(&x, &w, None, false).unwrap()
+        });
+        assert!(fused.is_some() && plain.is_none());
+        // The switch is per thread and restored afterwards; both paths compute the same layer.
+        assert!(host_kernels());
+        let y = crate::nn::dense::dense(&x, &w, None, false).unwrap();
+        let z = with_host_kernels(false, || {
+            crate::nn::dense::dense(&x, &w, None, false).unwrap()
+        });
+        assert_eq!(y.to_vec2::<f32>().unwrap(), z.to_vec2::<f32>().unwrap());
+    }
 
     #[test]
     fn cpu_and_auto_work_bad_names_are_explained() {

@@ -105,7 +105,9 @@ pub fn attention(
     dropout: Option<AttnDropout>,
 ) -> Result<Tensor> {
     let dropout = dropout.filter(|d| d.p > 0.0);
-    let fused = q.device().is_cpu() && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
+    let fused = q.device().is_cpu()
+        && crate::device::host_kernels()
+        && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if fused {
         let op = FusedAttention {
             scale: scale as f32,

@@ -153,7 +153,11 @@ struct SwapLastTwo {
 
 impl SwapLastTwo {
     fn apply(x: &Tensor, batch: usize, rows: usize, cols: usize) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 && x.elem_count() == batch * rows * cols {
+        if x.device().is_cpu()
+            && crate::device::host_kernels()
+            && x.dtype() == DType::F32
+            && x.elem_count() == batch * rows * cols
+        {
             Ok(x.apply_op1(SwapLastTwo { batch, rows, cols })?)
         } else {
             Ok(x.reshape((batch, rows, cols))?
@@ -298,7 +302,11 @@ impl Conv2d {
     pub fn forward_relu_nhwc_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (batch, h, wd, c_in) = x.dims4()?;
         let (c_out, c_w, kh, kw) = self.weight.dims4()?;
-        let fused = !x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 && c_w == c_in;
+        let fused = !x.track_op()
+            && x.device().is_cpu()
+            && crate::device::host_kernels()
+            && x.dtype() == DType::F32
+            && c_w == c_in;
         let geometry = (
             conv_out_size(h, kh, self.stride, self.padding),
             conv_out_size(wd, kw, self.stride, self.padding),

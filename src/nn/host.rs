@@ -15,7 +15,7 @@ pub(crate) fn with_cpu_f32<R>(
     t: &Tensor,
     f: impl FnOnce(&[f32]) -> R,
 ) -> candle_core::Result<Option<R>> {
-    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 || !crate::device::host_kernels() {
         return Ok(None);
     }
     let (storage, layout) = t.storage_and_layout();
@@ -135,7 +135,10 @@ impl<F: FnMut(&mut [f32], &[f32])> InplaceOp2 for Binary<F> {
 
 /// Whether the in-place host paths apply: CPU, f32, contiguous.
 pub(crate) fn is_host_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
+    t.device().is_cpu()
+        && t.dtype() == DType::F32
+        && t.is_contiguous()
+        && crate::device::host_kernels()
 }
 
 /// Rewrites the data of a CPU f32 tensor in place (no allocation, no graph node), reading a

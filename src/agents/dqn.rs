@@ -387,6 +387,14 @@ impl Dqn {
         Ok(m)
     }
 
+    /// Ends an offline phase: the target network takes the online weights, so the first online
+    /// TD targets come from the network the offline phase ended with rather than one up to a
+    /// target period older (the paper's implementation syncs both networks at this point too).
+    pub fn end_offline_phase(&mut self) -> Result<()> {
+        self.set_hook(None);
+        self.target_store.copy_from(&self.store)
+    }
+
     fn sync_target(&mut self) -> Result<()> {
         if self.config.tau >= 1.0 {
             self.target_store.copy_from(&self.store)

@@ -219,6 +219,8 @@ pub struct ReincarnationSummary {
     pub curve: Vec<(f64, f64)>,
     /// The same, teacher-normalised.
     pub normalised_curve: Vec<(f64, f64)>,
+    /// The trained student's greedy return over `score_episodes` episodes (as many as score
+    /// the teacher), teacher-normalised.
     pub final_normalised: f64,
     /// First evaluation step with a normalised score ≥ 1 (teacher level), if any.
     pub steps_to_teacher: Option<u64>,
@@ -336,7 +338,28 @@ pub fn run_reincarnate(
     let summary = crate::train::train(student.as_mut(), &env_cfg, &loop_cfg, seed, out, false)?;
     let mut curve = vec![(0.0, start_eval)];
     curve.extend(read_series(&out.join("metrics.jsonl"), "eval", "return")?);
-    let final_return = summary.final_eval.as_ref().map(|r| r.mean_return);
+    // The final score is measured as precisely as the teacher it is divided by: over
+    // `score_episodes` (or the loop's `eval_episodes`, if more), not one periodic evaluation.
+    let final_return = match summary.final_eval {
+        Some(_) => Some(
+            evaluate_tasks(
+                &family,
+                &[task],
+                "train",
+                spec.method_config
+                    .score_episodes
+                    .max(loop_cfg.eval_episodes)
+                    .max(1),
+                crate::rng::derive_seed(seed ^ 0xF1A1, spec.train_loop.steps),
+                &mut GreedyPolicy {
+                    agent: student.as_mut(),
+                    step: summary.step,
+                },
+            )?
+            .mean_return,
+        ),
+        None => None,
+    };
     let result = ReincarnationSummary::new(
         spec,
         family.spec().id(),
@@ -552,8 +575,7 @@ fn offline_phase(
     offline_loop(ctx.spec, updates, out, &label, |_| {
         dqn.offline_step(data, 0)
     })?;
-    dqn.set_hook(None);
-    Ok(())
+    dqn.end_offline_phase()
 }
 
 /// `updates` calls of `step`, with a progress bar and every hundredth update's metrics logged.

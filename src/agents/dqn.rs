@@ -1013,6 +1013,41 @@ mod tests {
         );
     }
 
+    /// Offline updates move the online network away from the target; ending the phase makes
+    /// them equal, so the first online TD targets come from the network the phase produced.
+    #[test]
+    fn the_offline_phase_ends_with_the_target_network_synced() {
+        let fam = crate::envs::TaskFamily::from_id("cartpole").unwrap();
+        let cfg = DqnConfig {
+            batch_size: 8,
+            buffer_size: 64,
+            target_update_frequency: Steps::Count(10_000),
+            ..DqnConfig::default()
+        };
+        let mut dqn = Dqn::new("dqn", cfg, fam.spec(), &Device::Cpu, 0, Some(1_000)).unwrap();
+        let mut data = ReplayBuffer::new(64, 4, None);
+        for i in 0..64 {
+            let o = [i as f32 * 0.01, 0.0, -0.02, 0.1];
+            data.push(&o, (i % 2) as i64, &[], 1.0, &o, i % 9 == 0, false);
+        }
+        for _ in 0..5 {
+            dqn.offline_step(&data, 0).unwrap();
+        }
+        let differ = |d: &Dqn| {
+            let (a, b) = (d.store.state_dict(), d.target_store.state_dict());
+            a.iter().any(|(k, t)| {
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    != b[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+        };
+        assert!(
+            differ(&dqn),
+            "offline updates should have moved the online network"
+        );
+        dqn.end_offline_phase().unwrap();
+        assert!(!differ(&dqn));
+    }
+
     #[test]
     fn defaults_resolve_against_the_budget_and_explicit_counts_win() {
         let c = DqnConfig::default().resolve(Some(100_000)).unwrap();

@@ -482,9 +482,19 @@ fn checkpoint_round_trips_and_resume_is_exact() {
         "{e}"
     );
     assert_eq!(eval_keep(context - 1).unwrap().returns_by_episode.len(), 2);
-    // A checkpoint with a tensor of the wrong shape is refused, naming the tensor.
+    // A config whose model disagrees with its distillation settings is refused, naming both.
     let mut bad = ck;
     bad.config["model"]["d_model"] = serde_json::json!(32);
+    let e = InContextPolicy::from_checkpoint(&bad, &dev, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("config.json") && e.contains("distill.model"),
+        "{e}"
+    );
+    // A checkpoint with a tensor of the wrong shape is refused, naming the tensor.
+    bad.config["distill"]["model"]["d_model"] = serde_json::json!(32);
     let e = InContextPolicy::from_checkpoint(&bad, &dev, 0)
         .err()
         .unwrap()
@@ -507,10 +517,13 @@ fn checkpoint_round_trips_and_resume_is_exact() {
     let r = reincarnate::ad::curves::eval_in_context(&ck, None, TaskSet::Test, 2, 0, &dev).unwrap();
     assert_eq!(r.returns_by_episode.len(), 2);
     let mut bad = ck;
-    bad.config["model"]
-        .as_object_mut()
-        .unwrap()
-        .remove("layout");
+    for at in ["model", "distill"] {
+        let model = match at {
+            "model" => &mut bad.config["model"],
+            _ => &mut bad.config["distill"]["model"],
+        };
+        model["layout"] = serde_json::json!("transition");
+    }
     let e = InContextPolicy::from_checkpoint(&bad, &dev, 0)
         .err()
         .unwrap()

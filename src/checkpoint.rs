@@ -70,6 +70,15 @@ pub fn decode_complete<T: serde::de::DeserializeOwned + serde::Serialize>(
     }
 }
 
+/// `at.k` (`k` alone at the top level).
+fn join_path(at: &str, k: &str) -> String {
+    if at.is_empty() {
+        k.to_string()
+    } else {
+        format!("{at}.{k}")
+    }
+}
+
 /// The first object key present in `written` and absent from `read`, as a dotted path.
 fn first_missing(
     written: &serde_json::Value,
@@ -77,13 +86,7 @@ fn first_missing(
     at: &str,
 ) -> Option<String> {
     use serde_json::Value;
-    let join = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
+    let join = |k: &str| join_path(at, k);
     match (written, read) {
         (Value::Object(w), Value::Object(r)) => w.iter().find_map(|(k, wv)| match r.get(k) {
             None => Some(join(k)),
@@ -114,13 +117,7 @@ pub fn first_difference(
     skip: &[&str],
 ) -> Option<String> {
     use serde_json::Value;
-    let join = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
+    let join = |k: &str| join_path(at, k);
     match (a, b) {
         (Some(Value::Object(x)), Some(Value::Object(y))) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();

@@ -132,6 +132,19 @@ pub fn decode_resume_state<T: serde::de::DeserializeOwned>(
     )
 }
 
+/// The `agent.hook` of a resume state for an agent that trains without a reincarnation hook:
+/// it must be null, or the checkpoint belongs to another kind of run.
+pub fn no_hook_state(hook: &serde_json::Value) -> crate::Result<()> {
+    if hook.is_null() {
+        Ok(())
+    } else {
+        Err(crate::Error::data(
+            crate::checkpoint::TRAINER_STATE_FILE,
+            "agent.hook holds a reincarnation method's state, but this agent trains without one",
+        ))
+    }
+}
+
 /// One of the array files a resume needs; its absence beside a resume state is an error naming
 /// the file.
 pub fn resume_file<'a>(arrays: Option<&'a RawArrays>, file: &str) -> crate::Result<&'a RawArrays> {

@@ -1457,16 +1457,9 @@ impl Agent for Sac {
         self.reward_scaler = state.reward_scaler;
         self.norm_metrics = state.norm_metrics;
         match self.hook.as_mut() {
-            Some(hook) => hook.load_state(&state.hook)?,
-            None if !state.hook.is_null() => {
-                return Err(Error::data(
-                    crate::checkpoint::TRAINER_STATE_FILE,
-                    "agent.hook holds a reincarnation method's state, but this agent trains without one",
-                ))
-            }
-            None => {}
+            Some(hook) => hook.load_state(&state.hook),
+            None => super::no_hook_state(&state.hook),
         }
-        Ok(())
     }
 }
 

@@ -207,22 +207,21 @@ const RESUME_TUNABLE: &[&str] = &[
     "max_grad_norm",
 ];
 
-/// The step of the checkpoint in `out`, if it holds a readable trainer state.
-fn recorded_step(out: &Path) -> Option<u64> {
-    let v: serde_json::Value =
-        crate::fs::read_json(&out.join(checkpoint::TRAINER_STATE_FILE)).ok()?;
-    v["loop"]["step"].as_u64()
-}
-
-/// The budget a checkpoint's run was started with (`None` for a checkpoint written before it
-/// was recorded, or without a trainer state).
-pub fn recorded_budget(out: &Path) -> Result<Option<u64>> {
+/// `loop.FIELD` of the checkpoint in `out` (`None` without a trainer state, or for a checkpoint
+/// written before the field was recorded).
+fn recorded(out: &Path, field: &str) -> Result<Option<u64>> {
     let path = out.join(checkpoint::TRAINER_STATE_FILE);
     if !path.exists() {
         return Ok(None);
     }
     let v: serde_json::Value = crate::fs::read_json(&path)?;
-    Ok(v["loop"]["budget"].as_u64())
+    Ok(v["loop"][field].as_u64())
+}
+
+/// The budget a checkpoint's run was started with (`None` for a checkpoint without a trainer
+/// state).
+pub fn recorded_budget(out: &Path) -> Result<Option<u64>> {
+    recorded(out, "budget")
 }
 
 /// Logs the transitions of a one-environment [`VecEnv`] as one run of a dataset, numbering
@@ -532,7 +531,7 @@ pub fn train(
             }
             Err(Error::Training(msg)) | Err(Error::NonFinite(msg)) => {
                 log.flush()?;
-                let kept = match recorded_step(out) {
+                let kept = match recorded(out, "step").ok().flatten() {
                     Some(s) => format!(
                         "The last good checkpoint (step {s}) in {} is kept: resume it with --resume, \
                          perhaps with a lower learning rate",

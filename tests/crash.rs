@@ -31,6 +31,11 @@ struct Job {
     resume: fn(&Path) -> Option<&'static str>,
 }
 
+/// Asserts that a finished command exited 0, showing its stderr if not.
+fn assert_succeeded(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -344,11 +349,7 @@ fn a_second_writer_of_a_run_folder_is_refused_while_the_first_lives() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        third.status.success(),
-        "{}",
-        String::from_utf8_lossy(&third.stderr)
-    );
+    assert_succeeded(&third);
     assert!(!lock.exists());
 }
 
@@ -385,7 +386,7 @@ fn concurrent_shard_writers_end_with_every_run_listed_once() {
     let children = [spawn("0/2"), spawn("1/2"), spawn("0/2")];
     for c in children {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_succeeded(&o);
     }
     reincarnate::history::validate_or_error(&out).unwrap();
     let m = reincarnate::history::Manifest::load(&out).unwrap();
@@ -423,11 +424,7 @@ fn a_write_that_fails_stops_the_run_and_keeps_the_last_checkpoint() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_succeeded(&first);
     assert_eq!(trainer_step(&out), 1000);
     // The replay file of the next checkpoint (about 1 MB) is past a 100 KB limit.
     let limited = Command::new("sh")
@@ -458,11 +455,7 @@ fn a_write_that_fails_stops_the_run_and_keeps_the_last_checkpoint() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_succeeded(&resumed);
     assert_eq!(trainer_step(&out), 2000);
 }
 
@@ -506,11 +499,7 @@ fn a_nonfinite_loss_stops_at_its_step_and_keeps_the_last_finite_checkpoint() {
         "{err}"
     );
     let resumed = run("--set agent.learning_rate=1e-4 --resume", &out);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    assert_succeeded(&resumed);
     assert_eq!(trainer_step(&out), 3000);
     // Skipping: the same divergence, five bad updates skipped in a row, then a stop.
     let skip = tmp.path().join("skip");

@@ -542,6 +542,46 @@ fn read_pt(dir: &Path) -> reincarnate::Result<()> {
     Ok(())
 }
 
+/// A small Dark Room dataset collected into `data` by PPO (one thread).
+fn dark_room_dataset(data: &Path, runs: usize, steps: u64) {
+    let spec = reincarnate::collect::CollectSpec::from_flags(
+        "dark_room",
+        "ppo",
+        TaskSet::Train,
+        runs,
+        steps,
+        Some(1),
+        None,
+        0.0,
+        &[],
+    )
+    .unwrap();
+    reincarnate::collect::collect(&spec, 0, None, data, &candle_core::Device::Cpu).unwrap();
+}
+
+/// A CleanRL-layout CartPole Q-network `.pt` (`mlp:8,8`), element `i` of each tensor `value(i)`.
+fn small_q_net(path: &Path, value: impl Fn(usize) -> f32) {
+    let t = |name: &str, shape: Vec<usize>| {
+        let n = shape.iter().product();
+        (
+            name.to_string(),
+            shape,
+            (0..n).map(&value).collect::<Vec<f32>>(),
+        )
+    };
+    torch_pt::write_state_dict(
+        path,
+        &[
+            t("network.0.weight", vec![8, 4]),
+            t("network.0.bias", vec![8]),
+            t("network.2.weight", vec![8, 8]),
+            t("network.2.bias", vec![8]),
+            t("network.4.weight", vec![2, 8]),
+            t("network.4.bias", vec![2]),
+        ],
+    );
+}
+
 #[test]
 fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
     let cases: usize = std::env::var("MUTATION_CASES")
@@ -558,19 +598,7 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
     let dqn = train_checkpoint(root, "dqn", "cartpole", DQN_EXTRA);
     let sac = train_checkpoint(root, "sac", "pendulum", SAC_EXTRA);
     let data = root.join("data");
-    let spec = reincarnate::collect::CollectSpec::from_flags(
-        "dark_room",
-        "ppo",
-        TaskSet::Train,
-        2,
-        400,
-        Some(1),
-        None,
-        0.0,
-        &[],
-    )
-    .unwrap();
-    reincarnate::collect::collect(&spec, 0, None, &data, &candle_core::Device::Cpu).unwrap();
+    dark_room_dataset(&data, 2, 400);
     let ppo = train_checkpoint(root, "ppo", "dark_room", "");
     let ad = root.join("ad-ck");
     reincarnate::ad::distill(
@@ -587,27 +615,7 @@ fn a_seeded_mutation_campaign_over_every_file_kind_ends_in_clear_errors() {
     std::fs::copy("experiments/cartpole-qdagger.toml", exp.join("exp.toml")).unwrap();
     let pt = root.join("pt");
     std::fs::create_dir_all(&pt).unwrap();
-    let t = |name: &str, shape: Vec<usize>| {
-        let n = shape.iter().product();
-        (
-            name.to_string(),
-            shape,
-            (0..n)
-                .map(|i| (i as f32 * 0.01).sin())
-                .collect::<Vec<f32>>(),
-        )
-    };
-    torch_pt::write_state_dict(
-        &pt.join("q.pt"),
-        &[
-            t("network.0.weight", vec![8, 4]),
-            t("network.0.bias", vec![8]),
-            t("network.2.weight", vec![8, 8]),
-            t("network.2.bias", vec![8]),
-            t("network.4.weight", vec![2, 8]),
-            t("network.4.bias", vec![2]),
-        ],
-    );
+    small_q_net(&pt.join("q.pt"), |i| (i as f32 * 0.01).sin());
     let parquet: &'static str = {
         let m = reincarnate::history::Manifest::load(&data).unwrap();
         Box::leak(m.runs[0].file.clone().into_boxed_str())
@@ -961,35 +969,9 @@ fn command_line_numbers_past_their_limits_are_refused_quickly() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let data = root.join("data");
-    let spec = reincarnate::collect::CollectSpec::from_flags(
-        "dark_room",
-        "ppo",
-        TaskSet::Train,
-        1,
-        200,
-        Some(1),
-        None,
-        0.0,
-        &[],
-    )
-    .unwrap();
-    reincarnate::collect::collect(&spec, 0, None, &data, &candle_core::Device::Cpu).unwrap();
+    dark_room_dataset(&data, 1, 200);
     let pt = root.join("q.pt");
-    let t = |name: &str, shape: Vec<usize>| {
-        let n = shape.iter().product();
-        (name.to_string(), shape, vec![0.01f32; n])
-    };
-    torch_pt::write_state_dict(
-        &pt,
-        &[
-            t("network.0.weight", vec![8, 4]),
-            t("network.0.bias", vec![8]),
-            t("network.2.weight", vec![8, 8]),
-            t("network.2.bias", vec![8]),
-            t("network.4.weight", vec![2, 8]),
-            t("network.4.bias", vec![2]),
-        ],
-    );
+    small_q_net(&pt, |_| 0.01);
     let (d, p) = (data.display().to_string(), pt.display().to_string());
     // Each command with `{}` where the number goes; the rest keeps valid runs short.
     let commands: Vec<Vec<String>> = [

@@ -51,7 +51,15 @@ pub const CHECKPOINT_REQUIRED: [&str; 2] = [CONFIG_FILE, MODEL_FILE];
 pub const CHECKPOINT_OPTIONAL: [&str; 3] = [TRAINER_STATE_FILE, OPTIMIZER_FILE, REPLAY_FILE];
 
 /// File extensions that make a ref name a single state-dict file rather than a folder.
-const SINGLE_FILE_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "pth"];
+const SINGLE_FILE_EXTENSIONS: [&str; 7] = [
+    "safetensors",
+    "pt",
+    "pth",
+    "bin",
+    "zip",
+    "cleanrl_model",
+    "msgpack",
+];
 
 const EXPECTED_FORM: &str =
     "expected hf://ORG/NAME[@REVISION][/PATH] (a model repo) or hf://datasets/ORG/NAME[@REVISION][/PATH] (a dataset repo)";

@@ -7,7 +7,12 @@ use std::path::Path;
 /// The summary `inspect` prints. `json`: a dataset's summary as one JSON object (a checkpoint
 /// is always described in text).
 pub fn inspect(path: &Path, json: bool) -> Result<String> {
-    let resolved = crate::hub::local_folder(&path.to_string_lossy(), false)?;
+    let text = path.to_string_lossy();
+    if crate::reincarnation::is_state_dict(&text) {
+        let file = crate::reincarnation::teacher::resolve(&text)?;
+        return crate::formats::describe_file(&file);
+    }
+    let resolved = crate::hub::local_folder(&text, false)?;
     let path = resolved.as_path();
     if path.join("dataset.json").exists() {
         let summary = crate::history::summarize(path)?;

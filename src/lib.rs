@@ -16,6 +16,7 @@ pub mod envs;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod formats;
 pub mod fs;
 pub mod history;
 pub mod hub;

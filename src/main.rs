@@ -64,11 +64,12 @@ enum Command {
         /// Environment id (see `reincarnate envs`); default: the checkpoint's.
         #[arg(long)]
         env: Option<String>,
-        /// `random`, a checkpoint folder, `hf://ORG/NAME`, or a `.safetensors`/`.pt`/`.pth`
-        /// state dict with --arch (evaluated greedily).
+        /// `random`, a checkpoint folder, `hf://ORG/NAME`, a Stable-Baselines3 `.zip`, a
+        /// CleanRL `.cleanrl_model`, or a `.safetensors`/`.pt`/`.pth` state dict (an MLP's
+        /// sizes are read from its shapes; other networks need --arch); evaluated greedily.
         #[arg(long, default_value = "random")]
         policy: String,
-        /// Network held by a state-dict --policy: mlp:120,84 or minatar-conv:16,128.
+        /// Network held by a state-dict --policy: mlp:120,84 or minatar-conv:16,128 (optional for an MLP).
         #[arg(long)]
         arch: Option<String>,
         /// Episodes per task.
@@ -144,10 +145,11 @@ enum Command {
     /// Warm-start a student from a teacher (checkpoint, state dict + --arch, hf://) with a
     /// reincarnation method; reports its teacher-normalised evaluation curve.
     Reincarnate {
-        /// Checkpoint folder, .safetensors/.pt/.pth state dict (with --arch), or hf://ORG/NAME.
+        /// Checkpoint folder, Stable-Baselines3 .zip, CleanRL .cleanrl_model, .safetensors/.pt/.pth
+        /// state dict (an MLP without --arch), hf://ORG/NAME, hf://sb3/NAME or hf://cleanrl/NAME.
         #[arg(long)]
         teacher: String,
-        /// Network held by a state-dict teacher: mlp:120,84 or minatar-conv:16,128.
+        /// Network held by a state-dict teacher: mlp:120,84 or minatar-conv:16,128 (optional for an MLP).
         #[arg(long)]
         arch: Option<String>,
         /// Teacher data: a dataset folder in the transition schema or hf://datasets/ORG/NAME
@@ -253,6 +255,18 @@ enum DatasetAction {
         shards: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Convert a Minari dataset folder or a D4RL HDF5 file into a transition dataset.
+    Import {
+        /// `minari` or `d4rl`.
+        format: String,
+        /// The Minari dataset folder (e.g. ~/.minari/datasets/NS/NAME-v0) or the D4RL file.
+        src: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Target environment (default for Minari: the native env of its recorded env_spec).
+        #[arg(long)]
+        env: Option<String>,
     },
 }
 
@@ -462,6 +476,26 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 shards.len(),
                 out.display(),
                 m.runs.len(),
+                m.total_rows()
+            );
+        }
+        Command::Dataset {
+            action:
+                DatasetAction::Import {
+                    format,
+                    src,
+                    out,
+                    env,
+                },
+        } => {
+            let format = reincarnate::formats::DatasetFormat::parse(format)?;
+            let (m, report) =
+                reincarnate::formats::import_dataset(format, src, out, env.as_deref())?;
+            print!("{report}");
+            println!(
+                "wrote {} (env `{}`, {} transitions)",
+                out.display(),
+                m.env.id(),
                 m.total_rows()
             );
         }

@@ -489,8 +489,13 @@ fn bad_teachers_fail_naming_what_is_wrong() {
         e.contains("expected shape [2, 84], found [3, 84]") && e.contains("action"),
         "{e}"
     );
-    // No --arch for a state dict; a platform checkpoint on the wrong environment.
-    assert!(load_err(&f.pt, None, "cartpole").contains("pass --arch"));
+    // Without --arch an MLP's sizes come from its shapes: they must fit the environment.
+    let e = load_err(&f.pt, None, "minatar/breakout");
+    assert!(
+        e.contains("`network.0.weight` takes 4 inputs") && e.contains("400-value observations"),
+        "{e}"
+    );
+    // A platform checkpoint on the wrong environment.
     let e = load_err(&f.checkpoint, None, "minatar/breakout");
     assert!(
         e.contains("observation space does not match") && e.contains("expected"),

@@ -701,7 +701,21 @@ fn teacher_data(
     out: &Path,
 ) -> Result<crate::replay::ReplayBuffer> {
     let d = family.spec().obs_dim();
-    if let Some(folder) = &spec.teacher_data {
+    if let Some(given) = &spec.teacher_data {
+        // A Minari dataset or a D4RL file is converted beside `out` first.
+        let imported = sibling(out, "teacher-data");
+        let folder = match crate::formats::DatasetFormat::detect(given) {
+            Some(format) => {
+                if imported.exists() {
+                    std::fs::remove_dir_all(&imported).map_err(|e| Error::io(&imported, e))?;
+                }
+                let (_, report) =
+                    crate::formats::import_dataset_for(format, given, &imported, family.spec())?;
+                tracing::info!("{}", report.to_string().trim_end());
+                &imported
+            }
+            None => given,
+        };
         let manifest = crate::history::Manifest::load(folder)?;
         let rows = manifest.total_rows() as usize;
         if rows == 0 {
@@ -815,13 +829,23 @@ pub fn eval_teacher(
     crate::eval::evaluate(&family, tasks, episodes, seed, &mut TeacherPolicy(&teacher))
 }
 
-/// Whether an `eval --policy` / `--teacher` source is a single state-dict file rather than a
-/// checkpoint folder.
+/// Whether an `eval --policy` / `--teacher` source is a single file (a state dict, a
+/// Stable-Baselines3 zip, a CleanRL model, or an `hf://sb3/`, `hf://cleanrl/` repo that holds
+/// one by convention) rather than a checkpoint folder.
 pub fn is_state_dict(src: &str) -> bool {
+    let src = crate::formats::hub_convention(src);
     let lower = src.to_ascii_lowercase();
-    [".pt", ".pth", ".safetensors", ".bin"]
-        .iter()
-        .any(|e| lower.ends_with(e))
+    [
+        ".pt",
+        ".pth",
+        ".safetensors",
+        ".bin",
+        ".zip",
+        ".cleanrl_model",
+        ".msgpack",
+    ]
+    .iter()
+    .any(|e| lower.ends_with(e))
 }
 
 #[cfg(test)]

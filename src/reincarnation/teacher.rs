@@ -124,12 +124,7 @@ impl Teacher {
         let path = resolve(src)?;
         let is_file = path.is_file();
         let agent = if is_file {
-            let arch = arch.ok_or_else(|| {
-                Error::Config(format!(
-                    "{src} is a single state dict: pass --arch (e.g. --arch mlp:120,84) to say which network it holds"
-                ))
-            })?;
-            import_state_dict(&path, &Arch::parse(arch)?, env, device)?
+            import_file(&path, arch, env, device)?.0
         } else {
             if let Some(a) = arch {
                 return Err(Error::Config(format!(
@@ -349,11 +344,44 @@ impl Policy for TeacherPolicy<'_> {
     }
 }
 
-/// A local path for `src`: `hf://` resolved through the Hub cache, anything else as given.
+/// Builds the agent a teacher file holds (see [`crate::formats`]): a Stable-Baselines3 zip,
+/// a state dict with `--arch`, or without it an MLP state dict whose sizes its shapes give.
+/// Returns the agent and the `(their tensor, platform tensor, shape)` mapping.
+pub fn import_file(
+    path: &Path,
+    arch: Option<&str>,
+    env: &EnvSpec,
+    device: &Device,
+) -> Result<crate::formats::Imported> {
+    use crate::formats::TeacherFile;
+    let kind = crate::formats::classify(path)?;
+    match (kind, arch) {
+        (TeacherFile::Sb3Zip | TeacherFile::FlaxMsgpack, Some(a)) => Err(Error::Config(format!(
+            "--arch {a} applies to a bare state dict, but {} names its own network",
+            path.display()
+        ))),
+        (TeacherFile::Sb3Zip, None) => {
+            crate::formats::sb3::Sb3Agent::read(path)?.to_agent(env, device)
+        }
+        (TeacherFile::FlaxMsgpack, None) => Err(Error::Config(format!(
+            "{}: Flax msgpack teachers (CleanRL's JAX scripts) are not supported yet; PyTorch state dicts (.cleanrl_model from CleanRL's PyTorch scripts, .pt) and Stable-Baselines3 zips are",
+            path.display()
+        ))),
+        (_, Some(a)) => Ok((import_state_dict(path, &Arch::parse(a)?, env, device)?, Vec::new())),
+        (_, None) => {
+            let tensors = read_state_dict(path)?;
+            let layers = crate::formats::torch_mlp::linear_layers(path, &tensors)?;
+            crate::formats::torch_mlp::dqn_from_layers(path, &layers, env, device)
+        }
+    }
+}
+
+/// A local path for `src`: `hf://` resolved through the Hub cache (with the naming conventions
+/// of [`crate::formats::hub_convention`]), anything else as given.
 pub fn resolve(src: &str) -> Result<PathBuf> {
     use crate::hub::{is_hub_url, resolve_checkpoint, resolve_file, HubRef};
     if is_hub_url(src) {
-        let r = HubRef::parse(src)?;
+        let r = HubRef::parse(&crate::formats::hub_convention(src))?;
         return if r.is_single_file() {
             resolve_file(&r)
         } else {
@@ -363,7 +391,7 @@ pub fn resolve(src: &str) -> Result<PathBuf> {
     let p = PathBuf::from(src);
     if !p.exists() {
         return Err(Error::Config(format!(
-            "teacher `{src}` does not exist (expected a checkpoint folder, a .safetensors/.pt/.pth state dict, or hf://ORG/NAME)"
+            "teacher `{src}` does not exist (expected a checkpoint folder, a Stable-Baselines3 .zip, a CleanRL .cleanrl_model, a .safetensors/.pt/.pth state dict, or hf://ORG/NAME)"
         )));
     }
     Ok(p)
@@ -401,14 +429,27 @@ fn load_checkpoint_teacher(dir: &Path, env: &EnvSpec, device: &Device) -> Result
 }
 
 /// Reads a state dict: `(name, tensor)` in numeric-aware name order (see the module docs).
+/// An empty state dict is an error.
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let out = read_tensors(path)?;
+    if out.is_empty() {
+        return Err(Error::data(
+            path,
+            "no tensors found: expected a state dict saved with torch.save(model.state_dict(), PATH)",
+        ));
+    }
+    Ok(out)
+}
+
+/// The tensors of a `.pt`/`.pth`/`.safetensors` file, in numeric-aware name order (possibly none).
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
         .unwrap_or_default();
     match ext.as_str() {
-        "pt" | "pth" | "bin" => {
+        "pt" | "pth" | "bin" | "cleanrl_model" => {
             let bad = |e: candle_core::Error| {
                 Error::data(
                     path,
@@ -426,12 +467,6 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 out.push((name.clone(), t));
             }
             out.sort_by(|a, b| natural_cmp(&a.0, &b.0));
-            if out.is_empty() {
-                return Err(Error::data(
-                    path,
-                    "no tensors found: expected a state dict saved with torch.save(model.state_dict(), PATH)",
-                ));
-            }
             Ok(out)
         }
         "safetensors" => {

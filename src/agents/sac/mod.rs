@@ -186,6 +186,23 @@ impl From<SacNetConfig> for SacNetSpec {
     }
 }
 
+/// How a raw log-std output becomes one in `[min, max]` ([`SacConfig::log_std_bound`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStdBound {
+    /// `min + (max − min)(tanh(x) + 1)/2`.
+    #[default]
+    Tanh,
+    /// `clamp(x, min, max)`.
+    Clip,
+}
+
+impl LogStdBound {
+    fn is_tanh(&self) -> bool {
+        *self == LogStdBound::Tanh
+    }
+}
+
 /// SAC / SimbaV2 hyperparameters (defaults: CleanRL's SAC; [`SacConfig::simbav2`]: the paper's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +236,10 @@ pub struct SacConfig {
     pub target_entropy_scale: f64,
     pub log_std_min: f64,
     pub log_std_max: f64,
+    /// How the actor's raw log-std is kept in `[log_std_min, log_std_max]`: `tanh` (squashed,
+    /// CleanRL and SimbaV2) or `clip` (clamped, Stable-Baselines3's SAC with bounds −20, 2).
+    #[serde(skip_serializing_if = "LogStdBound::is_tanh")]
+    pub log_std_bound: LogStdBound,
     /// Critic atoms: 1 = scalar Q with MSE loss; > 1 = categorical on [v_min, v_max].
     pub atoms: usize,
     pub v_min: f64,
@@ -256,6 +277,7 @@ impl Default for SacConfig {
             target_entropy_scale: 1.0,
             log_std_min: -5.0,
             log_std_max: 2.0,
+            log_std_bound: LogStdBound::Tanh,
             atoms: 1,
             v_min: -5.0,
             v_max: 5.0,
@@ -917,9 +939,29 @@ impl Sac {
     /// `(mean, log_std)` of the pre-tanh Gaussian, `(batch, actions)` each.
     pub fn gaussian(&self, obs: &Tensor, grad: bool) -> Result<(Tensor, Tensor)> {
         let (mean, raw) = self.actor.forward(obs, grad, None)?;
-        let log_std =
-            tanh_gaussian::squash_log_std(&raw, self.config.log_std_min, self.config.log_std_max)?;
+        let (lo, hi) = (self.config.log_std_min, self.config.log_std_max);
+        let log_std = match self.config.log_std_bound {
+            LogStdBound::Tanh => tanh_gaussian::squash_log_std(&raw, lo, hi)?,
+            LogStdBound::Clip => raw.clamp(lo, hi)?,
+        };
         Ok((mean, log_std))
+    }
+
+    /// Each critic's Q-values for observations `obs` (`(batch, obs_dim)` row-major, raw) and
+    /// actions in [−1, 1] (`(batch, act_dim)`), one `Vec` per critic.
+    pub fn critic_values(&self, obs: &[f32], unit_actions: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let rows = unit_actions.len() / self.act_dim.max(1);
+        let x = Tensor::cat(
+            &[
+                &self.obs_tensor(obs)?,
+                &Tensor::from_slice(unit_actions, (rows, self.act_dim), &self.device)?,
+            ],
+            1,
+        )?;
+        self.q_values(&self.critics, &x, false)?
+            .into_iter()
+            .map(|q| Ok(q.to_vec1::<f32>()?))
+            .collect()
     }
 
     /// Q-values `(batch,)` of each critic in `nets` for `[obs, action]` rows.

@@ -1,0 +1,801 @@
+//! Other libraries' files read as the libraries themselves read them. The fixtures in
+//! `tests/fixtures/formats/` were written by Stable-Baselines3, PyTorch, Flax, Minari and h5py
+//! (`scripts/fixtures/make.sh`), and `expected.json` holds what those libraries computed on
+//! fixed inputs; every test compares against those numbers.
+
+#[path = "common/torch_pt.rs"]
+#[allow(dead_code)]
+mod torch_pt;
+
+use candle_core::Device;
+use reincarnate::agents::PolicyOutput;
+use reincarnate::envs::{EnvConfig, TaskFamily, TaskSet};
+use reincarnate::formats::{self, sb3::Sb3Agent, DatasetFormat};
+use reincarnate::history::{Actions, Manifest, TransitionReader, Transitions};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats")
+}
+
+fn expected(key: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v[key].clone()
+}
+
+fn matrix(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn flat(v: &Value) -> Vec<f32> {
+    matrix(v).concat()
+}
+
+/// Every value within 1e-5 of the library's, relative to its size (float32 arithmetic).
+fn assert_close(ours: &[f32], theirs: &[f32], what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+            "{what}[{i}]: ours {a}, the library's {b}"
+        );
+    }
+}
+
+fn spec(id: &str) -> reincarnate::envs::EnvSpec {
+    TaskFamily::from_id(id).unwrap().spec().clone()
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
+}
+
+fn cli_err(args: &[&str]) -> String {
+    let o = cli(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    err
+}
+
+#[test]
+fn sb3_dqn_q_values_and_greedy_returns_equal_the_librarys() {
+    let e = expected("sb3_dqn_cartpole");
+    let zip = fixtures().join("sb3_dqn_cartpole.zip");
+    let a = Sb3Agent::read(&zip).unwrap();
+    assert_eq!(a.version, "2.6.0");
+    let (agent, mapping) = a.to_agent(&spec("cartpole"), &Device::Cpu).unwrap();
+    assert_eq!(mapping.len(), 6);
+    let PolicyOutput::QValues(q) = agent.policy_output(&flat(&e["obs"])).unwrap() else {
+        panic!("a DQN teacher gives Q-values");
+    };
+    assert_close(&q, &flat(&e["q_values"]), "Q-values");
+    // The library's greedy returns (10 Gymnasium episodes) against the native CartPole's.
+    let theirs: Vec<f64> = e["greedy_returns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let report = reincarnate::reincarnation::eval_teacher(
+        &zip.display().to_string(),
+        None,
+        &EnvConfig::new("cartpole"),
+        TaskSet::Test,
+        10,
+        3,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mean = theirs.iter().sum::<f64>() / theirs.len() as f64;
+    assert_eq!(
+        mean, 500.0,
+        "the fixture's teacher balances to the time limit"
+    );
+    assert_eq!(report.mean_return, mean);
+}
+
+#[test]
+fn sb3_sac_gaussian_critics_and_entropy_coefficient_equal_the_librarys() {
+    let e = expected("sb3_sac_pendulum");
+    let zip = fixtures().join("sb3_sac_pendulum.zip");
+    let a = Sb3Agent::read(&zip).unwrap();
+    let (mut agent, _) = a.to_agent(&spec("pendulum"), &Device::Cpu).unwrap();
+    let obs = flat(&e["obs"]);
+    let PolicyOutput::GaussianMeanLogStd { mean, log_std } = agent.policy_output(&obs).unwrap()
+    else {
+        panic!("a SAC teacher gives a Gaussian");
+    };
+    assert_close(&mean, &flat(&e["mean"]), "mean");
+    assert_close(&log_std, &flat(&e["log_std"]), "log_std");
+    // Deterministic actions: tanh(mean) on Pendulum's [-2, 2] box.
+    let actions: Vec<f32> = mean.iter().map(|m| 2.0 * m.tanh()).collect();
+    assert_close(&actions, &flat(&e["actions"]), "actions");
+    let sac = agent.as_sac_mut().unwrap();
+    let q = sac
+        .critic_values(&obs, &flat(&e["critic_actions"]))
+        .unwrap();
+    assert_close(&q[0], &flat(&e["q1"]), "critic 0");
+    assert_close(&q[1], &flat(&e["q2"]), "critic 1");
+    let alpha = sac.alpha().unwrap();
+    let want = e["ent_coef"].as_f64().unwrap();
+    assert!(
+        (alpha - want).abs() < 1e-6 * want.max(1.0),
+        "{alpha} vs {want}"
+    );
+}
+
+#[test]
+fn sb3_sac_greedy_return_on_native_pendulum_matches_gymnasiums() {
+    let e = expected("sb3_sac_pendulum");
+    let theirs: Vec<f64> = e["greedy_returns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let report = reincarnate::reincarnation::eval_teacher(
+        &fixtures()
+            .join("sb3_sac_pendulum.zip")
+            .display()
+            .to_string(),
+        None,
+        &EnvConfig::new("pendulum"),
+        TaskSet::Test,
+        30,
+        5,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let n = theirs.len() as f64;
+    let mean = theirs.iter().sum::<f64>() / n;
+    let var = theirs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    // Different start states (seeds): the means agree within 3 combined standard errors.
+    let se = (var / n + report.stderr.powi(2)).sqrt();
+    assert!(
+        (report.mean_return - mean).abs() < 3.0 * se,
+        "native {} ± {}, Gymnasium {mean} ± {}",
+        report.mean_return,
+        report.stderr,
+        (var / n).sqrt()
+    );
+    assert!(
+        report.mean_return > -400.0,
+        "a trained swing-up, not random (~-1200)"
+    );
+}
+
+#[test]
+fn cleanrl_dqn_model_loads_without_arch_and_gives_the_same_q_values() {
+    let e = expected("cleanrl_dqn_cartpole");
+    let path = fixtures().join("cleanrl_dqn_cartpole.cleanrl_model");
+    let (agent, mapping) = reincarnate::reincarnation::teacher::import_file(
+        &path,
+        None,
+        &spec("cartpole"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        mapping.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+        [
+            "network.0.weight",
+            "network.0.bias",
+            "network.2.weight",
+            "network.2.bias",
+            "network.4.weight",
+            "network.4.bias"
+        ]
+    );
+    let PolicyOutput::QValues(q) = agent.policy_output(&flat(&e["obs"])).unwrap() else {
+        panic!("Q-values");
+    };
+    assert_close(&q, &flat(&e["q_values"]), "Q-values");
+    // On an env whose spaces do not fit, the error names the layer and both sizes.
+    let err = reincarnate::reincarnation::teacher::import_file(
+        &path,
+        None,
+        &spec("minatar/breakout"),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("`network.0.weight` takes 4 inputs") && err.contains("400"),
+        "{err}"
+    );
+}
+
+fn read_dataset(folder: &Path) -> (Manifest, Transitions) {
+    let m = Manifest::load(folder).unwrap();
+    assert_eq!(m.runs.len(), 1);
+    let t = TransitionReader::open(&folder.join(&m.runs[0].file))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    (m, t)
+}
+
+/// Steps of each episode, in order.
+fn episode_lengths(t: &Transitions) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for (i, &ep) in t.episode.iter().enumerate() {
+        if ep as usize == out.len() {
+            out.push(0);
+        }
+        assert_eq!(t.step[i] as u64, out[ep as usize], "steps count from 0");
+        out[ep as usize] += 1;
+    }
+    out
+}
+
+#[test]
+fn minari_datasets_in_both_backends_import_with_the_librarys_counts_and_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["hdf5", "arrow"] {
+        let e = expected(&format!("minari_{backend}"));
+        let out = dir.path().join(backend);
+        let (_, report) = formats::import_dataset(
+            DatasetFormat::Minari,
+            &fixtures().join(format!("minari_{backend}")),
+            &out,
+            None,
+        )
+        .unwrap();
+        assert_eq!(report.dropped_rows, 0);
+        let (m, t) = read_dataset(&out);
+        assert_eq!(m.env.id(), "cartpole", "CartPole-v1 maps to the native env");
+        let steps: Vec<u64> = e["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        assert_eq!(episode_lengths(&t), steps, "{backend}: episode boundaries");
+        // Σ observations over each episode's steps + 1 observations, as Minari iterates them.
+        let d = 4;
+        let mut obs_sum: f64 = t.obs.iter().map(|&x| f64::from(x)).sum();
+        for (i, (&term, &trunc)) in t.terminated.iter().zip(&t.truncated).enumerate() {
+            if term || trunc {
+                obs_sum += t.next_obs[i * d..(i + 1) * d]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .sum::<f64>();
+            }
+        }
+        let want = e["obs_sum"].as_f64().unwrap();
+        assert!(
+            (obs_sum - want).abs() < 1e-3,
+            "{backend}: {obs_sum} vs {want}"
+        );
+        let rewards: f64 = t.reward.iter().map(|&x| f64::from(x)).sum();
+        assert_eq!(rewards, e["reward_sum"].as_f64().unwrap());
+        let Actions::Discrete(a) = &t.action else {
+            panic!("discrete actions")
+        };
+        assert_eq!(a.iter().sum::<i64>(), e["action_sum"].as_i64().unwrap());
+        let count = |v: &[bool]| v.iter().filter(|&&x| x).count() as i64;
+        assert_eq!(count(&t.terminated), e["terminations"].as_i64().unwrap());
+        assert_eq!(count(&t.truncated), e["truncations"].as_i64().unwrap());
+        let n = t.reward.len();
+        assert_close(
+            &t.next_obs[(n - 1) * d..],
+            &flat(&Value::Array(vec![e["last_next_obs"].clone()])),
+            "the last next observation",
+        );
+        // Inside an episode each next observation is the following row's observation.
+        for i in 0..n - 1 {
+            if t.episode[i] == t.episode[i + 1] {
+                assert_eq!(
+                    t.next_obs[i * d..(i + 1) * d],
+                    t.obs[(i + 1) * d..(i + 2) * d]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn d4rl_files_import_with_h5pys_sums_and_timeouts_without_next_observations_are_dropped() {
+    let e = expected("d4rl_pendulum");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d4rl");
+    let (_, report) = formats::import_dataset(
+        DatasetFormat::D4rl,
+        &fixtures().join("d4rl_pendulum.hdf5"),
+        &out,
+        Some("pendulum"),
+    )
+    .unwrap();
+    let (_, t) = read_dataset(&out);
+    let rows = e["rows"].as_u64().unwrap() as usize;
+    assert_eq!(t.reward.len(), rows);
+    let sum = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>();
+    let near = |a: f64, b: &Value| (a - b.as_f64().unwrap()).abs() < 1e-3;
+    assert!(near(sum(&t.obs), &e["obs_sum"]));
+    assert!(near(sum(&t.next_obs), &e["next_obs_sum"]));
+    assert!(near(sum(&t.reward), &e["reward_sum"]));
+    let Actions::Continuous(a) = &t.action else {
+        panic!("continuous actions")
+    };
+    assert!(near(sum(a), &e["action_sum"]));
+    assert_eq!(
+        t.truncated.iter().filter(|&&x| x).count() as u64,
+        e["timeouts"].as_u64().unwrap()
+    );
+    assert_eq!(episode_lengths(&t), vec![200; 4]);
+    assert_eq!(report.dropped_rows, 0);
+
+    // Without `next_observations`, each timed-out last step has no next observation: it is
+    // dropped and counted, and the step before it ends the episode, truncated.
+    let out2 = dir.path().join("d4rl-no-next");
+    let (_, report) = formats::import_dataset(
+        DatasetFormat::D4rl,
+        &fixtures().join("d4rl_pendulum_no_next.hdf5"),
+        &out2,
+        Some("pendulum"),
+    )
+    .unwrap();
+    assert_eq!(report.dropped_rows, 4);
+    assert_eq!(report.conversions, ["rewards: float64 → float32"]);
+    let (_, t2) = read_dataset(&out2);
+    assert_eq!(episode_lengths(&t2), vec![199; 4]);
+    assert_eq!(t2.truncated.iter().filter(|&&x| x).count(), 4);
+    // The same transitions as the full file's, less each episode's last.
+    for ep in 0..4 {
+        for s in 0..199 {
+            let (i, j) = (ep * 199 + s, ep * 200 + s);
+            assert_eq!(t2.obs[i * 3..(i + 1) * 3], t.obs[j * 3..(j + 1) * 3]);
+            assert_eq!(
+                t2.next_obs[i * 3..(i + 1) * 3],
+                t.next_obs[j * 3..(j + 1) * 3]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_sb3_teacher_needs_no_arch_and_qdagger_ends_at_teacher_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = fixtures().join("sb3_dqn_cartpole.zip");
+    let minari = fixtures().join("minari_arrow");
+    for (method, data, out) in [
+        ("qdagger", None, "q"),
+        ("qdagger", Some(&minari), "qm"),
+        ("pretrain", Some(&minari), "pm"),
+    ] {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "reincarnate".to_string(),
+            "--teacher".into(),
+            zip.display().to_string(),
+            "--method".into(),
+            method.into(),
+            "--student".into(),
+            "dqn".into(),
+            "--env".into(),
+            "cartpole".into(),
+            "--steps".into(),
+            "8000".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(d) = data {
+            args.extend(["--teacher-data".into(), d.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = cli(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("reincarnation.json")).unwrap())
+                .unwrap();
+        assert_eq!(s["teacher_return"], 500.0);
+        // QDagger distils the teacher: it must end at its level. Pretraining on 2,929 teacher
+        // transitions only has to run on the imported data.
+        let score = s["final_normalised"].as_f64().unwrap();
+        if method == "qdagger" {
+            assert!(score >= 0.9, "{method} with {data:?}: final score {score}");
+        }
+        if data.is_some() {
+            assert_eq!(s["teacher_data_transitions"], 2929, "the Minari episodes");
+        }
+    }
+}
+
+#[test]
+fn inspect_shows_where_each_tensor_of_an_sb3_agent_goes() {
+    let o = cli(&[
+        "inspect",
+        &fixtures()
+            .join("sb3_sac_pendulum.zip")
+            .display()
+            .to_string(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        "Stable-Baselines3 SAC agent",
+        "SB3 2.6.0",
+        "maps onto `pendulum`",
+        "actor.mu.weight → actor.mean.weight [1, 64]",
+        "critic.qf1.4.bias → critic.1.2.bias [1]",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}
+
+/// Copies the SB3 DQN zip with `replace` entries swapped in (and `drop` left out).
+fn sb3_variant(out: &Path, replace: &[(&str, Vec<u8>)], drop: &[&str]) {
+    use std::io::Read;
+    let src = std::fs::File::open(fixtures().join("sb3_dqn_cartpole.zip")).unwrap();
+    let mut zip = zip::ZipArchive::new(src).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if drop.contains(&name.as_str()) {
+            continue;
+        }
+        match replace.iter().find(|(n, _)| *n == name) {
+            Some((_, b)) => entries.push((name, b.clone())),
+            None => entries.push((name, bytes)),
+        }
+    }
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    torch_pt::write_archive(out, &refs);
+}
+
+fn sb3_data() -> Value {
+    use std::io::Read;
+    let f = std::fs::File::open(fixtures().join("sb3_dqn_cartpole.zip")).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let mut s = String::new();
+    z.by_name("data").unwrap().read_to_string(&mut s).unwrap();
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn bad_sb3_zips_are_refused_naming_file_and_field_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let eval = |path: &Path, env: &str| {
+        cli_err(&[
+            "eval",
+            "--policy",
+            &path.display().to_string(),
+            "--env",
+            env,
+        ])
+    };
+    // A policy.pth whose pickle would call os.system("touch PWNED") under Python.
+    let mut pkl = vec![0x80, 2, b'c'];
+    pkl.extend_from_slice(b"os\nsystem\n");
+    pkl.push(b'X');
+    let cmd = format!("touch {}", p("PWNED").display());
+    pkl.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
+    pkl.extend_from_slice(cmd.as_bytes());
+    pkl.extend_from_slice(&[0x85, b'R', b'.']);
+    torch_pt::write_archive(
+        &p("evil.pth"),
+        &[("archive/data.pkl", &pkl), ("archive/version", b"3\n")],
+    );
+    sb3_variant(
+        &p("evil.zip"),
+        &[("policy.pth", std::fs::read(p("evil.pth")).unwrap())],
+        &[],
+    );
+    let e = eval(&p("evil.zip"), "cartpole");
+    assert!(
+        e.contains("evil.zip") && e.contains("`os.system`") && e.contains("policy.pth"),
+        "{e}"
+    );
+    assert!(!p("PWNED").exists());
+    // Truncated at several lengths.
+    let bytes = std::fs::read(fixtures().join("sb3_dqn_cartpole.zip")).unwrap();
+    for cut in [10, 1000, bytes.len() / 2, bytes.len() - 30] {
+        std::fs::write(p("cut.zip"), &bytes[..cut]).unwrap();
+        let e = eval(&p("cut.zip"), "cartpole");
+        assert!(e.contains("cut.zip"), "{e}");
+    }
+    // Spaces of another environment: both named.
+    let e = eval(&fixtures().join("sb3_dqn_cartpole.zip"), "pendulum");
+    assert!(
+        e.contains("Box([4])") && e.contains("`pendulum`'s Box([3])") && e.contains("Discrete(2)"),
+        "{e}"
+    );
+    // What the mapping cannot honour is refused by name.
+    let mut data = sb3_data();
+    data["policy_kwargs"]["activation_fn"] =
+        Value::String("<class 'torch.nn.modules.activation.Tanh'>".into());
+    sb3_variant(
+        &p("tanh.zip"),
+        &[("data", data.to_string().into_bytes())],
+        &[],
+    );
+    assert!(eval(&p("tanh.zip"), "cartpole")
+        .contains("activation_fn` is <class 'torch.nn.modules.activation.Tanh'>"));
+    let mut data = sb3_data();
+    data["policy_class"]["__module__"] = Value::String("stable_baselines3.common.policies".into());
+    sb3_variant(
+        &p("ppo.zip"),
+        &[("data", data.to_string().into_bytes())],
+        &[],
+    );
+    assert!(eval(&p("ppo.zip"), "cartpole").contains("`stable_baselines3.common.policies`"));
+    let mut data = sb3_data();
+    data["observation_space"] =
+        serde_json::json!({":type:": "<class 'gymnasium.spaces.dict.Dict'>"});
+    sb3_variant(
+        &p("dict.zip"),
+        &[("data", data.to_string().into_bytes())],
+        &[],
+    );
+    assert!(eval(&p("dict.zip"), "cartpole").contains("only Box and Discrete"));
+    sb3_variant(&p("nopolicy.zip"), &[], &["policy.pth"]);
+    assert!(eval(&p("nopolicy.zip"), "cartpole").contains("no `policy.pth` entry"));
+    sb3_variant(&p("notjson.zip"), &[("data", b"{not json".to_vec())], &[]);
+    assert!(eval(&p("notjson.zip"), "cartpole").contains("entry `data` is not JSON"));
+    // A VecNormalize agent: its statistics are not in the zip.
+    let vn = dir.path().join("vn");
+    std::fs::create_dir(&vn).unwrap();
+    std::fs::copy(fixtures().join("sb3_dqn_cartpole.zip"), vn.join("a.zip")).unwrap();
+    std::fs::write(vn.join("vec_normalize.pkl"), b"x").unwrap();
+    assert!(eval(&vn.join("a.zip"), "cartpole").contains("VecNormalize"));
+    // --arch is for bare state dicts.
+    let e = cli_err(&[
+        "eval",
+        "--policy",
+        &fixtures()
+            .join("sb3_dqn_cartpole.zip")
+            .display()
+            .to_string(),
+        "--arch",
+        "mlp:64,64",
+        "--env",
+        "cartpole",
+    ]);
+    assert!(e.contains("names its own network"), "{e}");
+}
+
+/// Truncated or corrupted HDF5, Arrow and msgpack files, and datasets that do not fit the
+/// environment: exit 1 naming the file, never a panic.
+#[test]
+fn bad_datasets_and_model_files_exit_1_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let import = |format: &str, src: &Path, env: Option<&str>| {
+        let out = p("out");
+        let mut args = vec![
+            "dataset".to_string(),
+            "import".into(),
+            format.into(),
+            src.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if let Some(e) = env {
+            args.extend(["--env".into(), e.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = cli_err(&args);
+        assert!(!out.exists(), "a failed import leaves no dataset");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("importing"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "a failed import leaves no temporary folder"
+        );
+        e
+    };
+    let d4rl = std::fs::read(fixtures().join("d4rl_pendulum.hdf5")).unwrap();
+    for cut in [0, 100, 2000, d4rl.len() / 2, d4rl.len() - 100] {
+        std::fs::write(p("cut.hdf5"), &d4rl[..cut]).unwrap();
+        let e = import("d4rl", &p("cut.hdf5"), Some("pendulum"));
+        assert!(e.contains("cut.hdf5"), "{e}");
+    }
+    // Flipped bytes through the file: an error or a clean import, never a panic or a hang.
+    let mut rng = 12345u64;
+    for _ in 0..40 {
+        let mut b = d4rl.clone();
+        for _ in 0..8 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = (rng >> 33) as usize % b.len();
+            b[i] ^= (rng >> 13) as u8 | 1;
+        }
+        std::fs::write(p("flip.hdf5"), &b).unwrap();
+        let out = p("flip-out");
+        let o = cli(&[
+            "dataset",
+            "import",
+            "d4rl",
+            &p("flip.hdf5").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--env",
+            "pendulum",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    // D4RL columns that do not fit the env, named with both sides.
+    let e = import(
+        "d4rl",
+        &fixtures().join("d4rl_pendulum.hdf5"),
+        Some("cartpole"),
+    );
+    assert!(
+        e.contains("`/observations` rows hold 3 values") && e.contains("`cartpole`"),
+        "{e}"
+    );
+    let e = import("d4rl", &fixtures().join("d4rl_pendulum.hdf5"), None);
+    assert!(e.contains("pass --env"), "{e}");
+    // A Minari dataset whose spaces do not match the env.
+    let e = import("minari", &fixtures().join("minari_hdf5"), Some("pendulum"));
+    assert!(
+        e.contains("metadata.json")
+            && e.contains("recorded on `CartPole-v1`")
+            && e.contains("`pendulum`'s"),
+        "{e}"
+    );
+    // A Minari folder with a truncated episode file, and with broken metadata.
+    let copy = |name: &str| {
+        let to = p(name);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(to.join("data")).unwrap();
+        to
+    };
+    let m = copy("m-hdf5");
+    std::fs::copy(
+        fixtures().join("minari_hdf5/data/metadata.json"),
+        m.join("data/metadata.json"),
+    )
+    .unwrap();
+    let h5 = std::fs::read(fixtures().join("minari_hdf5/data/main_data.hdf5")).unwrap();
+    std::fs::write(m.join("data/main_data.hdf5"), &h5[..h5.len() / 3]).unwrap();
+    assert!(import("minari", &m, None).contains("main_data.hdf5"));
+    let a = copy("m-arrow");
+    for entry in std::fs::read_dir(fixtures().join("minari_arrow/data")).unwrap() {
+        let entry = entry.unwrap();
+        let to = a.join("data").join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(entry.path()).unwrap() {
+                let f = f.unwrap();
+                let mut bytes = std::fs::read(f.path()).unwrap();
+                if f.file_name() == "part-0.arrow" {
+                    bytes.truncate(bytes.len() / 2);
+                }
+                std::fs::write(to.join(f.file_name()), bytes).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+    assert!(import("minari", &a, None).contains("part-0.arrow"));
+    let b = copy("m-meta");
+    std::fs::write(b.join("data/metadata.json"), b"{\"data_format\": \"hdf5\"").unwrap();
+    assert!(import("minari", &b, None).contains("metadata.json"));
+    std::fs::write(
+        b.join("data/metadata.json"),
+        br#"{"data_format": "hdf5", "observation_space": "{\"type\": \"Dict\"}", "action_space": "{}"}"#,
+    )
+    .unwrap();
+    assert!(import("minari", &b, None).contains("Dict space"));
+    // A Flax msgpack teacher is refused by name, truncated or not.
+    let flax = std::fs::read(fixtures().join("flax_nature_cnn.cleanrl_model")).unwrap();
+    std::fs::write(p("cut.msgpack"), &flax[..1000]).unwrap();
+    for f in [
+        fixtures().join("flax_nature_cnn.cleanrl_model"),
+        p("cut.msgpack"),
+    ] {
+        let e = cli_err(&[
+            "eval",
+            "--policy",
+            &f.display().to_string(),
+            "--env",
+            "cartpole",
+        ]);
+        assert!(
+            e.contains("Flax msgpack") && e.contains("not supported yet"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn hub_repos_of_sb3_and_cleanrl_resolve_their_model_file_offline_from_the_cache() {
+    // A local Hub cache laid out as hf-hub writes it, holding the RL Zoo's file name.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models--sb3--dqn-CartPole-v1");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::copy(
+        fixtures().join("sb3_dqn_cartpole.zip"),
+        snap.join("dqn-CartPole-v1.zip"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args([
+            "eval",
+            "--policy",
+            "hf://sb3/dqn-CartPole-v1",
+            "--env",
+            "cartpole",
+            "--episodes",
+            "2",
+            "--json",
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["mean_return"], 500.0);
+    // CleanRL's uploads: `ENV-EXP-seedN` holds `EXP.cleanrl_model`.
+    let repo = dir.path().join("models--cleanrl--CartPole-v1-dqn-seed1");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::copy(
+        fixtures().join("cleanrl_dqn_cartpole.cleanrl_model"),
+        snap.join("dqn.cleanrl_model"),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(["inspect", "hf://cleanrl/CartPole-v1-dqn-seed1"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("MLP (ReLU) layer sizes [4, 120, 84, 2]")
+            && text.contains("network.4.weight → q.2.weight [2, 84]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn numpy_and_python_json_quirks_parse() {
+    let v = formats::minari::python_json(r#"{"low": [-Infinity, 1.5], "s": "NaN in a string"}"#)
+        .unwrap();
+    assert_eq!(v["low"][0], "-inf");
+    assert_eq!(v["s"], "NaN in a string");
+}

@@ -224,6 +224,81 @@ fn cleanrl_dqn_model_loads_without_arch_and_gives_the_same_q_values() {
     );
 }
 
+/// An environment of 4 stacked 44×44 uint8 frames and 4 actions (the fixtures' image size).
+fn frames_spec() -> reincarnate::envs::EnvSpec {
+    use reincarnate::envs::{Bounds, Space};
+    reincarnate::envs::EnvSpec {
+        config: EnvConfig::new("frames"),
+        observation_space: Space::Box {
+            shape: vec![4, 44, 44],
+            low: Bounds::Scalar(0.0),
+            high: Bounds::Scalar(255.0),
+        },
+        action_space: Space::Discrete { n: 4 },
+        max_episode_steps: 100,
+        num_tasks: 1,
+    }
+}
+
+/// The Nature DQN network from SB3's CnnPolicy, CleanRL's PyTorch `dqn_atari.py` layout and
+/// the Flax file of CleanRL's JAX scripts (HWIO kernels, channel-last flattening): each gives
+/// its library's Q-values on the same uint8 frames.
+#[test]
+fn nature_cnn_teachers_from_sb3_cleanrl_and_flax_give_their_librarys_q_values() {
+    for (file, key, obs_file) in [
+        ("sb3_dqn_cnn.zip", "sb3_dqn_cnn", "sb3_dqn_cnn_obs.u8"),
+        (
+            "cleanrl_dqn_atari.cleanrl_model",
+            "cleanrl_dqn_atari",
+            "cleanrl_dqn_atari_obs.u8",
+        ),
+        (
+            "flax_nature_cnn.cleanrl_model",
+            "flax_nature_cnn",
+            "flax_nature_cnn_obs.u8",
+        ),
+    ] {
+        let e = expected(key);
+        let obs: Vec<f32> = std::fs::read(fixtures().join(obs_file))
+            .unwrap()
+            .into_iter()
+            .map(f32::from)
+            .collect();
+        assert_eq!(obs.len(), 3 * 4 * 44 * 44);
+        let (agent, mapping) = reincarnate::reincarnation::teacher::import_file(
+            &fixtures().join(file),
+            None,
+            &frames_spec(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            mapping.len(),
+            10,
+            "{file}: 3 convolutions and 2 linear layers"
+        );
+        assert_eq!(mapping[0].2, [32, 4, 8, 8], "{file}: OIHW");
+        let PolicyOutput::QValues(q) = agent.policy_output(&obs).unwrap() else {
+            panic!("Q-values");
+        };
+        assert_close(&q, &flat(&e["q_values"]), file);
+    }
+    // The same network on observations it does not fit: an error naming the file, no panic.
+    let e = reincarnate::reincarnation::teacher::import_file(
+        &fixtures().join("flax_nature_cnn.cleanrl_model"),
+        None,
+        &spec("cartpole"),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("flax_nature_cnn") && e.contains("[channels, height, width]"),
+        "{e}"
+    );
+}
+
 fn read_dataset(folder: &Path) -> (Manifest, Transitions) {
     let m = Manifest::load(folder).unwrap();
     assert_eq!(m.runs.len(), 1);
@@ -415,7 +490,13 @@ fn the_sb3_teacher_needs_no_arch_and_qdagger_ends_at_teacher_level() {
             assert!(score >= 0.9, "{method} with {data:?}: final score {score}");
         }
         if data.is_some() {
-            assert_eq!(s["teacher_data_transitions"], 2929, "the Minari episodes");
+            let steps: u64 = expected("minari_arrow")["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .sum();
+            assert_eq!(s["teacher_data_transitions"], steps, "the Minari episodes");
         }
     }
 }
@@ -711,22 +792,19 @@ fn bad_datasets_and_model_files_exit_1_naming_the_file() {
     )
     .unwrap();
     assert!(import("minari", &b, None).contains("Dict space"));
-    // A Flax msgpack teacher is refused by name, truncated or not.
+    // Truncated Flax msgpack files name the file and the offset.
     let flax = std::fs::read(fixtures().join("flax_nature_cnn.cleanrl_model")).unwrap();
-    std::fs::write(p("cut.msgpack"), &flax[..1000]).unwrap();
-    for f in [
-        fixtures().join("flax_nature_cnn.cleanrl_model"),
-        p("cut.msgpack"),
-    ] {
+    for cut in [0, 1, 20, 1000, flax.len() / 2, flax.len() - 1] {
+        std::fs::write(p("cut.msgpack"), &flax[..cut]).unwrap();
         let e = cli_err(&[
             "eval",
             "--policy",
-            &f.display().to_string(),
+            &p("cut.msgpack").display().to_string(),
             "--env",
-            "cartpole",
+            "minatar/breakout",
         ]);
         assert!(
-            e.contains("Flax msgpack") && e.contains("not supported yet"),
+            e.contains("cut.msgpack") && e.contains("not a Flax msgpack file"),
             "{e}"
         );
     }

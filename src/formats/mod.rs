@@ -1,9 +1,12 @@
 //! Prior computation in the formats other libraries write, read as data and never executed:
 //!
-//! - [`sb3`]: Stable-Baselines3 `.zip` agents (DQN and SAC with `MlpPolicy`), built into the
+//! - [`sb3`]: Stable-Baselines3 `.zip` agents (DQN with `MlpPolicy` or `CnnPolicy`, SAC with
+//!   `MlpPolicy`), built into the
 //!   platform's agents without `--arch`;
-//! - [`torch_mlp`]: a bare state dict of a `nn.Sequential` MLP such as CleanRL's `dqn.py`
-//!   model (`.cleanrl_model`, `.pt`), its layer sizes read from the tensor shapes;
+//! - [`torch_net`]: a bare state dict of a `nn.Sequential` Q-network (an MLP such as CleanRL's
+//!   `dqn.py` model, the Nature CNN of `dqn_atari.py`), recognised from its tensor shapes;
+//! - [`flax`]: the Flax msgpack files of CleanRL's JAX scripts (the Nature CNN), converted
+//!   from channel-last to the platform's channel-first layout;
 //! - [`minari`] and [`d4rl`]: offline datasets (Minari's HDF5 and Arrow storage, D4RL's HDF5
 //!   files) converted into the platform's transition-schema datasets ([`import`]).
 //!
@@ -12,11 +15,12 @@
 //! naming both.
 
 pub mod d4rl;
+pub mod flax;
 pub mod hdf5;
 pub mod import;
 pub mod minari;
 pub mod sb3;
-pub mod torch_mlp;
+pub mod torch_net;
 
 use crate::envs::{Bounds, EnvSpec, Space};
 use crate::error::{Error, Result};
@@ -186,10 +190,13 @@ pub fn describe_file(path: &Path) -> Result<String> {
             (a.summary(), fits)
         }
         TeacherFile::FlaxMsgpack => {
-            return Err(Error::Config(format!(
-                "{}: Flax msgpack files are not supported yet",
-                path.display()
-            )))
+            let arrays = flax::read_arrays(path)?;
+            let mut out = format!("Flax msgpack {}\n  arrays:\n", path.display());
+            for (n, t) in &arrays {
+                out += &format!("    {n} {:?}\n", t.dims());
+            }
+            out += "  read as the Nature DQN network (Conv_0..2, Dense_0..N) for an environment of [C, H, W] frames\n";
+            return Ok(out);
         }
         TeacherFile::Torch | TeacherFile::Safetensors => {
             let tensors = crate::reincarnation::teacher::read_state_dict(path)?;
@@ -197,8 +204,10 @@ pub fn describe_file(path: &Path) -> Result<String> {
             for (n, t) in &tensors {
                 out += &format!("    {n} {:?} {:?}\n", t.dims(), t.dtype());
             }
-            let fits = match torch_mlp::linear_layers(path, &tensors) {
-                Ok(layers) => {
+            let inferred = torch_net::layers(path, &tensors)
+                .and_then(|l| torch_net::infer_config(path, &l).map(|c| (l, c)));
+            let fits = match inferred {
+                Ok((layers, c)) if c.body == crate::nn::qnet::Body::Mlp => {
                     let sizes: Vec<usize> = std::iter::once(layers[0].1.dims()[1])
                         .chain(layers.iter().map(|l| l.1.dims()[0]))
                         .collect();
@@ -211,8 +220,17 @@ pub fn describe_file(path: &Path) -> Result<String> {
                         })
                         .collect()
                 }
+                Ok((layers, c)) => {
+                    out += &format!(
+                        "  {:?} Q-network: fully connected {:?}, {} actions\n",
+                        c.body,
+                        c.hidden_sizes(),
+                        layers[layers.len() - 1].1.dims()[0]
+                    );
+                    Vec::new()
+                }
                 Err(e) => {
-                    out += &format!("  not an MLP read without --arch: {e}\n");
+                    out += &format!("  not a network recognised without --arch: {e}\n");
                     Vec::new()
                 }
             };

@@ -6,18 +6,20 @@
 //! readable copies beside them are), `policy.pth` (the policy's `state_dict`, a PyTorch archive
 //! inside the zip), `pytorch_variables.pth` (SAC's `log_ent_coef`) and optimiser states (not
 //! read). Supported: DQN and SAC with `MlpPolicy` (ReLU, flattened observations, the default
-//! features extractor), mapped onto the platform's DQN and SAC:
+//! features extractor) and DQN with `CnnPolicy` (`NatureCNN` on channel-first uint8 frames,
+//! `normalize_images`), mapped onto the platform's DQN (MLP or Nature CNN body) and SAC:
 //!
 //! | SB3 tensor                          | platform tensor          |
 //! |-------------------------------------|--------------------------|
 //! | `q_net.q_net.{0,2,4}`               | `q.{0,1,2}`              |
+//! | `q_net.features_extractor.cnn.{0,2,4}`, `.linear.0`, `q_net.q_net.0` | `q.{0,1,2}`, `q.3`, `q.4` |
 //! | `actor.latent_pi.{0,2}`             | `actor.body.{0,1}`       |
 //! | `actor.mu`, `actor.log_std`         | `actor.mean`, `actor.log_std` (clipped to [−20, 2]) |
 //! | `critic.qf{i}.{0,2,4}`              | `critic.{i}.{0,1,2}`     |
 //!
 //! Target networks (`q_net_target`, `critic_target`) are not read: a weights-only agent starts
 //! its targets from its online networks. Refused with a message naming what: other algorithms,
-//! `CnnPolicy` and custom features extractors, activations other than ReLU, gSDE, an agent
+//! custom features extractors, activations other than ReLU, gSDE, an agent
 //! saved next to `vec_normalize.pkl` (its observation statistics are not in the zip).
 
 use crate::agents::sac::{LogStdBound, Sac, SacConfig, SacNetConfig};
@@ -256,18 +258,21 @@ impl Sb3Agent {
         Ok(out)
     }
 
-    /// Refuses tensors of a features extractor (CnnPolicy, custom extractors).
-    fn check_no_extractor(&self) -> Result<()> {
-        if let Some((name, t)) = self
-            .policy
-            .iter()
-            .find(|(n, _)| n.contains("features_extractor."))
-        {
+    /// Refuses tensors of a features extractor other than `NatureCNN` (custom extractors,
+    /// the actor-critic's).
+    fn check_extractor(&self) -> Result<()> {
+        if let Some((name, t)) = self.policy.iter().find(|(n, _)| {
+            n.contains("features_extractor.")
+                && !n.starts_with("q_net.features_extractor.cnn.")
+                && !n.starts_with("q_net.features_extractor.linear.")
+                && !n.starts_with("q_net_target.")
+        }) {
             return Err(Error::data(
                 &self.path,
                 format!(
-                    "the policy has a features extractor with weights (`{name}`, {:?}): CnnPolicy \
-                     and custom extractors are not supported yet; MlpPolicy agents are",
+                    "the policy has a features extractor with weights (`{name}`, {:?}) that is \
+                     not NatureCNN: custom extractors are not supported; MlpPolicy and DQN \
+                     CnnPolicy agents are",
                     t.dims()
                 ),
             ));
@@ -293,11 +298,28 @@ impl Sb3Agent {
             &self.action_space,
             env,
         )?;
-        self.check_no_extractor()?;
+        self.check_extractor()?;
         match self.algo {
             Algo::Dqn => {
-                let layers = self.layers("q_net.q_net.")?;
-                super::torch_mlp::dqn_from_layers(&self.path, &layers, env, device)
+                // CnnPolicy: NatureCNN's convolutions and linear layer, then the Q head.
+                let mut layers = self.layers("q_net.features_extractor.cnn.")?;
+                if !layers.is_empty() {
+                    let normalize = self
+                        .data
+                        .get("policy_kwargs")
+                        .and_then(|k| k.get("normalize_images"))
+                        .and_then(Value::as_bool);
+                    if normalize == Some(false) {
+                        return Err(Error::data(
+                            &self.path,
+                            "`policy_kwargs.normalize_images` is false: the platform's Nature CNN \
+                             divides pixels by 255 as SB3 does by default",
+                        ));
+                    }
+                }
+                layers.extend(self.layers("q_net.features_extractor.linear.")?);
+                layers.extend(self.layers("q_net.q_net.")?);
+                super::torch_net::dqn_from_layers(&self.path, &layers, env, device)
             }
             Algo::Sac => self.sac_agent(env, device),
         }

@@ -6,7 +6,8 @@
 //! the MinAtar network (Young & Tian 2019: Conv2d(C, 16, 3×3) → ReLU → flatten → Linear(1024,
 //! 128) → ReLU → Linear(128, A)) is `q.0` (conv), `q.1` (hidden fc), `q.2` (output). PyTorch's
 //! `nn.Sequential` would number the ReLUs too (`network.0`, `.2`, `.4`); checkpoint import maps
-//! those names.
+//! those names. The Nature DQN network (Mnih et al. 2015: Conv 32×8×8 stride 4, Conv 64×4×4
+//! stride 2, Conv 64×3×3 stride 1, FC 512, output) is `q.0`–`q.2` (convs), `q.3` (fc), `q.4`.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
@@ -31,7 +32,15 @@ pub enum Body {
     /// MinAtar: one 3×3 stride-1 unpadded convolution, ReLU, flatten, fully connected layers.
     /// Observations are `[10, 10, C]` channel-last (as MinAtar emits them), flattened or not.
     MinatarConv,
+    /// The Nature DQN network (Mnih et al. 2015) over channel-first `[C, H, W]` frames with pixel
+    /// values 0–255 (divided by 255 inside, as the paper and the Atari ports do; H, W ≥ 36):
+    /// three convolutions (32×8×8 stride 4, 64×4×4 stride 2, 64×3×3 stride 1), ReLU, flatten
+    /// in (c, h, w) order, then the fully connected layers (`hidden`, default `[512]`).
+    NatureCnn,
 }
+
+/// The Nature CNN's convolutions: `(out channels, kernel, stride)`.
+pub const NATURE_CONVS: [(usize, usize, usize); 3] = [(32, 8, 4), (64, 4, 2), (64, 3, 1)];
 
 /// Which layers get spectral normalisation: Python-style indices over the ordered linear/conv
 /// layers (`-1` = output, `-2` = penultimate), or all of them. In TOML: `sn_layers = [-2]` or
@@ -163,12 +172,22 @@ impl QNetConfig {
             (Some(h), _) => h.clone(),
             (None, Body::Mlp) => vec![120, 84],
             (None, Body::MinatarConv) => vec![128],
+            (None, Body::NatureCnn) => vec![512],
+        }
+    }
+
+    /// Convolutions before the fully connected layers.
+    pub fn n_convs(&self) -> usize {
+        match self.body {
+            Body::Mlp => 0,
+            Body::MinatarConv => 1,
+            Body::NatureCnn => NATURE_CONVS.len(),
         }
     }
 
     /// Number of linear/conv layers.
     pub fn n_layers(&self) -> usize {
-        self.hidden_sizes().len() + 1 + usize::from(self.body == Body::MinatarConv)
+        self.hidden_sizes().len() + 1 + self.n_convs()
     }
 }
 
@@ -271,6 +290,35 @@ impl QNetwork {
                 )?));
                 config.conv_channels * oh * ow
             }
+            Body::NatureCnn => {
+                let &[c, h, w] = obs_shape else {
+                    return Err(Error::Config(format!(
+                        "q-network body nature_cnn: expected [channels, height, width] frames, found {obs_shape:?}"
+                    )));
+                };
+                let (mut ch, mut oh, mut ow) = (c, h, w);
+                for (i, &(out, k, stride)) in NATURE_CONVS.iter().enumerate() {
+                    let (Some(nh), Some(nw)) = (
+                        conv_out_size(oh, k, stride, 0),
+                        conv_out_size(ow, k, stride, 0),
+                    ) else {
+                        return Err(Error::Config(format!(
+                            "q-network body nature_cnn: frames {obs_shape:?} are too small for its convolutions (at least 36×36)"
+                        )));
+                    };
+                    layers.push(Layer::Conv(Conv2d::new(
+                        p.pp(i),
+                        ch,
+                        out,
+                        k,
+                        stride,
+                        0,
+                        mode(i),
+                    )?));
+                    (ch, oh, ow) = (out, nh, nw);
+                }
+                ch * oh * ow
+            }
         };
         if width == 0 {
             return Err(Error::Config(format!(
@@ -340,8 +388,18 @@ impl QNetwork {
                 };
                 y.flatten_from(1)?
             }
+            Body::NatureCnn => {
+                let s = &self.obs_shape;
+                let mut y = obs
+                    .reshape((batch, s[0], s[1], s[2]))?
+                    .affine(1.0 / 255.0, 0.0)?;
+                for layer in &self.layers[..NATURE_CONVS.len()] {
+                    y = layer.forward_t(&y, train)?.relu()?;
+                }
+                y.flatten_from(1)?
+            }
         };
-        let first_fc = usize::from(self.config.body == Body::MinatarConv);
+        let first_fc = self.config.n_convs();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate().skip(first_fc) {
             x = match layer {
@@ -492,6 +550,56 @@ mod tests {
         assert!(q.forward(&obs(3, 399, 1), false).is_err());
         let mut s = ParamStore::new(&Device::Cpu, 0);
         assert!(QNetwork::new(&QNetConfig::minatar(), &[400], 6, s.pp("q")).is_err());
+    }
+
+    #[test]
+    fn nature_cnn_has_the_papers_layers_and_every_tensor_gets_a_gradient() {
+        let mut s = ParamStore::new(&Device::Cpu, 0);
+        let cfg = QNetConfig {
+            body: Body::NatureCnn,
+            ..QNetConfig::default()
+        };
+        assert_eq!(cfg.n_layers(), 5);
+        let q = QNetwork::new(&cfg, &[4, 84, 84], 6, s.pp("q")).unwrap();
+        let dims = |n: &str| s.get(n).unwrap().dims().to_vec();
+        assert_eq!(dims("q.0.weight"), [32, 4, 8, 8]);
+        assert_eq!(dims("q.1.weight"), [64, 32, 4, 4]);
+        assert_eq!(dims("q.2.weight"), [64, 64, 3, 3]);
+        assert_eq!(
+            dims("q.3.weight"),
+            [512, 3136],
+            "7×7×64 after the convolutions"
+        );
+        assert_eq!(dims("q.4.weight"), [6, 512]);
+        // Pixel values 0–255 (the network divides by 255).
+        let frames = obs(2, 4 * 84 * 84, 3)
+            .abs()
+            .unwrap()
+            .affine(100.0, 0.0)
+            .unwrap();
+        let y = q.forward(&frames, true).unwrap();
+        assert_eq!(y.dims(), &[2, 6]);
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in q.vars() {
+            let g = grads.get(v.as_tensor()).unwrap();
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name}: gradient norm² {norm}"
+            );
+        }
+        let mut s = ParamStore::new(&Device::Cpu, 0);
+        let e = QNetwork::new(&cfg, &[4, 30, 30], 6, s.pp("q"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("too small"), "{e}");
     }
 
     #[test]

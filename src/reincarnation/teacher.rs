@@ -47,12 +47,13 @@ pub struct Arch {
 }
 
 impl Arch {
-    /// `mlp:H1,H2,...` or `minatar-conv:C,H1,...` (C conv filters, then the hidden FC sizes).
+    /// `mlp:H1,H2,...`, `minatar-conv:C,H1,...` (C conv filters, then the hidden FC sizes) or
+    /// `nature-cnn:H1,...` (the Nature DQN convolutions, then the hidden FC sizes).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |why: String| {
             Error::Config(format!(
                 "--arch {s}: {why}; expected mlp:H1,H2,... (e.g. mlp:120,84) or \
-                 minatar-conv:C,H1,... (e.g. minatar-conv:16,128)"
+                 minatar-conv:C,H1,... (e.g. minatar-conv:16,128) or nature-cnn:H1,... (e.g. nature-cnn:512)"
             ))
         };
         let (kind, sizes) = s
@@ -82,6 +83,11 @@ impl Arch {
                     hidden: hidden.to_vec(),
                 })
             }
+            "nature-cnn" | "nature_cnn" => Ok(Self {
+                body: Body::NatureCnn,
+                conv_channels: 16,
+                hidden: sizes,
+            }),
             other => Err(bad(format!("unknown network kind `{other}`"))),
         }
     }
@@ -104,6 +110,7 @@ impl std::fmt::Display for Arch {
             Body::Mlp => write!(f, "mlp:{}", h.join(",")),
             Body::MinatarConv if h.is_empty() => write!(f, "minatar-conv:{}", self.conv_channels),
             Body::MinatarConv => write!(f, "minatar-conv:{},{}", self.conv_channels, h.join(",")),
+            Body::NatureCnn => write!(f, "nature-cnn:{}", h.join(",")),
         }
     }
 }
@@ -363,15 +370,22 @@ pub fn import_file(
         (TeacherFile::Sb3Zip, None) => {
             crate::formats::sb3::Sb3Agent::read(path)?.to_agent(env, device)
         }
-        (TeacherFile::FlaxMsgpack, None) => Err(Error::Config(format!(
-            "{}: Flax msgpack teachers (CleanRL's JAX scripts) are not supported yet; PyTorch state dicts (.cleanrl_model from CleanRL's PyTorch scripts, .pt) and Stable-Baselines3 zips are",
-            path.display()
-        ))),
-        (_, Some(a)) => Ok((import_state_dict(path, &Arch::parse(a)?, env, device)?, Vec::new())),
+        (TeacherFile::FlaxMsgpack, None) => {
+            let frame = match &env.observation_space {
+                Space::Box { shape, .. } => shape.clone(),
+                other => vec![other.flat_dim()],
+            };
+            let layers = crate::formats::flax::nature_cnn_layers(path, &frame)?;
+            crate::formats::torch_net::dqn_from_layers(path, &layers, env, device)
+        }
+        (_, Some(a)) => Ok((
+            import_state_dict(path, &Arch::parse(a)?, env, device)?,
+            Vec::new(),
+        )),
         (_, None) => {
             let tensors = read_state_dict(path)?;
-            let layers = crate::formats::torch_mlp::linear_layers(path, &tensors)?;
-            crate::formats::torch_mlp::dqn_from_layers(path, &layers, env, device)
+            let layers = crate::formats::torch_net::layers(path, &tensors)?;
+            crate::formats::torch_net::dqn_from_layers(path, &layers, env, device)
         }
     }
 }

@@ -231,6 +231,130 @@ pub fn check_torch_archive(path: &Path) -> Result<()> {
     check_pickle(&bytes).map_err(|msg| Error::data(path, format!("{pkl}: {msg}")))
 }
 
+/// The tensors of a PyTorch file written by `torch.save`, wherever they sit in the pickled
+/// object, named by their path in it: a state dict's own names (`network.0.weight`), a dict
+/// holding one (`model_weights.network.0.weight`, as CleanRL's C51 scripts save
+/// `{"model_weights": ..., "args": ...}`), a tuple of them (`0.fc1.weight`, `1.fc1.weight`, as
+/// its continuous-action scripts save `(actor, qf1, qf2)`). Values that are not tensors are
+/// skipped. The archive passes [`check_torch_archive`] first; tensors are copied out of their
+/// storage entries with every offset and length checked.
+pub fn read_torch_tensors(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>> {
+    use candle_core::pickle::{Object, Stack};
+    check_torch_archive(path)?;
+    let names = check_zip(path)?;
+    let Some(pkl) = names
+        .iter()
+        .find(|n| n.ends_with("/data.pkl") || n.as_str() == "data.pkl")
+    else {
+        return Err(Error::data(path, "no data.pkl in the archive"));
+    };
+    let bad = |m: String| Error::data(path, format!("{pkl}: {m}"));
+    let bytes = read_zip_entry(path, pkl, MAX_PICKLE_BYTES)?;
+    let mut stack = Stack::empty();
+    stack
+        .read_loop(&mut std::io::Cursor::new(&bytes))
+        .map_err(|e| bad(format!("unreadable pickle: {e}")))?;
+    let root = stack
+        .finalize()
+        .map_err(|e| bad(format!("unreadable pickle: {e}")))?;
+    let dir = Path::new(pkl.strip_suffix(".pkl").unwrap_or(pkl));
+    let mut infos = Vec::new();
+    // Depth-first over containers; a tensor is a REDUCE the rebuild functions recognise.
+    let mut todo: Vec<(String, Object, usize)> = vec![(String::new(), root, 0)];
+    while let Some((prefix, obj, depth)) = todo.pop() {
+        if depth > 16 {
+            return Err(bad(format!(
+                "objects nested deeper than 16 levels at `{prefix}`"
+            )));
+        }
+        let join = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match obj {
+            Object::Dict(items) => {
+                for (k, v) in items {
+                    let key = match k {
+                        Object::Unicode(s) => s,
+                        Object::Int(i) => i.to_string(),
+                        Object::Long(i) => i.to_string(),
+                        _ => continue,
+                    };
+                    if key != "_metadata" {
+                        todo.push((join(&key), v, depth + 1));
+                    }
+                }
+            }
+            Object::Tuple(items) | Object::List(items) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    todo.push((join(&i.to_string()), v, depth + 1));
+                }
+            }
+            // The state dict of `torch.save(module.state_dict())` with `_metadata` attached.
+            Object::Build { callable, args } if matches!(*callable, Object::Dict(_)) => {
+                todo.push((prefix, *callable, depth + 1));
+                drop(args);
+            }
+            other => {
+                if let Ok(Some(info)) = other.into_tensor_info(Object::Unicode(prefix.clone()), dir)
+                {
+                    infos.push(info);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(infos.len());
+    for info in infos {
+        let name = info.name.clone();
+        let storage = read_zip_entry(path, &info.path, memory_limit())?;
+        let layout = &info.layout;
+        let fortran = layout.is_fortran_contiguous();
+        if !layout.is_contiguous() && !fortran {
+            return Err(Error::data(
+                path,
+                format!("tensor `{name}` is strided ({layout:?}); save contiguous tensors"),
+            ));
+        }
+        let start = layout.start_offset();
+        let len = layout.shape().elem_count() * info.dtype.size_in_bytes();
+        let Some(data) = storage.get(start..start.saturating_add(len)) else {
+            return Err(Error::data(
+                path,
+                format!(
+                    "tensor `{name}` needs bytes {start}..{} of `{}`, which holds {}",
+                    start.saturating_add(len),
+                    info.path,
+                    storage.len()
+                ),
+            ));
+        };
+        let dims = layout.dims().to_vec();
+        let tensor = if fortran && dims.len() > 1 {
+            let rev: Vec<usize> = dims.iter().rev().copied().collect();
+            let t = candle_core::Tensor::from_raw_buffer(
+                data,
+                info.dtype,
+                &rev,
+                &candle_core::Device::Cpu,
+            )?;
+            let perm: Vec<usize> = (0..dims.len()).rev().collect();
+            t.permute(perm)?.contiguous()?
+        } else {
+            candle_core::Tensor::from_raw_buffer(
+                data,
+                info.dtype,
+                &dims,
+                &candle_core::Device::Cpu,
+            )?
+        };
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
+
 /// A pickle opcode's argument.
 enum Arg {
     None,

@@ -490,11 +490,24 @@ impl Hub {
     /// A dataset folder: `dataset.json` and every data file its runs name. Paths in the
     /// manifest that leave the folder (absolute, `..`) are refused before anything is read or
     /// downloaded for them.
+    ///
+    /// A Minari dataset folder (`data/metadata.json` and its episodes, as Minari's Hugging Face
+    /// remote stores them: `hf://datasets/ORG/NAMESPACE/DATASET-vN`) resolves the same way,
+    /// with the data files its metadata describes ([`crate::formats::minari::MinariDataset::data_files`]).
     pub fn resolve_dataset(&self, r: &HubRef) -> Result<PathBuf> {
         self.expect_kind(r, RepoKind::Dataset, "a dataset")?;
-        let manifest_only = [MANIFEST_FILE.to_string()];
-        if let Some(dir) = self.cached_folder(r, &manifest_only) {
-            let data = data_files(&dir)?;
+        let kinds: [(&str, DataFiles); 2] = [
+            (MANIFEST_FILE, data_files),
+            (
+                MINARI_METADATA,
+                crate::formats::minari::MinariDataset::data_files,
+            ),
+        ];
+        for (marker, files_of) in kinds {
+            let Some(dir) = self.cached_folder(r, &[marker.to_string()]) else {
+                continue;
+            };
+            let data = files_of(&dir)?;
             if data.iter().all(|f| dir.join(f).is_file()) {
                 return Ok(dir);
             }
@@ -506,12 +519,17 @@ impl Hub {
                 return Err(self.offline_error(r, self.cached_commit(r).as_deref(), &missing));
             }
         }
-        // Pin the revision to one commit, take the manifest of that commit, then its data.
+        if self.offline {
+            let wanted: Vec<String> = kinds.iter().map(|(m, _)| m.to_string()).collect();
+            return Err(self.offline_error(r, self.cached_commit(r).as_deref(), &wanted));
+        }
+        // Pin the revision to one commit, take the manifest (or Minari's metadata) of that
+        // commit, then the data it names.
         let commit = self.fetch(
             r,
             &Wanted {
-                required: manifest_only.to_vec(),
-                optional: Vec::new(),
+                required: Vec::new(),
+                optional: kinds.iter().map(|(m, _)| m.to_string()).collect(),
             },
             "a dataset folder",
         )?;
@@ -520,7 +538,17 @@ impl Hub {
             ..r.clone()
         };
         let dir = self.snapshot_dir(r, &commit).join(&r.path);
-        let data = data_files(&dir)?;
+        let Some((_, files_of)) = kinds.iter().find(|(m, _)| dir.join(m).is_file()) else {
+            return Err(Error::Config(format!(
+                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has neither `{}` (a \
+                 platform dataset) nor `{}` (a Minari dataset)",
+                r.repo,
+                r.revision,
+                r.repo_file(MANIFEST_FILE),
+                r.repo_file(MINARI_METADATA)
+            )));
+        };
+        let data = files_of(&dir)?;
         self.fetch(
             &pinned,
             &Wanted {
@@ -686,6 +714,12 @@ fn kind_word(kind: RepoKind) -> &'static str {
         RepoKind::Dataset => "dataset repo",
     }
 }
+
+/// Minari's metadata file, relative to a Minari dataset folder.
+const MINARI_METADATA: &str = "data/metadata.json";
+
+/// The data files a dataset folder needs, relative to it, read from its manifest or metadata.
+type DataFiles = fn(&Path) -> Result<Vec<String>>;
 
 /// The data files `folder/dataset.json` names, each once, relative to `folder`. A path that
 /// would leave the folder is an error naming the manifest.

@@ -260,7 +260,8 @@ enum DatasetAction {
     Import {
         /// `minari` or `d4rl`.
         format: String,
-        /// The Minari dataset folder (e.g. ~/.minari/datasets/NS/NAME-v0) or the D4RL file.
+        /// The Minari dataset folder (e.g. ~/.minari/datasets/NS/NAME-v0) or the D4RL file;
+        /// or on the Hub: hf://datasets/ORG/NS/NAME-v0 (Minari), hf://datasets/ORG/NAME/FILE.hdf5.
         src: PathBuf,
         #[arg(long)]
         out: PathBuf,
@@ -489,8 +490,9 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 },
         } => {
             let format = reincarnate::formats::DatasetFormat::parse(format)?;
+            let src = reincarnate::formats::resolve_dataset_source(format, &src.to_string_lossy())?;
             let (m, report) =
-                reincarnate::formats::import_dataset(format, src, out, env.as_deref())?;
+                reincarnate::formats::import_dataset(format, &src, out, env.as_deref())?;
             print!("{report}");
             println!(
                 "wrote {} (env `{}`, {} transitions)",

@@ -224,6 +224,110 @@ fn cleanrl_dqn_model_loads_without_arch_and_gives_the_same_q_values() {
     );
 }
 
+#[test]
+fn sb3_qrdqn_and_td3_agents_give_their_librarys_q_values_actions_and_critics() {
+    // QR-DQN: the mean over quantiles, through one averaged output layer.
+    let e = expected("sb3_qrdqn_cartpole");
+    let a = Sb3Agent::read(&fixtures().join("sb3_qrdqn_cartpole.zip")).unwrap();
+    assert!(a.summary().contains("averaged over the quantiles"));
+    let (agent, mapping) = a.to_agent(&spec("cartpole"), &Device::Cpu).unwrap();
+    assert_eq!(mapping[4].0, "quantile_net.quantile_net.4.weight");
+    assert_eq!(
+        mapping[4].2,
+        [2, 64],
+        "25 quantiles x 2 actions averaged to 2 rows"
+    );
+    let PolicyOutput::QValues(q) = agent.policy_output(&flat(&e["obs"])).unwrap() else {
+        panic!("a QR-DQN teacher gives Q-values");
+    };
+    assert_close(&q, &flat(&e["q_values"]), "QR-DQN Q-values");
+    let greedy: Vec<i64> = q.chunks(2).map(|r| i64::from(r[1] > r[0])).collect();
+    let theirs: Vec<i64> = e["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    assert_eq!(greedy, theirs, "QR-DQN's greedy actions");
+
+    // TD3: the deterministic actor's actions and both critics.
+    let e = expected("sb3_td3_pendulum");
+    let a = Sb3Agent::read(&fixtures().join("sb3_td3_pendulum.zip")).unwrap();
+    let (mut agent, _) = a.to_agent(&spec("pendulum"), &Device::Cpu).unwrap();
+    let obs = flat(&e["obs"]);
+    let PolicyOutput::GaussianMeanLogStd { mean, log_std } = agent.policy_output(&obs).unwrap()
+    else {
+        panic!("a TD3 teacher gives a Gaussian");
+    };
+    let actions: Vec<f32> = mean.iter().map(|m| 2.0 * m.tanh()).collect();
+    assert_close(&actions, &flat(&e["actions"]), "TD3 actions");
+    assert!(log_std.iter().all(|&l| (l - 0.1f32.ln()).abs() < 1e-6));
+    let sac = agent.as_sac_mut().unwrap();
+    let q = sac
+        .critic_values(&obs, &flat(&e["critic_actions"]))
+        .unwrap();
+    assert_close(&q[0], &flat(&e["q1"]), "TD3 critic 0");
+    assert_close(&q[1], &flat(&e["q2"]), "TD3 critic 1");
+}
+
+#[test]
+fn cleanrl_c51_and_sac_models_give_their_librarys_values() {
+    use reincarnate::reincarnation::teacher::import_file;
+    // c51.py: {"model_weights": ..., "args": ...}; the support comes from the `atoms` buffer.
+    let e = expected("cleanrl_c51_cartpole");
+    let path = fixtures().join("cleanrl_c51_cartpole.cleanrl_model");
+    let (agent, mapping) = import_file(&path, None, &spec("cartpole"), &Device::Cpu).unwrap();
+    assert_eq!(mapping[4].0, "network.4.weight");
+    assert_eq!(mapping[4].2, [202, 84], "2 actions x 101 atoms");
+    let PolicyOutput::QValues(q) = agent.policy_output(&flat(&e["obs"])).unwrap() else {
+        panic!("a C51 teacher gives Q-values");
+    };
+    assert_close(&q, &flat(&e["q_values"]), "C51 Q-values");
+    let err = import_file(&path, None, &spec("minatar/breakout"), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("101 atoms"), "{err}");
+
+    // sac_continuous_action.py's networks saved as (actor, qf1, qf2).
+    let e = expected("cleanrl_sac_pendulum");
+    let path = fixtures().join("cleanrl_sac_pendulum.cleanrl_model");
+    let (mut agent, mapping) = import_file(&path, None, &spec("pendulum"), &Device::Cpu).unwrap();
+    assert!(mapping
+        .iter()
+        .any(|m| m.0 == "2.fc3.weight" && m.1 == "critic.1.2.weight"));
+    let obs = flat(&e["obs"]);
+    let PolicyOutput::GaussianMeanLogStd { mean, log_std } = agent.policy_output(&obs).unwrap()
+    else {
+        panic!("a SAC teacher gives a Gaussian");
+    };
+    assert_close(&mean, &flat(&e["mean"]), "mean");
+    assert_close(
+        &log_std,
+        &flat(&e["log_std"]),
+        "log_std (tanh-bounded on [-5, 2])",
+    );
+    let actions: Vec<f32> = mean.iter().map(|m| 2.0 * m.tanh()).collect();
+    assert_close(&actions, &flat(&e["actions"]), "actions");
+    // CleanRL's critics take Pendulum's actions in [-2, 2]; the platform's take them in [-1, 1].
+    let unit: Vec<f32> = flat(&e["critic_env_actions"])
+        .iter()
+        .map(|a| a / 2.0)
+        .collect();
+    let q = agent
+        .as_sac_mut()
+        .unwrap()
+        .critic_values(&obs, &unit)
+        .unwrap();
+    assert_close(&q[0], &flat(&e["q1"]), "critic 0");
+    assert_close(&q[1], &flat(&e["q2"]), "critic 1");
+    let err = import_file(&path, None, &spec("cartpole"), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("continuous actions"), "{err}");
+}
+
 /// An environment of 4 stacked 44×44 uint8 frames and 4 actions (the fixtures' image size).
 fn frames_spec() -> reincarnate::envs::EnvSpec {
     use reincarnate::envs::{Bounds, Space};
@@ -808,6 +912,54 @@ fn bad_datasets_and_model_files_exit_1_naming_the_file() {
             "{e}"
         );
     }
+    // CleanRL's nested files: truncated copies, and a C51 support that is not a linspace.
+    let eval = |path: &Path, env: &str| {
+        cli_err(&[
+            "eval",
+            "--policy",
+            &path.display().to_string(),
+            "--env",
+            env,
+        ])
+    };
+    for (name, env) in [
+        ("cleanrl_c51_cartpole.cleanrl_model", "cartpole"),
+        ("cleanrl_sac_pendulum.cleanrl_model", "pendulum"),
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        for cut in [0, 100, bytes.len() / 2, bytes.len() - 10] {
+            let cut_path = p(&format!("cut-{cut}-{name}"));
+            std::fs::write(&cut_path, &bytes[..cut]).unwrap();
+            let e = eval(&cut_path, env);
+            assert!(e.contains(&cut_path.display().to_string()), "{e}");
+        }
+    }
+    let mut zip = zip::ZipArchive::new(
+        std::fs::File::open(fixtures().join("cleanrl_c51_cartpole.cleanrl_model")).unwrap(),
+    )
+    .unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..zip.len() {
+        use std::io::Read;
+        let mut f = zip.by_index(i).unwrap();
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).unwrap();
+        // The `atoms` storage: 101 float32 values starting at -100.
+        if b.len() == 404 && b[..4] == (-100f32).to_le_bytes() {
+            b[200..204].copy_from_slice(&7.5f32.to_le_bytes());
+        }
+        entries.push((f.name().unwrap().to_string(), b));
+    }
+    let entries: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    torch_pt::write_archive(&p("uneven.cleanrl_model"), &entries);
+    let e = eval(&p("uneven.cleanrl_model"), "cartpole");
+    assert!(
+        e.contains("uneven.cleanrl_model") && e.contains("`atoms`") && e.contains("evenly spaced"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -868,6 +1020,122 @@ fn hub_repos_of_sb3_and_cleanrl_resolve_their_model_file_offline_from_the_cache(
             && text.contains("network.4.weight → q.2.weight [2, 84]"),
         "{text}"
     );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn minari_datasets_on_the_hub_import_and_teach_offline_from_the_cache() {
+    // Minari's Hugging Face remote: dataset repo ORG/NAMESPACE, one folder per dataset.
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.path().join("datasets--farama-minari--cartpole");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    copy_tree(&fixtures().join("minari_arrow"), &snap.join("random-v0"));
+    copy_tree(
+        &fixtures().join("minari_hdf5"),
+        &snap.join("random-hdf5-v0"),
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HUB_CACHE", cache.path())
+            .output()
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    for (name, backend) in [("random-v0", "arrow"), ("random-hdf5-v0", "hdf5")] {
+        let dest = out.path().join(name);
+        let o = run(&[
+            "dataset",
+            "import",
+            "minari",
+            &format!("hf://datasets/farama-minari/cartpole/{name}"),
+            "--out",
+            dest.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (local, _) = formats::import_dataset(
+            DatasetFormat::Minari,
+            &snap.join(name),
+            &out.path().join(format!("{name}-local")),
+            None,
+        )
+        .unwrap();
+        let (m, t) = read_dataset(&dest);
+        assert_eq!(m.total_rows(), local.total_rows());
+        let steps: Vec<u64> = expected(&format!("minari_{backend}"))["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        assert_eq!(episode_lengths(&t), steps, "{name}: episode boundaries");
+    }
+    // As --teacher-data straight from the Hub: the pretrain stage trains on it.
+    let run_dir = out.path().join("pre");
+    let o = run(&[
+        "reincarnate",
+        "--teacher",
+        fixtures().join("sb3_dqn_cartpole.zip").to_str().unwrap(),
+        "--teacher-data",
+        "hf://datasets/farama-minari/cartpole/random-v0",
+        "--method",
+        "pretrain",
+        "--student",
+        "dqn",
+        "--env",
+        "cartpole",
+        "--steps",
+        "1000",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("reincarnation.json")).unwrap())
+            .unwrap();
+    let steps: u64 = expected("minari_arrow")["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        s["teacher_data_transitions"], steps,
+        "the Hub's Minari episodes"
+    );
+    // An episode missing from the cache is named, with the repo and revision; nothing is written.
+    std::fs::remove_file(snap.join("random-v0/data/3/part-0.arrow")).unwrap();
+    let dest = out.path().join("partial");
+    let o = run(&[
+        "dataset",
+        "import",
+        "minari",
+        "hf://datasets/farama-minari/cartpole/random-v0",
+        "--out",
+        dest.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`random-v0/data/3/part-0.arrow`") && err.contains("farama-minari/cartpole"),
+        "{err}"
+    );
+    assert!(!dest.exists());
 }
 
 #[test]

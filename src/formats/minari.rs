@@ -204,6 +204,19 @@ impl MinariDataset {
         })
     }
 
+    /// The files of the dataset at `folder` (the folder holding `data/`), relative to it, as
+    /// its metadata describes them: `data/main_data.hdf5`, or one `data/ID/part-0.arrow` per
+    /// episode (the name Minari's Arrow writer gives). The Hub resolver fetches these.
+    pub fn data_files(folder: &Path) -> Result<Vec<String>> {
+        let ds = Self::open(folder)?;
+        Ok(match ds.backend {
+            Backend::Hdf5 => vec!["data/main_data.hdf5".to_string()],
+            Backend::Arrow => (0..ds.total_episodes)
+                .map(|i| format!("data/{i}/part-0.arrow"))
+                .collect(),
+        })
+    }
+
     /// `dataset_id` from the metadata, or the folder name.
     pub fn dataset_id(&self) -> String {
         self.metadata

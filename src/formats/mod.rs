@@ -14,6 +14,8 @@
 //! and [`check_spaces`] compares it with the `--env` of the command: a mismatch is an error
 //! naming both.
 
+pub mod actor_critic;
+pub mod cleanrl;
 pub mod d4rl;
 pub mod flax;
 pub mod hdf5;
@@ -145,6 +147,20 @@ impl DatasetFormat {
     }
 }
 
+/// A local path for a dataset source: `hf://datasets/ORG/NAME[/PATH]` through the Hub cache (a
+/// Minari folder, or for D4RL the `.hdf5` file the path names), anything else as given.
+pub fn resolve_dataset_source(format: DatasetFormat, src: &str) -> Result<std::path::PathBuf> {
+    use crate::hub::{is_hub_url, HubRef};
+    if !is_hub_url(src) {
+        return Ok(std::path::PathBuf::from(src));
+    }
+    let r = HubRef::parse(src)?;
+    match format {
+        DatasetFormat::Minari => crate::hub::resolve_dataset(&r),
+        DatasetFormat::D4rl => crate::hub::resolve_file(&r),
+    }
+}
+
 /// Imports `src` (a Minari dataset folder or a D4RL HDF5 file) as a transition dataset at
 /// `out`, for `env` (or, for Minari, the native environment its `env_spec` names).
 pub fn import_dataset(
@@ -206,19 +222,12 @@ pub fn describe_file(path: &Path) -> Result<String> {
             }
             let inferred = torch_net::layers(path, &tensors)
                 .and_then(|l| torch_net::infer_config(path, &l).map(|c| (l, c)));
-            let fits = match inferred {
+            match &inferred {
                 Ok((layers, c)) if c.body == crate::nn::qnet::Body::Mlp => {
                     let sizes: Vec<usize> = std::iter::once(layers[0].1.dims()[1])
                         .chain(layers.iter().map(|l| l.1.dims()[0]))
                         .collect();
                     out += &format!("  MLP (ReLU) layer sizes {sizes:?}\n");
-                    native_specs()
-                        .into_iter()
-                        .filter(|e| {
-                            e.obs_dim() == sizes[0]
-                                && e.action_space.discrete_n() == sizes.last().copied()
-                        })
-                        .collect()
                 }
                 Ok((layers, c)) => {
                     out += &format!(
@@ -227,13 +236,24 @@ pub fn describe_file(path: &Path) -> Result<String> {
                         c.hidden_sizes(),
                         layers[layers.len() - 1].1.dims()[0]
                     );
-                    Vec::new()
                 }
-                Err(e) => {
+                Err(_) => {}
+            }
+            if let Some(k) = cleanrl::kind(&tensors) {
+                out += &format!("  {k}\n");
+            }
+            // The native environments it loads on (CleanRL's C51 and actor-critic files too).
+            let fits: Vec<EnvSpec> = native_specs()
+                .into_iter()
+                .filter(|e| {
+                    crate::reincarnation::teacher::import_file(path, None, e, &device).is_ok()
+                })
+                .collect();
+            if fits.is_empty() {
+                if let Err(e) = &inferred {
                     out += &format!("  not a network recognised without --arch: {e}\n");
-                    Vec::new()
                 }
-            };
+            }
             (out, fits)
         }
     };

@@ -5,14 +5,19 @@
 //! that JSON cannot hold are pickled under `:serialized:`, which is never read here — the
 //! readable copies beside them are), `policy.pth` (the policy's `state_dict`, a PyTorch archive
 //! inside the zip), `pytorch_variables.pth` (SAC's `log_ent_coef`) and optimiser states (not
-//! read). Supported: DQN and SAC with `MlpPolicy` (ReLU, flattened observations, the default
-//! features extractor) and DQN with `CnnPolicy` (`NatureCNN` on channel-first uint8 frames,
-//! `normalize_images`), mapped onto the platform's DQN (MLP or Nature CNN body) and SAC:
+//! read). Supported: DQN, sb3-contrib's QR-DQN, SAC and TD3 with `MlpPolicy` (ReLU, flattened
+//! observations, the default features extractor) and DQN / QR-DQN with `CnnPolicy`
+//! (`NatureCNN` on channel-first uint8 frames, `normalize_images`), mapped onto the platform's
+//! DQN (MLP or Nature CNN body) and SAC. QR-DQN's quantile head becomes a Q head by averaging
+//! its rows over the quantiles ([`quantile_mean_layer`]; exact); TD3's deterministic actor
+//! becomes a Gaussian with the same mean ([`super::actor_critic`]):
 //!
 //! | SB3 tensor                          | platform tensor          |
 //! |-------------------------------------|--------------------------|
 //! | `q_net.q_net.{0,2,4}`               | `q.{0,1,2}`              |
 //! | `q_net.features_extractor.cnn.{0,2,4}`, `.linear.0`, `q_net.q_net.0` | `q.{0,1,2}`, `q.3`, `q.4` |
+//! | `quantile_net.quantile_net.{0,2,4}` (QR-DQN; the last averaged) | `q.{0,1,2}` |
+//! | `actor.mu.{0,2}`, `actor.mu.4` (TD3) | `actor.body.{0,1}`, `actor.mean` |
 //! | `actor.latent_pi.{0,2}`             | `actor.body.{0,1}`       |
 //! | `actor.mu`, `actor.log_std`         | `actor.mean`, `actor.log_std` (clipped to [−20, 2]) |
 //! | `critic.qf{i}.{0,2,4}`              | `critic.{i}.{0,1,2}`     |
@@ -22,14 +27,12 @@
 //! custom features extractors, activations other than ReLU, gSDE, an agent
 //! saved next to `vec_normalize.pkl` (its observation statistics are not in the zip).
 
-use crate::agents::sac::{LogStdBound, Sac, SacConfig, SacNetConfig};
-use crate::agents::Agent;
-use crate::checkpoint::{tensor_to_raw, CheckpointData};
+use super::actor_critic::{ActorCritic, Layer, LogStd};
+use crate::agents::sac::{LogStdBound, SacConfig};
 use crate::envs::{EnvSpec, Space};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The most bytes the `data` JSON may hold.
@@ -39,14 +42,19 @@ const MAX_DATA_BYTES: u64 = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algo {
     Dqn,
+    /// sb3-contrib's QR-DQN.
+    QrDqn,
     Sac,
+    Td3,
 }
 
 impl Algo {
     pub fn name(self) -> &'static str {
         match self {
             Algo::Dqn => "DQN",
+            Algo::QrDqn => "QR-DQN",
             Algo::Sac => "SAC",
+            Algo::Td3 => "TD3",
         }
     }
 }
@@ -177,11 +185,14 @@ impl Sb3Agent {
             .unwrap_or("(unknown)");
         let algo = match module {
             "stable_baselines3.dqn.policies" => Algo::Dqn,
+            "sb3_contrib.qrdqn.policies" => Algo::QrDqn,
             "stable_baselines3.sac.policies" => Algo::Sac,
+            "stable_baselines3.td3.policies" => Algo::Td3,
             other => {
                 return Err(bad(format!(
-                    "`data.policy_class` is from `{other}`; supported: Stable-Baselines3 DQN \
-                     (stable_baselines3.dqn.policies) and SAC (stable_baselines3.sac.policies)"
+                    "`data.policy_class` is from `{other}`; supported: Stable-Baselines3 DQN, SAC \
+                     and TD3 (stable_baselines3.{{dqn,sac,td3}}.policies) and sb3-contrib's \
+                     QR-DQN (sb3_contrib.qrdqn.policies)"
                 )))
             }
         };
@@ -265,7 +276,10 @@ impl Sb3Agent {
             n.contains("features_extractor.")
                 && !n.starts_with("q_net.features_extractor.cnn.")
                 && !n.starts_with("q_net.features_extractor.linear.")
+                && !n.starts_with("quantile_net.features_extractor.cnn.")
+                && !n.starts_with("quantile_net.features_extractor.linear.")
                 && !n.starts_with("q_net_target.")
+                && !n.starts_with("quantile_net_target.")
         }) {
             return Err(Error::data(
                 &self.path,
@@ -300,9 +314,14 @@ impl Sb3Agent {
         )?;
         self.check_extractor()?;
         match self.algo {
-            Algo::Dqn => {
+            Algo::Dqn | Algo::QrDqn => {
+                let net = if self.algo == Algo::Dqn {
+                    "q_net"
+                } else {
+                    "quantile_net"
+                };
                 // CnnPolicy: NatureCNN's convolutions and linear layer, then the Q head.
-                let mut layers = self.layers("q_net.features_extractor.cnn.")?;
+                let mut layers = self.layers(&format!("{net}.features_extractor.cnn."))?;
                 if !layers.is_empty() {
                     let normalize = self
                         .data
@@ -317,18 +336,24 @@ impl Sb3Agent {
                         ));
                     }
                 }
-                layers.extend(self.layers("q_net.features_extractor.linear.")?);
-                layers.extend(self.layers("q_net.q_net.")?);
-                super::torch_net::dqn_from_layers(&self.path, &layers, env, device)
+                layers.extend(self.layers(&format!("{net}.features_extractor.linear."))?);
+                layers.extend(self.layers(&format!("{net}.{net}."))?);
+                if self.algo == Algo::QrDqn {
+                    let n_actions = env.action_space.discrete_n().unwrap_or(1);
+                    let last = layers.pop().ok_or_else(|| {
+                        Error::data(&self.path, "`policy.pth` has no `quantile_net` layers")
+                    })?;
+                    layers.push(quantile_mean_layer(&self.path, last, n_actions)?);
+                }
+                super::torch_net::dqn_from_layers(&self.path, &layers, env, None, device)
             }
-            Algo::Sac => self.sac_agent(env, device),
+            Algo::Sac | Algo::Td3 => self.actor_critic()?.to_sac(&self.path, env, device),
         }
     }
 
-    fn sac_agent(&self, env: &EnvSpec, device: &Device) -> Result<crate::formats::Imported> {
+    /// The actor's and critics' layers of a SAC or TD3 policy.
+    fn actor_critic(&self) -> Result<ActorCritic> {
         let bad = |m: String| Error::data(&self.path, m);
-        let body = self.layers("actor.latent_pi.")?;
-        let hidden: Vec<usize> = body.iter().map(|(_, w, _)| w.dims()[0]).collect();
         let mut critics = Vec::new();
         for i in 0.. {
             let layers = self.layers(&format!("critic.qf{i}."))?;
@@ -337,24 +362,25 @@ impl Sb3Agent {
             }
             critics.push(layers);
         }
-        if !(1..=2).contains(&critics.len()) {
-            return Err(bad(format!(
-                "{} critics (`critic.qf*`): the platform's SAC has one or two",
-                critics.len()
-            )));
-        }
-        for (i, c) in critics.iter().enumerate() {
-            let h: Vec<usize> = c
-                .iter()
-                .take(c.len().saturating_sub(1))
-                .map(|(_, w, _)| w.dims()[0])
-                .collect();
-            if h != hidden {
-                return Err(bad(format!(
-                    "critic {i} has hidden sizes {h:?} but the actor {hidden:?}: the platform's \
-                     SAC uses one `net_arch` for both (pass net_arch=[...] to SB3, not dict(pi=, qf=))"
-                )));
-            }
+        let num = |k: &str| self.data.get(k).and_then(Value::as_f64);
+        let what = format!("the SB3 {} agent", self.algo.name());
+        if self.algo == Algo::Td3 {
+            // `actor.mu`: Linear/ReLU pairs, then the output layer (tanh applied by SB3).
+            let mut body = self.layers("actor.mu.")?;
+            let mean = body
+                .pop()
+                .ok_or_else(|| bad("`policy.pth` has no `actor.mu.*` layers".into()))?;
+            return Ok(ActorCritic {
+                what,
+                body,
+                mean,
+                log_std: LogStd::Deterministic,
+                critics,
+                critic_action_scale: None,
+                ent_coef: SacConfig::default().initial_temperature,
+                gamma: num("gamma"),
+                tau: num("tau"),
+            });
         }
         let ent_coef = match self.variables.iter().find(|(n, _)| n == "log_ent_coef") {
             Some((_, t)) => {
@@ -375,90 +401,29 @@ impl Sb3Agent {
                     )
                 })?,
         };
-        if !(ent_coef.is_finite() && ent_coef > 0.0) {
-            return Err(bad(format!(
-                "entropy coefficient {ent_coef} is not a positive number"
-            )));
-        }
-        let num = |k: &str| self.data.get(k).and_then(Value::as_f64);
-        let cfg = SacConfig {
-            network: SacNetConfig {
-                hidden: hidden.clone(),
-                ..SacNetConfig::default()
+        let layer = |name: &str| -> Result<Layer> {
+            Ok((
+                format!("actor.{name}"),
+                self.tensor(&format!("actor.{name}.weight"))?.clone(),
+                self.tensor(&format!("actor.{name}.bias"))?.clone(),
+            ))
+        };
+        Ok(ActorCritic {
+            what,
+            body: self.layers("actor.latent_pi.")?,
+            mean: layer("mu")?,
+            log_std: LogStd::Head {
+                layer: layer("log_std")?,
+                bound: LogStdBound::Clip,
+                min: -20.0,
+                max: 2.0,
             },
-            gamma: num("gamma").or(SacConfig::default().gamma),
-            tau: num("tau").unwrap_or(SacConfig::default().tau),
-            clipped_double_q: critics.len() == 2,
-            initial_temperature: ent_coef,
-            log_std_min: -20.0,
-            log_std_max: 2.0,
-            log_std_bound: LogStdBound::Clip,
-            ..SacConfig::default()
-        };
-        let mut agent = Sac::new("sac", cfg, env, device, 0, Some(0))?;
-        let mut model = BTreeMap::new();
-        let mut mapping = Vec::new();
-        let mut put = |theirs: &str, ours: String, t: &Tensor| -> Result<()> {
-            mapping.push((theirs.to_string(), ours.clone(), t.dims().to_vec()));
-            model.insert(ours, tensor_to_raw(&t.to_dtype(DType::F32)?)?);
-            Ok(())
-        };
-        for (k, (name, w, b)) in body.iter().enumerate() {
-            put(
-                &format!("{name}.weight"),
-                format!("actor.body.{k}.weight"),
-                w,
-            )?;
-            put(&format!("{name}.bias"), format!("actor.body.{k}.bias"), b)?;
-        }
-        for (theirs, ours) in [("mu", "mean"), ("log_std", "log_std")] {
-            for leaf in ["weight", "bias"] {
-                let name = format!("actor.{theirs}.{leaf}");
-                put(&name, format!("actor.{ours}.{leaf}"), self.tensor(&name)?)?;
-            }
-        }
-        for (i, layers) in critics.iter().enumerate() {
-            for (k, (name, w, b)) in layers.iter().enumerate() {
-                put(
-                    &format!("{name}.weight"),
-                    format!("critic.{i}.{k}.weight"),
-                    w,
-                )?;
-                put(&format!("{name}.bias"), format!("critic.{i}.{k}.bias"), b)?;
-            }
-        }
-        let log_alpha = Tensor::new(&[ent_coef.ln() as f32], &Device::Cpu)?;
-        model.insert("log_alpha".to_string(), tensor_to_raw(&log_alpha)?);
-        let expected = agent.save(false)?.model;
-        let mut problems = Vec::new();
-        for (k, v) in &model {
-            match expected.get(k) {
-                Some(e) if e.shape == v.shape => {}
-                Some(e) => problems.push(format!(
-                    "`{}` → `{k}`: expected shape {:?}, found {:?}",
-                    mapping
-                        .iter()
-                        .find(|m| &m.1 == k)
-                        .map_or("log_ent_coef", |m| m.0.as_str()),
-                    e.shape,
-                    v.shape
-                )),
-                None => problems.push(format!("`{k}` is not part of the platform's SAC")),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(bad(format!(
-                "cannot map the SB3 SAC policy onto `{}`:\n  {}",
-                env.id(),
-                problems.join("\n  ")
-            )));
-        }
-        agent.load(&CheckpointData {
-            config: Value::Null,
-            model,
-            ..Default::default()
-        })?;
-        Ok((Box::new(agent), mapping))
+            critics,
+            critic_action_scale: None,
+            ent_coef,
+            gamma: num("gamma"),
+            tau: num("tau"),
+        })
     }
 
     /// A person's summary: algorithm, version, spaces, architecture and tensors.
@@ -471,6 +436,18 @@ impl Sb3Agent {
             self.observation_space,
             self.action_space
         );
+        match self.algo {
+            Algo::QrDqn => {
+                out += "  converted: the output layer's rows averaged over the quantiles (the Q-values QR-DQN acts on)\n"
+            }
+            Algo::Td3 => {
+                out += &format!(
+                    "  converted: the deterministic actor as a Gaussian with its mean and a fixed σ = {} before the tanh\n",
+                    super::actor_critic::DETERMINISTIC_STD
+                )
+            }
+            Algo::Dqn | Algo::Sac => {}
+        }
         if let Some(k) = self.data.get("policy_kwargs") {
             let readable: serde_json::Map<String, Value> = k
                 .as_object()
@@ -489,6 +466,47 @@ impl Sb3Agent {
         }
         out
     }
+}
+
+/// QR-DQN's output layer (`n_quantiles × actions` rows, quantile-major as SB3-contrib views
+/// them: row `j · actions + a`) as one that gives each action's mean over its quantiles, which
+/// is the Q-value QR-DQN acts on. The mean of affine maps is the affine map of the means, so
+/// the averaged layer is exact (summed in f64).
+pub fn quantile_mean_layer(
+    file: &Path,
+    (name, w, b): (String, Tensor, Tensor),
+    n_actions: usize,
+) -> Result<(String, Tensor, Tensor)> {
+    let rows = w.dims()[0];
+    if w.rank() != 2 || n_actions == 0 || rows % n_actions != 0 {
+        return Err(Error::data(
+            file,
+            format!(
+                "`{name}.weight` {:?}: QR-DQN's output gives quantiles × actions rows, not a \
+                 multiple of the env's {n_actions} actions",
+                w.dims()
+            ),
+        ));
+    }
+    let n_quantiles = rows / n_actions;
+    let w64 = w.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let b64 = b.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let cols = w.dims()[1];
+    let mut wm = vec![0f32; n_actions * cols];
+    let mut bm = vec![0f32; n_actions];
+    for a in 0..n_actions {
+        for c in 0..cols {
+            let sum: f64 = (0..n_quantiles).map(|j| w64[j * n_actions + a][c]).sum();
+            wm[a * cols + c] = (sum / n_quantiles as f64) as f32;
+        }
+        let sum: f64 = (0..n_quantiles).map(|j| b64[j * n_actions + a]).sum();
+        bm[a] = (sum / n_quantiles as f64) as f32;
+    }
+    Ok((
+        name,
+        Tensor::from_vec(wm, (n_actions, cols), &Device::Cpu)?,
+        Tensor::from_vec(bm, n_actions, &Device::Cpu)?,
+    ))
 }
 
 /// Refuses `policy_kwargs` the mapping cannot honour.

@@ -117,12 +117,23 @@ pub fn infer_config(file: &Path, layers: &[(String, Tensor, Tensor)]) -> Result<
     })
 }
 
-/// Builds a weights-only DQN agent from the layers on `env` (network from [`infer_config`]),
-/// with the list of `(their tensor, platform tensor, shape)` it mapped.
+/// A C51 network's return distribution support: `atoms` values evenly spaced on
+/// `[v_min, v_max]`; the output layer gives `actions × atoms` logits, action-major.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Support {
+    pub atoms: usize,
+    pub v_min: f64,
+    pub v_max: f64,
+}
+
+/// Builds a weights-only DQN agent from the layers on `env` (network from [`infer_config`];
+/// a C51 agent when `support` is given), with the list of `(their tensor, platform tensor,
+/// shape)` it mapped.
 pub fn dqn_from_layers(
     file: &Path,
     layers: &[(String, Tensor, Tensor)],
     env: &EnvSpec,
+    support: Option<Support>,
     device: &Device,
 ) -> Result<crate::formats::Imported> {
     let bad = |m: String| Error::data(file, m);
@@ -133,7 +144,9 @@ pub fn dqn_from_layers(
             env.action_space
         ))
     })?;
-    let network = infer_config(file, layers)?;
+    let mut network = infer_config(file, layers)?;
+    let atoms = support.map_or(1, |s| s.atoms);
+    network.atoms = atoms;
     let mut problems = Vec::new();
     if network.body == Body::Mlp {
         // The most common mistakes, said in the user's terms before the shape list.
@@ -149,9 +162,14 @@ pub fn dqn_from_layers(
         }
     }
     let (last, w, _) = &layers[layers.len() - 1];
-    if w.dims()[0] != n_actions {
+    if w.dims()[0] != n_actions * atoms {
+        let per = if atoms > 1 {
+            format!(" × {atoms} atoms = {}", n_actions * atoms)
+        } else {
+            String::new()
+        };
         problems.push(format!(
-            "the last layer `{last}` gives {} outputs, but `{}` has {n_actions} actions",
+            "the last layer `{last}` gives {} outputs, but `{}` has {n_actions} actions{per}",
             w.dims()[0],
             env.id()
         ));
@@ -163,11 +181,15 @@ pub fn dqn_from_layers(
             problems.join("\n  ")
         )));
     }
-    let cfg = DqnConfig {
+    let mut cfg = DqnConfig {
         network,
         ..DqnConfig::default()
     };
-    let mut agent = Dqn::new("dqn", cfg, env, device, 0, Some(0)).map_err(|e| {
+    if let Some(s) = support {
+        (cfg.v_min, cfg.v_max) = (s.v_min, s.v_max);
+    }
+    let algorithm = if atoms > 1 { "c51" } else { "dqn" };
+    let mut agent = Dqn::new(algorithm, cfg, env, device, 0, Some(0)).map_err(|e| {
         bad(format!(
             "the network it holds does not fit `{}`: {e}",
             env.id()

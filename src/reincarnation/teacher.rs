@@ -376,7 +376,7 @@ pub fn import_file(
                 other => vec![other.flat_dim()],
             };
             let layers = crate::formats::flax::nature_cnn_layers(path, &frame)?;
-            crate::formats::torch_net::dqn_from_layers(path, &layers, env, device)
+            crate::formats::torch_net::dqn_from_layers(path, &layers, env, None, device)
         }
         (_, Some(a)) => Ok((
             import_state_dict(path, &Arch::parse(a)?, env, device)?,
@@ -384,8 +384,7 @@ pub fn import_file(
         )),
         (_, None) => {
             let tensors = read_state_dict(path)?;
-            let layers = crate::formats::torch_net::layers(path, &tensors)?;
-            crate::formats::torch_net::dqn_from_layers(path, &layers, env, device)
+            crate::formats::cleanrl::import(path, &tensors, env, device)
         }
     }
 }
@@ -464,22 +463,7 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .unwrap_or_default();
     match ext.as_str() {
         "pt" | "pth" | "bin" | "cleanrl_model" => {
-            let bad = |e: candle_core::Error| {
-                Error::data(
-                    path,
-                    format!("not a readable PyTorch state dict (zip archive with data.pkl): {e}"),
-                )
-            };
-            crate::archive::check_torch_archive(path)?;
-            let pth = candle_core::pickle::PthTensors::new(path, None).map_err(bad)?;
-            let mut out = Vec::with_capacity(pth.tensor_infos().len());
-            for name in pth.tensor_infos().keys() {
-                let t = pth
-                    .get(name)
-                    .map_err(bad)?
-                    .ok_or_else(|| Error::data(path, format!("tensor `{name}` has no data")))?;
-                out.push((name.clone(), t));
-            }
+            let mut out = crate::archive::read_torch_tensors(path)?;
             out.sort_by(|a, b| natural_cmp(&a.0, &b.0));
             Ok(out)
         }

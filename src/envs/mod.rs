@@ -9,6 +9,7 @@
 pub mod bandit;
 pub mod classic;
 pub mod gridworld;
+pub mod gym;
 pub mod minatar;
 pub mod obs_encoding;
 pub mod registry;
@@ -295,6 +296,9 @@ pub struct EnvConfig {
     /// algorithms, which otherwise cannot tell "fetch the key" from "go to the door" apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observe_key: Option<bool>,
+    /// `gym:` environments: keyword arguments of `gymnasium.make` (`--set env.kwargs.KEY=V`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kwargs: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl EnvConfig {
@@ -308,6 +312,7 @@ impl EnvConfig {
             split_seed: None,
             num_tasks: None,
             observe_key: None,
+            kwargs: None,
         }
     }
 
@@ -342,6 +347,9 @@ impl EnvConfig {
         }
         if self.observe_key.is_some() {
             out.push("observe_key");
+        }
+        if self.kwargs.is_some() {
+            out.push("kwargs");
         }
         out
     }

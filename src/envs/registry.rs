@@ -148,12 +148,26 @@ pub fn registry() -> &'static [EnvEntry] {
     REGISTRY
 }
 
+/// Every `gym:ID`: a Gymnasium environment through the bridge (feature `gym`).
+static GYM: EnvEntry = EnvEntry {
+    id: "gym:ID",
+    summary: "any Gymnasium environment (gym:Hopper-v5, gym:ALE/Breakout-v5, gym:module:factory) through the Python bridge; needs the `gym` feature",
+    options: &["kwargs"],
+    num_tasks: one_task,
+    split: single_split,
+    make: super::gym::make,
+    describe: super::gym::describe,
+};
+
 /// The entry for `id`, or an error listing every valid id and the nearest one.
 pub fn lookup(id: &str) -> Result<&'static EnvEntry> {
+    if id.starts_with(super::gym::PREFIX) {
+        return Ok(&GYM);
+    }
     REGISTRY.iter().find(|e| e.id == id).ok_or_else(|| {
         let ids: Vec<&str> = REGISTRY.iter().map(|e| e.id).collect();
         Error::Env(format!(
-            "unknown environment `{id}`{}; valid environments: {}",
+            "unknown environment `{id}`{}; valid environments: {}, or gym:ID for a Gymnasium environment",
             did_you_mean(id, ids.iter().copied()),
             ids.join(", ")
         ))
@@ -190,8 +204,13 @@ pub fn describe_registry(json: bool) -> Result<String> {
             .map(|s| s + "\n")
             .map_err(|e| Error::Env(format!("the environment list does not serialise: {e}")));
     }
+    let bridge = if cfg!(feature = "gym") {
+        "this binary has the bridge; the packages come from .venv/ (scripts/python-env.sh)"
+    } else {
+        "this binary was built without it: cargo build --release --features gym"
+    };
     Ok(format!(
-        "{}\n",
+        "{}\ngym:ID  any Gymnasium environment (gym:Hopper-v5, gym:ALE/Breakout-v5, gym:module:factory) through the Python bridge; {bridge}\n",
         crate::report::table(
             &[
                 "env",

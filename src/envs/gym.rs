@@ -1,0 +1,583 @@
+//! Gymnasium environments, `gym:ID`, through an embedded Python interpreter (cargo feature
+//! `gym`): `gym:CartPole-v1`, `gym:Hopper-v5`, `gym:ALE/Breakout-v5`, or `gym:module:factory`
+//! for a user's callable that returns a `gymnasium.Env`. `--set env.kwargs.KEY=V` passes
+//! keyword arguments to `gymnasium.make` (or to the factory).
+//!
+//! - Python: the interpreter the binary was built against, with the packages of the
+//!   project's `.venv/` (made by `scripts/python-env.sh`) or of `$VIRTUAL_ENV` when set. One
+//!   call crosses into Python per reset and per step; the observation comes back as one
+//!   contiguous float32 vector copied straight out of its buffer.
+//! - Semantics: `terminated` and `truncated` are Gymnasium's own (the `TimeLimit` wrapper of
+//!   the env's spec truncates); the platform resets an environment itself when an episode
+//!   ends, so the stored next observation of a final step is the episode's last one, never a
+//!   reset observation; `reset(seed)` is `env.reset(seed=seed)`, and `reset(None)` continues
+//!   the env's generator, as in Gymnasium.
+//! - Spaces: `Box` (observations of any numeric dtype, converted to float32; the spec records
+//!   the shape and bounds) and `Discrete` (actions offset by its `start`). `Dict`, `Tuple`,
+//!   `MultiDiscrete` and the rest are refused by name.
+//! - Errors: a Python exception in `make`, `reset` or `step` becomes an error carrying the
+//!   exception and its traceback. `reset` cannot fail in the [`Env`] trait, so an exception
+//!   there is returned by the next `step`.
+//! - Snapshots: the env's state lives in Python and is not captured, so a checkpoint of a
+//!   `gym:` run records that and `--resume` refuses it by name instead of continuing from a
+//!   different state.
+
+use super::{Env, EnvConfig};
+use crate::error::{Error, Result};
+
+/// The id prefix of Gymnasium environments.
+pub const PREFIX: &str = "gym:";
+
+/// What to install when the bridge is missing.
+pub const INSTALL_HINT: &str = "build with `cargo build --release --features gym` and install \
+     the Python side with `scripts/python-env.sh` (Gymnasium, MuJoCo and ale-py into .venv/)";
+
+/// The Gymnasium id (or `module:factory`) of `gym:ID`.
+pub fn gym_id(id: &str) -> Result<&str> {
+    match id.strip_prefix(PREFIX) {
+        Some(rest) if !rest.trim().is_empty() => Ok(rest),
+        _ => Err(Error::Config(format!(
+            "`{id}`: expected gym:ID (e.g. gym:CartPole-v1, gym:ALE/Breakout-v5) or gym:module:factory"
+        ))),
+    }
+}
+
+/// A fresh `gym:` environment for `cfg`.
+pub fn make(cfg: &EnvConfig, _task: usize) -> Result<Box<dyn Env>> {
+    let id = gym_id(&cfg.id)?;
+    #[cfg(feature = "gym")]
+    {
+        Ok(Box::new(bridge::GymEnv::new(cfg, id)?))
+    }
+    #[cfg(not(feature = "gym"))]
+    {
+        let _ = id;
+        Err(Error::Config(format!(
+            "`{}` is a Gymnasium environment, but this binary was built without the Gymnasium \
+             bridge: {INSTALL_HINT}",
+            cfg.id
+        )))
+    }
+}
+
+/// A description of a `gym:` env for `envs` and task descriptions.
+pub fn describe(cfg: &EnvConfig, _task: usize) -> serde_json::Value {
+    serde_json::json!({ "gymnasium_id": cfg.id.strip_prefix(PREFIX), "kwargs": cfg.kwargs })
+}
+
+#[cfg(feature = "gym")]
+mod bridge {
+    use super::super::{Action, Bounds, Env, EnvConfig, Space, Step};
+    use crate::error::{Error, Result};
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::PyModule;
+    use serde_json::Value;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::{Mutex, OnceLock};
+
+    /// The bridge module, loaded once per process (or the reason it could not be). A
+    /// `PyOnceLock`, not a `std` one: importing releases the GIL, and another thread waiting
+    /// on a `std` lock while holding the GIL would deadlock with the importing one.
+    static MODULE: PyOnceLock<std::result::Result<Py<PyModule>, String>> = PyOnceLock::new();
+
+    /// The exception and its traceback, as Python prints them.
+    pub fn describe_err(py: Python<'_>, e: &PyErr) -> String {
+        let tb = e
+            .traceback(py)
+            .and_then(|t| t.format().ok())
+            .unwrap_or_default();
+        format!("{tb}{e}")
+    }
+
+    /// The virtual environment whose packages the bridge uses.
+    fn venv() -> PathBuf {
+        match std::env::var_os("VIRTUAL_ENV") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"),
+        }
+    }
+
+    fn load(py: Python<'_>) -> std::result::Result<Py<PyModule>, String> {
+        let venv = venv();
+        let sys = py.import("sys").map_err(|e| describe_err(py, &e))?;
+        let version: (u32, u32) = sys
+            .getattr("version_info")
+            .and_then(|v| {
+                Ok((
+                    v.getattr("major")?.extract()?,
+                    v.getattr("minor")?.extract()?,
+                ))
+            })
+            .map_err(|e| describe_err(py, &e))?;
+        let site_packages = venv
+            .join("lib")
+            .join(format!("python{}.{}", version.0, version.1))
+            .join("site-packages");
+        if !site_packages.is_dir() {
+            return Err(format!(
+                "no Python packages at {} (the embedded Python is {}.{}): {}",
+                site_packages.display(),
+                version.0,
+                version.1,
+                super::INSTALL_HINT
+            ));
+        }
+        py.import("site")
+            .and_then(|site| site.call_method1("addsitedir", (site_packages.to_string_lossy(),)))
+            .map_err(|e| describe_err(py, &e))?;
+        let code = std::ffi::CString::new(include_str!("gym_bridge.py")).expect("no NUL in source");
+        PyModule::from_code(
+            py,
+            &code,
+            c"reincarnate/gym_bridge.py",
+            c"reincarnate_gym_bridge",
+        )
+        .map(Bound::unbind)
+        .map_err(|e| {
+            format!(
+                "cannot import Gymnasium from {}: {}\n{}",
+                venv.display(),
+                describe_err(py, &e),
+                super::INSTALL_HINT
+            )
+        })
+    }
+
+    fn module(py: Python<'_>) -> Result<Bound<'_, PyModule>> {
+        match MODULE.get_or_init(py, || load(py)) {
+            Ok(m) => Ok(m.bind(py).clone()),
+            Err(msg) => Err(Error::Config(format!("the Gymnasium bridge: {msg}"))),
+        }
+    }
+
+    /// A platform space from the bridge's description; unsupported spaces are refused by name.
+    fn space(id: &str, what: &str, v: &Value) -> Result<Space> {
+        let bad = |m: String| Error::Config(format!("`{id}`: {what} space {m}"));
+        match v.get("type").and_then(Value::as_str) {
+            Some("Discrete") => {
+                let n = v.get("n").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let s = Space::Discrete { n };
+                s.validate(what)?;
+                Ok(s)
+            }
+            Some("Box") => {
+                let shape: Vec<usize> = v
+                    .get("shape")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_u64().map(|x| x as usize))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let bound = |k: &str| -> Vec<f32> {
+                    v.get(k)
+                        .and_then(Value::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .map(|x| match x {
+                                    Value::String(s) if s == "inf" => f32::INFINITY,
+                                    Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
+                                    other => other.as_f64().unwrap_or(f64::NAN) as f32,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let (low, high) = (bound("low"), bound("high"));
+                let compact = |b: Vec<f32>| match b.first() {
+                    Some(&x) if b.iter().all(|&y| y == x || (y.is_nan() && x.is_nan())) => {
+                        Bounds::Scalar(x)
+                    }
+                    _ => Bounds::PerDim(b),
+                };
+                let s = Space::Box {
+                    shape,
+                    low: compact(low),
+                    high: compact(high),
+                };
+                s.validate(what).map_err(|e| bad(e.to_string()))?;
+                Ok(s)
+            }
+            Some(other) => Err(bad(format!(
+                "is {} ({other}); the platform supports Box and Discrete spaces",
+                v.get("repr").and_then(Value::as_str).unwrap_or(other)
+            ))),
+            None => Err(bad("is not described".into())),
+        }
+    }
+
+    /// An action, owned, to send to the Python thread.
+    enum Act {
+        Discrete(usize),
+        Box(Vec<f32>),
+    }
+
+    /// A step's reward, `terminated` and `truncated`, or the exception.
+    type StepAnswer = std::result::Result<(f64, bool, bool), String>;
+
+    /// Work for the Python thread; each request carries the channel its answer goes back on.
+    /// Observations travel in the caller's buffer, which comes back filled.
+    enum Request {
+        Make {
+            id: String,
+            gym_id: String,
+            kwargs: String,
+            max_episode_steps: Option<u32>,
+            reply: Sender<std::result::Result<(u64, String), String>>,
+        },
+        Reset {
+            env: u64,
+            seed: Option<u64>,
+            obs: Vec<f32>,
+            reply: Sender<(Vec<f32>, std::result::Result<(), String>)>,
+        },
+        Step {
+            env: u64,
+            action: Act,
+            obs: Vec<f32>,
+            reply: Sender<(Vec<f32>, StepAnswer)>,
+        },
+        Close {
+            env: u64,
+        },
+    }
+
+    /// The one thread that runs Python. Every call into Python happens on it: extension modules
+    /// that release and re-take the GIL in their destructors (MuJoCo's) deadlock when Python is
+    /// entered from several threads, and one thread also keeps the order of calls obvious.
+    fn python_thread() -> Result<&'static Mutex<Sender<Request>>> {
+        static THREAD: OnceLock<std::result::Result<Mutex<Sender<Request>>, String>> =
+            OnceLock::new();
+        THREAD
+            .get_or_init(|| {
+                let (tx, rx) = channel::<Request>();
+                std::thread::Builder::new()
+                    .name("python".into())
+                    .spawn(move || serve(rx))
+                    .map(|_| Mutex::new(tx))
+                    .map_err(|e| format!("cannot start the Python thread: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| Error::Env(e.clone()))
+    }
+
+    /// Receives from `rx`, spinning briefly before blocking: a blocked thread takes tens of
+    /// microseconds to wake, more than a classic-control step costs, and every step crosses
+    /// between the caller and the Python thread twice.
+    fn recv_soon<T>(rx: &Receiver<T>) -> std::result::Result<T, std::sync::mpsc::RecvError> {
+        let start = std::time::Instant::now();
+        let mut spins = 0u32;
+        loop {
+            match rx.try_recv() {
+                Ok(v) => return Ok(v),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(std::sync::mpsc::RecvError)
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else if start.elapsed() > SPIN {
+                return rx.recv();
+            } else {
+                // Yield rather than spin: with more runnable threads than cores, the thread
+                // being waited for may need this core.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// How long a waiting side spins before it blocks.
+    const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
+
+    fn send(req: Request) -> Result<()> {
+        python_thread()?
+            .lock()
+            .map_err(|_| Error::Env("the Python thread's queue is poisoned".into()))?
+            .send(req)
+            .map_err(|_| Error::Env("the Python thread has stopped".into()))
+    }
+
+    fn serve(rx: Receiver<Request>) {
+        let mut envs: HashMap<u64, Py<PyAny>> = HashMap::new();
+        let mut next = 0u64;
+        while let Ok(req) = recv_soon(&rx) {
+            Python::attach(|py| match req {
+                Request::Make {
+                    id,
+                    gym_id,
+                    kwargs,
+                    max_episode_steps,
+                    reply,
+                } => {
+                    let made = module(py).map_err(|e| e.to_string()).and_then(|m| {
+                        m.getattr("make")
+                            .and_then(|f| f.call1((gym_id, kwargs, max_episode_steps)))
+                            .and_then(|r| r.extract::<(Py<PyAny>, String)>())
+                            .map_err(|e| format!("cannot make `{id}`: {}", describe_err(py, &e)))
+                    });
+                    let _ = reply.send(made.map(|(env, info)| {
+                        next += 1;
+                        envs.insert(next, env);
+                        (next, info)
+                    }));
+                }
+                Request::Reset {
+                    env,
+                    seed,
+                    mut obs,
+                    reply,
+                } => {
+                    let r = target(py, &envs, env, "reset")
+                        .and_then(|(f, e)| f.call1((e, seed)).map_err(|x| raised(py, "reset", &x)))
+                        .and_then(|arr| copy_obs(py, &arr, &mut obs));
+                    let _ = reply.send((obs, r));
+                }
+                Request::Step {
+                    env,
+                    action,
+                    mut obs,
+                    reply,
+                } => {
+                    let out = match action {
+                        Act::Discrete(a) => target(py, &envs, env, "step_discrete")
+                            .and_then(|(f, e)| f.call1((e, a)).map_err(|x| raised(py, "step", &x))),
+                        Act::Box(v) => target(py, &envs, env, "step_box")
+                            .and_then(|(f, e)| f.call1((e, v)).map_err(|x| raised(py, "step", &x))),
+                    };
+                    let r = out.and_then(|out| {
+                        let (arr, reward, terminated, truncated): (
+                            Bound<'_, PyAny>,
+                            f64,
+                            bool,
+                            bool,
+                        ) = out.extract().map_err(|e| describe_err(py, &e))?;
+                        copy_obs(py, &arr, &mut obs)?;
+                        Ok((reward, terminated, truncated))
+                    });
+                    let _ = reply.send((obs, r));
+                }
+                Request::Close { env } => {
+                    if let Some(e) = envs.remove(&env) {
+                        let _ = e.bind(py).call_method0("close");
+                    }
+                }
+            });
+        }
+    }
+
+    /// The bridge's function `name` and the env with handle `env`.
+    fn target<'py>(
+        py: Python<'py>,
+        envs: &HashMap<u64, Py<PyAny>>,
+        env: u64,
+        name: &str,
+    ) -> std::result::Result<(Bound<'py, PyAny>, Bound<'py, PyAny>), String> {
+        let m = module(py).map_err(|e| e.to_string())?;
+        let e = envs
+            .get(&env)
+            .ok_or_else(|| format!("environment handle {env} is closed"))?
+            .bind(py)
+            .clone();
+        let f = m.getattr(name).map_err(|e| describe_err(py, &e))?;
+        Ok((f, e))
+    }
+
+    fn raised(py: Python<'_>, name: &str, e: &PyErr) -> String {
+        format!("{name} raised\n{}", describe_err(py, e))
+    }
+
+    /// Copies a float32 vector out of its buffer into `obs` (lengths must agree).
+    fn copy_obs(
+        py: Python<'_>,
+        arr: &Bound<'_, PyAny>,
+        obs: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        let buf = pyo3::buffer::PyBuffer::<f32>::get(arr).map_err(|e| describe_err(py, &e))?;
+        if buf.item_count() != obs.len() {
+            return Err(format!(
+                "the observation has {} values, but the observation space has {}",
+                buf.item_count(),
+                obs.len()
+            ));
+        }
+        buf.copy_to_slice(py, obs).map_err(|e| describe_err(py, &e))
+    }
+
+    pub struct GymEnv {
+        id: String,
+        handle: u64,
+        observation_space: Space,
+        action_space: Space,
+        max_episode_steps: u32,
+        /// The buffer observations travel in to and from the Python thread.
+        buf: Vec<f32>,
+        /// An exception raised by `reset`, returned by the next `step`.
+        pending: Option<String>,
+    }
+
+    impl GymEnv {
+        pub fn new(cfg: &EnvConfig, gym_id: &str) -> Result<Self> {
+            let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
+                .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
+            let (tx, rx) = channel();
+            send(Request::Make {
+                id: cfg.id.clone(),
+                gym_id: gym_id.to_string(),
+                kwargs,
+                max_episode_steps: cfg.max_episode_steps,
+                reply: tx,
+            })?;
+            let (handle, info) = rx
+                .recv()
+                .map_err(|_| Error::Env("the Python thread has stopped".into()))?
+                .map_err(Error::Env)?;
+            // From here on, dropping `Self` closes the env on the Python thread.
+            let mut env = Self {
+                id: cfg.id.clone(),
+                handle,
+                observation_space: Space::Discrete { n: 1 },
+                action_space: Space::Discrete { n: 1 },
+                max_episode_steps: u32::MAX,
+                buf: Vec::new(),
+                pending: None,
+            };
+            let info = crate::formats::minari::python_json(&info)
+                .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
+            env.observation_space = space(&cfg.id, "observation", &info["observation_space"])?;
+            env.action_space = space(&cfg.id, "action", &info["action_space"])?;
+            env.max_episode_steps = info["max_episode_steps"]
+                .as_u64()
+                .map_or(u32::MAX, |s| s.min(u64::from(u32::MAX)) as u32);
+            env.buf = vec![0.0; env.observation_space.flat_dim()];
+            Ok(env)
+        }
+    }
+
+    impl Drop for GymEnv {
+        fn drop(&mut self) {
+            let _ = send(Request::Close { env: self.handle });
+        }
+    }
+
+    impl Env for GymEnv {
+        fn observation_space(&self) -> &Space {
+            &self.observation_space
+        }
+        fn action_space(&self) -> &Space {
+            &self.action_space
+        }
+        fn max_episode_steps(&self) -> u32 {
+            self.max_episode_steps
+        }
+
+        fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) {
+            let (tx, rx) = channel();
+            let sent = send(Request::Reset {
+                env: self.handle,
+                seed,
+                obs: std::mem::take(&mut self.buf),
+                reply: tx,
+            });
+            let result = sent.and_then(|()| {
+                let (buf, r) = recv_soon(&rx)
+                    .map_err(|_| Error::Env("the Python thread has stopped".into()))?;
+                self.buf = buf;
+                r.map_err(|m| Error::Env(format!("`{}`: {m}", self.id)))
+            });
+            match result {
+                Ok(()) if self.buf.len() == obs.len() => obs.copy_from_slice(&self.buf),
+                Ok(()) => {
+                    obs.fill(f32::NAN);
+                    self.pending = Some(format!(
+                        "`{}`: an observation buffer of {} values for a space of {}",
+                        self.id,
+                        obs.len(),
+                        self.buf.len()
+                    ));
+                }
+                Err(e) => {
+                    obs.fill(f32::NAN);
+                    self.buf = vec![0.0; self.observation_space.flat_dim()];
+                    self.pending = Some(e.to_string());
+                }
+            }
+        }
+
+        fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> Result<Step> {
+            if let Some(msg) = self.pending.take() {
+                return Err(Error::Env(msg));
+            }
+            let act = match (action, &self.action_space) {
+                (Action::Discrete(a), Space::Discrete { n }) => {
+                    super::super::discrete_action(&self.id, action, *n)?;
+                    Act::Discrete(a)
+                }
+                (Action::Continuous(v), Space::Box { .. }) => {
+                    super::super::continuous_action(
+                        &self.id,
+                        action,
+                        self.action_space.flat_dim(),
+                    )?;
+                    Act::Box(v.to_vec())
+                }
+                (Action::Discrete(a), _) => {
+                    return Err(Error::Env(format!(
+                        "`{}` has continuous actions but was given the discrete action {a}",
+                        self.id
+                    )))
+                }
+                (Action::Continuous(v), _) => {
+                    return Err(Error::Env(format!(
+                        "`{}` has discrete actions but was given a continuous action of length {}",
+                        self.id,
+                        v.len()
+                    )))
+                }
+            };
+            if obs.len() != self.buf.len() {
+                return Err(Error::Env(format!(
+                    "`{}`: an observation buffer of {} values for a space of {}",
+                    self.id,
+                    obs.len(),
+                    self.buf.len()
+                )));
+            }
+            let (tx, rx) = channel();
+            send(Request::Step {
+                env: self.handle,
+                action: act,
+                obs: std::mem::take(&mut self.buf),
+                reply: tx,
+            })?;
+            let (buf, r) =
+                recv_soon(&rx).map_err(|_| Error::Env("the Python thread has stopped".into()))?;
+            self.buf = buf;
+            let (reward, terminated, truncated) =
+                r.map_err(|m| Error::Env(format!("`{}`: {m}", self.id)))?;
+            obs.copy_from_slice(&self.buf);
+            Ok(Step {
+                reward: reward as f32,
+                terminated,
+                truncated,
+            })
+        }
+
+        fn snapshot(&self) -> Result<serde_json::Value> {
+            Ok(serde_json::json!({ "gymnasium": self.id, "state": "not captured" }))
+        }
+
+        fn restore(&mut self, _state: &serde_json::Value) -> Result<()> {
+            Err(Error::Env(format!(
+                "`{}` cannot continue mid-episode: a Gymnasium environment's state lives in Python \
+                 and is not saved in checkpoints, so a `gym:` run does not resume; start it again",
+                self.id
+            )))
+        }
+    }
+}

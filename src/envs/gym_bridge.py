@@ -1,0 +1,82 @@
+"""The Python half of reincarnate's Gymnasium bridge (cargo feature `gym`).
+
+Loaded once per process into the embedded interpreter; the Rust side calls `make` once per
+environment and `reset` / `step` once per call, each returning the observation as one
+contiguous float32 vector that Rust copies straight out of its buffer.
+"""
+
+import importlib
+import json
+
+import gymnasium as gym
+import numpy as np
+
+try:  # The Arcade Learning Environment registers the ALE/* ids when present.
+    import ale_py
+
+    gym.register_envs(ale_py)
+except ImportError:
+    pass
+
+
+def _space(space):
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": [int(d) for d in space.shape],
+            "dtype": str(space.dtype),
+            "low": np.asarray(space.low, np.float64).ravel().tolist(),
+            "high": np.asarray(space.high, np.float64).ravel().tolist(),
+        }
+    return {"type": type(space).__name__, "repr": repr(space)}
+
+
+def make(env_id, kwargs_json, max_episode_steps):
+    """`gymnasium.make(env_id, **kwargs)`, or for `module:factory` the user's callable."""
+    kwargs = json.loads(kwargs_json)
+    env = None
+    if ":" in env_id:
+        module, name = env_id.rsplit(":", 1)
+        factory = getattr(importlib.import_module(module), name, None)
+        if callable(factory):
+            env = factory(**kwargs)
+            if not isinstance(env, gym.Env):
+                raise TypeError(f"{env_id} returned {type(env).__name__}, not a gymnasium.Env")
+            if max_episode_steps:
+                env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    if env is None:
+        if max_episode_steps:
+            kwargs["max_episode_steps"] = max_episode_steps
+        env = gym.make(env_id, **kwargs)
+    spec_steps = env.spec.max_episode_steps if env.spec is not None else None
+    if max_episode_steps:
+        spec_steps = max_episode_steps
+    info = {
+        "observation_space": _space(env.observation_space),
+        "action_space": _space(env.action_space),
+        "max_episode_steps": spec_steps,
+    }
+    return env, json.dumps(info)
+
+
+def _obs(obs):
+    return np.ascontiguousarray(obs, dtype=np.float32).reshape(-1)
+
+
+def reset(env, seed):
+    obs, _ = env.reset(seed=seed)
+    return _obs(obs)
+
+
+def step_discrete(env, action):
+    obs, reward, terminated, truncated, _ = env.step(int(env.action_space.start) + action)
+    return _obs(obs), float(reward), bool(terminated), bool(truncated)
+
+
+def step_box(env, action):
+    space = env.action_space
+    a = np.asarray(action, dtype=space.dtype).reshape(space.shape)
+    obs, reward, terminated, truncated, _ = env.step(a)
+    return _obs(obs), float(reward), bool(terminated), bool(truncated)

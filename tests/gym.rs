@@ -1,0 +1,327 @@
+//! The Gymnasium bridge (feature `gym`) against Gymnasium itself: the same observations,
+//! rewards and flags as a Python loop, the same returns as the native environments, learning,
+//! and clear errors. Needs the project's `.venv/` (`scripts/python-env.sh`, which the test
+//! command runs first); outside CI a missing venv skips these tests with the reason, in CI it
+//! fails them.
+#![cfg(feature = "gym")]
+
+use reincarnate::envs::{Action, EnvConfig, TaskFamily};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn venv_python() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if p.is_file() {
+        return Some(p);
+    }
+    let why = "the Gymnasium bridge tests need .venv/ (run scripts/python-env.sh)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+/// Runs `code` with the venv's Python and parses the JSON it prints last.
+fn python(py: &Path, code: &str) -> Value {
+    let o = Command::new(py).arg("-c").arg(code).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// The actions both loops take: a fixed pseudo-random sequence.
+fn action_at(t: usize, discrete: Option<usize>, dim: usize) -> (usize, Vec<f32>) {
+    let x = (t as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 33;
+    let a = discrete.map_or(0, |n| (x as usize) % n);
+    let v = (0..dim)
+        .map(|j| (((x >> (j * 7)) % 201) as f32 - 100.0) / 100.0)
+        .collect();
+    (a, v)
+}
+
+/// `steps` steps of `id` under the fixed actions, reset with `seed` and then continuing:
+/// per step, the CRC-32 of the float32 observation bytes, the reward and the two flags.
+fn rust_trace(id: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
+    let fam = TaskFamily::from_id(id).unwrap();
+    let spec = fam.spec().clone();
+    let mut env = fam.make(0).unwrap();
+    let mut obs = vec![0f32; spec.obs_dim()];
+    let crc = |o: &[f32]| {
+        let bytes: Vec<u8> = o.iter().flat_map(|x| x.to_le_bytes()).collect();
+        crc32fast::hash(&bytes)
+    };
+    env.reset(Some(seed), &mut obs);
+    let mut out = vec![(crc(&obs), 0.0, false, false)];
+    let n = spec.action_space.discrete_n();
+    let dim = spec.action_space.flat_dim();
+    for t in 0..steps {
+        let (a, v) = action_at(t, n, dim);
+        let action = if n.is_some() {
+            Action::Discrete(a)
+        } else {
+            Action::Continuous(&v)
+        };
+        let s = env.step(action, &mut obs).unwrap();
+        out.push((crc(&obs), f64::from(s.reward), s.terminated, s.truncated));
+        if s.terminated || s.truncated {
+            env.reset(None, &mut obs);
+            out.push((crc(&obs), 0.0, false, false));
+        }
+    }
+    out
+}
+
+/// The same loop in Python, with Gymnasium directly.
+fn python_trace(py: &Path, gym_id: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
+    let code = format!(
+        r#"
+import json, zlib
+import numpy as np, gymnasium as gym
+try:
+    import ale_py; gym.register_envs(ale_py)
+except ImportError:
+    pass
+env = gym.make({gym_id:?})
+n = env.action_space.n if isinstance(env.action_space, gym.spaces.Discrete) else None
+dim = 1 if n else int(np.prod(env.action_space.shape))
+def crc(o): return zlib.crc32(np.ascontiguousarray(o, dtype=np.float32).tobytes())
+def action_at(t):
+    x = ((t * 6364136223846793005 + 1442695040888963407) % 2**64) >> 33
+    if n: return x % n
+    return np.array([((x >> (j * 7)) % 201) - 100 for j in range(dim)], dtype=np.float32) / np.float32(100.0)
+obs, _ = env.reset(seed={seed})
+out = [[crc(obs), 0.0, False, False]]
+for t in range({steps}):
+    obs, r, term, trunc, _ = env.step(action_at(t))
+    out.append([crc(obs), float(np.float32(r)), bool(term), bool(trunc)])
+    if term or trunc:
+        obs, _ = env.reset()
+        out.append([crc(obs), 0.0, False, False])
+print(json.dumps(out))
+"#
+    );
+    python(py, &code)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap() as u32,
+                r[1].as_f64().unwrap(),
+                r[2].as_bool().unwrap(),
+                r[3].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_bridge_steps_exactly_as_gymnasium_does() {
+    let Some(py) = venv_python() else { return };
+    for (gym_id, steps) in [
+        ("CartPole-v1", 1000),
+        ("Pendulum-v1", 1000),
+        ("Hopper-v5", 1000),
+        ("ALE/Breakout-v5", 1000),
+    ] {
+        let ours = rust_trace(&format!("gym:{gym_id}"), 7, steps);
+        let theirs = python_trace(&py, gym_id, 7, steps);
+        assert_eq!(ours.len(), theirs.len(), "{gym_id}: episode ends differ");
+        for (t, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(
+                a, b,
+                "{gym_id}: record {t} (obs CRC, reward, terminated, truncated)"
+            );
+        }
+        let ends = ours.iter().filter(|r| r.2 || r.3).count();
+        assert!(
+            ends >= 1 || gym_id == "ALE/Breakout-v5",
+            "{gym_id}: no episode ended"
+        );
+    }
+}
+
+fn random_returns(id: &str, episodes: usize) -> (f64, f64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(["eval", "--policy", "random", "--env", id, "--episodes"])
+        .arg(episodes.to_string())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    (
+        v["mean_return"].as_f64().unwrap(),
+        v["stderr"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn random_returns_agree_with_the_native_environments() {
+    if venv_python().is_none() {
+        return;
+    }
+    for (gym_id, native) in [
+        ("gym:CartPole-v1", "cartpole"),
+        ("gym:Pendulum-v1", "pendulum"),
+    ] {
+        let (a, sa) = random_returns(gym_id, 300);
+        let (b, sb) = random_returns(native, 300);
+        let se = (sa * sa + sb * sb).sqrt();
+        assert!(
+            (a - b).abs() < 2.0 * se,
+            "{gym_id} {a:.1} ± {sa:.1} vs {native} {b:.1} ± {sb:.1}"
+        );
+    }
+}
+
+#[test]
+fn dqn_learns_gymnasium_cartpole_as_it_learns_the_native_one() {
+    if venv_python().is_none() {
+        return;
+    }
+    // The native test's recipe and threshold (tests/learning_dqn.rs), on gym:CartPole-v1.
+    let text = r#"
+env = "gym:CartPole-v1"
+algo = "dqn"
+[agent]
+learning_rate = 2.3e-3
+network = { hidden = [128, 128] }
+buffer_size = 30000
+batch_size = 64
+learning_starts = 1000
+train_frequency = 64
+gradient_steps = 32
+target_update_frequency = 10
+epsilon = { start = 1.0, end = 0.04, decay_steps = 8000 }
+loss = "mse"
+[loop]
+steps = 30000
+eval_interval = 3000
+eval_episodes = 5
+checkpoint_interval = 0
+progress = false
+"#;
+    let spec: reincarnate::train::TrainSpec =
+        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
+    let evals =
+        reincarnate::report::metrics::read_series(&out.join("metrics.jsonl"), "eval", "return")
+            .unwrap();
+    let best = evals.iter().map(|e| e.1).fold(f64::MIN, f64::max);
+    assert!(best >= 200.0, "best greedy return {best}: {evals:?}");
+}
+
+#[test]
+fn bad_gymnasium_environments_exit_1_with_the_name_and_the_python_message() {
+    if venv_python().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("user_envs.py"),
+        r#"
+import gymnasium as gym
+import numpy as np
+
+class Raising(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+    def step(self, action):
+        raise RuntimeError("the simulator exploded at step 0")
+
+class DictObs(Raising):
+    observation_space = gym.spaces.Dict({"a": gym.spaces.Discrete(3)})
+
+def raising(**kwargs):
+    return Raising()
+
+def dict_obs(**kwargs):
+    return DictObs()
+"#,
+    )
+    .unwrap();
+    let run = |env: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+            .args([
+                "eval",
+                "--policy",
+                "random",
+                "--env",
+                env,
+                "--episodes",
+                "1",
+            ])
+            .env("PYTHONPATH", dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{env}: {err}");
+        assert!(!err.contains("panicked"), "{env}: {err}");
+        err
+    };
+    let e = run("gym:NoSuchEnv-v0");
+    assert!(
+        e.contains("gym:NoSuchEnv-v0") && e.contains("NoSuchEnv"),
+        "{e}"
+    );
+    assert!(
+        e.contains("NameNotFound") || e.contains("doesn't exist"),
+        "{e}"
+    );
+    let e = run("gym:user_envs:raising");
+    assert!(
+        e.contains("gym:user_envs:raising") && e.contains("the simulator exploded at step 0"),
+        "{e}"
+    );
+    assert!(e.contains("Traceback") && e.contains("user_envs.py"), "{e}");
+    let e = run("gym:user_envs:dict_obs");
+    assert!(
+        e.contains("gym:user_envs:dict_obs") && e.contains("Dict"),
+        "{e}"
+    );
+    let e = run("gym:no_such_module:factory");
+    assert!(e.contains("no_such_module"), "{e}");
+    let e = run("gym:");
+    assert!(e.contains("expected gym:ID"), "{e}");
+}
+
+#[test]
+fn kwargs_reach_gymnasium_make() {
+    if venv_python().is_none() {
+        return;
+    }
+    let mut cfg = EnvConfig::new("gym:CartPole-v1");
+    cfg = cfg
+        .with_overrides(&["kwargs.max_episode_steps=7".to_string()])
+        .unwrap();
+    let fam = TaskFamily::new(&cfg).unwrap();
+    assert_eq!(fam.spec().max_episode_steps, 7);
+    let mut env = fam.make(0).unwrap();
+    let mut obs = vec![0f32; 4];
+    env.reset(Some(0), &mut obs);
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        let s = env.step(Action::Discrete(steps % 2), &mut obs).unwrap();
+        if s.terminated || s.truncated {
+            assert!(s.truncated && steps == 7, "step {steps}: {s:?}");
+            break;
+        }
+    }
+}

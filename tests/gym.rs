@@ -47,7 +47,11 @@ fn action_at(t: usize, discrete: Option<usize>, dim: usize) -> (usize, Vec<f32>)
 /// `steps` steps of `id` under the fixed actions, reset with `seed` and then continuing:
 /// per step, the CRC-32 of the float32 observation bytes, the reward and the two flags.
 fn rust_trace(id: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
-    let fam = TaskFamily::from_id(id).unwrap();
+    rust_trace_of(&EnvConfig::new(id), seed, steps)
+}
+
+fn rust_trace_of(cfg: &EnvConfig, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
+    let fam = TaskFamily::new(cfg).unwrap();
     let spec = fam.spec().clone();
     let mut env = fam.make(0).unwrap();
     let mut obs = vec![0f32; spec.obs_dim()];
@@ -78,6 +82,11 @@ fn rust_trace(id: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> 
 
 /// The same loop in Python, with Gymnasium directly.
 fn python_trace(py: &Path, gym_id: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
+    python_trace_of(py, &format!("gym.make({gym_id:?})"), seed, steps)
+}
+
+/// The loop in Python on the env `make` (a Python expression) builds.
+fn python_trace_of(py: &Path, make: &str, seed: u64, steps: usize) -> Vec<(u32, f64, bool, bool)> {
     let code = format!(
         r#"
 import json, zlib
@@ -86,7 +95,7 @@ try:
     import ale_py; gym.register_envs(ale_py)
 except ImportError:
     pass
-env = gym.make({gym_id:?})
+env = {make}
 n = env.action_space.n if isinstance(env.action_space, gym.spaces.Discrete) else None
 dim = 1 if n else int(np.prod(env.action_space.shape))
 def crc(o): return zlib.crc32(np.ascontiguousarray(o, dtype=np.float32).tobytes())
@@ -144,6 +153,81 @@ fn the_bridge_steps_exactly_as_gymnasium_does() {
             "{gym_id}: no episode ended"
         );
     }
+}
+
+#[test]
+fn the_atari_preset_is_gymnasiums_wrappers_and_keeps_game_scores() {
+    let Some(py) = venv_python() else { return };
+    let cfg = EnvConfig::new("gym:ALE/Breakout-v5")
+        .with_overrides(&["preset=\"atari\"".to_string()])
+        .unwrap();
+    let fam = TaskFamily::new(&cfg).unwrap();
+    let spec = fam.spec();
+    assert_eq!(
+        spec.observation_space.to_string(),
+        "Box(0, 255, [4, 84, 84])",
+        "4 stacked 84x84 grayscale frames"
+    );
+    assert_eq!(
+        spec.max_episode_steps,
+        reincarnate::envs::gym::ATARI_MAX_STEPS
+    );
+    let make = "gym.wrappers.TimeLimit(gym.wrappers.FrameStackObservation(\
+        gym.wrappers.AtariPreprocessing(gym.make('ALE/Breakout-v5', frameskip=1, \
+        repeat_action_probability=0.25), noop_max=30, frame_skip=4, screen_size=84, \
+        terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False), 4), 27000)";
+    let ours = rust_trace_of(&cfg, 3, 600);
+    let theirs = python_trace_of(&py, make, 3, 600);
+    assert_eq!(
+        ours, theirs,
+        "the preset's trace differs from Gymnasium's wrappers"
+    );
+    assert!(
+        ours.iter().any(|r| r.1 > 0.0),
+        "600 random steps of Breakout should score"
+    );
+    // An unknown preset is refused by name.
+    let bad = EnvConfig::new("gym:ALE/Breakout-v5")
+        .with_overrides(&["preset=\"atari2600\"".to_string()])
+        .unwrap();
+    let e = TaskFamily::new(&bad).err().unwrap().to_string();
+    assert!(e.contains("atari2600") && e.contains("atari"), "{e}");
+}
+
+#[test]
+fn dqn_with_the_nature_cnn_trains_on_the_atari_preset() {
+    if venv_python().is_none() {
+        return;
+    }
+    let text = r#"
+env = { id = "gym:ALE/Breakout-v5", preset = "atari" }
+algo = "dqn"
+[agent]
+network = { body = "nature_cnn" }
+reward_clip = 1.0
+buffer_size = 2000
+batch_size = 32
+learning_starts = 200
+train_frequency = 4
+target_update_frequency = 200
+[loop]
+steps = 600
+eval_interval = 600
+eval_episodes = 1
+checkpoint_interval = 0
+progress = false
+"#;
+    let spec: reincarnate::train::TrainSpec =
+        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let summary =
+        reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["agent"]["reward_clip"], 1.0);
+    assert_eq!(config["env"]["config"]["preset"], "atari");
+    assert!(summary.final_eval.is_some());
 }
 
 fn random_returns(id: &str, episodes: usize) -> (f64, f64) {

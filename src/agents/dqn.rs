@@ -95,6 +95,10 @@ pub struct DqnConfig {
     /// C51 support (used when `network.atoms > 1`).
     pub v_min: f64,
     pub v_max: f64,
+    /// Rewards stored for learning are clipped to [−c, c] (the DQN papers' Atari setting, c =
+    /// 1); the environment's own rewards, and so every reported return, stay unclipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward_clip: Option<f32>,
 }
 
 impl Default for DqnConfig {
@@ -125,6 +129,7 @@ impl Default for DqnConfig {
             max_grad_norm: None,
             v_min: -100.0,
             v_max: 100.0,
+            reward_clip: None,
         }
     }
 }
@@ -201,6 +206,13 @@ impl DqnConfig {
                 "agent.v_min ({}) must be below agent.v_max ({})",
                 self.v_min, self.v_max
             ));
+        }
+        if let Some(c) = self.reward_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!(
+                    "agent.reward_clip must be a positive number, got {c}"
+                ));
+            }
         }
         self.learning_rate.validate("agent.learning_rate")
     }
@@ -582,6 +594,14 @@ fn greedy_index(q: &Tensor) -> Result<Tensor> {
     Ok(q.argmax_keepdim(D::Minus1)?)
 }
 
+/// A reward clipped to `[−c, c]` for learning (`None`: unchanged).
+pub fn clip_reward(reward: f32, clip: Option<f32>) -> f32 {
+    match clip {
+        Some(c) => reward.clamp(-c, c),
+        None => reward,
+    }
+}
+
 /// The TD target of each row (Mnih et al. 2015, eq. 3; van Hasselt et al. 2016, eq. 4 for
 /// double Q), with n-step returns (Sutton & Barto 2018, eq. 7.1):
 ///
@@ -730,12 +750,13 @@ impl Agent for Dqn {
             hook.observe(exp)?;
         }
         let d = self.obs_dim;
+        let clip = self.config.reward_clip;
         for (i, &action) in a.iter().enumerate() {
             self.replay.push(
                 &exp.obs[i * d..(i + 1) * d],
                 action as i64,
                 &[],
-                exp.rewards[i],
+                clip_reward(exp.rewards[i], clip),
                 &exp.next_obs[i * d..(i + 1) * d],
                 exp.terminated[i],
                 exp.truncated[i],
@@ -897,6 +918,14 @@ mod tests {
     }
 
     #[test]
+    fn clip_reward_bounds_only_when_asked() {
+        assert_eq!(clip_reward(4.0, Some(1.0)), 1.0);
+        assert_eq!(clip_reward(-30.0, Some(1.0)), -1.0);
+        assert_eq!(clip_reward(0.25, Some(1.0)), 0.25);
+        assert_eq!(clip_reward(4.0, None), 4.0);
+    }
+
+    #[test]
     fn td_target_bootstraps_from_the_greedy_target_value() {
         let (r, d, next_target) = batch();
         // argmax of the target net: actions 1, 0, 1 → Q' = 3, 5, 4
@@ -1004,6 +1033,35 @@ mod tests {
                 0.0,
             ],
         );
+    }
+
+    /// `reward_clip` clips what the learner stores; without it rewards are stored as given.
+    #[test]
+    fn reward_clip_applies_to_the_stored_rewards_only_when_set() {
+        let fam = crate::envs::TaskFamily::from_id("cartpole").unwrap();
+        for (clip, want) in [
+            (Some(1.0), vec![1.0, -1.0, 0.5]),
+            (None, vec![4.0, -7.0, 0.5]),
+        ] {
+            let cfg = DqnConfig {
+                reward_clip: clip,
+                ..DqnConfig::default()
+            };
+            let mut dqn = Dqn::new("dqn", cfg, fam.spec(), &Device::Cpu, 0, Some(1_000)).unwrap();
+            let obs = [0.0f32; 12];
+            let actions = ActionBuf::Discrete(vec![0, 1, 0]);
+            dqn.observe(&Experience {
+                obs: &obs,
+                actions: &actions,
+                rewards: &[4.0, -7.0, 0.5],
+                next_obs: &obs,
+                terminated: &[false; 3],
+                truncated: &[false; 3],
+            })
+            .unwrap();
+            let stored: Vec<f32> = dqn.replay().iter_ordered().map(|t| t.3).collect();
+            assert_eq!(stored, want, "clip {clip:?}");
+        }
     }
 
     /// Offline updates move the online network away from the target; ending the phase makes

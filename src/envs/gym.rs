@@ -18,6 +18,14 @@
 //! - Errors: a Python exception in `make`, `reset` or `step` becomes an error carrying the
 //!   exception and its traceback. `reset` cannot fail in the [`Env`] trait, so an exception
 //!   there is returned by the next `step`.
+//! - `env.preset = "atari"`: the set-up of the DQN papers on an `ALE/*-v5` id, as Gymnasium's
+//!   own wrappers do it: the env made with `frameskip = 1` and sticky actions 0.25 (ALE v5's
+//!   `repeat_action_probability`), then `AtariPreprocessing` (up to 30 no-op starts, frame skip
+//!   4 with the max over the last two frames, 84×84 grayscale, `uint8`, no terminal on life
+//!   loss), then a 4-frame stack: observations `[4, 84, 84]` in 0..255 (the Nature CNN divides
+//!   by 255). Rewards are not clipped in the env, so evaluation reports game scores; DQN clips
+//!   them in the learner with `agent.reward_clip = 1`. Episodes are truncated after
+//!   27,000 agent steps (108,000 frames).
 //! - Snapshots: the env's state lives in Python and is not captured, so a checkpoint of a
 //!   `gym:` run records that and `--resume` refuses it by name instead of continuing from a
 //!   different state.
@@ -42,9 +50,24 @@ pub fn gym_id(id: &str) -> Result<&str> {
     }
 }
 
+/// The wrapper presets `env.preset` takes.
+pub const PRESETS: [&str; 1] = ["atari"];
+
+/// Episodes of the `atari` preset end after 27,000 agent steps (108,000 frames, Machado et
+/// al. 2018), where ALE itself truncates them.
+pub const ATARI_MAX_STEPS: u32 = 27_000;
+
 /// A fresh `gym:` environment for `cfg`.
 pub fn make(cfg: &EnvConfig, _task: usize) -> Result<Box<dyn Env>> {
     let id = gym_id(&cfg.id)?;
+    if let Some(p) = cfg.preset.as_deref() {
+        if !PRESETS.contains(&p) {
+            return Err(Error::Config(format!(
+                "env.preset `{p}` is not a preset; valid: {}",
+                PRESETS.join(", ")
+            )));
+        }
+    }
     #[cfg(feature = "gym")]
     {
         Ok(Box::new(bridge::GymEnv::new(cfg, id)?))
@@ -227,6 +250,7 @@ mod bridge {
             gym_id: String,
             kwargs: String,
             max_episode_steps: Option<u32>,
+            preset: Option<String>,
             reply: Sender<std::result::Result<(u64, String), String>>,
         },
         Reset {
@@ -313,11 +337,12 @@ mod bridge {
                     gym_id,
                     kwargs,
                     max_episode_steps,
+                    preset,
                     reply,
                 } => {
                     let made = module(py).map_err(|e| e.to_string()).and_then(|m| {
                         m.getattr("make")
-                            .and_then(|f| f.call1((gym_id, kwargs, max_episode_steps)))
+                            .and_then(|f| f.call1((gym_id, kwargs, max_episode_steps, preset)))
                             .and_then(|r| r.extract::<(Py<PyAny>, String)>())
                             .map_err(|e| format!("cannot make `{id}`: {}", describe_err(py, &e)))
                     });
@@ -431,6 +456,7 @@ mod bridge {
                 gym_id: gym_id.to_string(),
                 kwargs,
                 max_episode_steps: cfg.max_episode_steps,
+                preset: cfg.preset.clone(),
                 reply: tx,
             })?;
             let (handle, info) = rx

@@ -33,9 +33,39 @@ def _space(space):
     return {"type": type(space).__name__, "repr": repr(space)}
 
 
-def make(env_id, kwargs_json, max_episode_steps):
+ATARI_MAX_STEPS = 27_000
+
+
+def _atari(env_id, kwargs, max_episode_steps):
+    """The DQN papers' Atari set-up with Gymnasium's wrappers (see reincarnate's envs/gym.rs)."""
+    kwargs.setdefault("frameskip", 1)
+    kwargs.setdefault("repeat_action_probability", 0.25)
+    env = gym.make(env_id, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(
+        env,
+        noop_max=30,
+        frame_skip=4,
+        screen_size=84,
+        terminal_on_life_loss=False,
+        grayscale_obs=True,
+        scale_obs=False,
+    )
+    env = gym.wrappers.FrameStackObservation(env, 4)
+    # Outermost, so that the limit counts agent steps (each 4 frames).
+    return gym.wrappers.TimeLimit(env, max_episode_steps or ATARI_MAX_STEPS)
+
+
+def make(env_id, kwargs_json, max_episode_steps, preset=None):
     """`gymnasium.make(env_id, **kwargs)`, or for `module:factory` the user's callable."""
     kwargs = json.loads(kwargs_json)
+    if preset == "atari":
+        env = _atari(env_id, kwargs, max_episode_steps)
+        info = {
+            "observation_space": _space(env.observation_space),
+            "action_space": _space(env.action_space),
+            "max_episode_steps": max_episode_steps or ATARI_MAX_STEPS,
+        }
+        return env, json.dumps(info)
     env = None
     if ":" in env_id:
         module, name = env_id.rsplit(":", 1)

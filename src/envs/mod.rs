@@ -299,6 +299,9 @@ pub struct EnvConfig {
     /// `gym:` environments: keyword arguments of `gymnasium.make` (`--set env.kwargs.KEY=V`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kwargs: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// `gym:` environments: a standard set of wrappers, `atari` (see [`gym`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 impl EnvConfig {
@@ -313,6 +316,7 @@ impl EnvConfig {
             num_tasks: None,
             observe_key: None,
             kwargs: None,
+            preset: None,
         }
     }
 
@@ -350,6 +354,9 @@ impl EnvConfig {
         }
         if self.kwargs.is_some() {
             out.push("kwargs");
+        }
+        if self.preset.is_some() {
+            out.push("preset");
         }
         out
     }

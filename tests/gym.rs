@@ -386,6 +386,35 @@ def dict_obs(**kwargs):
 }
 
 #[test]
+fn envs_json_lists_the_importable_gymnasium_ids() {
+    if venv_python().is_none() {
+        return;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(["envs", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let gym = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "gym:ID")
+        .expect("a gym:ID entry");
+    assert_eq!(gym["bridge"], true);
+    let ids: Vec<&str> = gym["importable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    for id in ["CartPole-v1", "Hopper-v5", "ALE/Breakout-v5"] {
+        assert!(ids.contains(&id), "{id} is not listed");
+    }
+}
+
+#[test]
 fn kwargs_reach_gymnasium_make() {
     if venv_python().is_none() {
         return;

@@ -83,6 +83,22 @@ pub fn make(cfg: &EnvConfig, _task: usize) -> Result<Box<dyn Env>> {
     }
 }
 
+/// `envs --json`'s entry for `gym:ID`: whether this binary has the bridge and, when it does,
+/// every Gymnasium id importable from its Python environment.
+pub fn registry_entry() -> serde_json::Value {
+    #[cfg(feature = "gym")]
+    {
+        match bridge::registered_ids() {
+            Ok(ids) => serde_json::json!({ "id": "gym:ID", "bridge": true, "importable": ids }),
+            Err(e) => serde_json::json!({ "id": "gym:ID", "bridge": true, "error": e.to_string() }),
+        }
+    }
+    #[cfg(not(feature = "gym"))]
+    {
+        serde_json::json!({ "id": "gym:ID", "bridge": false, "install": INSTALL_HINT })
+    }
+}
+
 /// A description of a `gym:` env for `envs` and task descriptions.
 pub fn describe(cfg: &EnvConfig, _task: usize) -> serde_json::Value {
     serde_json::json!({ "gymnasium_id": cfg.id.strip_prefix(PREFIX), "kwargs": cfg.kwargs })
@@ -268,6 +284,9 @@ mod bridge {
         Close {
             env: u64,
         },
+        Registry {
+            reply: Sender<std::result::Result<String, String>>,
+        },
     }
 
     /// The one thread that runs Python. Every call into Python happens on it: extension modules
@@ -387,6 +406,15 @@ mod bridge {
                     });
                     let _ = reply.send((obs, r));
                 }
+                Request::Registry { reply } => {
+                    let ids = module(py).map_err(|e| e.to_string()).and_then(|m| {
+                        m.getattr("registered_ids")
+                            .and_then(|f| f.call0())
+                            .and_then(|r| r.extract::<String>())
+                            .map_err(|e| describe_err(py, &e))
+                    });
+                    let _ = reply.send(ids);
+                }
                 Request::Close { env } => {
                     if let Some(e) = envs.remove(&env) {
                         let _ = e.bind(py).call_method0("close");
@@ -432,6 +460,17 @@ mod bridge {
             ));
         }
         buf.copy_to_slice(py, obs).map_err(|e| describe_err(py, &e))
+    }
+
+    /// Every id `gymnasium.make` accepts in the bridge's Python environment.
+    pub fn registered_ids() -> Result<Vec<String>> {
+        let (tx, rx) = channel();
+        send(Request::Registry { reply: tx })?;
+        let text = recv_soon(&rx)
+            .map_err(|_| Error::Env("the Python thread has stopped".into()))?
+            .map_err(Error::Env)?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Env(format!("the bridge's id list is not JSON: {e}")))
     }
 
     pub struct GymEnv {

@@ -110,3 +110,8 @@ def step_box(env, action):
     a = np.asarray(action, dtype=space.dtype).reshape(space.shape)
     obs, reward, terminated, truncated, _ = env.step(a)
     return _obs(obs), float(reward), bool(terminated), bool(truncated)
+
+
+def registered_ids():
+    """Every id `gymnasium.make` accepts here (Gymnasium's and ale-py's), as JSON."""
+    return json.dumps(sorted(gym.registry.keys()))

@@ -200,6 +200,7 @@ pub fn describe_registry(json: bool) -> Result<String> {
         }));
     }
     if json {
+        objs.push(super::gym::registry_entry());
         return serde_json::to_string(&objs)
             .map(|s| s + "\n")
             .map_err(|e| Error::Env(format!("the environment list does not serialise: {e}")));

@@ -415,6 +415,52 @@ fn envs_json_lists_the_importable_gymnasium_ids() {
 }
 
 #[test]
+fn an_sb3_teacher_scores_through_the_bridge_what_it_scored_in_its_library() {
+    use reincarnate::agents::PolicyOutput;
+    if venv_python().is_none() {
+        return;
+    }
+    // The returns make.py measured with SB3's own predict(), episodes reset with seeds 1000 + i.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap())
+            .unwrap();
+    let theirs: Vec<f64> = expected["sb3_sac_pendulum"]["greedy_returns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let fam = TaskFamily::from_id("gym:Pendulum-v1").unwrap();
+    let a =
+        reincarnate::formats::sb3::Sb3Agent::read(&fixtures.join("sb3_sac_pendulum.zip")).unwrap();
+    let (agent, _) = a.to_agent(fam.spec(), &candle_core::Device::Cpu).unwrap();
+    let mut env = fam.make(0).unwrap();
+    let mut obs = vec![0f32; 3];
+    for (i, want) in theirs.iter().enumerate() {
+        env.reset(Some(1000 + i as u64), &mut obs);
+        let mut total = 0.0f64;
+        loop {
+            let PolicyOutput::GaussianMeanLogStd { mean, .. } = agent.policy_output(&obs).unwrap()
+            else {
+                panic!("a Gaussian policy")
+            };
+            let action = [2.0 * mean[0].tanh()];
+            let s = env.step(Action::Continuous(&action), &mut obs).unwrap();
+            total += f64::from(s.reward);
+            if s.terminated || s.truncated {
+                break;
+            }
+        }
+        // float32 network arithmetic in two libraries: the same trajectory up to rounding.
+        assert!(
+            (total - want).abs() <= 1e-3 * want.abs().max(1.0),
+            "episode {i}: {total} through the bridge, {want} in Stable-Baselines3"
+        );
+    }
+}
+
+#[test]
 fn kwargs_reach_gymnasium_make() {
     if venv_python().is_none() {
         return;

@@ -45,11 +45,11 @@ PY
 
 echo "== bench ad (paper size) on $DEV"
 "$BIN" bench ad --device "$DEV" --json --seconds "$secs" --layers 4 --heads 4 --d-model 64 --context 80 \
-  --batch 128 > "$OUT/bench-ad-paper.json"
+  --batch 128 --eval-envs 128 > "$OUT/bench-ad-paper.json"
 if [ "$QUICK" != 1 ]; then
   echo "== bench ad (8 layers, 8 heads, d 512, context 1024, batch 64) on $DEV"
   "$BIN" bench ad --device "$DEV" --json --seconds "$secs" --layers 8 --heads 8 --d-model 512 \
-    --context 1024 --batch 64 > "$OUT/bench-ad-large.json"
+    --context 1024 --batch 64 --eval-envs 64 > "$OUT/bench-ad-large.json"
 fi
 echo "== bench updates on $DEV"
 "$BIN" bench updates --device "$DEV" --json --seconds "$secs" > "$OUT/bench-updates.json"

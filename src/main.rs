@@ -237,9 +237,12 @@ enum Command {
         /// bench ad: context length in transitions.
         #[arg(long, default_value_t = 256)]
         context: usize,
-        /// bench ad: training batch (windows) and evaluation environments.
+        /// bench ad: training batch (windows).
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// bench ad: environments decoded together in the frozen-evaluation figures.
+        #[arg(long = "eval-envs", default_value_t = 64)]
+        eval_envs: usize,
         /// bench ad: token layout (one token per transition, or s, a, r tokens).
         #[arg(long, value_enum, default_value_t = reincarnate::ad::TokenLayout::Transition)]
         layout: reincarnate::ad::TokenLayout,
@@ -522,6 +525,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             d_model,
             context,
             batch,
+            eval_envs,
             layout,
         } => {
             let figures = reincarnate::bench::run_suite(
@@ -535,6 +539,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                     d_model: *d_model,
                     context: *context,
                     batch: *batch,
+                    eval_envs: *eval_envs,
                     layout: *layout,
                 },
             )?;

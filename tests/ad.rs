@@ -698,6 +698,8 @@ fn cli_distill_eval_and_bench() {
         "16",
         "--batch",
         "2",
+        "--eval-envs",
+        "3",
     ]);
     let names: Vec<String> = out
         .lines()
@@ -707,6 +709,10 @@ fn cli_distill_eval_and_bench() {
     assert!(
         names[1].contains("kv-cache") && names[2].contains("recompute"),
         "{names:?}"
+    );
+    assert!(
+        names[1].contains("-e3/") && names[0].contains("-b2"),
+        "3 evaluation environments, 2 training windows: {names:?}"
     );
     // A bad flag value is a user error naming the field, not a panic.
     let o = std::process::Command::new(exe)

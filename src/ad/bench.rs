@@ -18,7 +18,7 @@ use crate::report::Figure;
 use crate::rng::Rng;
 
 /// Model sizes from the command line (`--layers --heads --d-model --context --batch
-/// --layout`).
+/// --eval-envs --layout`).
 #[derive(Clone, Debug)]
 pub struct AdBenchSizes {
     pub layers: usize,
@@ -26,7 +26,10 @@ pub struct AdBenchSizes {
     pub d_model: usize,
     /// In transitions, as [`GptConfig::context`].
     pub context: usize,
+    /// Training windows per update.
     pub batch: usize,
+    /// Environments decoded together in the frozen-evaluation figures.
+    pub eval_envs: usize,
     pub layout: TokenLayout,
 }
 
@@ -46,7 +49,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
     }
 }
 
-/// Frozen-evaluation steps per second over `batch` Dark Room environments, after filling the
+/// Frozen-evaluation steps per second over `n` Dark Room environments, after filling the
 /// context to at least 200 transitions (or the whole context, if shorter).
 fn eval_rate(policy: &mut InContextPolicy, n: usize, warm: usize, budget: Duration) -> Result<f64> {
     let family = TaskFamily::from_id("dark_room")?;
@@ -142,11 +145,16 @@ pub fn bench_ad(
         });
     }
     // Frozen evaluation at a context of at least 200 (or the model's whole context).
-    let (b, c) = (s.batch, s.context);
+    let (n, c) = (s.eval_envs, s.context);
+    if n == 0 {
+        return Err(Error::Config(
+            "bench ad: --eval-envs must be at least 1".into(),
+        ));
+    }
     let warm = c.min(200).saturating_sub(1).max(c / 2);
     for use_cache in [true, false] {
         let name = format!(
-            "ad/eval/{tag}/{}",
+            "ad/eval/{tag}-e{n}/{}",
             if use_cache { "kv-cache" } else { "recompute" }
         );
         if !wanted(&name) {
@@ -162,7 +170,7 @@ pub fn bench_ad(
         if !use_cache {
             p.keep = c - 1;
         }
-        let rate = eval_rate(&mut p, b, warm, budget)?;
+        let rate = eval_rate(&mut p, n, warm, budget)?;
         figures.push(Figure {
             name,
             value: rate,

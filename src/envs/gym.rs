@@ -4,9 +4,11 @@
 //! keyword arguments to `gymnasium.make` (or to the factory).
 //!
 //! - Python: the interpreter the binary was built against, with the packages of the
-//!   project's `.venv/` (made by `scripts/python-env.sh`) or of `$VIRTUAL_ENV` when set. One
-//!   call crosses into Python per reset and per step; the observation comes back as one
-//!   contiguous float32 vector copied straight out of its buffer.
+//!   project's `.venv/` (made by `scripts/python-env.sh`) or of `$VIRTUAL_ENV` when set. Every
+//!   call into Python runs on one dedicated thread, which the env handles talk to through
+//!   channels (a short spin, then a blocking wait); one call crosses per reset and per step,
+//!   and the observation comes back as one contiguous float32 vector copied straight out of
+//!   its buffer into a buffer that travels between the two threads.
 //! - Semantics: `terminated` and `truncated` are Gymnasium's own (the `TimeLimit` wrapper of
 //!   the env's spec truncates); the platform resets an environment itself when an episode
 //!   ends, so the stored next observation of a final step is the episode's last one, never a

@@ -962,23 +962,40 @@ fn bad_datasets_and_model_files_exit_1_naming_the_file() {
     );
 }
 
-#[test]
-fn hub_repos_of_sb3_and_cleanrl_resolve_their_model_file_offline_from_the_cache() {
-    // A local Hub cache laid out as hf-hub writes it, holding the RL Zoo's file name.
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("models--sb3--dqn-CartPole-v1");
+/// A repo folder (`models--ORG--NAME`, `datasets--ORG--NAME`) in the Hub cache at `cache`, laid
+/// out as hf-hub writes it with `refs/main` pointing at one commit; returns its snapshot folder.
+fn hub_snapshot(cache: &Path, repo: &str) -> PathBuf {
     let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join(repo);
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
+    snap
+}
+
+/// The CLI, offline, reading the Hub cache at `cache`.
+fn cli_cached(args: &[&str], cache: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", cache)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn hub_repos_of_sb3_and_cleanrl_resolve_their_model_file_offline_from_the_cache() {
+    // A local Hub cache laid out as hf-hub writes it, holding the RL Zoo's file name.
+    let dir = tempfile::tempdir().unwrap();
+    let snap = hub_snapshot(dir.path(), "models--sb3--dqn-CartPole-v1");
     std::fs::copy(
         fixtures().join("sb3_dqn_cartpole.zip"),
         snap.join("dqn-CartPole-v1.zip"),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
-        .args([
+    let o = cli_cached(
+        &[
             "eval",
             "--policy",
             "hf://sb3/dqn-CartPole-v1",
@@ -987,32 +1004,24 @@ fn hub_repos_of_sb3_and_cleanrl_resolve_their_model_file_offline_from_the_cache(
             "--episodes",
             "2",
             "--json",
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", dir.path())
-        .output()
-        .unwrap();
+        ],
+        dir.path(),
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["mean_return"], 500.0);
     // CleanRL's uploads: `ENV-EXP-seedN` holds `EXP.cleanrl_model`.
-    let repo = dir.path().join("models--cleanrl--CartPole-v1-dqn-seed1");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit);
-    std::fs::create_dir_all(&snap).unwrap();
+    let snap = hub_snapshot(dir.path(), "models--cleanrl--CartPole-v1-dqn-seed1");
     std::fs::copy(
         fixtures().join("cleanrl_dqn_cartpole.cleanrl_model"),
         snap.join("dqn.cleanrl_model"),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
-        .args(["inspect", "hf://cleanrl/CartPole-v1-dqn-seed1"])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", dir.path())
-        .output()
-        .unwrap();
+    let o = cli_cached(
+        &["inspect", "hf://cleanrl/CartPole-v1-dqn-seed1"],
+        dir.path(),
+    );
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -1038,24 +1047,13 @@ fn copy_tree(from: &Path, to: &Path) {
 fn minari_datasets_on_the_hub_import_and_teach_offline_from_the_cache() {
     // Minari's Hugging Face remote: dataset repo ORG/NAMESPACE, one folder per dataset.
     let cache = tempfile::tempdir().unwrap();
-    let commit = "0123456789abcdef0123456789abcdef01234567";
-    let repo = cache.path().join("datasets--farama-minari--cartpole");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit);
+    let snap = hub_snapshot(cache.path(), "datasets--farama-minari--cartpole");
     copy_tree(&fixtures().join("minari_arrow"), &snap.join("random-v0"));
     copy_tree(
         &fixtures().join("minari_hdf5"),
         &snap.join("random-hdf5-v0"),
     );
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_reincarnate"))
-            .args(args)
-            .env("HF_HUB_OFFLINE", "1")
-            .env("HF_HUB_CACHE", cache.path())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| cli_cached(args, cache.path());
     let out = tempfile::tempdir().unwrap();
     for (name, backend) in [("random-v0", "arrow"), ("random-hdf5-v0", "hdf5")] {
         let dest = out.path().join(name);

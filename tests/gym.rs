@@ -155,6 +155,18 @@ fn the_bridge_steps_exactly_as_gymnasium_does() {
     }
 }
 
+/// Trains the job `text` (a train TOML) with seed 0 in a temporary folder: the folder's guard,
+/// the run folder and the summary.
+fn train(text: &str) -> (tempfile::TempDir, PathBuf, reincarnate::train::TrainSummary) {
+    let spec: reincarnate::train::TrainSpec =
+        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let summary =
+        reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
+    (tmp, out, summary)
+}
+
 #[test]
 fn the_atari_preset_is_gymnasiums_wrappers_and_keeps_game_scores() {
     let Some(py) = venv_python() else { return };
@@ -217,12 +229,7 @@ eval_episodes = 1
 checkpoint_interval = 0
 progress = false
 "#;
-    let spec: reincarnate::train::TrainSpec =
-        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let summary =
-        reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
+    let (_tmp, out, summary) = train(text);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["agent"]["reward_clip"], 1.0);
@@ -296,11 +303,7 @@ eval_episodes = 5
 checkpoint_interval = 0
 progress = false
 "#;
-    let spec: reincarnate::train::TrainSpec =
-        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
+    let (_tmp, out, _) = train(text);
     let evals =
         reincarnate::report::metrics::read_series(&out.join("metrics.jsonl"), "eval", "return")
             .unwrap();

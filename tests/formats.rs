@@ -59,6 +59,20 @@ fn spec(id: &str) -> reincarnate::envs::EnvSpec {
     TaskFamily::from_id(id).unwrap().spec().clone()
 }
 
+/// A teacher file imported without `--arch` on `env`, as `--teacher FILE` does.
+fn import(path: &Path, env: &reincarnate::envs::EnvSpec) -> formats::Imported {
+    reincarnate::reincarnation::teacher::import_file(path, None, env, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The error importing `path` on `env` gives.
+fn import_err(path: &Path, env: &reincarnate::envs::EnvSpec) -> String {
+    match reincarnate::reincarnation::teacher::import_file(path, None, env, &Device::Cpu) {
+        Ok(_) => panic!("{} imported on `{}`", path.display(), env.id()),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_reincarnate"))
         .args(args)
@@ -186,13 +200,7 @@ fn sb3_sac_greedy_return_on_native_pendulum_matches_gymnasiums() {
 fn cleanrl_dqn_model_loads_without_arch_and_gives_the_same_q_values() {
     let e = expected("cleanrl_dqn_cartpole");
     let path = fixtures().join("cleanrl_dqn_cartpole.cleanrl_model");
-    let (agent, mapping) = reincarnate::reincarnation::teacher::import_file(
-        &path,
-        None,
-        &spec("cartpole"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (agent, mapping) = import(&path, &spec("cartpole"));
     assert_eq!(
         mapping.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
         [
@@ -209,15 +217,7 @@ fn cleanrl_dqn_model_loads_without_arch_and_gives_the_same_q_values() {
     };
     assert_close(&q, &flat(&e["q_values"]), "Q-values");
     // On an env whose spaces do not fit, the error names the layer and both sizes.
-    let err = reincarnate::reincarnation::teacher::import_file(
-        &path,
-        None,
-        &spec("minatar/breakout"),
-        &Device::Cpu,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = import_err(&path, &spec("minatar/breakout"));
     assert!(
         err.contains("`network.0.weight` takes 4 inputs") && err.contains("400"),
         "{err}"
@@ -272,27 +272,23 @@ fn sb3_qrdqn_and_td3_agents_give_their_librarys_q_values_actions_and_critics() {
 
 #[test]
 fn cleanrl_c51_and_sac_models_give_their_librarys_values() {
-    use reincarnate::reincarnation::teacher::import_file;
     // c51.py: {"model_weights": ..., "args": ...}; the support comes from the `atoms` buffer.
     let e = expected("cleanrl_c51_cartpole");
     let path = fixtures().join("cleanrl_c51_cartpole.cleanrl_model");
-    let (agent, mapping) = import_file(&path, None, &spec("cartpole"), &Device::Cpu).unwrap();
+    let (agent, mapping) = import(&path, &spec("cartpole"));
     assert_eq!(mapping[4].0, "network.4.weight");
     assert_eq!(mapping[4].2, [202, 84], "2 actions x 101 atoms");
     let PolicyOutput::QValues(q) = agent.policy_output(&flat(&e["obs"])).unwrap() else {
         panic!("a C51 teacher gives Q-values");
     };
     assert_close(&q, &flat(&e["q_values"]), "C51 Q-values");
-    let err = import_file(&path, None, &spec("minatar/breakout"), &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_err(&path, &spec("minatar/breakout"));
     assert!(err.contains("101 atoms"), "{err}");
 
     // sac_continuous_action.py's networks saved as (actor, qf1, qf2).
     let e = expected("cleanrl_sac_pendulum");
     let path = fixtures().join("cleanrl_sac_pendulum.cleanrl_model");
-    let (mut agent, mapping) = import_file(&path, None, &spec("pendulum"), &Device::Cpu).unwrap();
+    let (mut agent, mapping) = import(&path, &spec("pendulum"));
     assert!(mapping
         .iter()
         .any(|m| m.0 == "2.fc3.weight" && m.1 == "critic.1.2.weight"));
@@ -321,10 +317,7 @@ fn cleanrl_c51_and_sac_models_give_their_librarys_values() {
         .unwrap();
     assert_close(&q[0], &flat(&e["q1"]), "critic 0");
     assert_close(&q[1], &flat(&e["q2"]), "critic 1");
-    let err = import_file(&path, None, &spec("cartpole"), &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_err(&path, &spec("cartpole"));
     assert!(err.contains("continuous actions"), "{err}");
 }
 
@@ -369,13 +362,7 @@ fn nature_cnn_teachers_from_sb3_cleanrl_and_flax_give_their_librarys_q_values() 
             .map(f32::from)
             .collect();
         assert_eq!(obs.len(), 3 * 4 * 44 * 44);
-        let (agent, mapping) = reincarnate::reincarnation::teacher::import_file(
-            &fixtures().join(file),
-            None,
-            &frames_spec(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (agent, mapping) = import(&fixtures().join(file), &frames_spec());
         assert_eq!(
             mapping.len(),
             10,
@@ -388,15 +375,10 @@ fn nature_cnn_teachers_from_sb3_cleanrl_and_flax_give_their_librarys_q_values() 
         assert_close(&q, &flat(&e["q_values"]), file);
     }
     // The same network on observations it does not fit: an error naming the file, no panic.
-    let e = reincarnate::reincarnation::teacher::import_file(
+    let e = import_err(
         &fixtures().join("flax_nature_cnn.cleanrl_model"),
-        None,
         &spec("cartpole"),
-        &Device::Cpu,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    );
     assert!(
         e.contains("flax_nature_cnn") && e.contains("[channels, height, width]"),
         "{e}"

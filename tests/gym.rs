@@ -5,6 +5,9 @@
 //! fails them.
 #![cfg(feature = "gym")]
 
+#[path = "common/train_job.rs"]
+mod train_job;
+
 use reincarnate::envs::{Action, EnvConfig, TaskFamily};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -155,18 +158,6 @@ fn the_bridge_steps_exactly_as_gymnasium_does() {
     }
 }
 
-/// Trains the job `text` (a train TOML) with seed 0 in a temporary folder: the folder's guard,
-/// the run folder and the summary.
-fn train(text: &str) -> (tempfile::TempDir, PathBuf, reincarnate::train::TrainSummary) {
-    let spec: reincarnate::train::TrainSpec =
-        reincarnate::config::from_table(toml::from_str(text).unwrap(), "test").unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let summary =
-        reincarnate::train::run_train(&spec, 0, &candle_core::Device::Cpu, &out, false).unwrap();
-    (tmp, out, summary)
-}
-
 #[test]
 fn the_atari_preset_is_gymnasiums_wrappers_and_keeps_game_scores() {
     let Some(py) = venv_python() else { return };
@@ -229,7 +220,7 @@ eval_episodes = 1
 checkpoint_interval = 0
 progress = false
 "#;
-    let (_tmp, out, summary) = train(text);
+    let (_tmp, out, summary) = train_job::train(text, 0);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["agent"]["reward_clip"], 1.0);
@@ -282,31 +273,8 @@ fn dqn_learns_gymnasium_cartpole_as_it_learns_the_native_one() {
         return;
     }
     // The native test's recipe and threshold (tests/learning_dqn.rs), on gym:CartPole-v1.
-    let text = r#"
-env = "gym:CartPole-v1"
-algo = "dqn"
-[agent]
-learning_rate = 2.3e-3
-network = { hidden = [128, 128] }
-buffer_size = 30000
-batch_size = 64
-learning_starts = 1000
-train_frequency = 64
-gradient_steps = 32
-target_update_frequency = 10
-epsilon = { start = 1.0, end = 0.04, decay_steps = 8000 }
-loss = "mse"
-[loop]
-steps = 30000
-eval_interval = 3000
-eval_episodes = 5
-checkpoint_interval = 0
-progress = false
-"#;
-    let (_tmp, out, _) = train(text);
-    let evals =
-        reincarnate::report::metrics::read_series(&out.join("metrics.jsonl"), "eval", "return")
-            .unwrap();
+    let (_tmp, out, _) = train_job::train(&train_job::cartpole_dqn("gym:CartPole-v1"), 0);
+    let evals = train_job::evals(&out);
     let best = evals.iter().map(|e| e.1).fold(f64::MIN, f64::max);
     assert!(best >= 200.0, "best greedy return {best}: {evals:?}");
 }

@@ -1,50 +1,22 @@
 //! The DQN family learns: small budgets that still separate learning from chance. (Full-size
 //! figures come from experiments/cartpole-dqn.toml and experiments/minatar-breakout-sn.toml.)
 
-use reincarnate::train::{run_train, TrainSpec};
+#[path = "common/train_job.rs"]
+mod train_job;
+
+use train_job::CARTPOLE;
 
 fn train(toml_text: &str, seed: u64) -> (Vec<(f64, f64)>, f64) {
-    let spec: TrainSpec =
-        reincarnate::config::from_table(toml::from_str(toml_text).unwrap(), "test").unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let summary = run_train(&spec, seed, &candle_core::Device::Cpu, &out, false).unwrap();
-    let evals =
-        reincarnate::report::metrics::read_series(&out.join("metrics.jsonl"), "eval", "return")
-            .unwrap();
-    (evals, summary.final_eval.unwrap().mean_return)
+    let (_tmp, out, summary) = train_job::train(toml_text, seed);
+    (
+        train_job::evals(&out),
+        summary.final_eval.unwrap().mean_return,
+    )
 }
-
-/// CartPole recipe (RL Zoo-like), 30k steps.
-const CARTPOLE: &str = r#"
-env = "cartpole"
-algo = "ALGO"
-[agent]
-learning_rate = 2.3e-3
-network = { hidden = [128, 128] ATOMS }
-buffer_size = 30000
-batch_size = 64
-learning_starts = 1000
-train_frequency = 64
-gradient_steps = 32
-target_update_frequency = 10
-epsilon = { start = 1.0, end = 0.04, decay_steps = 8000 }
-EXTRA
-[loop]
-steps = 30000
-eval_interval = 3000
-eval_episodes = 5
-checkpoint_interval = 0
-progress = false
-"#;
 
 #[test]
 fn dqn_learns_cartpole() {
-    let cfg = CARTPOLE
-        .replace("ALGO", "dqn")
-        .replace(" ATOMS", "")
-        .replace("EXTRA", "loss = \"mse\"");
-    let (evals, _) = train(&cfg, 0);
+    let (evals, _) = train(&train_job::cartpole_dqn("cartpole"), 0);
     let best = evals.iter().map(|e| e.1).fold(f64::MIN, f64::max);
     // A random policy lasts ~22 steps; 200 needs a policy that balances.
     assert!(best >= 200.0, "best greedy return {best}: {evals:?}");
@@ -54,6 +26,7 @@ fn dqn_learns_cartpole() {
 fn c51_learns_cartpole() {
     // Returns of up to 500 at γ = 0.99 put Q below 100: support [0, 100].
     let cfg = CARTPOLE
+        .replace("ENV", "cartpole")
         .replace("ALGO", "c51")
         .replace(" ATOMS", ", atoms = 51")
         .replace("EXTRA", "v_min = 0.0\nv_max = 100.0");

@@ -108,7 +108,7 @@ pub fn describe(cfg: &EnvConfig, _task: usize) -> serde_json::Value {
 
 #[cfg(feature = "gym")]
 mod bridge {
-    use super::super::{Action, Bounds, Env, EnvConfig, Space, Step};
+    use super::super::{Action, Env, EnvConfig, Space, Step};
     use crate::error::{Error, Result};
     use pyo3::prelude::*;
     use pyo3::sync::PyOnceLock;
@@ -204,45 +204,8 @@ mod bridge {
                 s.validate(what)?;
                 Ok(s)
             }
-            Some("Box") => {
-                let shape: Vec<usize> = v
-                    .get("shape")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_u64().map(|x| x as usize))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let bound = |k: &str| -> Vec<f32> {
-                    v.get(k)
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .map(|x| match x {
-                                    Value::String(s) if s == "inf" => f32::INFINITY,
-                                    Value::String(s) if s == "-inf" => f32::NEG_INFINITY,
-                                    other => other.as_f64().unwrap_or(f64::NAN) as f32,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                let (low, high) = (bound("low"), bound("high"));
-                let compact = |b: Vec<f32>| match b.first() {
-                    Some(&x) if b.iter().all(|&y| y == x || (y.is_nan() && x.is_nan())) => {
-                        Bounds::Scalar(x)
-                    }
-                    _ => Bounds::PerDim(b),
-                };
-                let s = Space::Box {
-                    shape,
-                    low: compact(low),
-                    high: compact(high),
-                };
-                s.validate(what).map_err(|e| bad(e.to_string()))?;
-                Ok(s)
-            }
+            // The bridge describes a Box as Minari serialises one (shape, flat low/high).
+            Some("Box") => crate::formats::minari::parse_space(v, what).map_err(bad),
             Some(other) => Err(bad(format!(
                 "is {} ({other}); the platform supports Box and Discrete spaces",
                 v.get("repr").and_then(Value::as_str).unwrap_or(other)

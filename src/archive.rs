@@ -204,6 +204,11 @@ pub fn read_zip_entry(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
 /// A checked PyTorch archive: the zip passes [`check_zip`] and its one `*/data.pkl` passes
 /// [`check_pickle`].
 pub fn check_torch_archive(path: &Path) -> Result<()> {
+    checked_pickle(path).map(|_| ())
+}
+
+/// [`check_torch_archive`], returning the `data.pkl` entry's name and bytes.
+fn checked_pickle(path: &Path) -> Result<(String, Vec<u8>)> {
     let names = check_zip(path)?;
     let pkls: Vec<&String> = names
         .iter()
@@ -228,7 +233,8 @@ pub fn check_torch_archive(path: &Path) -> Result<()> {
         }
     };
     let bytes = read_zip_entry(path, pkl, MAX_PICKLE_BYTES)?;
-    check_pickle(&bytes).map_err(|msg| Error::data(path, format!("{pkl}: {msg}")))
+    check_pickle(&bytes).map_err(|msg| Error::data(path, format!("{pkl}: {msg}")))?;
+    Ok((pkl.to_string(), bytes))
 }
 
 /// The tensors of a PyTorch file written by `torch.save`, wherever they sit in the pickled
@@ -240,16 +246,8 @@ pub fn check_torch_archive(path: &Path) -> Result<()> {
 /// storage entries with every offset and length checked.
 pub fn read_torch_tensors(path: &Path) -> Result<Vec<(String, candle_core::Tensor)>> {
     use candle_core::pickle::{Object, Stack};
-    check_torch_archive(path)?;
-    let names = check_zip(path)?;
-    let Some(pkl) = names
-        .iter()
-        .find(|n| n.ends_with("/data.pkl") || n.as_str() == "data.pkl")
-    else {
-        return Err(Error::data(path, "no data.pkl in the archive"));
-    };
+    let (pkl, bytes) = checked_pickle(path)?;
     let bad = |m: String| Error::data(path, format!("{pkl}: {m}"));
-    let bytes = read_zip_entry(path, pkl, MAX_PICKLE_BYTES)?;
     let mut stack = Stack::empty();
     stack
         .read_loop(&mut std::io::Cursor::new(&bytes))
@@ -257,7 +255,7 @@ pub fn read_torch_tensors(path: &Path) -> Result<Vec<(String, candle_core::Tenso
     let root = stack
         .finalize()
         .map_err(|e| bad(format!("unreadable pickle: {e}")))?;
-    let dir = Path::new(pkl.strip_suffix(".pkl").unwrap_or(pkl));
+    let dir = Path::new(pkl.strip_suffix(".pkl").unwrap_or(&pkl));
     let mut infos = Vec::new();
     // Depth-first over containers; a tensor is a REDUCE the rebuild functions recognise.
     let mut todo: Vec<(String, Object, usize)> = vec![(String::new(), root, 0)];

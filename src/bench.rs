@@ -178,6 +178,7 @@ pub fn bench_updates(
             action_space: Space::Discrete { n: n_actions },
             max_episode_steps: 1000,
             num_tasks: 1,
+            observation_dtype: Default::default(),
         };
         for (k, v) in toml::toml! { learning_starts = 0
         train_frequency = 1
@@ -266,6 +267,7 @@ pub fn bench_sac_updates(
             },
             max_episode_steps: 1000,
             num_tasks: 1,
+            observation_dtype: Default::default(),
         };
         let cfg = toml::toml! { learning_starts = 0
         batch_size = 256

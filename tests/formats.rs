@@ -334,6 +334,7 @@ fn frames_spec() -> reincarnate::envs::EnvSpec {
         action_space: Space::Discrete { n: 4 },
         max_episode_steps: 100,
         num_tasks: 1,
+        observation_dtype: reincarnate::envs::ObsDtype::U8,
     }
 }
 

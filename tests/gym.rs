@@ -198,6 +198,59 @@ fn the_atari_preset_is_gymnasiums_wrappers_and_keeps_game_scores() {
 }
 
 #[test]
+fn atari_frames_stay_bytes_and_the_replay_keeps_one_frame_per_step() {
+    if venv_python().is_none() {
+        return;
+    }
+    use reincarnate::replay::ReplayBuffer;
+    let cfg = EnvConfig::new("gym:ALE/Pong-v5")
+        .with_overrides(&["preset=\"atari\"".to_string()])
+        .unwrap();
+    let fam = TaskFamily::new(&cfg).unwrap();
+    let spec = fam.spec();
+    assert_eq!(spec.observation_dtype, reincarnate::envs::ObsDtype::U8);
+    // A small buffer that wraps, fed by the real preset (episodes, no-op starts, sticky
+    // actions), against an f32 buffer of the same transitions.
+    let capacity = 700;
+    let mut bytes = ReplayBuffer::for_spec(capacity, spec, None, "test").unwrap();
+    let mut floats = ReplayBuffer::new(capacity, spec.obs_dim(), None);
+    let mut venv = reincarnate::envs::VecEnv::new(&fam, &[0], 5).unwrap();
+    venv.reset();
+    let mut episodes = 0;
+    for t in 0..1_000 {
+        let obs = venv.obs().to_vec();
+        let a = (t * 7 + t / 5) % 6;
+        venv.step(reincarnate::envs::vec_env::ActionBatch::Discrete(&[a]))
+            .unwrap();
+        let (r, term, trunc) = (venv.rewards()[0], venv.terminated()[0], venv.truncated()[0]);
+        for rb in [&mut bytes, &mut floats] {
+            rb.push(&obs, a as i64, &[], r, venv.next_obs(), term, trunc)
+                .unwrap();
+        }
+        episodes += usize::from(term || trunc);
+    }
+    let a: Vec<_> = bytes.iter_ordered().map(|t| (t.0, t.4)).collect();
+    let b: Vec<_> = floats.iter_ordered().map(|t| (t.0, t.4)).collect();
+    assert!(
+        a == b,
+        "the byte replay does not rebuild the preset's observations"
+    );
+    // Whole observations only where an episode starts and for the oldest transition; every
+    // next observation is its observation shifted by one new frame.
+    let (obs_full, next_full) = bytes.byte_side_entries().unwrap();
+    assert!(
+        obs_full <= episodes + 1,
+        "{obs_full} whole observations, {episodes} episodes"
+    );
+    assert_eq!(next_full, 0);
+    let per_step = bytes.heap_bytes() as f64 / capacity as f64;
+    assert!(
+        per_step < 84.0 * 84.0 * 1.1,
+        "{per_step} bytes per transition"
+    );
+}
+
+#[test]
 fn dqn_with_the_nature_cnn_trains_on_the_atari_preset() {
     if venv_python().is_none() {
         return;
@@ -225,7 +278,26 @@ progress = false
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["agent"]["reward_clip"], 1.0);
     assert_eq!(config["env"]["config"]["preset"], "atari");
+    assert_eq!(config["env"]["observation_dtype"], "uint8");
     assert!(summary.final_eval.is_some());
+    // The checkpointed replay holds bytes, a frame per transition, not f32 observations.
+    let replay = std::fs::read(out.join("replay.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&replay).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    let frames = names
+        .iter()
+        .find(|n| n.ends_with("next_frame"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    let t = st.tensor(frames).unwrap();
+    assert_eq!(
+        (t.dtype(), t.shape()),
+        (safetensors::Dtype::U8, &[2000, 84 * 84][..])
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with(".obs") || n == "obs"),
+        "{names:?}"
+    );
+    assert!(replay.len() < 2000 * 84 * 84 * 2, "{} bytes", replay.len());
 }
 
 fn random_returns(id: &str, episodes: usize) -> (f64, f64) {

@@ -328,7 +328,7 @@ impl Dqn {
         let support = (config.network.atoms > 1)
             .then(|| CategoricalSupport::new(config.network.atoms, config.v_min, config.v_max))
             .transpose()?;
-        let replay = ReplayBuffer::try_new(config.buffer_size, obs_dim, None, "agent.buffer_size")?;
+        let replay = ReplayBuffer::for_spec(config.buffer_size, env, None, "agent.buffer_size")?;
         let pass_work = store.num_params() * config.batch_size;
         Ok(Self {
             algorithm: algorithm.to_string(),
@@ -760,7 +760,7 @@ impl Agent for Dqn {
                 &exp.next_obs[i * d..(i + 1) * d],
                 exp.terminated[i],
                 exp.truncated[i],
-            );
+            )?;
         }
         Ok(())
     }
@@ -1079,7 +1079,8 @@ mod tests {
         let mut data = ReplayBuffer::new(64, 4, None);
         for i in 0..64 {
             let o = [i as f32 * 0.01, 0.0, -0.02, 0.1];
-            data.push(&o, (i % 2) as i64, &[], 1.0, &o, i % 9 == 0, false);
+            data.push(&o, (i % 2) as i64, &[], 1.0, &o, i % 9 == 0, false)
+                .unwrap();
         }
         for _ in 0..5 {
             dqn.offline_step(&data, 0).unwrap();

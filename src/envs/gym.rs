@@ -7,15 +7,18 @@
 //!   project's `.venv/` (made by `scripts/python-env.sh`) or of `$VIRTUAL_ENV` when set. Every
 //!   call into Python runs on one dedicated thread, which the env handles talk to through
 //!   channels (a short spin, then a blocking wait); one call crosses per reset and per step,
-//!   and the observation comes back as one contiguous float32 vector copied straight out of
-//!   its buffer into a buffer that travels between the two threads.
+//!   and the observation comes back as one contiguous vector copied straight out of its
+//!   buffer into a buffer that travels between the two threads: `uint8` observations (Atari
+//!   frames) cross as bytes, the spec records `observation_dtype = "uint8"`, and replay
+//!   buffers keep them as bytes, a frame per transition; every other dtype crosses as float32.
 //! - Semantics: `terminated` and `truncated` are Gymnasium's own (the `TimeLimit` wrapper of
 //!   the env's spec truncates); the platform resets an environment itself when an episode
 //!   ends, so the stored next observation of a final step is the episode's last one, never a
 //!   reset observation; `reset(seed)` is `env.reset(seed=seed)`, and `reset(None)` continues
 //!   the env's generator, as in Gymnasium.
-//! - Spaces: `Box` (observations of any numeric dtype, converted to float32; the spec records
-//!   the shape and bounds) and `Discrete` (actions offset by its `start`). `Dict`, `Tuple`,
+//! - Spaces: `Box` (observations of any numeric dtype; `uint8` stays bytes up to the agent's
+//!   network input, others are converted to float32; the spec records the shape, bounds and
+//!   whether the values are bytes) and `Discrete` (actions offset by its `start`). `Dict`, `Tuple`,
 //!   `MultiDiscrete` and the rest are refused by name.
 //! - Errors: a Python exception in `make`, `reset` or `step` becomes an error carrying the
 //!   exception and its traceback. `reset` cannot fail in the [`Env`] trait, so an exception
@@ -108,7 +111,7 @@ pub fn describe(cfg: &EnvConfig, _task: usize) -> serde_json::Value {
 
 #[cfg(feature = "gym")]
 mod bridge {
-    use super::super::{Action, Env, EnvConfig, Space, Step};
+    use super::super::{Action, Env, EnvConfig, ObsDtype, Space, Step};
     use crate::error::{Error, Result};
     use pyo3::prelude::*;
     use pyo3::sync::PyOnceLock;
@@ -237,12 +240,14 @@ mod bridge {
         Reset {
             env: u64,
             seed: Option<u64>,
+            bytes: bool,
             obs: Vec<f32>,
             reply: Sender<(Vec<f32>, std::result::Result<(), String>)>,
         },
         Step {
             env: u64,
             action: Act,
+            bytes: bool,
             obs: Vec<f32>,
             reply: Sender<(Vec<f32>, StepAnswer)>,
         },
@@ -314,6 +319,7 @@ mod bridge {
     fn serve(rx: Receiver<Request>) {
         let mut envs: HashMap<u64, Py<PyAny>> = HashMap::new();
         let mut next = 0u64;
+        let mut scratch: Vec<u8> = Vec::new();
         while let Ok(req) = recv_soon(&rx) {
             Python::attach(|py| match req {
                 Request::Make {
@@ -339,17 +345,21 @@ mod bridge {
                 Request::Reset {
                     env,
                     seed,
+                    bytes,
                     mut obs,
                     reply,
                 } => {
                     let r = target(py, &envs, env, "reset")
                         .and_then(|(f, e)| f.call1((e, seed)).map_err(|x| raised(py, "reset", &x)))
-                        .and_then(|arr| copy_obs(py, &arr, &mut obs));
+                        .and_then(|arr| {
+                            copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)
+                        });
                     let _ = reply.send((obs, r));
                 }
                 Request::Step {
                     env,
                     action,
+                    bytes,
                     mut obs,
                     reply,
                 } => {
@@ -366,7 +376,7 @@ mod bridge {
                             bool,
                             bool,
                         ) = out.extract().map_err(|e| describe_err(py, &e))?;
-                        copy_obs(py, &arr, &mut obs)?;
+                        copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)?;
                         Ok((reward, terminated, truncated))
                     });
                     let _ = reply.send((obs, r));
@@ -410,21 +420,43 @@ mod bridge {
         format!("{name} raised\n{}", describe_err(py, e))
     }
 
-    /// Copies a float32 vector out of its buffer into `obs` (lengths must agree).
+    /// Copies an observation vector out of its buffer into `obs` (lengths must agree): a
+    /// uint8 one through `bytes` when given, else a float32 one.
     fn copy_obs(
         py: Python<'_>,
         arr: &Bound<'_, PyAny>,
+        bytes: Option<&mut Vec<u8>>,
         obs: &mut [f32],
     ) -> std::result::Result<(), String> {
-        let buf = pyo3::buffer::PyBuffer::<f32>::get(arr).map_err(|e| describe_err(py, &e))?;
-        if buf.item_count() != obs.len() {
-            return Err(format!(
-                "the observation has {} values, but the observation space has {}",
-                buf.item_count(),
+        let count_err = |n: usize| {
+            format!(
+                "the observation has {n} values, but the observation space has {}",
                 obs.len()
-            ));
+            )
+        };
+        let Some(scratch) = bytes else {
+            let buf = pyo3::buffer::PyBuffer::<f32>::get(arr).map_err(|e| describe_err(py, &e))?;
+            if buf.item_count() != obs.len() {
+                return Err(count_err(buf.item_count()));
+            }
+            return buf.copy_to_slice(py, obs).map_err(|e| describe_err(py, &e));
+        };
+        let buf = pyo3::buffer::PyBuffer::<u8>::get(arr).map_err(|e| {
+            format!(
+                "the observation space is uint8, but an observation is not: {}",
+                describe_err(py, &e)
+            )
+        })?;
+        if buf.item_count() != obs.len() {
+            return Err(count_err(buf.item_count()));
         }
-        buf.copy_to_slice(py, obs).map_err(|e| describe_err(py, &e))
+        scratch.resize(obs.len(), 0);
+        buf.copy_to_slice(py, scratch)
+            .map_err(|e| describe_err(py, &e))?;
+        for (o, &b) in obs.iter_mut().zip(scratch.iter()) {
+            *o = f32::from(b);
+        }
+        Ok(())
     }
 
     /// Every id `gymnasium.make` accepts in the bridge's Python environment.
@@ -442,6 +474,7 @@ mod bridge {
         id: String,
         handle: u64,
         observation_space: Space,
+        observation_dtype: ObsDtype,
         action_space: Space,
         max_episode_steps: u32,
         /// The buffer observations travel in to and from the Python thread.
@@ -472,6 +505,7 @@ mod bridge {
                 id: cfg.id.clone(),
                 handle,
                 observation_space: Space::Discrete { n: 1 },
+                observation_dtype: ObsDtype::F32,
                 action_space: Space::Discrete { n: 1 },
                 max_episode_steps: u32::MAX,
                 buf: Vec::new(),
@@ -481,6 +515,9 @@ mod bridge {
                 .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
             env.observation_space = space(&cfg.id, "observation", &info["observation_space"])?;
             env.action_space = space(&cfg.id, "action", &info["action_space"])?;
+            if info["observation_space"]["dtype"].as_str() == Some("uint8") {
+                env.observation_dtype = ObsDtype::U8;
+            }
             env.max_episode_steps = info["max_episode_steps"]
                 .as_u64()
                 .map_or(u32::MAX, |s| s.min(u64::from(u32::MAX)) as u32);
@@ -499,6 +536,9 @@ mod bridge {
         fn observation_space(&self) -> &Space {
             &self.observation_space
         }
+        fn observation_dtype(&self) -> ObsDtype {
+            self.observation_dtype
+        }
         fn action_space(&self) -> &Space {
             &self.action_space
         }
@@ -511,6 +551,7 @@ mod bridge {
             let sent = send(Request::Reset {
                 env: self.handle,
                 seed,
+                bytes: self.observation_dtype == ObsDtype::U8,
                 obs: std::mem::take(&mut self.buf),
                 reply: tx,
             });
@@ -582,6 +623,7 @@ mod bridge {
             send(Request::Step {
                 env: self.handle,
                 action: act,
+                bytes: self.observation_dtype == ObsDtype::U8,
                 obs: std::mem::take(&mut self.buf),
                 reply: tx,
             })?;

@@ -2,7 +2,8 @@
 
 Loaded once per process into the embedded interpreter; the Rust side calls `make` once per
 environment and `reset` / `step` once per call, each returning the observation as one
-contiguous float32 vector that Rust copies straight out of its buffer.
+contiguous vector (uint8 for byte images, else float32) that Rust copies straight out of its
+buffer.
 """
 
 import importlib
@@ -92,6 +93,10 @@ def make(env_id, kwargs_json, max_episode_steps, preset=None):
 
 
 def _obs(obs):
+    """uint8 observations cross as bytes; every other dtype as float32."""
+    obs = np.asarray(obs)
+    if obs.dtype == np.uint8:
+        return np.ascontiguousarray(obs).reshape(-1)
     return np.ascontiguousarray(obs, dtype=np.float32).reshape(-1)
 
 

@@ -156,9 +156,32 @@ impl Step {
     }
 }
 
+/// How an environment's observation values are represented: `float32`, or `uint8` for byte
+/// images (Atari frames). The [`Env`] interface hands every observation over as `f32` (a byte
+/// is exact in `f32`); replay buffers keep `uint8` observations as bytes
+/// ([`crate::replay::ReplayBuffer::for_spec`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObsDtype {
+    #[default]
+    #[serde(rename = "float32")]
+    F32,
+    #[serde(rename = "uint8")]
+    U8,
+}
+
+impl ObsDtype {
+    pub fn is_f32(&self) -> bool {
+        *self == ObsDtype::F32
+    }
+}
+
 /// A single environment instance of one task.
 pub trait Env: Send {
     fn observation_space(&self) -> &Space;
+    /// How the observation values are represented (every native environment: `float32`).
+    fn observation_dtype(&self) -> ObsDtype {
+        ObsDtype::F32
+    }
     fn action_space(&self) -> &Space;
     /// Time limit after which an episode is truncated.
     fn max_episode_steps(&self) -> u32;
@@ -411,6 +434,9 @@ pub struct EnvSpec {
     pub action_space: Space,
     pub max_episode_steps: u32,
     pub num_tasks: usize,
+    /// `uint8` for byte observations; absent (`float32`) in files of float environments.
+    #[serde(default, skip_serializing_if = "ObsDtype::is_f32")]
+    pub observation_dtype: ObsDtype,
 }
 
 impl EnvSpec {
@@ -495,6 +521,7 @@ impl TaskFamily {
             action_space: probe.action_space().clone(),
             max_episode_steps: probe.max_episode_steps(),
             num_tasks,
+            observation_dtype: probe.observation_dtype(),
         };
         let (train, test) = (entry.split)(config, num_tasks);
         Ok(Self {

@@ -25,6 +25,7 @@ fn env_spec(obs_dim: usize, action: ActionSpec) -> EnvSpec {
         },
         max_episode_steps: 10,
         num_tasks: 8,
+        observation_dtype: Default::default(),
     }
 }
 

@@ -700,7 +700,6 @@ fn teacher_data(
     seed: u64,
     out: &Path,
 ) -> Result<crate::replay::ReplayBuffer> {
-    let d = family.spec().obs_dim();
     if let Some(given) = &spec.teacher_data {
         // A Minari dataset or a D4RL file is converted beside `out` first.
         let imported = sibling(out, "teacher-data");
@@ -728,9 +727,9 @@ fn teacher_data(
             crate::envs::Space::Box { shape, .. } => Some(shape.iter().product()),
             crate::envs::Space::Discrete { .. } => None,
         };
-        let mut replay = crate::replay::ReplayBuffer::try_new(
+        let mut replay = crate::replay::ReplayBuffer::for_spec(
             rows,
-            d,
+            family.spec(),
             act_dim,
             &format!("the rows {} lists", folder.join("dataset.json").display()),
         )?;

@@ -274,9 +274,9 @@ impl Teacher {
     ) -> Result<ReplayBuffer> {
         let continuous = self.is_continuous();
         let k = self.n_actions;
-        let mut replay = ReplayBuffer::try_new(
+        let mut replay = ReplayBuffer::for_spec(
             steps.max(1),
-            family.spec().obs_dim(),
+            family.spec(),
             continuous.then_some(k),
             "method_config.teacher_data_steps",
         )?;
@@ -322,7 +322,7 @@ impl Teacher {
                 venv.next_obs(),
                 venv.terminated()[0],
                 venv.truncated()[0],
-            );
+            )?;
             obs.copy_from_slice(venv.obs());
             if i % 1000 == 0 {
                 bar.set_position(i as u64);

@@ -774,9 +774,9 @@ impl Sac {
             reward_scaler: config
                 .scale_rewards
                 .then(|| RewardScaler::new(1, gamma, config.reward_g_max)),
-            replay: ReplayBuffer::try_new(
+            replay: ReplayBuffer::for_spec(
                 config.buffer_size,
-                obs_dim,
+                env,
                 Some(act_dim),
                 "agent.buffer_size",
             )?,
@@ -887,12 +887,12 @@ impl Sac {
                 *u = ((a[j] - self.action_bias[j]) / self.action_scale[j]).clamp(-1.0, 1.0);
             }
             if let Some(n) = self.obs_norm.as_mut() {
-                n.update(o);
+                n.update(&o);
             }
             if let Some(s) = self.reward_scaler.as_mut() {
                 s.update(&[r], |_| term || trunc);
             }
-            out.push(o, 0, &unit, r, next, term, trunc);
+            out.push(&o, 0, &unit, r, &next, term, trunc)?;
         }
         Ok(out)
     }
@@ -1331,7 +1331,7 @@ impl Agent for Sac {
                 &exp.next_obs[i * d..(i + 1) * d],
                 exp.terminated[i],
                 exp.truncated[i],
-            );
+            )?;
         }
         if let Some(s) = self.reward_scaler.as_mut() {
             s.update(exp.rewards, |i| exp.terminated[i] || exp.truncated[i]);

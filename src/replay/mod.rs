@@ -13,6 +13,15 @@ use crate::rng::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod frames;
+use frames::FrameStore;
+
+/// Where observations live: `f32` rows, or byte frames for `uint8` environments.
+enum ObsStore {
+    F32 { obs: Vec<f32>, next_obs: Vec<f32> },
+    Bytes(FrameStore),
+}
+
 /// Stored actions: discrete indices, or continuous rows of `dim` values.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ActionStore {
@@ -63,8 +72,7 @@ impl Batch {
 pub struct ReplayBuffer {
     capacity: usize,
     obs_dim: usize,
-    obs: Vec<f32>,
-    next_obs: Vec<f32>,
+    store: ObsStore,
     actions: ActionStore,
     rewards: Vec<f32>,
     terminated: Vec<bool>,
@@ -96,6 +104,74 @@ impl ReplayBuffer {
         Ok(Self::new(capacity, obs_dim, action_dim))
     }
 
+    /// A buffer for `spec`'s observations: `uint8` observations are stored as bytes, one new
+    /// frame per transition for frame stacks (a 1M-transition Atari buffer holds about 7 GB;
+    /// see [`frames`]), others as `f32`. Checks that it fits in memory first; `what` names the
+    /// setting that sized it.
+    pub fn for_spec(
+        capacity: usize,
+        spec: &crate::envs::EnvSpec,
+        action_dim: Option<usize>,
+        what: &str,
+    ) -> Result<Self> {
+        let dim = spec.obs_dim();
+        if spec.observation_dtype.is_f32() {
+            return Self::try_new(capacity, dim, action_dim, what);
+        }
+        let frames = match &spec.observation_space {
+            crate::envs::Space::Box { shape, .. } => frames::frames_of(shape),
+            crate::envs::Space::Discrete { .. } => 1,
+        };
+        let bytes = Self::bytes_for(capacity, dim, Some(frames), action_dim).map(|b| b as u64);
+        crate::limits::check_memory(
+            || format!("a replay buffer of {capacity} transitions ({what})"),
+            bytes,
+        )?;
+        let mut rb = Self::new(capacity, 0, action_dim);
+        rb.obs_dim = dim;
+        rb.store = ObsStore::Bytes(FrameStore::new(capacity, dim, frames));
+        Ok(rb)
+    }
+
+    /// Bytes a buffer of `capacity` transitions holds: `f32` observations (`frames = None`),
+    /// or byte observations stored a frame per transition (`Some(frames)`, without the few
+    /// whole observations kept at episode starts). Actions, rewards and flags included.
+    pub fn bytes_for(
+        capacity: usize,
+        obs_dim: usize,
+        frames: Option<usize>,
+        action_dim: Option<usize>,
+    ) -> Option<usize> {
+        let obs = match frames {
+            None => capacity.checked_mul(obs_dim)?.checked_mul(8)?,
+            Some(k) => FrameStore::bytes_for(capacity, obs_dim, k)?,
+        };
+        let action = action_dim.map_or(8, |d| d * 4);
+        capacity.checked_mul(action + 4 + 2)?.checked_add(obs)
+    }
+
+    /// Bytes the buffer holds now (its arrays and side entries).
+    pub fn heap_bytes(&self) -> usize {
+        let obs = match &self.store {
+            ObsStore::F32 { obs, next_obs } => 4 * (obs.len() + next_obs.len()),
+            ObsStore::Bytes(f) => f.heap_bytes(),
+        };
+        let actions = match &self.actions {
+            ActionStore::Discrete(a) => 8 * a.len(),
+            ActionStore::Continuous { values, .. } => 4 * values.len(),
+        };
+        obs + actions + 4 * self.rewards.len() + self.terminated.len() + self.truncated.len()
+    }
+
+    /// Whether observations are stored as bytes, and then how many whole observations and
+    /// next observations the side tables hold.
+    pub fn byte_side_entries(&self) -> Option<(usize, usize)> {
+        match &self.store {
+            ObsStore::Bytes(f) => Some(f.side_entries()),
+            ObsStore::F32 { .. } => None,
+        }
+    }
+
     /// `action_dim = None` for discrete actions.
     pub fn new(capacity: usize, obs_dim: usize, action_dim: Option<usize>) -> Self {
         let actions = match action_dim {
@@ -108,8 +184,10 @@ impl ReplayBuffer {
         Self {
             capacity,
             obs_dim,
-            obs: vec![0.0; capacity * obs_dim],
-            next_obs: vec![0.0; capacity * obs_dim],
+            store: ObsStore::F32 {
+                obs: vec![0.0; capacity * obs_dim],
+                next_obs: vec![0.0; capacity * obs_dim],
+            },
             actions,
             rewards: vec![0.0; capacity],
             terminated: vec![false; capacity],
@@ -132,7 +210,8 @@ impl ReplayBuffer {
         self.obs_dim
     }
 
-    /// Stores one transition. `action_continuous` is used when the buffer holds continuous actions.
+    /// Stores one transition. `action_continuous` is used when the buffer holds continuous
+    /// actions. A byte buffer refuses an observation value that is not a byte.
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
@@ -143,11 +222,19 @@ impl ReplayBuffer {
         next_obs: &[f32],
         terminated: bool,
         truncated: bool,
-    ) {
+    ) -> Result<()> {
         let d = self.obs_dim;
         let p = self.pos;
-        self.obs[p * d..(p + 1) * d].copy_from_slice(obs);
-        self.next_obs[p * d..(p + 1) * d].copy_from_slice(next_obs);
+        match &mut self.store {
+            ObsStore::F32 {
+                obs: o,
+                next_obs: n,
+            } => {
+                o[p * d..(p + 1) * d].copy_from_slice(obs);
+                n[p * d..(p + 1) * d].copy_from_slice(next_obs);
+            }
+            ObsStore::Bytes(f) => f.push(p, self.len, obs, next_obs)?,
+        }
         match &mut self.actions {
             ActionStore::Discrete(a) => a[p] = action_discrete,
             ActionStore::Continuous { dim, values } => {
@@ -159,6 +246,19 @@ impl ReplayBuffer {
         self.truncated[p] = truncated;
         self.pos = (p + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);
+        Ok(())
+    }
+
+    /// Appends slot `i`'s observation (`next = false`) or next observation to `out`.
+    fn write_obs(&self, i: usize, next: bool, out: &mut Vec<f32>) {
+        let d = self.obs_dim;
+        match &self.store {
+            ObsStore::F32 { obs, next_obs } => {
+                let v = if next { next_obs } else { obs };
+                out.extend_from_slice(&v[i * d..(i + 1) * d]);
+            }
+            ObsStore::Bytes(f) => f.write(i, next, out),
+        }
     }
 
     /// Samples `batch` transitions uniformly with replacement, with `n`-step returns.
@@ -171,7 +271,6 @@ impl ReplayBuffer {
     /// As [`sample`](Self::sample), reusing `out`'s allocations.
     pub fn sample_into(&self, batch: usize, n: usize, gamma: f32, rng: &mut Rng, out: &mut Batch) {
         assert!(self.len > 0, "sampling from an empty replay buffer");
-        let d = self.obs_dim;
         out.size = batch;
         out.obs.clear();
         out.next_obs.clear();
@@ -190,7 +289,7 @@ impl ReplayBuffer {
                 i
             };
             out.indices.push(i);
-            out.obs.extend_from_slice(&self.obs[i * d..(i + 1) * d]);
+            self.write_obs(i, false, &mut out.obs);
             match &self.actions {
                 ActionStore::Discrete(a) => out.actions_discrete.push(a[i]),
                 ActionStore::Continuous { dim, values } => out
@@ -214,8 +313,7 @@ impl ReplayBuffer {
                 j = (j + 1) % self.capacity;
             }
             out.returns.push(ret);
-            out.next_obs
-                .extend_from_slice(&self.next_obs[j * d..(j + 1) * d]);
+            self.write_obs(j, true, &mut out.next_obs);
             out.discounts.push(if terminal { 0.0 } else { disc });
         }
     }
@@ -224,14 +322,16 @@ impl ReplayBuffer {
     pub fn export(&self) -> (BTreeMap<String, RawArray>, serde_json::Value) {
         let mut m = BTreeMap::new();
         let n = self.capacity;
-        m.insert(
-            "obs".into(),
-            RawArray::f32(vec![n, self.obs_dim], &self.obs),
-        );
-        m.insert(
-            "next_obs".into(),
-            RawArray::f32(vec![n, self.obs_dim], &self.next_obs),
-        );
+        match &self.store {
+            ObsStore::F32 { obs, next_obs } => {
+                m.insert("obs".into(), RawArray::f32(vec![n, self.obs_dim], obs));
+                m.insert(
+                    "next_obs".into(),
+                    RawArray::f32(vec![n, self.obs_dim], next_obs),
+                );
+            }
+            ObsStore::Bytes(f) => f.export(&mut m),
+        }
         match &self.actions {
             ActionStore::Discrete(a) => m.insert("action".into(), RawArray::i64(vec![n], a)),
             ActionStore::Continuous { dim, values } => {
@@ -280,8 +380,17 @@ impl ReplayBuffer {
                 ),
             ));
         }
-        self.obs = get("obs")?.to_f32("obs", self.capacity * self.obs_dim)?;
-        self.next_obs = get("next_obs")?.to_f32("next_obs", self.capacity * self.obs_dim)?;
+        let elems = self.capacity * self.obs_dim;
+        match &mut self.store {
+            ObsStore::F32 { obs, next_obs } => {
+                *obs = get("obs")?.to_f32("obs", elems)?;
+                *next_obs = get("next_obs")?.to_f32("next_obs", elems)?;
+            }
+            ObsStore::Bytes(f) => {
+                let oldest = if s.len == s.capacity { s.pos } else { 0 };
+                f.import(arrays, s.len, oldest)?
+            }
+        }
         match &mut self.actions {
             ActionStore::Discrete(a) => *a = get("action")?.to_i64("action", self.capacity)?,
             ActionStore::Continuous { dim, values } => {
@@ -300,7 +409,7 @@ impl ReplayBuffer {
     /// reward, next_obs, terminated, truncated). Used to dump the buffer as a dataset.
     pub fn iter_ordered(
         &self,
-    ) -> impl Iterator<Item = (&[f32], i64, &[f32], f32, &[f32], bool, bool)> {
+    ) -> impl Iterator<Item = (Vec<f32>, i64, &[f32], f32, Vec<f32>, bool, bool)> {
         let start = if self.len == self.capacity {
             self.pos
         } else {
@@ -308,17 +417,20 @@ impl ReplayBuffer {
         };
         let d = self.obs_dim;
         (0..self.len).map(move |k| {
+            let (mut obs, mut next) = (Vec::with_capacity(d), Vec::with_capacity(d));
             let i = (start + k) % self.capacity;
             let (ad, ac): (i64, &[f32]) = match &self.actions {
                 ActionStore::Discrete(a) => (a[i], &[]),
                 ActionStore::Continuous { dim, values } => (0, &values[i * dim..(i + 1) * dim]),
             };
+            self.write_obs(i, false, &mut obs);
+            self.write_obs(i, true, &mut next);
             (
-                &self.obs[i * d..(i + 1) * d],
+                obs,
                 ad,
                 ac,
                 self.rewards[i],
-                &self.next_obs[i * d..(i + 1) * d],
+                next,
                 self.terminated[i],
                 self.truncated[i],
             )
@@ -347,6 +459,13 @@ impl RawArray {
             dtype: safetensors::Dtype::I64,
             shape,
             bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+    pub fn u8(shape: Vec<usize>, v: &[u8]) -> Self {
+        Self {
+            dtype: safetensors::Dtype::U8,
+            shape,
+            bytes: v.to_vec(),
         }
     }
     pub fn bool(shape: Vec<usize>, v: &[bool]) -> Self {
@@ -388,6 +507,10 @@ impl RawArray {
             .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect())
     }
+    pub fn to_u8(&self, name: &str, elems: usize) -> Result<Vec<u8>> {
+        self.check(name, safetensors::Dtype::U8, elems, 1)?;
+        Ok(self.bytes.clone())
+    }
     pub fn to_bool(&self, name: &str, elems: usize) -> Result<Vec<bool>> {
         self.check(name, safetensors::Dtype::BOOL, elems, 1)?;
         Ok(self.bytes.iter().map(|&b| b != 0).collect())
@@ -421,7 +544,8 @@ mod tests {
                 &[(i + 1) as f32],
                 term,
                 trunc,
-            );
+            )
+            .unwrap();
         }
         rb
     }
@@ -472,7 +596,8 @@ mod tests {
                 &[i as f32 + 1.0],
                 false,
                 false,
-            );
+            )
+            .unwrap();
         }
         assert_eq!(rb.len(), 4);
         let ordered: Vec<f32> = rb.iter_ordered().map(|t| t.0[0]).collect();
@@ -499,7 +624,8 @@ mod tests {
                 &[x + 1.0, -x - 1.0],
                 i % 5 == 4,
                 false,
-            );
+            )
+            .unwrap();
         }
         let (arrays, state) = rb.export();
         let mut other = ReplayBuffer::new(8, 2, Some(1));
@@ -557,12 +683,12 @@ pub mod dataset {
                 task: task as u32,
                 episode,
                 step,
-                obs,
+                obs: &obs,
                 action,
                 reward,
                 terminated,
                 truncated,
-                next_obs,
+                next_obs: &next_obs,
                 policy: None,
             })?;
             step += 1;
@@ -605,15 +731,17 @@ pub mod dataset {
                         "action column kind (discrete/continuous) does not match the replay buffer",
                     )),
                 };
-                replay.push(
-                    &t.obs[i * d..(i + 1) * d],
-                    ad,
-                    ac,
-                    t.reward[i],
-                    &t.next_obs[i * d..(i + 1) * d],
-                    t.terminated[i],
-                    t.truncated[i],
-                );
+                replay
+                    .push(
+                        &t.obs[i * d..(i + 1) * d],
+                        ad,
+                        ac,
+                        t.reward[i],
+                        &t.next_obs[i * d..(i + 1) * d],
+                        t.terminated[i],
+                        t.truncated[i],
+                    )
+                    .map_err(|e| Error::data(&path, e.to_string()))?;
             }
             n += rows;
         }
@@ -644,7 +772,8 @@ pub mod dataset {
                     &next,
                     s.terminated,
                     s.truncated,
-                );
+                )
+                .unwrap();
                 if s.done() {
                     env.reset(None, &mut obs);
                 } else {

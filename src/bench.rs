@@ -32,7 +32,7 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
     let mut figures = Vec::new();
     let mut ids: Vec<&str> = registry().iter().map(|e| e.id).collect();
     if cfg!(feature = "gym") {
-        // Through the bridge: one env (the vector figure needs Gymnasium's own vector envs).
+        // Through the bridge: one env in this process, and AsyncVectorEnv workers.
         ids.extend([
             "gym:CartPole-v1",
             "gym:Pendulum-v1",
@@ -84,6 +84,18 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
             unit: "steps/s".into(),
         });
         if id.starts_with(crate::envs::gym::PREFIX) {
+            // Gymnasium's AsyncVectorEnv with 1 and 2 worker processes (`env.num_envs`).
+            for workers in [1, 2] {
+                let mut cfg = spec.config.clone();
+                cfg.num_envs = Some(workers);
+                let fam = TaskFamily::new(&cfg)?;
+                let mut venv = VecEnv::new(&fam, &vec![tasks[0]; workers], 0)?;
+                figures.push(Figure {
+                    name: format!("envs/{id}/async{workers}"),
+                    value: vec_step_rate(&mut venv, &spec.action_space, budget, &mut rng)?,
+                    unit: "steps/s".into(),
+                });
+            }
             continue;
         }
 
@@ -91,40 +103,52 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
         let n = 64;
         let vt: Vec<usize> = (0..n).map(|i| tasks[i % tasks.len()]).collect();
         let mut venv = VecEnv::new(&family, &vt, 0)?;
-        venv.reset();
-        let mut da = vec![0usize; n];
-        let mut ca = vec![0.0f32; n * act_dim];
-        let vec_rate = rate(budget, |k| {
-            let iters = (k / n).max(1);
-            for _ in 0..iters {
-                match n_act {
-                    Some(m) => {
-                        for a in da.iter_mut() {
-                            *a = rng.below(m);
-                        }
-                        venv.step(ActionBatch::Discrete(&da))?;
-                    }
-                    None => {
-                        for c in ca.iter_mut() {
-                            *c = lo + (hi - lo) * rng.uniform_f32();
-                        }
-                        venv.step(ActionBatch::Continuous(&ca))?;
-                    }
-                }
-            }
-            Ok(iters * n)
-        })?;
         figures.push(Figure {
             name: format!("envs/{id}/vec64"),
-            value: vec_rate,
+            value: vec_step_rate(&mut venv, &spec.action_space, budget, &mut rng)?,
             unit: "steps/s".into(),
         });
     }
     Ok(figures)
 }
 
-/// Updates/s of the DQN family on the reference sizes: CartPole MLP 120-84 at batch 128
-/// and the MinAtar conv net (16 3×3 filters, FC 128, 10×10×4 input, 6 actions) at batch 32.
+/// Environment steps/s of `venv` (reset first) under uniformly random actions.
+fn vec_step_rate(venv: &mut VecEnv, space: &Space, budget: Duration, rng: &mut Rng) -> Result<f64> {
+    let n = venv.len();
+    let n_act = space.discrete_n();
+    let act_dim = space.flat_dim();
+    let (lo, hi) = match space {
+        Space::Box { low, high, .. } => (low.get(0), high.get(0)),
+        Space::Discrete { .. } => (0.0, 0.0),
+    };
+    venv.reset();
+    let mut da = vec![0usize; n];
+    let mut ca = vec![0.0f32; n * act_dim];
+    rate(budget, |k| {
+        let iters = (k / n).max(1);
+        for _ in 0..iters {
+            match n_act {
+                Some(m) => {
+                    for a in da.iter_mut() {
+                        *a = rng.below(m);
+                    }
+                    venv.step(ActionBatch::Discrete(&da))?;
+                }
+                None => {
+                    for c in ca.iter_mut() {
+                        *c = lo + (hi - lo) * rng.uniform_f32();
+                    }
+                    venv.step(ActionBatch::Continuous(&ca))?;
+                }
+            }
+        }
+        Ok(iters * n)
+    })
+}
+
+/// Updates/s of the DQN family on the reference sizes: CartPole MLP 120-84 at batch 128,
+/// the MinAtar conv net (16 3×3 filters, FC 128, 10×10×4 input, 6 actions) at batch 32, and the
+/// Nature DQN CNN on 4×84×84 byte frames at batch 32.
 /// Each update = sample a minibatch, forward online and target nets, loss, backward, Adam step.
 pub fn bench_updates(
     budget: Duration,
@@ -134,7 +158,7 @@ pub fn bench_updates(
     use crate::agents::Experience;
     use crate::envs::{Bounds, EnvConfig, EnvSpec};
     use crate::eval::ActionBuf;
-    let cases: [(&str, Vec<usize>, usize, usize, toml::Table); 3] = [
+    let cases: [(&str, Vec<usize>, usize, usize, toml::Table); 4] = [
         (
             "dqn/cartpole-mlp-120-84/b128",
             vec![4],
@@ -161,6 +185,15 @@ pub fn bench_updates(
             body = "minatar_conv"
             sn_layers = [-2] },
         ),
+        (
+            "dqn/nature-cnn/b32",
+            vec![4, 84, 84],
+            6,
+            32,
+            toml::toml! { batch_size = 32
+            [network]
+            body = "nature_cnn" },
+        ),
     ];
     let mut figures = Vec::new();
     for (name, shape, n_actions, _batch, mut agent_cfg) in cases {
@@ -178,7 +211,12 @@ pub fn bench_updates(
             action_space: Space::Discrete { n: n_actions },
             max_episode_steps: 1000,
             num_tasks: 1,
-            observation_dtype: Default::default(),
+            // Atari frames are bytes (and stored as such in the replay).
+            observation_dtype: if shape.len() == 3 && shape[1] == 84 {
+                crate::envs::ObsDtype::U8
+            } else {
+                crate::envs::ObsDtype::F32
+            },
         };
         for (k, v) in toml::toml! { learning_starts = 0
         train_frequency = 1

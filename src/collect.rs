@@ -285,6 +285,7 @@ fn collect_one(
         task: Some(tasks[r % tasks.len()]),
         eval_interval: 0,
         eval_episodes: 1,
+        eval_epsilon: 0.0,
         checkpoint_interval: 0,
         log_interval: spec.steps.max(1),
         progress: false,

@@ -34,6 +34,65 @@ pub trait Policy {
     }
 }
 
+/// `inner`'s actions, each replaced by a uniformly random one with probability ε: the
+/// evaluation ε of DQN's Atari results (0.05 in Mnih et al. 2015), set by `loop.eval_epsilon`.
+/// ε = 0 passes `inner`'s actions through untouched.
+pub struct WithEpsilon<P> {
+    inner: P,
+    epsilon: f64,
+    n_actions: usize,
+    rng: Rng,
+}
+
+impl<P: Policy> WithEpsilon<P> {
+    /// ε over `space`'s actions with a generator seeded by `seed`; an ε > 0 on continuous
+    /// actions is an error naming the setting.
+    pub fn new(inner: P, epsilon: f64, space: &Space, seed: u64) -> Result<Self> {
+        let n_actions = match space.discrete_n() {
+            Some(n) => n,
+            None if epsilon > 0.0 => {
+                return Err(Error::Config(format!(
+                    "loop.eval_epsilon = {epsilon} applies to discrete actions; this environment's are continuous"
+                )))
+            }
+            None => 0,
+        };
+        Ok(Self {
+            inner,
+            epsilon,
+            n_actions,
+            rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 0xE95)),
+        })
+    }
+}
+
+impl<P: Policy> Policy for WithEpsilon<P> {
+    fn name(&self) -> String {
+        if self.epsilon > 0.0 {
+            format!("{} with ε = {}", self.inner.name(), self.epsilon)
+        } else {
+            self.inner.name()
+        }
+    }
+    fn begin(&mut self, n_envs: usize) -> Result<()> {
+        self.inner.begin(n_envs)
+    }
+    fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+        self.inner.act(obs, actions)?;
+        if let (true, ActionBuf::Discrete(a)) = (self.epsilon > 0.0, actions) {
+            for x in a.iter_mut() {
+                if self.rng.uniform() < self.epsilon {
+                    *x = self.rng.below(self.n_actions);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn observe(&mut self, feedback: &Feedback<'_>) -> Result<()> {
+        self.inner.observe(feedback)
+    }
+}
+
 /// Uniformly random actions (discrete) or uniform in the box bounds (continuous).
 pub struct RandomPolicy {
     space: Space,
@@ -158,6 +217,16 @@ pub fn evaluate_tasks(
     if episodes == 0 {
         return Err(Error::Config("--episodes must be at least 1".into()));
     }
+    // `env.num_envs = N` on one task: its episodes run on N environments at once,
+    // ⌈episodes / N⌉ each, and are reported as the one task's.
+    let spread_over: Vec<usize>;
+    let (tasks, episodes, spread) = match family.spec().config.num_envs {
+        Some(n) if n > 1 && tasks.len() == 1 => {
+            spread_over = vec![tasks[0]; n];
+            (&spread_over[..], episodes.div_ceil(n), true)
+        }
+        _ => (tasks, episodes, false),
+    };
     let mut venv = VecEnv::new(family, tasks, seed)?;
     let n = venv.len();
     let mut returns: Vec<Vec<f64>> = vec![Vec::with_capacity(episodes); n];
@@ -193,6 +262,11 @@ pub fn evaluate_tasks(
             ep_optimal[end.env] = venv.env(end.env).optimal_return();
         }
     }
+    let (returns, n, episodes) = if spread {
+        (vec![returns.concat()], 1, n * episodes)
+    } else {
+        (returns, n, episodes)
+    };
     let all: Vec<f64> = returns.iter().flatten().copied().collect();
     let (mean_return, stderr) = mean_stderr(&all);
     let (mut by_ep, mut se_by_ep) = (Vec::with_capacity(episodes), Vec::with_capacity(episodes));
@@ -220,6 +294,64 @@ pub fn evaluate_tasks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Always action 0.
+    struct Zero;
+    impl Policy for Zero {
+        fn name(&self) -> String {
+            "zero".into()
+        }
+        fn act(&mut self, _obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+            if let ActionBuf::Discrete(a) = actions {
+                a.fill(0);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn evaluation_epsilon_replaces_that_fraction_of_actions_uniformly() {
+        let space = Space::Discrete { n: 4 };
+        let changed = |epsilon: f64| -> Vec<usize> {
+            let mut p = WithEpsilon::new(Zero, epsilon, &space, 7).unwrap();
+            let mut counts = vec![0usize; 4];
+            let mut a = ActionBuf::Discrete(vec![0; 100]);
+            for _ in 0..400 {
+                p.act(&[], &mut a).unwrap();
+                let ActionBuf::Discrete(v) = &a else {
+                    unreachable!()
+                };
+                for &x in v {
+                    counts[x] += 1;
+                }
+            }
+            counts
+        };
+        // ε = 0 is the inner policy; ε = 0.2 draws a random action for a fifth of the 40,000
+        // (a quarter of which is 0 again): 2,000 ± 3·43 of each other action.
+        assert_eq!(changed(0.0), vec![40_000, 0, 0, 0]);
+        let c = changed(0.2);
+        for &k in &c[1..] {
+            assert!((1_870..=2_130).contains(&k), "{c:?}");
+        }
+        let e = WithEpsilon::new(
+            Zero,
+            0.05,
+            &Space::Box {
+                shape: vec![1],
+                low: crate::envs::Bounds::Scalar(-1.0),
+                high: crate::envs::Bounds::Scalar(1.0),
+            },
+            0,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("loop.eval_epsilon") && e.contains("continuous"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn random_dark_room_eval_shapes_and_bounds() {

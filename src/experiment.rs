@@ -357,10 +357,7 @@ pub fn eval_policy(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<E
     };
     let family = TaskFamily::new(&cfg)?;
     trained.check_fits(family.spec(), &format!("{} was trained on", path.display()))?;
-    let mut greedy = crate::train::GreedyPolicy {
-        agent: agent.as_mut(),
-        step: u64::MAX,
-    };
+    let mut greedy = crate::train::GreedyPolicy::new(agent.as_mut(), u64::MAX);
     evaluate(&family, a.tasks, a.episodes, a.seed, &mut greedy)
 }
 

@@ -43,6 +43,12 @@ pub struct LoopConfig {
     pub eval_interval: u64,
     #[serde(default = "d_eval_episodes")]
     pub eval_episodes: usize,
+    /// Evaluation ε: each greedy action is replaced by a uniformly random one with this
+    /// probability (discrete actions; 0, the default, is purely greedy). DQN's Atari
+    /// evaluations use 0.05 (Mnih et al. 2015): a purely greedy agent that never presses FIRE
+    /// waits out the 27,000-step limit.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub eval_epsilon: f64,
     /// Checkpoint every this many steps (0: only at the end).
     #[serde(default = "d_checkpoint_interval")]
     pub checkpoint_interval: u64,
@@ -68,6 +74,10 @@ pub struct LoopConfig {
     /// Run index written into the logged history (`collect` numbers its runs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub history_run: u32,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn is_zero(x: &u32) -> bool {
@@ -116,6 +126,12 @@ impl LoopConfig {
             return Err(Error::Config(format!(
                 "loop.steps and loop.eval_episodes must be at least 1, found {} and {}",
                 self.steps, self.eval_episodes
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.eval_epsilon) {
+            return Err(Error::Config(format!(
+                "loop.eval_epsilon must be in [0, 1], found {}",
+                self.eval_epsilon
             )));
         }
         if !self.allow_long {
@@ -277,10 +293,17 @@ impl HistoryLogger {
     }
 }
 
-/// The agent acting greedily, as a [`Policy`] for evaluation.
+/// The agent acting greedily, as a [`Policy`] for evaluation (an evaluation ε wraps it in
+/// [`crate::eval::WithEpsilon`]).
 pub struct GreedyPolicy<'a> {
     pub agent: &'a mut dyn Agent,
     pub step: u64,
+}
+
+impl<'a> GreedyPolicy<'a> {
+    pub fn new(agent: &'a mut dyn Agent, step: u64) -> Self {
+        Self { agent, step }
+    }
 }
 
 impl Policy for GreedyPolicy<'_> {
@@ -303,7 +326,13 @@ fn eval_now(
     step: u64,
 ) -> Result<EvalReport> {
     let eval_seed = crate::rng::derive_seed(seed ^ 0xE7A1, step);
-    let mut policy = GreedyPolicy { agent, step };
+    let space = family.spec().action_space.clone();
+    let mut policy = crate::eval::WithEpsilon::new(
+        GreedyPolicy::new(agent, step),
+        cfg.eval_epsilon,
+        &space,
+        eval_seed,
+    )?;
     evaluate_tasks(
         family,
         &[task],

@@ -383,7 +383,7 @@ def dict_obs(**kwargs):
 "#,
     )
     .unwrap();
-    let run = |env: &str| {
+    let run_with = |env: &str, extra: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
             .args([
                 "eval",
@@ -394,6 +394,7 @@ def dict_obs(**kwargs):
                 "--episodes",
                 "1",
             ])
+            .args(extra)
             .env("PYTHONPATH", dir.path())
             .output()
             .unwrap();
@@ -402,6 +403,7 @@ def dict_obs(**kwargs):
         assert!(!err.contains("panicked"), "{env}: {err}");
         err
     };
+    let run = |env: &str| run_with(env, &[]);
     let e = run("gym:NoSuchEnv-v0");
     assert!(
         e.contains("gym:NoSuchEnv-v0") && e.contains("NoSuchEnv"),
@@ -417,6 +419,24 @@ def dict_obs(**kwargs):
         "{e}"
     );
     assert!(e.contains("Traceback") && e.contains("user_envs.py"), "{e}");
+    // The same exception raised in an AsyncVectorEnv worker process.
+    let e = run_with("gym:user_envs:raising", &["--set", "env.num_envs=2"]);
+    assert!(
+        e.contains("gym:user_envs:raising") && e.contains("the simulator exploded at step 0"),
+        "{e}"
+    );
+    // num_envs is a Gymnasium option only.
+    let o = Command::new(env!("CARGO_BIN_EXE_reincarnate"))
+        .args(["eval", "--policy", "random", "--env", "cartpole"])
+        .args(["--set", "env.num_envs=2"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("num_envs") && e.contains("does not apply"),
+        "{e}"
+    );
     let e = run("gym:user_envs:dict_obs");
     assert!(
         e.contains("gym:user_envs:dict_obs") && e.contains("Dict"),
@@ -426,6 +446,79 @@ def dict_obs(**kwargs):
     assert!(e.contains("no_such_module"), "{e}");
     let e = run("gym:");
     assert!(e.contains("expected gym:ID"), "{e}");
+}
+
+/// Every step of a batch of environments, as the platform's VecEnv reports it.
+type BatchTrace = Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<bool>, Vec<bool>)>;
+
+fn batch_trace(cfg: &EnvConfig, n: usize, steps: usize) -> BatchTrace {
+    use reincarnate::envs::vec_env::ActionBatch;
+    let fam = TaskFamily::new(cfg).unwrap();
+    let spec = fam.spec().clone();
+    let mut venv = reincarnate::envs::VecEnv::new(&fam, &vec![0; n], 11).unwrap();
+    venv.reset();
+    let k = spec.action_space.discrete_n();
+    let dim = spec.action_space.flat_dim();
+    let mut out = vec![(venv.obs().to_vec(), vec![], vec![], vec![], vec![])];
+    for t in 0..steps {
+        let picks: Vec<(usize, Vec<f32>)> = (0..n).map(|i| action_at(t + 7 * i, k, dim)).collect();
+        let discrete: Vec<usize> = picks.iter().map(|p| p.0).collect();
+        let cont: Vec<f32> = picks.iter().flat_map(|p| p.1.clone()).collect();
+        venv.step(match k {
+            Some(_) => ActionBatch::Discrete(&discrete),
+            None => ActionBatch::Continuous(&cont),
+        })
+        .unwrap();
+        out.push((
+            venv.obs().to_vec(),
+            venv.next_obs().to_vec(),
+            venv.rewards().to_vec(),
+            venv.terminated().to_vec(),
+            venv.truncated().to_vec(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn async_vector_workers_step_exactly_as_envs_in_this_process() {
+    if venv_python().is_none() {
+        return;
+    }
+    // CartPole (episodes end often: same-step resets, true last observations), Pendulum
+    // (continuous actions, truncation at 200) and the Atari preset (uint8 frames).
+    for (id, overrides, steps) in [
+        ("gym:CartPole-v1", vec![], 300),
+        ("gym:Pendulum-v1", vec![], 230),
+        ("gym:ALE/Pong-v5", vec!["preset=\"atari\"".to_string()], 120),
+    ] {
+        let local = EnvConfig::new(id).with_overrides(&overrides).unwrap();
+        let mut workers = local.clone();
+        workers.num_envs = Some(2);
+        let a = batch_trace(&local, 2, steps);
+        let b = batch_trace(&workers, 2, steps);
+        let ends = a
+            .iter()
+            .flat_map(|r| r.3.iter().chain(&r.4))
+            .filter(|&&e| e)
+            .count();
+        assert!(
+            a == b,
+            "{id}: AsyncVectorEnv workers differ from in-process envs"
+        );
+        if id == "gym:CartPole-v1" || id == "gym:Pendulum-v1" {
+            assert!(ends >= 2, "{id}: {ends} episode ends in {steps} steps");
+        }
+    }
+    // Evaluation spreads its episodes over the workers: 5 episodes on 2 envs run 3 each.
+    let mut cfg = EnvConfig::new("gym:CartPole-v1");
+    cfg.num_envs = Some(2);
+    let fam = TaskFamily::new(&cfg).unwrap();
+    let mut random = reincarnate::eval::RandomPolicy::new(fam.spec().action_space.clone(), 0);
+    let report =
+        reincarnate::eval::evaluate(&fam, reincarnate::envs::TaskSet::All, 5, 0, &mut random)
+            .unwrap();
+    assert_eq!(report.episodes, 6, "{report:?}");
 }
 
 #[test]

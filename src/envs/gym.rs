@@ -88,6 +88,25 @@ pub fn make(cfg: &EnvConfig, _task: usize) -> Result<Box<dyn Env>> {
     }
 }
 
+/// `n` `gym:` environments stepped in Gymnasium `AsyncVectorEnv` worker processes
+/// (`env.num_envs`).
+pub fn make_batch(cfg: &EnvConfig, n: usize) -> Result<Box<dyn super::vec_env::BatchEnv>> {
+    let id = gym_id(&cfg.id)?;
+    #[cfg(feature = "gym")]
+    {
+        Ok(Box::new(bridge::GymBatch::new(cfg, id, n)?))
+    }
+    #[cfg(not(feature = "gym"))]
+    {
+        let _ = (id, n);
+        Err(Error::Config(format!(
+            "`{}` is a Gymnasium environment, but this binary was built without the Gymnasium \
+             bridge: {INSTALL_HINT}",
+            cfg.id
+        )))
+    }
+}
+
 /// `envs --json`'s entry for `gym:ID`: whether this binary has the bridge and, when it does,
 /// every Gymnasium id importable from its Python environment.
 pub fn registry_entry() -> serde_json::Value {
@@ -172,22 +191,33 @@ mod bridge {
         py.import("site")
             .and_then(|site| site.call_method1("addsitedir", (site_packages.to_string_lossy(),)))
             .map_err(|e| describe_err(py, &e))?;
-        let code = std::ffi::CString::new(include_str!("gym_bridge.py")).expect("no NUL in source");
-        PyModule::from_code(
-            py,
-            &code,
-            c"reincarnate/gym_bridge.py",
-            c"reincarnate_gym_bridge",
-        )
-        .map(Bound::unbind)
-        .map_err(|e| {
-            format!(
-                "cannot import Gymnasium from {}: {}\n{}",
-                venv.display(),
-                describe_err(py, &e),
-                super::INSTALL_HINT
-            )
-        })
+        // The module is imported from a file, not from a string: the worker processes of vector
+        // envs import it by name to build their envs.
+        let source = include_str!("gym_bridge.py");
+        let dir = std::env::temp_dir().join(format!(
+            "reincarnate-gym-bridge-{:08x}",
+            crc32fast::hash(source.as_bytes())
+        ));
+        let file = dir.join("reincarnate_gym_bridge.py");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::fs::write_atomic(&file, source.as_bytes()).map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("cannot write the bridge module {}: {e}", file.display()))?;
+        sys.getattr("path")
+            .and_then(|p| p.call_method1("insert", (0, dir.to_string_lossy())))
+            .map_err(|e| describe_err(py, &e))?;
+        py.import("reincarnate_gym_bridge")
+            .map(Bound::unbind)
+            .map_err(|e| {
+                format!(
+                    "cannot import Gymnasium from {}: {}\n{}",
+                    venv.display(),
+                    describe_err(py, &e),
+                    super::INSTALL_HINT
+                )
+            })
     }
 
     fn module(py: Python<'_>) -> Result<Bound<'_, PyModule>> {
@@ -226,6 +256,27 @@ mod bridge {
     /// A step's reward, `terminated` and `truncated`, or the exception.
     type StepAnswer = std::result::Result<(f64, bool, bool), String>;
 
+    /// A batch of actions, owned: discrete indices or continuous rows laid end to end.
+    enum VecAct {
+        Discrete(Vec<usize>),
+        Box(Vec<f32>),
+    }
+
+    /// A batched step's rewards, `terminated` and `truncated` flags, or the exception.
+    type VecStepAnswer = std::result::Result<(Vec<f64>, Vec<bool>, Vec<bool>), String>;
+
+    /// The two observation buffers of a batched step (to act on, true next).
+    type ObsPair = (Vec<f32>, Vec<f32>);
+
+    /// What `vector_step` returns: both observation arrays, rewards and flags.
+    type VecStepTuple<'py> = (
+        Bound<'py, PyAny>,
+        Bound<'py, PyAny>,
+        Vec<f64>,
+        Vec<bool>,
+        Vec<bool>,
+    );
+
     /// Work for the Python thread; each request carries the channel its answer goes back on.
     /// Observations travel in the caller's buffer, which comes back filled.
     enum Request {
@@ -251,9 +302,31 @@ mod bridge {
             obs: Vec<f32>,
             reply: Sender<(Vec<f32>, StepAnswer)>,
         },
-        Close {
-            env: u64,
+        MakeVector {
+            id: String,
+            gym_id: String,
+            kwargs: String,
+            max_episode_steps: Option<u32>,
+            preset: Option<String>,
+            n: usize,
+            reply: Sender<std::result::Result<(u64, String), String>>,
         },
+        VecReset {
+            env: u64,
+            seeds: Vec<u64>,
+            bytes: bool,
+            obs: Vec<f32>,
+            reply: Sender<(Vec<f32>, std::result::Result<(), String>)>,
+        },
+        VecStep {
+            env: u64,
+            actions: VecAct,
+            bytes: bool,
+            bufs: ObsPair,
+            reply: Sender<(ObsPair, VecStepAnswer)>,
+        },
+        /// Closes an env; a vector env's caller waits for its workers to stop (`done`).
+        Close { env: u64, done: Option<Sender<()>> },
         Registry {
             reply: Sender<std::result::Result<String, String>>,
         },
@@ -381,6 +454,79 @@ mod bridge {
                     });
                     let _ = reply.send((obs, r));
                 }
+                Request::MakeVector {
+                    id,
+                    gym_id,
+                    kwargs,
+                    max_episode_steps,
+                    preset,
+                    n,
+                    reply,
+                } => {
+                    let python = venv().join("bin").join("python");
+                    let made = module(py).map_err(|e| e.to_string()).and_then(|m| {
+                        m.getattr("make_vector")
+                            .and_then(|f| {
+                                f.call1((
+                                    gym_id,
+                                    kwargs,
+                                    max_episode_steps,
+                                    preset,
+                                    n,
+                                    python.to_string_lossy(),
+                                ))
+                            })
+                            .and_then(|r| r.extract::<(Py<PyAny>, String)>())
+                            .map_err(|e| {
+                                format!(
+                                    "cannot make {n} `{id}` in AsyncVectorEnv workers: {}",
+                                    describe_err(py, &e)
+                                )
+                            })
+                    });
+                    let _ = reply.send(made.map(|(env, info)| {
+                        next += 1;
+                        envs.insert(next, env);
+                        (next, info)
+                    }));
+                }
+                Request::VecReset {
+                    env,
+                    seeds,
+                    bytes,
+                    mut obs,
+                    reply,
+                } => {
+                    let r = target(py, &envs, env, "vector_reset")
+                        .and_then(|(f, e)| f.call1((e, seeds)).map_err(|x| raised(py, "reset", &x)))
+                        .and_then(|arr| {
+                            copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)
+                        });
+                    let _ = reply.send((obs, r));
+                }
+                Request::VecStep {
+                    env,
+                    actions,
+                    bytes,
+                    mut bufs,
+                    reply,
+                } => {
+                    let out = target(py, &envs, env, "vector_step").and_then(|(f, e)| {
+                        match actions {
+                            VecAct::Discrete(a) => f.call1((e, a)),
+                            VecAct::Box(v) => f.call1((e, v)),
+                        }
+                        .map_err(|x| raised(py, "step", &x))
+                    });
+                    let r = out.and_then(|out| {
+                        let (obs, next, rewards, terminated, truncated): VecStepTuple<'_> =
+                            out.extract().map_err(|e| describe_err(py, &e))?;
+                        copy_obs(py, &obs, bytes.then_some(&mut scratch), &mut bufs.0)?;
+                        copy_obs(py, &next, bytes.then_some(&mut scratch), &mut bufs.1)?;
+                        Ok((rewards, terminated, truncated))
+                    });
+                    let _ = reply.send((bufs, r));
+                }
                 Request::Registry { reply } => {
                     let ids = module(py).map_err(|e| e.to_string()).and_then(|m| {
                         m.getattr("registered_ids")
@@ -390,9 +536,12 @@ mod bridge {
                     });
                     let _ = reply.send(ids);
                 }
-                Request::Close { env } => {
+                Request::Close { env, done } => {
                     if let Some(e) = envs.remove(&env) {
                         let _ = e.bind(py).call_method0("close");
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
             });
@@ -470,6 +619,144 @@ mod bridge {
             .map_err(|e| Error::Env(format!("the bridge's id list is not JSON: {e}")))
     }
 
+    /// `n` environments in Gymnasium's `AsyncVectorEnv`, one worker process each (`env.num_envs`):
+    /// one crossing into Python per batched step, the workers stepping in parallel.
+    pub struct GymBatch {
+        id: String,
+        handle: u64,
+        n: usize,
+        bytes: bool,
+        action_dim: usize,
+        /// The buffers observations travel in (to act on, true next).
+        bufs: ObsPair,
+    }
+
+    impl GymBatch {
+        /// The batch and the spec's spaces, dtype and time limit, as [`GymEnv`] reads them.
+        pub fn new(cfg: &EnvConfig, gym_id: &str, n: usize) -> Result<Self> {
+            let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
+                .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
+            let (tx, rx) = channel();
+            send(Request::MakeVector {
+                id: cfg.id.clone(),
+                gym_id: gym_id.to_string(),
+                kwargs,
+                max_episode_steps: cfg.max_episode_steps,
+                preset: cfg.preset.clone(),
+                n,
+                reply: tx,
+            })?;
+            let (handle, info) = rx
+                .recv()
+                .map_err(|_| Error::Env("the Python thread has stopped".into()))?
+                .map_err(Error::Env)?;
+            let mut batch = Self {
+                id: cfg.id.clone(),
+                handle,
+                n,
+                bytes: false,
+                action_dim: 0,
+                bufs: (Vec::new(), Vec::new()),
+            };
+            let info = crate::formats::minari::python_json(&info)
+                .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
+            let obs_space = space(&cfg.id, "observation", &info["observation_space"])?;
+            let action_space = space(&cfg.id, "action", &info["action_space"])?;
+            batch.bytes = info["observation_space"]["dtype"].as_str() == Some("uint8");
+            batch.action_dim = action_space.flat_dim();
+            let d = obs_space.flat_dim();
+            batch.bufs = (vec![0.0; n * d], vec![0.0; n * d]);
+            Ok(batch)
+        }
+    }
+
+    impl Drop for GymBatch {
+        /// Waits until the workers have stopped: a process that exits with them still running
+        /// leaves them writing into closed pipes.
+        fn drop(&mut self) {
+            let (tx, rx) = channel();
+            if send(Request::Close {
+                env: self.handle,
+                done: Some(tx),
+            })
+            .is_ok()
+            {
+                let _ = rx.recv();
+            }
+        }
+    }
+
+    impl crate::envs::vec_env::BatchEnv for GymBatch {
+        fn reset(&mut self, seeds: &[u64], obs: &mut [f32]) -> Result<()> {
+            let (tx, rx) = channel();
+            send(Request::VecReset {
+                env: self.handle,
+                seeds: seeds.to_vec(),
+                bytes: self.bytes,
+                obs: std::mem::take(&mut self.bufs.0),
+                reply: tx,
+            })?;
+            let (buf, r) =
+                recv_soon(&rx).map_err(|_| Error::Env("the Python thread has stopped".into()))?;
+            self.bufs.0 = buf;
+            r.map_err(|m| Error::Env(format!("`{}`: {m}", self.id)))?;
+            obs.copy_from_slice(&self.bufs.0);
+            Ok(())
+        }
+
+        fn step(
+            &mut self,
+            actions: crate::envs::vec_env::ActionBatch<'_>,
+            out: crate::envs::vec_env::BatchOut<'_>,
+        ) -> Result<()> {
+            use crate::envs::vec_env::ActionBatch;
+            let actions = match actions {
+                ActionBatch::Discrete(a) => VecAct::Discrete(a.to_vec()),
+                ActionBatch::Continuous(a) if a.len() == self.n * self.action_dim => {
+                    VecAct::Box(a.to_vec())
+                }
+                ActionBatch::Continuous(a) => {
+                    return Err(Error::Env(format!(
+                        "`{}`: {} action values for {} environments of {} each",
+                        self.id,
+                        a.len(),
+                        self.n,
+                        self.action_dim
+                    )))
+                }
+            };
+            let (tx, rx) = channel();
+            send(Request::VecStep {
+                env: self.handle,
+                actions,
+                bytes: self.bytes,
+                bufs: std::mem::take(&mut self.bufs),
+                reply: tx,
+            })?;
+            let (bufs, r) =
+                recv_soon(&rx).map_err(|_| Error::Env("the Python thread has stopped".into()))?;
+            self.bufs = bufs;
+            let (rewards, terminated, truncated) =
+                r.map_err(|m| Error::Env(format!("`{}`: {m}", self.id)))?;
+            if rewards.len() != self.n || terminated.len() != self.n || truncated.len() != self.n {
+                return Err(Error::Env(format!(
+                    "`{}`: the vector env answered for {} environments, not {}",
+                    self.id,
+                    rewards.len(),
+                    self.n
+                )));
+            }
+            out.obs.copy_from_slice(&self.bufs.0);
+            out.next_obs.copy_from_slice(&self.bufs.1);
+            for i in 0..self.n {
+                out.rewards[i] = rewards[i] as f32;
+                out.terminated[i] = terminated[i];
+                out.truncated[i] = truncated[i];
+            }
+            Ok(())
+        }
+    }
+
     pub struct GymEnv {
         id: String,
         handle: u64,
@@ -528,7 +815,10 @@ mod bridge {
 
     impl Drop for GymEnv {
         fn drop(&mut self) {
-            let _ = send(Request::Close { env: self.handle });
+            let _ = send(Request::Close {
+                env: self.handle,
+                done: None,
+            });
         }
     }
 

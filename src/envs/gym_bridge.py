@@ -117,6 +117,58 @@ def step_box(env, action):
     return _obs(obs), float(reward), bool(terminated), bool(truncated)
 
 
+def _make_env(env_id, kwargs_json, max_episode_steps, preset):
+    """The env alone, as a worker process builds it (a module-level function: picklable)."""
+    return make(env_id, kwargs_json, max_episode_steps, preset)[0]
+
+
+def make_vector(env_id, kwargs_json, max_episode_steps, preset, n, python):
+    """`n` envs in Gymnasium's AsyncVectorEnv (one worker process each, started with `python`:
+    the embedded interpreter's own executable is the Rust binary), resetting an env in the same
+    step its episode ends, with the episode's last observation in `final_obs`."""
+    import functools
+    import multiprocessing
+
+    multiprocessing.set_executable(python)
+    _, info = make(env_id, kwargs_json, max_episode_steps, preset)
+    fns = [functools.partial(_make_env, env_id, kwargs_json, max_episode_steps, preset)] * n
+    venv = gym.vector.AsyncVectorEnv(
+        fns,
+        context="spawn",
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    return venv, info
+
+
+def vector_reset(venv, seeds):
+    obs, _ = venv.reset(seed=[int(s) for s in seeds])
+    return _obs(obs)
+
+
+def vector_step(venv, actions):
+    """One step of every env: the observations to act on next (reset ones where an episode
+    ended), the true next observations (the episode's last where it ended), rewards, flags."""
+    space = venv.single_action_space
+    if isinstance(space, gym.spaces.Discrete):
+        a = np.asarray(actions, dtype=np.int64) + int(space.start)
+    else:
+        a = np.asarray(actions, dtype=space.dtype).reshape((venv.num_envs,) + space.shape)
+    obs, reward, terminated, truncated, info = venv.step(a)
+    ended = np.logical_or(terminated, truncated)
+    nxt = obs
+    if ended.any():
+        nxt = np.array(obs, copy=True)
+        for i in np.nonzero(info["_final_obs"])[0]:
+            nxt[i] = info["final_obs"][i]
+    return (
+        _obs(obs),
+        _obs(nxt),
+        np.asarray(reward, np.float64).tolist(),
+        [bool(x) for x in terminated],
+        [bool(x) for x in truncated],
+    )
+
+
 def registered_ids():
     """Every id `gymnasium.make` accepts here (Gymnasium's and ale-py's), as JSON."""
     return json.dumps(sorted(gym.registry.keys()))

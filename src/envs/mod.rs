@@ -325,6 +325,10 @@ pub struct EnvConfig {
     /// `gym:` environments: a standard set of wrappers, `atari` (see [`gym`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// `gym:` environments: step every batch of environments in Gymnasium `AsyncVectorEnv`
+    /// worker processes (one per environment), and evaluate on this many at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_envs: Option<usize>,
 }
 
 impl EnvConfig {
@@ -340,6 +344,7 @@ impl EnvConfig {
             observe_key: None,
             kwargs: None,
             preset: None,
+            num_envs: None,
         }
     }
 
@@ -380,6 +385,9 @@ impl EnvConfig {
         }
         if self.preset.is_some() {
             out.push("preset");
+        }
+        if self.num_envs.is_some() {
+            out.push("num_envs");
         }
         out
     }
@@ -509,6 +517,9 @@ impl TaskFamily {
         }
         if config.max_episode_steps == Some(0) {
             crate::config_bail!("env.max_episode_steps must be at least 1");
+        }
+        if config.num_envs == Some(0) {
+            crate::config_bail!("env.num_envs must be at least 1");
         }
         if config.num_tasks == Some(0) {
             crate::config_bail!("env.num_tasks must be at least 1");

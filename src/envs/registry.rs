@@ -152,7 +152,7 @@ pub fn registry() -> &'static [EnvEntry] {
 static GYM: EnvEntry = EnvEntry {
     id: "gym:ID",
     summary: "any Gymnasium environment (gym:Hopper-v5, gym:ALE/Breakout-v5, gym:module:factory) through the Python bridge; needs the `gym` feature",
-    options: &["kwargs", "preset"],
+    options: &["kwargs", "preset", "num_envs"],
     num_tasks: one_task,
     split: single_split,
     make: super::gym::make,

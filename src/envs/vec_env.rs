@@ -25,9 +25,72 @@ pub struct EpisodeEnd {
     pub terminated: bool,
 }
 
+/// Where a [`BatchEnv`] writes one step of `n` environments.
+pub struct BatchOut<'a> {
+    /// The observations to act on next (a new episode's first where one ended).
+    pub obs: &'a mut [f32],
+    /// The true next observations (an ended episode's last).
+    pub next_obs: &'a mut [f32],
+    pub rewards: &'a mut [f32],
+    pub terminated: &'a mut [bool],
+    pub truncated: &'a mut [bool],
+}
+
+/// Environments that step together elsewhere (Gymnasium `AsyncVectorEnv` worker processes):
+/// one call steps them all, and an environment whose episode ends starts its next episode in
+/// the same step, continuing its generator as `reset(None)` does.
+pub trait BatchEnv: Send {
+    /// Resets environment `i` with `seeds[i]`, writing every first observation.
+    fn reset(&mut self, seeds: &[u64], obs: &mut [f32]) -> Result<()>;
+    fn step(&mut self, actions: ActionBatch<'_>, out: BatchOut<'_>) -> Result<()>;
+}
+
+/// A slot of a [`BatchEnv`] in [`VecEnv`]'s list of environments: its spaces, nothing to step.
+struct BatchSlot {
+    id: String,
+    observation_space: Space,
+    action_space: Space,
+    max_episode_steps: u32,
+}
+
+impl Env for BatchSlot {
+    fn observation_space(&self) -> &Space {
+        &self.observation_space
+    }
+    fn action_space(&self) -> &Space {
+        &self.action_space
+    }
+    fn max_episode_steps(&self) -> u32 {
+        self.max_episode_steps
+    }
+    fn reset(&mut self, _seed: Option<u64>, obs: &mut [f32]) {
+        obs.fill(f32::NAN);
+    }
+    fn step(&mut self, _action: Action<'_>, _obs: &mut [f32]) -> Result<crate::envs::Step> {
+        Err(Error::Env(format!(
+            "`{}` steps in a worker process, with its batch",
+            self.id
+        )))
+    }
+    fn snapshot(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({ "worker": self.id, "state": "not captured" }))
+    }
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Err(Error::Env(format!(
+            "`{}` runs in a worker process whose state is not saved in checkpoints, so the run \
+             does not resume; start it again",
+            self.id
+        )))
+    }
+}
+
 pub struct VecEnv {
     family: TaskFamily,
     envs: Vec<Box<dyn Env>>,
+    /// `env.num_envs`: the environments step in worker processes (`envs` holds their slots).
+    batch: Option<Box<dyn BatchEnv>>,
+    /// An error of the batch's reset, returned by the next step.
+    pending: Option<Error>,
     tasks: Vec<usize>,
     pending_tasks: Vec<Option<usize>>,
     seed: u64,
@@ -51,17 +114,39 @@ impl VecEnv {
         if tasks.is_empty() {
             return Err(Error::Config("a VecEnv needs at least one task".into()));
         }
-        let envs = tasks
-            .iter()
-            .map(|&t| family.make(t))
-            .collect::<Result<Vec<_>>>()?;
         let spec = family.spec();
+        let (envs, batch) = match spec.config.num_envs {
+            Some(_) => {
+                let batch = super::gym::make_batch(&spec.config, tasks.len())?;
+                let slots = tasks
+                    .iter()
+                    .map(|_| {
+                        Box::new(BatchSlot {
+                            id: spec.id().to_string(),
+                            observation_space: spec.observation_space.clone(),
+                            action_space: spec.action_space.clone(),
+                            max_episode_steps: spec.max_episode_steps,
+                        }) as Box<dyn Env>
+                    })
+                    .collect();
+                (slots, Some(batch))
+            }
+            None => (
+                tasks
+                    .iter()
+                    .map(|&t| family.make(t))
+                    .collect::<Result<Vec<_>>>()?,
+                None,
+            ),
+        };
         let obs_dim = spec.observation_space.flat_dim();
         let action_dim = spec.action_space.flat_dim();
         let n = tasks.len();
         Ok(Self {
             family: family.clone(),
             envs,
+            batch,
+            pending: None,
             tasks: tasks.to_vec(),
             pending_tasks: vec![None; n],
             seed,
@@ -98,6 +183,19 @@ impl VecEnv {
     /// Resets every environment (seeding each from the batch seed) and returns the observations.
     pub fn reset(&mut self) -> &[f32] {
         let d = self.obs_dim;
+        if let Some(batch) = self.batch.as_mut() {
+            let seeds: Vec<u64> = (0..self.envs.len())
+                .map(|i| derive_seed(self.seed, i as u64))
+                .collect();
+            if let Err(e) = batch.reset(&seeds, &mut self.obs) {
+                self.obs.fill(f32::NAN);
+                self.pending = Some(e);
+            }
+            self.ep_return.fill(0.0);
+            self.ep_len.fill(0);
+            self.next_obs.copy_from_slice(&self.obs);
+            return &self.obs;
+        }
         for (i, env) in self.envs.iter_mut().enumerate() {
             env.reset(
                 Some(derive_seed(self.seed, i as u64)),
@@ -136,6 +234,39 @@ impl VecEnv {
             _ => {}
         }
         self.finished.clear();
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        if let Some(batch) = self.batch.as_mut() {
+            batch.step(
+                actions,
+                BatchOut {
+                    obs: &mut self.obs,
+                    next_obs: &mut self.next_obs,
+                    rewards: &mut self.rewards,
+                    terminated: &mut self.terminated,
+                    truncated: &mut self.truncated,
+                },
+            )?;
+            for i in 0..n {
+                self.ep_return[i] += f64::from(self.rewards[i]);
+                self.ep_len[i] += 1;
+                if self.terminated[i] || self.truncated[i] {
+                    self.finished.push(EpisodeEnd {
+                        env: i,
+                        task: self.tasks[i],
+                        ret: self.ep_return[i],
+                        length: self.ep_len[i],
+                        terminated: self.terminated[i],
+                    });
+                    self.ep_return[i] = 0.0;
+                    self.ep_len[i] = 0;
+                    // One task per Gymnasium env: a pending switch is to the same task.
+                    self.pending_tasks[i] = None;
+                }
+            }
+            return Ok(());
+        }
         let d = self.obs_dim;
         for i in 0..n {
             let action = match actions {

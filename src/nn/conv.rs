@@ -15,8 +15,8 @@ use crate::nn::spectral_norm::{SnMode, SpectralNorm};
 /// Stride 1 runs as im2col + one batched matmul built from tensor ops: its backward is a
 /// matmul too, and it skips the input gradient when the input is an observation. candle's
 /// `conv2d` backward always computes that input gradient by a transposed convolution; on the
-/// MinAtar network this way is about 2.5× faster per update on the CPU. Other strides use
-/// candle's `conv2d`.
+/// MinAtar network this way is about 2.5× faster per update on the CPU. A stride `s > 1` is
+/// first turned into stride 1 by space-to-depth ([`space_to_depth`]), exactly.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -24,14 +24,60 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> candle_core::Result<Tensor> {
-    if stride == 1 {
+    if stride <= 1 {
         return conv2d_im2col(x, w, b, padding);
     }
-    let y = x.conv2d(w, padding, stride, 1, 1)?;
-    match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
-        None => Ok(y),
+    let x = if padding > 0 {
+        x.pad_with_zeros(2, padding, padding)?
+            .pad_with_zeros(3, padding, padding)?
+    } else {
+        x.clone()
+    };
+    let (xs, ws) = space_to_depth(&x, w, stride)?;
+    conv2d_im2col(&xs, &ws, b, 0)
+}
+
+/// A stride-`s` convolution of `x` `(batch, c, h, w)` by `w` `(out, c, kh, kw)` as a stride-1
+/// convolution of the returned pair: the kernel padded with zero taps to multiples of `s`
+/// (`kh' = s·⌈kh/s⌉`), each `s × s` block of input pixels moved into channels
+/// (`x'[b, c·s² + p·s + q, i, j] = x[b, c, i·s + p, j·s + q]`) and the kernel likewise
+/// (`w'[o, c·s² + p·s + q, a, e] = w[o, c, a·s + p, e·s + q]`), so that
+/// `Σ w'·x'` over a `kh'/s × kw'/s` window is `Σ w[o, c, di, dj]·x[b, c, i·s + di, j·s + dj]`.
+/// The input is cut or zero-extended to the `(oh − 1)·s + kh'` rows (and columns) the output
+/// windows read, so the output keeps its `⌊(h − kh)/s⌋ + 1` rows.
+fn space_to_depth(x: &Tensor, w: &Tensor, s: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let (batch, c, h, wd) = x.dims4()?;
+    let (c_out, c_w, kh, kw) = w.dims4()?;
+    if c_w != c {
+        candle_core::bail!("conv2d: input has {c} channels, kernel expects {c_w}")
     }
+    let (Some(oh), Some(ow)) = (conv_out_size(h, kh, s, 0), conv_out_size(wd, kw, s, 0)) else {
+        candle_core::bail!("conv2d: input {h}×{wd} is smaller than the {kh}×{kw} kernel")
+    };
+    let (kh2, kw2) = (kh.div_ceil(s) * s, kw.div_ceil(s) * s);
+    let w = w
+        .pad_with_zeros(2, 0, kh2 - kh)?
+        .pad_with_zeros(3, 0, kw2 - kw)?;
+    let (h2, w2) = ((oh - 1) * s + kh2, (ow - 1) * s + kw2);
+    let fit = |x: Tensor, dim: usize, have: usize, want: usize| -> candle_core::Result<Tensor> {
+        if want > have {
+            x.pad_with_zeros(dim, 0, want - have)
+        } else {
+            x.narrow(dim, 0, want)
+        }
+    };
+    let x = fit(fit(x.clone(), 2, h, h2)?, 3, wd, w2)?;
+    let xs = x
+        .reshape((batch, c, h2 / s, s, w2 / s, s))?
+        .permute((0, 1, 3, 5, 2, 4))?
+        .contiguous()?
+        .reshape((batch, c * s * s, h2 / s, w2 / s))?;
+    let ws = w
+        .reshape((c_out, c, kh2 / s, s, kw2 / s, s))?
+        .permute((0, 1, 3, 5, 2, 4))?
+        .contiguous()?
+        .reshape((c_out, c * s * s, kh2 / s, kw2 / s))?;
+    Ok((xs, ws))
 }
 
 /// Stride-1 convolution as `W_(out, in·kh·kw) × cols_(batch, in·kh·kw, oh·ow)`.
@@ -456,6 +502,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Space-to-depth strided convolutions equal candle's direct ones: the Nature CNN's
+    /// 8×8/4 and 4×4/2, a kernel that is no multiple of its stride, rows left over at the
+    /// border, padding.
+    #[test]
+    fn strided_convolution_matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(11);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+        for (c, h, w, k, stride, pad) in [
+            (4, 84, 84, 8, 4, 0),
+            (32, 20, 20, 4, 2, 0),
+            (3, 11, 9, 3, 2, 0),
+            (2, 10, 13, 5, 3, 1),
+            (2, 7, 7, 2, 2, 1),
+        ] {
+            let x = Tensor::from_vec(draw(2 * c * h * w), (2, c, h, w), &dev).unwrap();
+            let wt = Tensor::from_vec(draw(5 * c * k * k), (5, c, k, k), &dev).unwrap();
+            let b = Tensor::from_vec(draw(5), 5, &dev).unwrap();
+            let a = conv2d(&x, &wt, Some(&b), stride, pad).unwrap();
+            let r = x
+                .conv2d(&wt, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(a.dims(), r.dims(), "{c}×{h}×{w}, {k}/{stride} pad {pad}");
+            let diff = (a - r).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(
+                diff < 1e-4,
+                "{c}×{h}×{w}, {k}/{stride} pad {pad}: off by {diff}"
+            );
+        }
+    }
+
+    /// f64 central differences against backprop through the strided (space-to-depth) path.
+    #[test]
+    fn strided_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::seed_from_u64(6);
+        let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal()).collect() };
+        let shapes: [&[usize]; 3] = [&[2, 2, 7, 6], &[3, 2, 3, 3], &[3]];
+        let vals: Vec<Vec<f64>> = shapes.iter().map(|s| draw(s.iter().product())).collect();
+        // (7 + 2 − 3)/2 + 1 = 4 rows, (6 + 2 − 3)/2 + 1 = 3 columns
+        let r = Tensor::from_vec(draw(2 * 3 * 4 * 3), (2, 3, 4, 3), &dev).unwrap();
+        let inputs: Vec<(Vec<f64>, &[usize])> = vals.into_iter().zip(shapes).collect();
+        let bad = crate::nn::grad_check::gradient_mismatches(
+            &inputs,
+            |t| (conv2d(&t[0], &t[1], Some(&t[2]), 2, 1)?.tanh()? * &r)?.sum_all(),
+            1e-7,
+            &dev,
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 
     /// f64 central differences against backprop for input, kernel and bias.

@@ -390,10 +390,21 @@ impl QNetwork {
             }
             Body::NatureCnn => {
                 let s = &self.obs_shape;
-                let mut y = obs
+                let frames = obs
                     .reshape((batch, s[0], s[1], s[2]))?
                     .affine(1.0 / 255.0, 0.0)?;
-                for layer in &self.layers[..NATURE_CONVS.len()] {
+                // The first convolution reads observations, which carry no gradient: channel
+                // last, it runs as one matrix product over im2col rows (forward and backward).
+                let mut y = match &self.layers[0] {
+                    Layer::Conv(conv) => conv
+                        .forward_relu_nhwc_t(&frames.permute((0, 2, 3, 1))?.contiguous()?, train)?,
+                    Layer::Linear(_) => {
+                        return Err(Error::Training(
+                            "q-network: the Nature CNN body starts with a convolution".into(),
+                        ))
+                    }
+                };
+                for layer in &self.layers[1..NATURE_CONVS.len()] {
                     y = layer.forward_t(&y, train)?.relu()?;
                 }
                 y.flatten_from(1)?

@@ -329,10 +329,12 @@ pub fn run_reincarnate(
         "train",
         loop_cfg.eval_episodes.max(1),
         crate::rng::derive_seed(seed ^ 0xE7A1, 0),
-        &mut GreedyPolicy {
-            agent: student.as_mut(),
-            step: 0,
-        },
+        &mut crate::eval::WithEpsilon::new(
+            GreedyPolicy::new(student.as_mut(), 0),
+            loop_cfg.eval_epsilon,
+            &family.spec().action_space,
+            crate::rng::derive_seed(seed ^ 0xE7A1, 0),
+        )?,
     )?
     .mean_return;
     let summary = crate::train::train(student.as_mut(), &env_cfg, &loop_cfg, seed, out, false)?;
@@ -351,10 +353,12 @@ pub fn run_reincarnate(
                     .max(loop_cfg.eval_episodes)
                     .max(1),
                 crate::rng::derive_seed(seed ^ 0xF1A1, spec.train_loop.steps),
-                &mut GreedyPolicy {
-                    agent: student.as_mut(),
-                    step: summary.step,
-                },
+                &mut crate::eval::WithEpsilon::new(
+                    GreedyPolicy::new(student.as_mut(), summary.step),
+                    loop_cfg.eval_epsilon,
+                    &family.spec().action_space,
+                    crate::rng::derive_seed(seed ^ 0xF1A1, spec.train_loop.steps),
+                )?,
             )?
             .mean_return,
         ),
@@ -453,7 +457,12 @@ fn score_ends(
         "train",
         episodes,
         score_seed,
-        &mut TeacherPolicy(teacher),
+        &mut crate::eval::WithEpsilon::new(
+            TeacherPolicy(teacher),
+            spec.train_loop.eval_epsilon,
+            &family.spec().action_space,
+            score_seed,
+        )?,
     )?
     .mean_return;
     let random_return = evaluate_tasks(

@@ -2,7 +2,7 @@
 //! (`{"name", "value", "unit"}`). Benchmarks measure; tests never time themselves.
 
 use crate::envs::vec_env::ActionBatch;
-use crate::envs::{registry, Action, Space, TaskFamily, VecEnv};
+use crate::envs::{registry, Action, EnvConfig, Space, TaskFamily, VecEnv};
 use crate::error::Result;
 use crate::report::Figure;
 use crate::rng::Rng;
@@ -27,24 +27,35 @@ fn rate(budget: Duration, mut f: impl FnMut(usize) -> Result<usize>) -> Result<f
     }
 }
 
-/// Steps/s of every environment, a single env and a `VecEnv` of 64, one thread, random actions.
+/// Steps/s of every environment, a single env and a `VecEnv` of 64, one thread, random actions;
+/// with the Gymnasium bridge also `gym:` envs alone and in batches of 16 and 256 over 1 or 2
+/// worker processes, and Breakout with the `atari` preset (agent steps: 4 frames each).
 pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    let mut ids: Vec<&str> = registry().iter().map(|e| e.id).collect();
+    let mut configs: Vec<(String, EnvConfig)> = registry()
+        .iter()
+        .map(|e| (e.id.to_string(), EnvConfig::new(e.id)))
+        .collect();
     if cfg!(feature = "gym") {
-        // Through the bridge: one env in this process, and AsyncVectorEnv workers.
-        ids.extend([
+        // Through the bridge: one env in this process, and batches in 1 or 2 worker processes.
+        for id in [
             "gym:CartPole-v1",
             "gym:Pendulum-v1",
             "gym:Hopper-v5",
             "gym:ALE/Breakout-v5",
-        ]);
+        ] {
+            configs.push((id.to_string(), EnvConfig::new(id)));
+        }
+        let mut atari = EnvConfig::new("gym:ALE/Breakout-v5");
+        atari.preset = Some("atari".into());
+        configs.push(("gym:ALE/Breakout-v5+atari".into(), atari));
     }
-    for id in ids {
+    for (id, config) in configs {
+        let id = id.as_str();
         if filter.is_some_and(|f| !id.contains(f)) {
             continue;
         }
-        let family = TaskFamily::from_id(id)?;
+        let family = TaskFamily::new(&config)?;
         let spec = family.spec().clone();
         let d = spec.obs_dim();
         let tasks = family.tasks(crate::envs::TaskSet::All);
@@ -84,17 +95,26 @@ pub fn bench_envs(budget: Duration, filter: Option<&str>) -> Result<Vec<Figure>>
             unit: "steps/s".into(),
         });
         if id.starts_with(crate::envs::gym::PREFIX) {
-            // Gymnasium's AsyncVectorEnv with 1 and 2 worker processes (`env.num_envs`).
-            for workers in [1, 2] {
-                let mut cfg = spec.config.clone();
-                cfg.num_envs = Some(workers);
-                let fam = TaskFamily::new(&cfg)?;
-                let mut venv = VecEnv::new(&fam, &vec![tasks[0]; workers], 0)?;
-                figures.push(Figure {
-                    name: format!("envs/{id}/async{workers}"),
-                    value: vec_step_rate(&mut venv, &spec.action_space, budget, &mut rng)?,
-                    unit: "steps/s".into(),
-                });
+            // N envs in 1 and 2 worker processes (`env.num_envs`), N / workers each: one
+            // message per worker per batched step, whose cost the larger batch spreads thinner
+            // (Atari: 16 only, each ALE instance holds its own emulator).
+            let sizes: &[usize] = if id.contains("ALE/") {
+                &[16]
+            } else {
+                &[16, 256]
+            };
+            for &n in sizes {
+                for workers in [1, 2] {
+                    let mut cfg = spec.config.clone();
+                    cfg.num_envs = Some(workers);
+                    let fam = TaskFamily::new(&cfg)?;
+                    let mut venv = VecEnv::new(&fam, &vec![tasks[0]; n], 0)?;
+                    figures.push(Figure {
+                        name: format!("envs/{id}/{n}-envs-{workers}-workers"),
+                        value: vec_step_rate(&mut venv, &spec.action_space, budget, &mut rng)?,
+                        unit: "steps/s".into(),
+                    });
+                }
             }
             continue;
         }

@@ -481,31 +481,35 @@ fn batch_trace(cfg: &EnvConfig, n: usize, steps: usize) -> BatchTrace {
 }
 
 #[test]
-fn async_vector_workers_step_exactly_as_envs_in_this_process() {
+fn worker_processes_step_exactly_as_envs_in_this_process() {
     if venv_python().is_none() {
         return;
     }
     // CartPole (episodes end often: same-step resets, true last observations), Pendulum
-    // (continuous actions, truncation at 200) and the Atari preset (uint8 frames).
-    for (id, overrides, steps) in [
-        ("gym:CartPole-v1", vec![], 300),
-        ("gym:Pendulum-v1", vec![], 230),
-        ("gym:ALE/Pong-v5", vec!["preset=\"atari\"".to_string()], 120),
+    // (continuous actions, truncation at 200), Hopper (3 envs over 2 workers, actions of 3
+    // values) and the Atari preset (uint8 frames).
+    for (id, overrides, steps, n) in [
+        ("gym:CartPole-v1", vec![], 300, 2),
+        ("gym:Pendulum-v1", vec![], 230, 2),
+        ("gym:Hopper-v5", vec![], 80, 3),
+        (
+            "gym:ALE/Pong-v5",
+            vec!["preset=\"atari\"".to_string()],
+            120,
+            2,
+        ),
     ] {
         let local = EnvConfig::new(id).with_overrides(&overrides).unwrap();
         let mut workers = local.clone();
         workers.num_envs = Some(2);
-        let a = batch_trace(&local, 2, steps);
-        let b = batch_trace(&workers, 2, steps);
+        let a = batch_trace(&local, n, steps);
+        let b = batch_trace(&workers, n, steps);
         let ends = a
             .iter()
             .flat_map(|r| r.3.iter().chain(&r.4))
             .filter(|&&e| e)
             .count();
-        assert!(
-            a == b,
-            "{id}: AsyncVectorEnv workers differ from in-process envs"
-        );
+        assert!(a == b, "{id}: worker processes differ from in-process envs");
         if id == "gym:CartPole-v1" || id == "gym:Pendulum-v1" {
             assert!(ends >= 2, "{id}: {ends} episode ends in {steps} steps");
         }

@@ -88,13 +88,14 @@ pub fn make(cfg: &EnvConfig, _task: usize) -> Result<Box<dyn Env>> {
     }
 }
 
-/// `n` `gym:` environments stepped in Gymnasium `AsyncVectorEnv` worker processes
-/// (`env.num_envs`).
+/// `n` `gym:` environments stepped in `env.num_envs` worker processes (at most `n`), each
+/// running its share in Gymnasium's `SyncVectorEnv`.
 pub fn make_batch(cfg: &EnvConfig, n: usize) -> Result<Box<dyn super::vec_env::BatchEnv>> {
     let id = gym_id(&cfg.id)?;
     #[cfg(feature = "gym")]
     {
-        Ok(Box::new(bridge::GymBatch::new(cfg, id, n)?))
+        let workers = cfg.num_envs.unwrap_or(1).clamp(1, n.max(1));
+        Ok(Box::new(bridge::GymBatch::new(cfg, id, n, workers)?))
     }
     #[cfg(not(feature = "gym"))]
     {
@@ -309,6 +310,7 @@ mod bridge {
             max_episode_steps: Option<u32>,
             preset: Option<String>,
             n: usize,
+            workers: usize,
             reply: Sender<std::result::Result<(u64, String), String>>,
         },
         VecReset {
@@ -461,6 +463,7 @@ mod bridge {
                     max_episode_steps,
                     preset,
                     n,
+                    workers,
                     reply,
                 } => {
                     let python = venv().join("bin").join("python");
@@ -473,13 +476,14 @@ mod bridge {
                                     max_episode_steps,
                                     preset,
                                     n,
+                                    workers,
                                     python.to_string_lossy(),
                                 ))
                             })
                             .and_then(|r| r.extract::<(Py<PyAny>, String)>())
                             .map_err(|e| {
                                 format!(
-                                    "cannot make {n} `{id}` in AsyncVectorEnv workers: {}",
+                                    "cannot make {n} `{id}` in {workers} worker processes: {}",
                                     describe_err(py, &e)
                                 )
                             })
@@ -619,8 +623,9 @@ mod bridge {
             .map_err(|e| Error::Env(format!("the bridge's id list is not JSON: {e}")))
     }
 
-    /// `n` environments in Gymnasium's `AsyncVectorEnv`, one worker process each (`env.num_envs`):
-    /// one crossing into Python per batched step, the workers stepping in parallel.
+    /// `n` environments in `workers` worker processes (`env.num_envs`), each stepping its share
+    /// in Gymnasium's `SyncVectorEnv`: one crossing into Python per batched step, one message
+    /// per worker, the workers stepping in parallel.
     pub struct GymBatch {
         id: String,
         handle: u64,
@@ -633,7 +638,7 @@ mod bridge {
 
     impl GymBatch {
         /// The batch and the spec's spaces, dtype and time limit, as [`GymEnv`] reads them.
-        pub fn new(cfg: &EnvConfig, gym_id: &str, n: usize) -> Result<Self> {
+        pub fn new(cfg: &EnvConfig, gym_id: &str, n: usize, workers: usize) -> Result<Self> {
             let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
                 .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
             let (tx, rx) = channel();
@@ -644,6 +649,7 @@ mod bridge {
                 max_episode_steps: cfg.max_episode_steps,
                 preset: cfg.preset.clone(),
                 n,
+                workers,
                 reply: tx,
             })?;
             let (handle, info) = rx
@@ -733,8 +739,10 @@ mod bridge {
                 bufs: std::mem::take(&mut self.bufs),
                 reply: tx,
             })?;
-            let (bufs, r) =
-                recv_soon(&rx).map_err(|_| Error::Env("the Python thread has stopped".into()))?;
+            // A blocking wait: the workers need the cores more than a spinning caller does.
+            let (bufs, r) = rx
+                .recv()
+                .map_err(|_| Error::Env("the Python thread has stopped".into()))?;
             self.bufs = bufs;
             let (rewards, terminated, truncated) =
                 r.map_err(|m| Error::Env(format!("`{}`: {m}", self.id)))?;

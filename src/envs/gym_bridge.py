@@ -122,51 +122,142 @@ def _make_env(env_id, kwargs_json, max_episode_steps, preset):
     return make(env_id, kwargs_json, max_episode_steps, preset)[0]
 
 
-def make_vector(env_id, kwargs_json, max_episode_steps, preset, n, python):
-    """`n` envs in Gymnasium's AsyncVectorEnv (one worker process each, started with `python`:
-    the embedded interpreter's own executable is the Rust binary), resetting an env in the same
-    step its episode ends, with the episode's last observation in `final_obs`."""
-    import functools
-    import multiprocessing
-
-    multiprocessing.set_executable(python)
-    _, info = make(env_id, kwargs_json, max_episode_steps, preset)
-    fns = [functools.partial(_make_env, env_id, kwargs_json, max_episode_steps, preset)] * n
-    venv = gym.vector.AsyncVectorEnv(
-        fns,
-        context="spawn",
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    return venv, info
-
-
-def vector_reset(venv, seeds):
-    obs, _ = venv.reset(seed=[int(s) for s in seeds])
-    return _obs(obs)
-
-
-def vector_step(venv, actions):
-    """One step of every env: the observations to act on next (reset ones where an episode
-    ended), the true next observations (the episode's last where it ended), rewards, flags."""
+def _vector_step(venv, actions):
+    """One step of a SyncVectorEnv (same-step autoreset): the observations to act on next,
+    the true next observations (an ended episode's last), rewards and flags."""
     space = venv.single_action_space
     if isinstance(space, gym.spaces.Discrete):
         a = np.asarray(actions, dtype=np.int64) + int(space.start)
     else:
         a = np.asarray(actions, dtype=space.dtype).reshape((venv.num_envs,) + space.shape)
     obs, reward, terminated, truncated, info = venv.step(a)
-    ended = np.logical_or(terminated, truncated)
     nxt = obs
-    if ended.any():
+    if np.logical_or(terminated, truncated).any():
         nxt = np.array(obs, copy=True)
         for i in np.nonzero(info["_final_obs"])[0]:
             nxt[i] = info["final_obs"][i]
-    return (
-        _obs(obs),
-        _obs(nxt),
-        np.asarray(reward, np.float64).tolist(),
-        [bool(x) for x in terminated],
-        [bool(x) for x in truncated],
-    )
+    return obs, nxt, np.asarray(reward, np.float64), terminated, truncated
+
+
+def _worker(conn, env_id, kwargs_json, max_episode_steps, preset, k):
+    """A worker process: `k` envs in Gymnasium's SyncVectorEnv, one message per batched step."""
+    import functools
+    import traceback
+
+    try:
+        fn = functools.partial(_make_env, env_id, kwargs_json, max_episode_steps, preset)
+        venv = gym.vector.SyncVectorEnv(
+            [fn] * k, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        conn.send(("ok", None))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            cmd, data = conn.recv()
+        except EOFError:
+            return
+        try:
+            if cmd == "reset":
+                conn.send(("ok", venv.reset(seed=[int(s) for s in data])[0]))
+            elif cmd == "step":
+                conn.send(("ok", _vector_step(venv, data)))
+            else:
+                venv.close()
+                conn.send(("ok", None))
+                return
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+
+
+class Workers:
+    """`n` envs in `w` worker processes (spawned with `python`: the embedded interpreter's own
+    executable is the Rust binary), each stepping its share of the envs together; an env whose
+    episode ends is reset in the same step, continuing its generator."""
+
+    def __init__(self, env_id, kwargs_json, max_episode_steps, preset, n, w, python):
+        import multiprocessing
+
+        multiprocessing.set_executable(python)
+        ctx = multiprocessing.get_context("spawn")
+        w = max(1, min(w, n))
+        self.sizes = [n // w + (1 if i < n % w else 0) for i in range(w)]
+        self.conns, self.procs = [], []
+        for k in self.sizes:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(
+                target=_worker,
+                args=(child, env_id, kwargs_json, max_episode_steps, preset, k),
+                daemon=True,
+            )
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        self._gather()
+
+    def _gather(self):
+        out = []
+        for i, c in enumerate(self.conns):
+            try:
+                status, value = c.recv()
+            except EOFError:
+                raise RuntimeError(f"worker process {i} died") from None
+            if status != "ok":
+                raise RuntimeError(f"in worker process {i}:\n{value}")
+            out.append(value)
+        return out
+
+    def _scatter(self, cmd, items):
+        start = 0
+        for c, k in zip(self.conns, self.sizes):
+            c.send((cmd, items[start : start + k]))
+            start += k
+
+    def reset(self, seeds):
+        self._scatter("reset", list(seeds))
+        return _obs(np.concatenate(self._gather()))
+
+    def step(self, actions):
+        d = len(actions) // sum(self.sizes)
+        rows = [actions[i * d : (i + 1) * d] for i in range(sum(self.sizes))]
+        self._scatter("step", rows if d > 1 else list(actions))
+        parts = self._gather()
+        cat = [np.concatenate([p[j] for p in parts]) for j in range(5)]
+        return (
+            _obs(cat[0]),
+            _obs(cat[1]),
+            cat[2].tolist(),
+            [bool(x) for x in cat[3]],
+            [bool(x) for x in cat[4]],
+        )
+
+    def close(self):
+        for c in self.conns:
+            try:
+                c.send(("close", None))
+                c.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                pass
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+
+
+def make_vector(env_id, kwargs_json, max_episode_steps, preset, n, w, python):
+    """`n` envs in `w` worker processes ([`Workers`]) and the single env's description."""
+    _, info = make(env_id, kwargs_json, max_episode_steps, preset)
+    return Workers(env_id, kwargs_json, max_episode_steps, preset, n, w, python), info
+
+
+def vector_reset(venv, seeds):
+    return venv.reset(seeds)
+
+
+def vector_step(venv, actions):
+    return venv.step(actions)
 
 
 def registered_ids():

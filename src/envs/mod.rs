@@ -325,8 +325,9 @@ pub struct EnvConfig {
     /// `gym:` environments: a standard set of wrappers, `atari` (see [`gym`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
-    /// `gym:` environments: step every batch of environments in Gymnasium `AsyncVectorEnv`
-    /// worker processes (one per environment), and evaluate on this many at once.
+    /// `gym:` environments: step every batch of environments in this many worker processes
+    /// (each running its share in Gymnasium's `SyncVectorEnv`), and evaluate on this many
+    /// environments at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_envs: Option<usize>,
 }

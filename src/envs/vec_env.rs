@@ -36,7 +36,7 @@ pub struct BatchOut<'a> {
     pub truncated: &'a mut [bool],
 }
 
-/// Environments that step together elsewhere (Gymnasium `AsyncVectorEnv` worker processes):
+/// Environments that step together elsewhere (worker processes, `env.num_envs`):
 /// one call steps them all, and an environment whose episode ends starts its next episode in
 /// the same step, continuing its generator as `reset(None)` does.
 pub trait BatchEnv: Send {

@@ -281,17 +281,21 @@ mod bridge {
     /// Work for the Python thread; each request carries the channel its answer goes back on.
     /// Observations travel in the caller's buffer, which comes back filled.
     enum Request {
+        /// One env, or with `vector = Some((n, workers))` a batch in worker processes.
         Make {
             id: String,
             gym_id: String,
             kwargs: String,
             max_episode_steps: Option<u32>,
             preset: Option<String>,
+            vector: Option<(usize, usize)>,
             reply: Sender<std::result::Result<(u64, String), String>>,
         },
+        /// `env.reset(seed=...)` of one env (`seeds[0]`), or of a batch with one seed each.
         Reset {
             env: u64,
-            seed: Option<u64>,
+            vector: bool,
+            seeds: Vec<Option<u64>>,
             bytes: bool,
             obs: Vec<f32>,
             reply: Sender<(Vec<f32>, std::result::Result<(), String>)>,
@@ -302,23 +306,6 @@ mod bridge {
             bytes: bool,
             obs: Vec<f32>,
             reply: Sender<(Vec<f32>, StepAnswer)>,
-        },
-        MakeVector {
-            id: String,
-            gym_id: String,
-            kwargs: String,
-            max_episode_steps: Option<u32>,
-            preset: Option<String>,
-            n: usize,
-            workers: usize,
-            reply: Sender<std::result::Result<(u64, String), String>>,
-        },
-        VecReset {
-            env: u64,
-            seeds: Vec<u64>,
-            bytes: bool,
-            obs: Vec<f32>,
-            reply: Sender<(Vec<f32>, std::result::Result<(), String>)>,
         },
         VecStep {
             env: u64,
@@ -403,13 +390,29 @@ mod bridge {
                     kwargs,
                     max_episode_steps,
                     preset,
+                    vector,
                     reply,
                 } => {
+                    let python = venv().join("bin").join("python");
                     let made = module(py).map_err(|e| e.to_string()).and_then(|m| {
-                        m.getattr("make")
-                            .and_then(|f| f.call1((gym_id, kwargs, max_episode_steps, preset)))
-                            .and_then(|r| r.extract::<(Py<PyAny>, String)>())
-                            .map_err(|e| format!("cannot make `{id}`: {}", describe_err(py, &e)))
+                        match vector {
+                            None => m
+                                .getattr("make")
+                                .and_then(|f| f.call1((gym_id, kwargs, max_episode_steps, preset))),
+                            Some((n, workers)) => m.getattr("make_vector").and_then(|f| {
+                                let python = python.to_string_lossy();
+                                let args = (gym_id, kwargs, max_episode_steps, preset);
+                                f.call1((args.0, args.1, args.2, args.3, n, workers, python))
+                            }),
+                        }
+                        .and_then(|r| r.extract::<(Py<PyAny>, String)>())
+                        .map_err(|e| {
+                            let what = match vector {
+                                None => format!("`{id}`"),
+                                Some((n, w)) => format!("{n} `{id}` in {w} worker processes"),
+                            };
+                            format!("cannot make {what}: {}", describe_err(py, &e))
+                        })
                     });
                     let _ = reply.send(made.map(|(env, info)| {
                         next += 1;
@@ -419,13 +422,21 @@ mod bridge {
                 }
                 Request::Reset {
                     env,
-                    seed,
+                    vector,
+                    seeds,
                     bytes,
                     mut obs,
                     reply,
                 } => {
-                    let r = target(py, &envs, env, "reset")
-                        .and_then(|(f, e)| f.call1((e, seed)).map_err(|x| raised(py, "reset", &x)))
+                    let name = if vector { "vector_reset" } else { "reset" };
+                    let r = target(py, &envs, env, name)
+                        .and_then(|(f, e)| {
+                            match vector {
+                                true => f.call1((e, seeds)),
+                                false => f.call1((e, seeds.first().copied().flatten())),
+                            }
+                            .map_err(|x| raised(py, "reset", &x))
+                        })
                         .and_then(|arr| {
                             copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)
                         });
@@ -454,58 +465,6 @@ mod bridge {
                         copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)?;
                         Ok((reward, terminated, truncated))
                     });
-                    let _ = reply.send((obs, r));
-                }
-                Request::MakeVector {
-                    id,
-                    gym_id,
-                    kwargs,
-                    max_episode_steps,
-                    preset,
-                    n,
-                    workers,
-                    reply,
-                } => {
-                    let python = venv().join("bin").join("python");
-                    let made = module(py).map_err(|e| e.to_string()).and_then(|m| {
-                        m.getattr("make_vector")
-                            .and_then(|f| {
-                                f.call1((
-                                    gym_id,
-                                    kwargs,
-                                    max_episode_steps,
-                                    preset,
-                                    n,
-                                    workers,
-                                    python.to_string_lossy(),
-                                ))
-                            })
-                            .and_then(|r| r.extract::<(Py<PyAny>, String)>())
-                            .map_err(|e| {
-                                format!(
-                                    "cannot make {n} `{id}` in {workers} worker processes: {}",
-                                    describe_err(py, &e)
-                                )
-                            })
-                    });
-                    let _ = reply.send(made.map(|(env, info)| {
-                        next += 1;
-                        envs.insert(next, env);
-                        (next, info)
-                    }));
-                }
-                Request::VecReset {
-                    env,
-                    seeds,
-                    bytes,
-                    mut obs,
-                    reply,
-                } => {
-                    let r = target(py, &envs, env, "vector_reset")
-                        .and_then(|(f, e)| f.call1((e, seeds)).map_err(|x| raised(py, "reset", &x)))
-                        .and_then(|arr| {
-                            copy_obs(py, &arr, bytes.then_some(&mut scratch), &mut obs)
-                        });
                     let _ = reply.send((obs, r));
                 }
                 Request::VecStep {
@@ -623,12 +582,85 @@ mod bridge {
             .map_err(|e| Error::Env(format!("the bridge's id list is not JSON: {e}")))
     }
 
+    /// An env, or a batch of them, living on the Python thread; closed when dropped.
+    struct Remote {
+        handle: u64,
+        /// A batch's drop waits until its workers have stopped: a process that exits with them
+        /// still running leaves them writing into closed pipes.
+        wait_on_close: bool,
+    }
+
+    impl Drop for Remote {
+        fn drop(&mut self) {
+            let (tx, rx) = channel();
+            let done = self.wait_on_close.then_some(tx);
+            if send(Request::Close {
+                env: self.handle,
+                done,
+            })
+            .is_ok()
+                && self.wait_on_close
+            {
+                let _ = rx.recv();
+            }
+        }
+    }
+
+    /// What the bridge says of an env: its spaces, whether observations are bytes, its limit.
+    struct Described {
+        observation_space: Space,
+        action_space: Space,
+        bytes: bool,
+        max_episode_steps: u32,
+    }
+
+    /// Makes `cfg`'s env on the Python thread (with `vector = Some((n, workers))` a batch of
+    /// `n` in worker processes) and reads its description.
+    fn open(
+        cfg: &EnvConfig,
+        gym_id: &str,
+        vector: Option<(usize, usize)>,
+    ) -> Result<(Remote, Described)> {
+        let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
+            .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
+        let (tx, rx) = channel();
+        send(Request::Make {
+            id: cfg.id.clone(),
+            gym_id: gym_id.to_string(),
+            kwargs,
+            max_episode_steps: cfg.max_episode_steps,
+            preset: cfg.preset.clone(),
+            vector,
+            reply: tx,
+        })?;
+        let (handle, info) = rx
+            .recv()
+            .map_err(|_| Error::Env("the Python thread has stopped".into()))?
+            .map_err(Error::Env)?;
+        // From here on, dropping the handle closes the env on the Python thread.
+        let remote = Remote {
+            handle,
+            wait_on_close: vector.is_some(),
+        };
+        let info = crate::formats::minari::python_json(&info)
+            .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
+        let described = Described {
+            observation_space: space(&cfg.id, "observation", &info["observation_space"])?,
+            action_space: space(&cfg.id, "action", &info["action_space"])?,
+            bytes: info["observation_space"]["dtype"].as_str() == Some("uint8"),
+            max_episode_steps: info["max_episode_steps"]
+                .as_u64()
+                .map_or(u32::MAX, |s| s.min(u64::from(u32::MAX)) as u32),
+        };
+        Ok((remote, described))
+    }
+
     /// `n` environments in `workers` worker processes (`env.num_envs`), each stepping its share
     /// in Gymnasium's `SyncVectorEnv`: one crossing into Python per batched step, one message
     /// per worker, the workers stepping in parallel.
     pub struct GymBatch {
         id: String,
-        handle: u64,
+        remote: Remote,
         n: usize,
         bytes: bool,
         action_dim: usize,
@@ -637,67 +669,27 @@ mod bridge {
     }
 
     impl GymBatch {
-        /// The batch and the spec's spaces, dtype and time limit, as [`GymEnv`] reads them.
         pub fn new(cfg: &EnvConfig, gym_id: &str, n: usize, workers: usize) -> Result<Self> {
-            let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
-                .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
-            let (tx, rx) = channel();
-            send(Request::MakeVector {
+            let (remote, d) = open(cfg, gym_id, Some((n, workers)))?;
+            let dim = d.observation_space.flat_dim();
+            Ok(Self {
                 id: cfg.id.clone(),
-                gym_id: gym_id.to_string(),
-                kwargs,
-                max_episode_steps: cfg.max_episode_steps,
-                preset: cfg.preset.clone(),
+                remote,
                 n,
-                workers,
-                reply: tx,
-            })?;
-            let (handle, info) = rx
-                .recv()
-                .map_err(|_| Error::Env("the Python thread has stopped".into()))?
-                .map_err(Error::Env)?;
-            let mut batch = Self {
-                id: cfg.id.clone(),
-                handle,
-                n,
-                bytes: false,
-                action_dim: 0,
-                bufs: (Vec::new(), Vec::new()),
-            };
-            let info = crate::formats::minari::python_json(&info)
-                .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
-            let obs_space = space(&cfg.id, "observation", &info["observation_space"])?;
-            let action_space = space(&cfg.id, "action", &info["action_space"])?;
-            batch.bytes = info["observation_space"]["dtype"].as_str() == Some("uint8");
-            batch.action_dim = action_space.flat_dim();
-            let d = obs_space.flat_dim();
-            batch.bufs = (vec![0.0; n * d], vec![0.0; n * d]);
-            Ok(batch)
-        }
-    }
-
-    impl Drop for GymBatch {
-        /// Waits until the workers have stopped: a process that exits with them still running
-        /// leaves them writing into closed pipes.
-        fn drop(&mut self) {
-            let (tx, rx) = channel();
-            if send(Request::Close {
-                env: self.handle,
-                done: Some(tx),
+                bytes: d.bytes,
+                action_dim: d.action_space.flat_dim(),
+                bufs: (vec![0.0; n * dim], vec![0.0; n * dim]),
             })
-            .is_ok()
-            {
-                let _ = rx.recv();
-            }
         }
     }
 
     impl crate::envs::vec_env::BatchEnv for GymBatch {
         fn reset(&mut self, seeds: &[u64], obs: &mut [f32]) -> Result<()> {
             let (tx, rx) = channel();
-            send(Request::VecReset {
-                env: self.handle,
-                seeds: seeds.to_vec(),
+            send(Request::Reset {
+                env: self.remote.handle,
+                vector: true,
+                seeds: seeds.iter().map(|&s| Some(s)).collect(),
                 bytes: self.bytes,
                 obs: std::mem::take(&mut self.bufs.0),
                 reply: tx,
@@ -733,7 +725,7 @@ mod bridge {
             };
             let (tx, rx) = channel();
             send(Request::VecStep {
-                env: self.handle,
+                env: self.remote.handle,
                 actions,
                 bytes: self.bytes,
                 bufs: std::mem::take(&mut self.bufs),
@@ -767,7 +759,7 @@ mod bridge {
 
     pub struct GymEnv {
         id: String,
-        handle: u64,
+        remote: Remote,
         observation_space: Space,
         observation_dtype: ObsDtype,
         action_space: Space,
@@ -780,53 +772,17 @@ mod bridge {
 
     impl GymEnv {
         pub fn new(cfg: &EnvConfig, gym_id: &str) -> Result<Self> {
-            let kwargs = serde_json::to_string(&cfg.kwargs.clone().unwrap_or_default())
-                .map_err(|e| Error::Config(format!("env.kwargs: {e}")))?;
-            let (tx, rx) = channel();
-            send(Request::Make {
+            let (remote, d) = open(cfg, gym_id, None)?;
+            Ok(Self {
                 id: cfg.id.clone(),
-                gym_id: gym_id.to_string(),
-                kwargs,
-                max_episode_steps: cfg.max_episode_steps,
-                preset: cfg.preset.clone(),
-                reply: tx,
-            })?;
-            let (handle, info) = rx
-                .recv()
-                .map_err(|_| Error::Env("the Python thread has stopped".into()))?
-                .map_err(Error::Env)?;
-            // From here on, dropping `Self` closes the env on the Python thread.
-            let mut env = Self {
-                id: cfg.id.clone(),
-                handle,
-                observation_space: Space::Discrete { n: 1 },
-                observation_dtype: ObsDtype::F32,
-                action_space: Space::Discrete { n: 1 },
-                max_episode_steps: u32::MAX,
-                buf: Vec::new(),
+                remote,
+                buf: vec![0.0; d.observation_space.flat_dim()],
+                observation_space: d.observation_space,
+                observation_dtype: if d.bytes { ObsDtype::U8 } else { ObsDtype::F32 },
+                action_space: d.action_space,
+                max_episode_steps: d.max_episode_steps,
                 pending: None,
-            };
-            let info = crate::formats::minari::python_json(&info)
-                .map_err(|e| Error::Env(format!("`{}`: bridge answer: {e}", cfg.id)))?;
-            env.observation_space = space(&cfg.id, "observation", &info["observation_space"])?;
-            env.action_space = space(&cfg.id, "action", &info["action_space"])?;
-            if info["observation_space"]["dtype"].as_str() == Some("uint8") {
-                env.observation_dtype = ObsDtype::U8;
-            }
-            env.max_episode_steps = info["max_episode_steps"]
-                .as_u64()
-                .map_or(u32::MAX, |s| s.min(u64::from(u32::MAX)) as u32);
-            env.buf = vec![0.0; env.observation_space.flat_dim()];
-            Ok(env)
-        }
-    }
-
-    impl Drop for GymEnv {
-        fn drop(&mut self) {
-            let _ = send(Request::Close {
-                env: self.handle,
-                done: None,
-            });
+            })
         }
     }
 
@@ -847,8 +803,9 @@ mod bridge {
         fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) {
             let (tx, rx) = channel();
             let sent = send(Request::Reset {
-                env: self.handle,
-                seed,
+                env: self.remote.handle,
+                vector: false,
+                seeds: vec![seed],
                 bytes: self.observation_dtype == ObsDtype::U8,
                 obs: std::mem::take(&mut self.buf),
                 reply: tx,
@@ -919,7 +876,7 @@ mod bridge {
             }
             let (tx, rx) = channel();
             send(Request::Step {
-                env: self.handle,
+                env: self.remote.handle,
                 action: act,
                 bytes: self.observation_dtype == ObsDtype::U8,
                 obs: std::mem::take(&mut self.buf),

@@ -267,7 +267,7 @@ impl fmt::Display for TrainResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  final greedy return {:.2} ± {:.2} over seeds",
+            "  final evaluation return {:.2} ± {:.2} over seeds",
             self.final_return_mean, self.final_return_stderr
         )
     }
@@ -278,7 +278,7 @@ impl fmt::Display for CompareResult {
         for (name, r) in &self.finals {
             writeln!(
                 f,
-                "  {name}: final greedy return {:.2} ± {:.2}",
+                "  {name}: final evaluation return {:.2} ± {:.2}",
                 r.final_return_mean, r.final_return_stderr
             )?;
         }

@@ -91,17 +91,22 @@ impl ReplayBuffer {
         action_dim: Option<usize>,
         what: &str,
     ) -> crate::error::Result<Self> {
-        // Two observations, the action, reward and flags per transition.
-        let per_row = obs_dim
-            .checked_mul(2)
-            .and_then(|o| o.checked_add(action_dim.unwrap_or(2)))
-            .and_then(|r| r.checked_add(2));
-        let bytes = per_row.and_then(|r| crate::limits::bytes(&[capacity, r], 4));
+        Self::check_fits(capacity, obs_dim, None, action_dim, what)?;
+        Ok(Self::new(capacity, obs_dim, action_dim))
+    }
+
+    /// An error unless a buffer of [`bytes_for`](Self::bytes_for) these sizes fits in memory.
+    fn check_fits(
+        capacity: usize,
+        obs_dim: usize,
+        frames: Option<usize>,
+        action_dim: Option<usize>,
+        what: &str,
+    ) -> Result<()> {
         crate::limits::check_memory(
             || format!("a replay buffer of {capacity} transitions ({what})"),
-            bytes,
-        )?;
-        Ok(Self::new(capacity, obs_dim, action_dim))
+            Self::bytes_for(capacity, obs_dim, frames, action_dim).map(|b| b as u64),
+        )
     }
 
     /// A buffer for `spec`'s observations: `uint8` observations are stored as bytes, one new
@@ -122,15 +127,9 @@ impl ReplayBuffer {
             crate::envs::Space::Box { shape, .. } => frames::frames_of(shape),
             crate::envs::Space::Discrete { .. } => 1,
         };
-        let bytes = Self::bytes_for(capacity, dim, Some(frames), action_dim).map(|b| b as u64);
-        crate::limits::check_memory(
-            || format!("a replay buffer of {capacity} transitions ({what})"),
-            bytes,
-        )?;
-        let mut rb = Self::new(capacity, 0, action_dim);
-        rb.obs_dim = dim;
-        rb.store = ObsStore::Bytes(FrameStore::new(capacity, dim, frames));
-        Ok(rb)
+        Self::check_fits(capacity, dim, Some(frames), action_dim, what)?;
+        let store = ObsStore::Bytes(FrameStore::new(capacity, dim, frames));
+        Ok(Self::with_store(capacity, dim, store, action_dim))
     }
 
     /// Bytes a buffer of `capacity` transitions holds: `f32` observations (`frames = None`),
@@ -174,6 +173,19 @@ impl ReplayBuffer {
 
     /// `action_dim = None` for discrete actions.
     pub fn new(capacity: usize, obs_dim: usize, action_dim: Option<usize>) -> Self {
+        let store = ObsStore::F32 {
+            obs: vec![0.0; capacity * obs_dim],
+            next_obs: vec![0.0; capacity * obs_dim],
+        };
+        Self::with_store(capacity, obs_dim, store, action_dim)
+    }
+
+    fn with_store(
+        capacity: usize,
+        obs_dim: usize,
+        store: ObsStore,
+        action_dim: Option<usize>,
+    ) -> Self {
         let actions = match action_dim {
             None => ActionStore::Discrete(vec![0; capacity]),
             Some(dim) => ActionStore::Continuous {
@@ -184,10 +196,7 @@ impl ReplayBuffer {
         Self {
             capacity,
             obs_dim,
-            store: ObsStore::F32 {
-                obs: vec![0.0; capacity * obs_dim],
-                next_obs: vec![0.0; capacity * obs_dim],
-            },
+            store,
             actions,
             rewards: vec![0.0; capacity],
             terminated: vec![false; capacity],

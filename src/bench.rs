@@ -12,6 +12,28 @@ use std::time::{Duration, Instant};
 /// the timed updates do not depend on it).
 const BENCH_BUDGET: u64 = 100_000;
 
+/// Starts a new peak of resident memory for [`peak_rss_mb`]: freed heap memory goes back to
+/// the system first (glibc keeps some), then the kernel's high-water mark is reset to what the
+/// process holds now. Linux only; elsewhere nothing happens.
+pub fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    #[cfg(target_os = "linux")]
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The most resident memory the process has held since [`reset_peak_rss`] (or since it
+/// started), in MB: Linux's `VmHWM`. `None` where that is not available.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// Runs `f` in growing batches until at least `budget` has elapsed; returns calls per second.
 fn rate(budget: Duration, mut f: impl FnMut(usize) -> Result<usize>) -> Result<f64> {
     let start = Instant::now();
@@ -409,12 +431,18 @@ pub fn run_suite(
     budget: Duration,
     filter: Option<&str>,
     device: &candle_core::Device,
-    ad: &crate::ad::bench::AdBenchSizes,
+    ad: &[crate::ad::bench::AdBenchSizes],
 ) -> Result<Vec<Figure>> {
     match suite {
         Suite::Envs => bench_envs(budget, filter),
         Suite::Updates => bench_updates(budget, device, filter),
-        Suite::Ad => crate::ad::bench::bench_ad(ad, budget, device, filter),
+        Suite::Ad => {
+            let mut figures = Vec::new();
+            for sizes in ad {
+                figures.extend(crate::ad::bench::bench_ad(sizes, budget, device, filter)?);
+            }
+            Ok(figures)
+        }
         Suite::Io => {
             let rows = bench_io_rows()?;
             // A scratch folder in the system temp dir, removed afterwards.

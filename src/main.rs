@@ -234,12 +234,13 @@ enum Command {
         /// bench ad: embedding width.
         #[arg(long = "d-model", default_value_t = 64)]
         d_model: usize,
-        /// bench ad: context length in transitions.
-        #[arg(long, default_value_t = 256)]
-        context: usize,
-        /// bench ad: training batch (windows).
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
+        /// bench ad: context length in transitions; a comma-separated list measures each
+        /// (e.g. 256,1024,4096).
+        #[arg(long, value_delimiter = ',', default_value = "256")]
+        context: Vec<usize>,
+        /// bench ad: training batch (windows): one for every context, or one per context.
+        #[arg(long, value_delimiter = ',', default_value = "32")]
+        batch: Vec<usize>,
         /// bench ad: environments decoded together in the frozen-evaluation figures.
         #[arg(long = "eval-envs", default_value_t = 64)]
         eval_envs: usize,
@@ -528,20 +529,32 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             eval_envs,
             layout,
         } => {
+            if batch.len() != 1 && batch.len() != context.len() {
+                anyhow::bail!(
+                    "--batch: give one batch, or one per --context ({} contexts, {} batches)",
+                    context.len(),
+                    batch.len()
+                );
+            }
+            let sizes: Vec<_> = context
+                .iter()
+                .enumerate()
+                .map(|(i, &context)| reincarnate::ad::bench::AdBenchSizes {
+                    layers: *layers,
+                    heads: *heads,
+                    d_model: *d_model,
+                    context,
+                    batch: batch[i.min(batch.len() - 1)],
+                    eval_envs: *eval_envs,
+                    layout: *layout,
+                })
+                .collect();
             let figures = reincarnate::bench::run_suite(
                 *what,
                 Duration::from_secs_f64(*seconds),
                 filter.as_deref(),
                 &device,
-                &reincarnate::ad::bench::AdBenchSizes {
-                    layers: *layers,
-                    heads: *heads,
-                    d_model: *d_model,
-                    context: *context,
-                    batch: *batch,
-                    eval_envs: *eval_envs,
-                    layout: *layout,
-                },
+                &sizes,
             )?;
             print!("{}", reincarnate::bench::render(&figures, *json)?);
         }

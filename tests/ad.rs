@@ -695,25 +695,44 @@ fn cli_distill_eval_and_bench() {
         "--d-model",
         "8",
         "--context",
-        "16",
+        "16,24",
         "--batch",
-        "2",
+        "2,1",
         "--eval-envs",
         "3",
     ]);
-    let names: Vec<String> = out
+    let figures: Vec<serde_json::Value> = out
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].to_string())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .collect();
-    assert_eq!(names.len(), 3, "{out}");
+    let names: Vec<String> = figures.iter().map(|f| f["name"].to_string()).collect();
+    // Per context: training tokens/s, the training phase's peak memory, and the two
+    // evaluation figures.
+    assert_eq!(names.len(), 8, "{out}");
     assert!(
-        names[1].contains("kv-cache") && names[2].contains("recompute"),
+        names[0].contains("-c16-b2") && names[4].contains("-c24-b1"),
+        "one batch per context: {names:?}"
+    );
+    assert!(
+        names[1].ends_with("/peak-rss\"")
+            && figures[1]["unit"] == "MB"
+            && figures[1]["value"].as_f64().unwrap() > 1.0,
+        "{out}"
+    );
+    assert!(
+        names[2].contains("kv-cache") && names[3].contains("recompute"),
         "{names:?}"
     );
     assert!(
-        names[1].contains("-e3/") && names[0].contains("-b2"),
-        "3 evaluation environments, 2 training windows: {names:?}"
+        names[2].contains("-e3/"),
+        "3 evaluation environments: {names:?}"
     );
+    let o = std::process::Command::new(exe)
+        .args(["bench", "ad", "--context", "16,24,32", "--batch", "2,1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--batch"));
     // A bad flag value is a user error naming the field, not a panic.
     let o = std::process::Command::new(exe)
         .args(["distill", "--data", d, "--set", "model.n_head=3"])

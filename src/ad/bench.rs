@@ -18,7 +18,7 @@ use crate::report::Figure;
 use crate::rng::Rng;
 
 /// Model sizes from the command line (`--layers --heads --d-model --context --batch
-/// --eval-envs --layout`).
+/// --eval-envs --layout`; one of these per context given).
 #[derive(Clone, Debug)]
 pub struct AdBenchSizes {
     pub layers: usize,
@@ -118,6 +118,7 @@ pub fn bench_ad(
     // Training: random windows of full length.
     let train_name = format!("ad/train/{tag}");
     if wanted(&train_name) {
+        crate::bench::reset_peak_rss();
         let mut t = Trainer::new(&cfg, &tokens, 0, device)?;
         let mut rng = Rng::seed_from_u64(1);
         let (b, c, f) = (s.batch, s.context, t.model.tokenizer.features());
@@ -139,10 +140,18 @@ pub fn bench_ad(
             steps += 1;
         }
         figures.push(Figure {
-            name: train_name,
+            name: train_name.clone(),
             value: (steps * b * tokens_per_window) as f64 / start.elapsed().as_secs_f64(),
             unit: "tokens/s".into(),
         });
+        // Host memory: on a GPU the device's own memory is not in it.
+        if let Some(mb) = crate::bench::peak_rss_mb().filter(|_| device.is_cpu()) {
+            figures.push(Figure {
+                name: format!("{train_name}/peak-rss"),
+                value: mb,
+                unit: "MB".into(),
+            });
+        }
     }
     // Frozen evaluation at a context of at least 200 (or the model's whole context).
     let (n, c) = (s.eval_envs, s.context);

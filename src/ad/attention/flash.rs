@@ -106,16 +106,20 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(hd: usize, row: usize) -> Self {
+    /// Tiles for the tiled forward (`tiles`) and the backward (`backward`), and a row of `row`
+    /// floats. Decoding needs only the row: rayon builds a scratch per piece of work it splits
+    /// off, so unused tiles would be allocated (and zeroed) many times per call.
+    fn new(hd: usize, row: usize, tiles: bool, backward: bool) -> Self {
+        let n = |on: bool, len: usize| vec![0.0; if on { len } else { 0 }];
         Self {
-            s: vec![0.0; BR * BC],
-            dp: vec![0.0; BR * BC],
-            pd: vec![0.0; BR * BC],
-            pt: vec![0.0; BC * BR],
-            kt: vec![0.0; hd * BC],
-            vt: vec![0.0; hd * BC],
-            m: vec![0.0; BR],
-            l: vec![0.0; BR],
+            s: n(tiles, BR * BC),
+            dp: n(backward, BR * BC),
+            pd: n(backward, BR * BC),
+            pt: n(backward, BC * BR),
+            kt: n(tiles, hd * BC),
+            vt: n(backward, hd * BC),
+            m: n(tiles, BR),
+            l: n(tiles, BR),
             row: vec![0.0; row],
         }
     }
@@ -509,7 +513,7 @@ impl CustomOp3 for FlashAttention {
                     .map(move |(tile, x)| (bh, tile * rows, x))
             })
             .for_each_init(
-                || Scratch::new(hd, if tiled { 0 } else { s }),
+                || Scratch::new(hd, if tiled { 0 } else { s }, tiled, false),
                 |sc, (bh, i0, (o, l))| {
                     let (qh, kh, vh) = (&q[bh * t * hd..(bh + 1) * t * hd], k.head(bh), v.head(bh));
                     #[cfg(target_arch = "x86_64")]
@@ -577,7 +581,7 @@ impl CustomOp3 for FlashAttention {
             .zip(dv.par_chunks_mut(s * hd))
             .enumerate()
             .for_each_init(
-                || Scratch::new(hd, t),
+                || Scratch::new(hd, t, true, true),
                 |sc, (bh, ((dqh, dkh), dvh))| {
                     let (tq, sk) = (bh * t * hd..(bh + 1) * t * hd, bh * s * hd..(bh + 1) * s * hd);
                     let x = HeadGrads {

@@ -24,9 +24,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::tile::{
-    axpy, dot, exp_nonpositive, exp_shifted, gemm_acc, max, transpose,
-};
+use super::tile::{axpy, dot, exp_nonpositive, exp_shifted, gemm_acc, max, transpose};
 use super::{kept, AttnDropout, AttnMask};
 use crate::nn::host::{contiguous_f32, CpuF32};
 
@@ -64,10 +62,13 @@ impl<'a> HeadRows<'a> {
         let CpuStorage::F32(all) = storage else {
             candle_core::bail!("attention: {what} is not f32")
         };
-        let data = &all[layout.start_offset()..];
-        let last = (b - 1) * st[0] + (h - 1) * st[1] + s * hd;
-        if b == 0 || h == 0 || last > data.len() {
-            candle_core::bail!("attention: {what} of shape {:?} does not fit its storage", layout.dims())
+        let data = &all[layout.start_offset().min(all.len())..];
+        let fits = b > 0 && h > 0 && (b - 1) * st[0] + (h - 1) * st[1] + s * hd <= data.len();
+        if !fits {
+            candle_core::bail!(
+                "attention: {what} of shape {:?} does not fit its storage",
+                layout.dims()
+            )
         }
         Ok(Self {
             data,
@@ -360,7 +361,17 @@ impl Kernel<'_> {
                         .for_each(|(g, &pj)| *g = pj * (*g - d) * self.scale);
                 }
                 // dQ += dS·K, dK += dSᵀ·Q.
-                gemm_acc::<FMA>(rows, hd, nc, dp, BC, &x.k[j0 * hd..], hd, &mut dq[i0 * hd..], hd);
+                gemm_acc::<FMA>(
+                    rows,
+                    hd,
+                    nc,
+                    dp,
+                    BC,
+                    &x.k[j0 * hd..],
+                    hd,
+                    &mut dq[i0 * hd..],
+                    hd,
+                );
                 transpose(dp, rows, nc, BC, &mut sc.pt, BR);
                 gemm_acc::<FMA>(nc, hd, rows, &sc.pt, BR, &x.q[i0 * hd..], hd, dk_j, hd);
             }
@@ -553,7 +564,12 @@ impl CustomOp3 for FlashAttention {
         let Some(lse) = lse else {
             candle_core::bail!("attention: backward without the forward's log-sum-exp")
         };
-        let (k, v, res, grad) = (k.contiguous()?, v.contiguous()?, res.contiguous()?, grad.contiguous()?);
+        let (k, v, res, grad) = (
+            k.contiguous()?,
+            v.contiguous()?,
+            res.contiguous()?,
+            grad.contiguous()?,
+        );
         let read = |t| CpuF32::new(t, "attention backward");
         let (qr, kr, vr, or, gr) = (read(q)?, read(&k)?, read(&v)?, read(&res)?, read(&grad)?);
         let (qv, kv, vv, ov, gv) = (
@@ -583,7 +599,10 @@ impl CustomOp3 for FlashAttention {
             .for_each_init(
                 || Scratch::new(hd, t, true, true),
                 |sc, (bh, ((dqh, dkh), dvh))| {
-                    let (tq, sk) = (bh * t * hd..(bh + 1) * t * hd, bh * s * hd..(bh + 1) * s * hd);
+                    let (tq, sk) = (
+                        bh * t * hd..(bh + 1) * t * hd,
+                        bh * s * hd..(bh + 1) * s * hd,
+                    );
                     let x = HeadGrads {
                         q: &qv[tq.clone()],
                         k: &kv[sk.clone()],

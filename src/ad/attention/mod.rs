@@ -187,7 +187,10 @@ mod tests {
             flash::PORTABLE.with(|p| p.set(false));
             let (output, grads) =
                 reference_differences(&tiled, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
-            assert!(output < 1e-5, "portable {portable}: forward differs by {output}");
+            assert!(
+                output < 1e-5,
+                "portable {portable}: forward differs by {output}"
+            );
             for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
                 assert!(d < 1e-4, "portable {portable}: d{name} differs by {d}");
             }
@@ -214,7 +217,10 @@ mod tests {
         let loss = |vals: &[Vec<f32>]| -> (f32, Vec<Var>, Tensor) {
             let vars: Vec<Var> = vals
                 .iter()
-                .map(|v| Var::from_tensor(&Tensor::from_vec(v.clone(), (b, h, t, hd), &dev).unwrap()).unwrap())
+                .map(|v| {
+                    Var::from_tensor(&Tensor::from_vec(v.clone(), (b, h, t, hd), &dev).unwrap())
+                        .unwrap()
+                })
                 .collect();
             let out = attention(&vars[0], &vars[1], &vars[2], 0.5, &mask, drop).unwrap();
             let l = (out * &wt).unwrap().sum_all().unwrap();
@@ -224,7 +230,13 @@ mod tests {
         let grads = l.backward().unwrap();
         let eps = 1e-2f32;
         for (x, name) in ["q", "k", "v"].into_iter().enumerate() {
-            let g = grads.get(&vars[x]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let g = grads
+                .get(&vars[x])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for i in 0..g.len() {
                 let keep = vals[x][i];
                 vals[x][i] = keep + eps;
@@ -306,9 +318,15 @@ mod tests {
                 first_pos: vec![0, 3, s - t],
             };
             let viewed = attention(&q, &k, &v, 0.35, &mask, None).unwrap();
-            let copied =
-                reference_attention(&q, &k.contiguous().unwrap(), &v.contiguous().unwrap(), 0.35, &mask, None)
-                    .unwrap();
+            let copied = reference_attention(
+                &q,
+                &k.contiguous().unwrap(),
+                &v.contiguous().unwrap(),
+                0.35,
+                &mask,
+                None,
+            )
+            .unwrap();
             let diff = (viewed - copied)
                 .unwrap()
                 .abs()

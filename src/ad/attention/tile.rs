@@ -41,7 +41,8 @@ unsafe fn block<const FMA: bool, const R: usize, const W: usize>(
 ) {
     let mut acc = [[0f32; W]; R];
     for p in 0..k {
-        let brow: [f32; W] = std::ptr::read_unaligned(b.as_ptr().add(p * ldb + j) as *const [f32; W]);
+        let brow: [f32; W] =
+            std::ptr::read_unaligned(b.as_ptr().add(p * ldb + j) as *const [f32; W]);
         for (r, acc_r) in acc.iter_mut().enumerate() {
             let av = *a.get_unchecked(r * lda + p);
             for x in 0..W {
@@ -62,7 +63,7 @@ unsafe fn block<const FMA: bool, const R: usize, const W: usize>(
 /// 8 columns, then single columns at the right edge. Tiles are small (at most 64 × 64 here), so
 /// no packing: the operands stay in L1.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::int_plus_one)] // `j + W <= n` for every width W
 pub(super) fn gemm_acc<const FMA: bool>(
     m: usize,
     n: usize,
@@ -240,7 +241,14 @@ mod tests {
     #[test]
     fn gemm_matches_the_definition_on_every_edge() {
         let mut rng = crate::rng::Rng::seed_from_u64(3);
-        for (m, n, k) in [(1, 1, 1), (4, 16, 3), (5, 17, 7), (7, 25, 32), (64, 64, 32), (3, 9, 1)] {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (4, 16, 3),
+            (5, 17, 7),
+            (7, 25, 32),
+            (64, 64, 32),
+            (3, 9, 1),
+        ] {
             let (lda, ldb, ldc) = (k + 2, n + 3, n + 1);
             let a: Vec<f32> = (0..m * lda).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k * ldb).map(|_| rng.normal() as f32).collect();

@@ -126,8 +126,9 @@ impl CategoricalSupport {
 
     /// [`Self::project`] for tensors: `rewards` and `discounts` of shape `(batch,)`,
     /// `next_probs` `(batch, n_atoms)`. Returns a detached `(batch, n_atoms)` f32 tensor on
-    /// `next_probs`'s device (the projection itself runs on the host: it is a scatter over a few
-    /// thousand numbers, and the target needs no gradient).
+    /// `next_probs`'s device. On the CPU (with the host kernels on) it runs [`Self::project`]
+    /// on the data in place; elsewhere [`Self::project_tensor_ops`], so that a GPU update makes
+    /// no host round trip.
     pub fn project_tensor(
         &self,
         rewards: &Tensor,
@@ -141,12 +142,55 @@ impl CategoricalSupport {
                 self.n_atoms, dims
             )));
         }
+        if !host::is_host_f32(next_probs) {
+            return self.project_tensor_ops(rewards, discounts, next_probs);
+        }
         let r = host::to_vec_f32(&rewards.detach())?;
         let d = host::to_vec_f32(&discounts.detach())?;
         let p = host::to_vec_f32(&next_probs.detach())?;
         let mut out = vec![0f32; p.len()];
         self.project(&r, &d, &p, &mut out)?;
         Ok(Tensor::from_vec(out, dims, next_probs.device())?)
+    }
+
+    /// [`Self::project`] as tensor ops on any device, with the scatter written as a product:
+    /// source atom `j` of row `b` lands at the fractional index
+    /// `pos = (clamp(r_b + γ_b z_j) − v_min)/Δz` and gives atom `k` the weight
+    /// `max(0, 1 − |pos − k|)` (its two neighbours in proportion to closeness, all of it to an
+    /// atom it hits exactly), so `out[b] = p[b] · W_b` with `W_b` `(n_atoms, n_atoms)`.
+    pub fn project_tensor_ops(
+        &self,
+        rewards: &Tensor,
+        discounts: &Tensor,
+        next_probs: &Tensor,
+    ) -> Result<Tensor> {
+        let (batch, n) = next_probs.dims2()?;
+        if n != self.n_atoms || rewards.dims() != [batch] || discounts.dims() != [batch] {
+            return Err(Error::Training(format!(
+                "categorical projection: expected rewards and discounts ({batch},) and \
+                 probabilities ({batch}, {}), found {:?}, {:?} and {:?}",
+                self.n_atoms,
+                rewards.dims(),
+                discounts.dims(),
+                next_probs.dims()
+            )));
+        }
+        let dev = next_probs.device();
+        let f32 = candle_core::DType::F32;
+        let (r, g, p) = (
+            rewards.detach().to_dtype(f32)?.reshape((batch, 1))?,
+            discounts.detach().to_dtype(f32)?.reshape((batch, 1))?,
+            next_probs.detach().to_dtype(f32)?,
+        );
+        let z = self.atoms_tensor(dev)?.reshape((1, n))?;
+        let tz = r
+            .broadcast_add(&g.broadcast_mul(&z)?)?
+            .clamp(self.v_min as f32, self.v_max as f32)?;
+        let pos = tz.affine(1.0 / self.delta(), -self.v_min / self.delta())?; // (B, n)
+        let k: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let k = Tensor::from_vec(k, (1, 1, n), dev)?;
+        let w = (1.0 - pos.unsqueeze(2)?.broadcast_sub(&k)?.abs()?)?.relu()?; // (B, n, n)
+        Ok(p.unsqueeze(1)?.matmul(&w)?.squeeze(1)?.detach())
     }
 
     /// Expected value `Σ_i softmax(logits)_i · z_i` over the last dimension, e.g. Q-values
@@ -241,6 +285,61 @@ mod tests {
         assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), out);
         assert!(CategoricalSupport::new(1, 0.0, 1.0).is_err());
         assert!(CategoricalSupport::new(5, 1.0, 1.0).is_err());
+    }
+
+    /// The tensor-op projection (what a GPU runs) equals the host scatter: random rows,
+    /// terminal rows, rewards far outside the support and shifts landing exactly on atoms.
+    #[test]
+    fn tensor_op_projection_equals_the_host_scatter() {
+        for s in [
+            CategoricalSupport::default(),
+            CategoricalSupport::new(101, -5.0, 5.0).unwrap(),
+        ] {
+            let n = s.n_atoms;
+            let mut rng = crate::rng::Rng::seed_from_u64(8);
+            let batch = 12;
+            let mut probs = vec![0f32; batch * n];
+            for row in probs.chunks_mut(n) {
+                row.iter_mut().for_each(|p| *p = rng.uniform_f32());
+                let z: f32 = row.iter().sum();
+                row.iter_mut().for_each(|p| *p /= z);
+            }
+            let mut rewards: Vec<f32> = (0..batch).map(|_| (rng.normal() * 3.0) as f32).collect();
+            rewards[1] = 1e3;
+            rewards[2] = -1e3;
+            rewards[3] = s.delta() as f32; // γ = 1 below: every atom shifts onto the next
+            let mut disc = discounts(0.97, &(0..batch).map(|i| i % 4 == 0).collect::<Vec<_>>());
+            disc[3] = 1.0;
+            let mut host = vec![0f32; batch * n];
+            s.project(&rewards, &disc, &probs, &mut host).unwrap();
+            let dev = Device::Cpu;
+            let ops = s
+                .project_tensor_ops(
+                    &Tensor::new(rewards.as_slice(), &dev).unwrap(),
+                    &Tensor::new(disc.as_slice(), &dev).unwrap(),
+                    &Tensor::from_vec(probs.clone(), (batch, n), &dev).unwrap(),
+                )
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (i, (a, b)) in ops.iter().zip(&host).enumerate() {
+                assert!((a - b).abs() < 1e-5, "{n} atoms, [{i}]: ops {a}, host {b}");
+            }
+            // The shift by one atom moved every probability up by one slot (the top one stays).
+            assert!((host[3 * n + 1] - probs[3 * n]).abs() < 1e-6);
+            // Off the host path, `project_tensor` takes the tensor ops.
+            let via = crate::device::with_host_kernels(false, || {
+                s.project_tensor(
+                    &Tensor::new(rewards.as_slice(), &dev).unwrap(),
+                    &Tensor::new(disc.as_slice(), &dev).unwrap(),
+                    &Tensor::from_vec(probs.clone(), (batch, n), &dev).unwrap(),
+                )
+            })
+            .unwrap();
+            assert_eq!(via.flatten_all().unwrap().to_vec1::<f32>().unwrap(), ops);
+        }
     }
 
     #[test]

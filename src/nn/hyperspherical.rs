@@ -13,9 +13,11 @@
 //! - [`HyperHead`]: dense(d_h) → scaler(init 1, scale 1) → dense(out) + bias.
 //! - [`HyperNet`]: embedding + L blocks, the body of SimbaV2's actor and critic.
 //!
-//! Per-dimension products are written as `x ⊙ (1ₙ · sᵀ)` (a rank-1 matmul) rather than a
-//! broadcast multiply, for the same reason [`crate::nn::linear::linear`] adds biases that way:
-//! the gradient of `s` is then a matrix product instead of candle's slow strided reduction.
+//! `l2norm` and the per-dimension scalers are single CPU ops ([`crate::nn::rowwise`], the
+//! scaler before a ReLU fused with it); off the CPU, per-dimension products are written as
+//! `x ⊙ (1ₙ · sᵀ)` (a rank-1 matmul) rather than a broadcast multiply, for the same reason
+//! [`crate::nn::linear::linear`] adds biases that way: the gradient of `s` is then a matrix
+//! product instead of candle's slow strided reduction.
 
 use candle_core::{Tensor, Var, D};
 
@@ -27,15 +29,12 @@ use crate::nn::params::ParamPath;
 
 /// `x / max(‖x‖, 1e-8)` over the last dimension (SimbaV2's `l2norm`).
 pub fn l2norm(x: &Tensor) -> candle_core::Result<Tensor> {
-    let n = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-8)?;
-    x.broadcast_div(&n)
+    crate::nn::rowwise::l2norm(x)
 }
 
-/// `x ⊙ v` for `x` `(rows, d)` and a vector `v` `[d]`, as `x ⊙ (1 · vᵀ)`.
+/// `x ⊙ v` for `x` `(rows, d)` and a vector `v` `[d]`.
 pub fn mul_rows(x: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
-    let rows = x.dim(0)?;
-    let ones = Tensor::ones((rows, 1), x.dtype(), x.device())?;
-    x * ones.matmul(&v.reshape((1, v.elem_count()))?)?
+    crate::nn::rowwise::scale_cols(x, v, false)
 }
 
 /// A parameter as the forward pass should see it: itself, or a detached alias (shared storage,
@@ -139,6 +138,11 @@ impl Scaler {
     pub fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
         Ok(mul_rows(x, &self.value(grad)?)?)
     }
+
+    /// `relu(x ⊙ value)` in one op.
+    pub fn forward_relu(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        Ok(crate::nn::rowwise::scale_cols(x, &self.value(grad)?, true)?)
+    }
 }
 
 /// Records the mean l2 norm of a batch of features under `name` (diagnostics only).
@@ -220,10 +224,7 @@ impl HyperLerpBlock {
         log: &mut FeatureLog<'_>,
         name: &str,
     ) -> Result<Tensor> {
-        let h = self
-            .scaler
-            .forward(&self.w1.forward(x, grad)?, grad)?
-            .relu()?;
+        let h = self.scaler.forward_relu(&self.w1.forward(x, grad)?, grad)?;
         let h = self.w2.forward(&h, grad)?;
         record(log, || format!("{name}.mlp"), &h)?;
         let h = l2norm(&h)?;

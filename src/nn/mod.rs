@@ -35,6 +35,7 @@ pub mod mlp;
 pub mod optim;
 pub mod params;
 pub mod qnet;
+pub mod rowwise;
 pub mod running_norm;
 pub mod schedule;
 pub mod spectral_norm;

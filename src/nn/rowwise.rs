@@ -238,11 +238,16 @@ mod tests {
         let w = random(5, 19, &mut rng);
         let fused = l2norm(&x).unwrap();
         let reference = reference_l2norm(&x).unwrap();
-        let (out, grads) =
-            reference_differences(&fused, &reference, w.as_tensor(), &[&x]).unwrap();
+        let (out, grads) = reference_differences(&fused, &reference, w.as_tensor(), &[&x]).unwrap();
         assert!(out < 1e-6, "forward differs by {out}");
         assert!(grads[0] < 1e-4, "gradient differs by {}", grads[0]);
-        let norms = fused.sqr().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+        let norms = fused
+            .sqr()
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (i, n) in norms.iter().enumerate() {
             let want = if i == 1 { 0.0 } else { 1.0 };
             assert!((n - want).abs() < 1e-5, "row {i}: squared norm {n}");

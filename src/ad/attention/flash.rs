@@ -15,9 +15,9 @@
 //! above), `P` in the output is `P ∘ M`, so `dV` takes `(P ∘ M)ᵀ` and `dP` is multiplied by `M`;
 //! `D` is unchanged, as `O` already holds the dropped weights.
 //!
-//! All products are small register-blocked tile products ([`super::tile::gemm_acc`]); on CPUs
-//! with AVX2 and FMA the whole kernel is compiled a second time with them enabled and chosen at
-//! run time.
+//! All products are small register-blocked tile products ([`super::tile::gemm_acc`]); the whole
+//! kernel is compiled three times (portable, AVX2 + FMA, AVX-512) and the widest build the CPU
+//! runs is chosen at run time.
 
 use std::sync::Mutex;
 
@@ -379,65 +379,101 @@ impl Kernel<'_> {
     }
 }
 
-/// The kernels compiled with AVX2 and FMA (chosen at run time).
-#[cfg(target_arch = "x86_64")]
-mod fast {
-    use super::{HeadGrads, Kernel, Scratch};
+/// The kernels compiled with wider vector extensions, chosen at run time: AVX2 + FMA, and
+/// AVX-512 (the same code; the tile products' 16-wide blocks become one register).
+macro_rules! fast_kernels {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use super::{HeadGrads, Kernel, Scratch};
 
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn forward(
-        kernel: &Kernel<'_>,
-        tiled: bool,
-        bh: usize,
-        i0: usize,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        o: &mut [f32],
-        lse: &mut [f32],
-        sc: &mut Scratch,
-    ) {
-        if tiled {
-            kernel.forward_tile::<true>(bh, i0, q, k, v, o, lse, sc)
-        } else {
-            kernel.forward_rows::<true>(bh, i0, q, k, v, o, lse, sc)
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn forward(
+                kernel: &Kernel<'_>,
+                tiled: bool,
+                bh: usize,
+                i0: usize,
+                q: &[f32],
+                k: &[f32],
+                v: &[f32],
+                o: &mut [f32],
+                lse: &mut [f32],
+                sc: &mut Scratch,
+            ) {
+                if tiled {
+                    kernel.forward_tile::<true>(bh, i0, q, k, v, o, lse, sc)
+                } else {
+                    kernel.forward_rows::<true>(bh, i0, q, k, v, o, lse, sc)
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn backward(
+                kernel: &Kernel<'_>,
+                bh: usize,
+                x: &HeadGrads<'_>,
+                dq: &mut [f32],
+                dk: &mut [f32],
+                dv: &mut [f32],
+                sc: &mut Scratch,
+            ) {
+                kernel.backward_head::<true>(bh, x, dq, dk, dv, sc)
+            }
         }
+    };
+}
+
+fast_kernels!(avx2, "avx2,fma");
+fast_kernels!(avx512, "avx512f,avx2,fma");
+
+/// Which build of the kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// Every build this CPU can run.
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<Isa> {
+        let best = Self::detect();
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i == Isa::Portable || i == Isa::Avx2 && best != Isa::Portable || i == best)
+            .collect()
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn backward(
-        kernel: &Kernel<'_>,
-        bh: usize,
-        x: &HeadGrads<'_>,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
-        sc: &mut Scratch,
-    ) {
-        kernel.backward_head::<true>(bh, x, dq, dk, dv, sc)
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if std::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// The build to run: the widest the CPU has (tests may pick another).
+    fn current() -> Isa {
+        #[cfg(test)]
+        if let Some(isa) = FORCE_ISA.with(|f| f.get()) {
+            return isa;
+        }
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(Self::detect)
     }
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Tests set this to run the portable kernels on a CPU that has AVX2 and FMA.
-    pub(super) static PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn has_avx2_fma() -> bool {
-    #[cfg(test)]
-    if PORTABLE.with(|p| p.get()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    /// Tests set this to run a given build of the kernels.
+    pub(super) static FORCE_ISA: std::cell::Cell<Option<Isa>> = const { std::cell::Cell::new(None) };
 }
 
 /// The CPU op. The forward keeps each query's log-sum-exp for the backward.
@@ -510,7 +546,7 @@ impl CustomOp3 for FlashAttention {
         }
         let mut out = vec![0f32; heads * t * hd];
         let mut lse = vec![0f32; heads * t];
-        let fast = has_avx2_fma();
+        let isa = Isa::current();
         let tiled = t >= TILED_MIN_QUERIES;
         // Work items: (head, tile of queries); decoding takes a head's queries in one item.
         let rows = if tiled { BR } else { t.max(1) };
@@ -527,13 +563,22 @@ impl CustomOp3 for FlashAttention {
                 || Scratch::new(hd, if tiled { 0 } else { s }, tiled, false),
                 |sc, (bh, i0, (o, l))| {
                     let (qh, kh, vh) = (&q[bh * t * hd..(bh + 1) * t * hd], k.head(bh), v.head(bh));
+                    // SAFETY: `isa` names only extensions the CPU has (checked at run time).
                     #[cfg(target_arch = "x86_64")]
-                    if fast {
-                        // SAFETY: the CPU has AVX2 and FMA (checked at run time above).
-                        unsafe { fast::forward(&kn, tiled, bh, i0, qh, kh, vh, o, l, sc) };
-                        return;
+                    match isa {
+                        Isa::Avx512 => {
+                            return unsafe {
+                                avx512::forward(&kn, tiled, bh, i0, qh, kh, vh, o, l, sc)
+                            }
+                        }
+                        Isa::Avx2 => {
+                            return unsafe {
+                                avx2::forward(&kn, tiled, bh, i0, qh, kh, vh, o, l, sc)
+                            }
+                        }
+                        Isa::Portable => {}
                     }
-                    let _ = fast;
+                    let _ = isa;
                     if tiled {
                         kn.forward_tile::<false>(bh, i0, qh, kh, vh, o, l, sc)
                     } else {
@@ -591,7 +636,7 @@ impl CustomOp3 for FlashAttention {
         let mut dq = vec![0f32; heads * t * hd];
         let mut dk = vec![0f32; heads * s * hd];
         let mut dv = vec![0f32; heads * s * hd];
-        let fast = has_avx2_fma();
+        let isa = Isa::current();
         dq.par_chunks_mut(t * hd)
             .zip(dk.par_chunks_mut(s * hd))
             .zip(dv.par_chunks_mut(s * hd))
@@ -611,13 +656,18 @@ impl CustomOp3 for FlashAttention {
                         g: &gv[tq],
                         lse: &lse[bh * t..(bh + 1) * t],
                     };
+                    // SAFETY: `isa` names only extensions the CPU has (checked at run time).
                     #[cfg(target_arch = "x86_64")]
-                    if fast {
-                        // SAFETY: the CPU has AVX2 and FMA (checked at run time above).
-                        unsafe { fast::backward(&kn, bh, &x, dqh, dkh, dvh, sc) };
-                        return;
+                    match isa {
+                        Isa::Avx512 => {
+                            return unsafe { avx512::backward(&kn, bh, &x, dqh, dkh, dvh, sc) }
+                        }
+                        Isa::Avx2 => {
+                            return unsafe { avx2::backward(&kn, bh, &x, dqh, dkh, dvh, sc) }
+                        }
+                        Isa::Portable => {}
                     }
-                    let _ = fast;
+                    let _ = isa;
                     kn.backward_head::<false>(bh, &x, dqh, dkh, dvh, sc);
                 },
             );

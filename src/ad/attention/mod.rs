@@ -180,11 +180,12 @@ mod tests {
         // A fixed random weighting of the outputs, so every output element gets its own gradient.
         let w = random((b, h, t, hd), &mut rng);
         let reference = reference_attention(&q, &k, &v, scale, &mask, drop).unwrap();
-        // Both builds of the kernel: AVX2 + FMA (where the CPU has them) and portable.
-        for portable in [false, true] {
-            flash::PORTABLE.with(|p| p.set(portable));
+        // Every build of the kernel this CPU runs: portable, AVX2 + FMA, AVX-512.
+        for isa in flash::Isa::available() {
+            flash::FORCE_ISA.with(|f| f.set(Some(isa)));
             let tiled = attention(&q, &k, &v, scale, &mask, drop).unwrap();
-            flash::PORTABLE.with(|p| p.set(false));
+            flash::FORCE_ISA.with(|f| f.set(None));
+            let portable = format!("{isa:?}");
             let (output, grads) =
                 reference_differences(&tiled, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
             assert!(
@@ -192,7 +193,7 @@ mod tests {
                 "portable {portable}: forward differs by {output}"
             );
             for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
-                assert!(d < 1e-4, "portable {portable}: d{name} differs by {d}");
+                assert!(d < 1e-4, "{portable}: d{name} differs by {d}");
             }
         }
     }

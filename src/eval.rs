@@ -198,11 +198,7 @@ pub fn evaluate(
 }
 
 fn set_name(set: TaskSet) -> &'static str {
-    match set {
-        TaskSet::Train => "train",
-        TaskSet::Test => "test",
-        TaskSet::All => "all",
-    }
+    set.as_str()
 }
 
 /// As [`evaluate`], on an explicit task list.

@@ -655,6 +655,31 @@ fn cli_distill_eval_and_bench() {
     let out = run(&["eval", "--policy", c, "--episodes", "3", "--json"]);
     let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(r["policy"], "ed");
+    // The model's training tasks (from the dataset's manifest) are refused unless asked for.
+    let o = std::process::Command::new(exe)
+        .args(["eval", "--policy", c, "--episodes", "1", "--tasks", "all"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--tasks all")
+            && err.contains("training data")
+            && err.contains("--tasks train"),
+        "{err}"
+    );
+    let out = run(&[
+        "eval",
+        "--policy",
+        c,
+        "--episodes",
+        "1",
+        "--tasks",
+        "train",
+        "--json",
+    ]);
+    let on_train: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(on_train["tasks"], "train", "{on_train}");
     assert_eq!(r["returns_by_episode"].as_array().unwrap().len(), 3);
     assert!(r["optimal_return"].as_f64().unwrap() > 10.0);
     // temperature 0 = most likely action: a deterministic policy, so two seeds agree

@@ -445,18 +445,25 @@ impl Trainer {
 pub fn checkpoint_config(
     cfg: &DistillConfig,
     tokens: &TokenSpec,
-    env: &EnvSpec,
+    manifest: &crate::history::Manifest,
     data: &Path,
-    source: &str,
 ) -> serde_json::Value {
+    let mut tasks: Vec<u32> = manifest.runs.iter().map(|r| r.summary.task).collect();
+    tasks.extend(manifest.tasks.iter().map(|t| t.index));
+    tasks.sort_unstable();
+    tasks.dedup();
     serde_json::to_value(AdCheckpointConfig {
         algorithm: cfg.mode,
         model: cfg.model.clone(),
         tokens: tokens.clone(),
-        env: env.clone(),
+        env: manifest.env.clone(),
         distill: cfg.clone(),
         dataset: data.display().to_string(),
-        source_algorithm: source.to_string(),
+        source_algorithm: manifest.source.name.clone(),
+        training_tasks: Some(TrainingTasks {
+            split: manifest.split.clone(),
+            tasks,
+        }),
     })
     .expect("an AD checkpoint config encodes")
 }
@@ -473,6 +480,56 @@ pub struct AdCheckpointConfig {
     /// The dataset it was distilled from, and that dataset's source algorithm (for people).
     pub dataset: String,
     pub source_algorithm: String,
+    /// The tasks of that dataset (from its manifest), so that evaluation can keep to held-out
+    /// tasks. Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_tasks: Option<TrainingTasks>,
+}
+
+/// The tasks an in-context model saw in training: every task of its dataset's manifest and
+/// runs, and the manifest's split label (the task set they were collected on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingTasks {
+    pub split: String,
+    pub tasks: Vec<u32>,
+}
+
+impl TrainingTasks {
+    /// Refuses, naming the overlap, to score a model on tasks it was trained on, unless the
+    /// training tasks were asked for (`TaskSet::Train`: never the default). `tasks` are the
+    /// evaluation's task indices, `set` the set they come from, `env` its id.
+    pub fn check_held_out(
+        &self,
+        env: &str,
+        set: crate::envs::TaskSet,
+        tasks: &[usize],
+        dataset: &str,
+    ) -> Result<()> {
+        if set == crate::envs::TaskSet::Train {
+            return Ok(());
+        }
+        let seen: Vec<usize> = tasks
+            .iter()
+            .copied()
+            .filter(|&t| u32::try_from(t).is_ok_and(|t| self.tasks.binary_search(&t).is_ok()))
+            .collect();
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = seen.iter().take(8).map(|t| t.to_string()).collect();
+        let more = if seen.len() > 8 { ", …" } else { "" };
+        Err(Error::Config(format!(
+            "--tasks {}: {} of its {} tasks of `{env}` ({}{more}) are in this model's training data \
+             ({dataset}, collected on `{}`); in-context evaluation scores held-out tasks. Pass \
+             --tasks train (tasks = \"train\" in an icl_eval stage) to score training tasks on purpose",
+            set.as_str(),
+            seen.len(),
+            tasks.len(),
+            shown.join(", "),
+            self.split
+        )))
+    }
 }
 
 impl AdCheckpointConfig {
@@ -574,7 +631,7 @@ pub fn distill(
         obs_encoding: cfg.obs_encoding,
         num_actions,
     };
-    let config = checkpoint_config(cfg, &tokens, &manifest.env, data, &manifest.source.name);
+    let config = checkpoint_config(cfg, &tokens, &manifest, data);
     let mut t = Trainer::new(cfg, &tokens, seed, device)?;
     let mut keep_up_to = None;
     if resume && out.join(crate::checkpoint::TRAINER_STATE_FILE).exists() {
@@ -685,6 +742,35 @@ pub fn distill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Held-out evaluation: a set that shares tasks with the training data is refused by
+    /// name (the overlap listed), a disjoint one passes, and `train` passes when asked for.
+    #[test]
+    fn held_out_check_names_the_overlap_and_lets_train_through() {
+        let seen = TrainingTasks {
+            split: "train".into(),
+            tasks: vec![1, 4, 9],
+        };
+        use crate::envs::TaskSet;
+        assert!(seen
+            .check_held_out("dark_room", TaskSet::Test, &[0, 2, 3], "datasets/x")
+            .is_ok());
+        let err = seen
+            .check_held_out("dark_room", TaskSet::All, &[0, 1, 2, 3, 4], "datasets/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--tasks all") && err.contains("2 of its 5") && err.contains("(1, 4)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("datasets/x") && err.contains("--tasks train"),
+            "{err}"
+        );
+        assert!(seen
+            .check_held_out("dark_room", TaskSet::Train, &[1, 4], "datasets/x")
+            .is_ok());
+    }
     use crate::envs::TaskFamily;
 
     /// One window of 3 transitions whose first slot is padding; the real slots hold obs (1, 2)

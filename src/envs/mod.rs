@@ -420,6 +420,17 @@ pub enum TaskSet {
     All,
 }
 
+impl TaskSet {
+    /// `train`, `test` or `all`, as the flag spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskSet::Train => "train",
+            TaskSet::Test => "test",
+            TaskSet::All => "all",
+        }
+    }
+}
+
 impl std::str::FromStr for TaskSet {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

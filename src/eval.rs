@@ -154,6 +154,32 @@ pub struct EvalReport {
     pub stderr_by_episode: Vec<f64>,
     /// Mean over tasks of the best achievable return, where the environment can compute it.
     pub optimal_return: Option<f64>,
+    /// Bandits: [`normalised_scores`] of `returns_by_episode` against the baselines below, one
+    /// value per episode index (null where the baselines tie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalised_score_by_episode: Option<Vec<f64>>,
+    /// The baselines behind the normalised score (`ucb`, `random`): their `returns_by_episode`
+    /// on the same tasks, episodes and seed, measured in the same run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub baselines: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+/// The bandit's normalised score of Algorithm Distillation (Laskin et al. 2023, §5), per
+/// episode index: `(r − r_random) / (r_UCB − r_random)`, 0 at random level and 1 at UCB's;
+/// NaN where UCB and random tie.
+pub fn normalised_scores(returns: &[f64], random: &[f64], ucb: &[f64]) -> Vec<f64> {
+    returns
+        .iter()
+        .zip(random)
+        .zip(ucb)
+        .map(|((&r, &lo), &hi)| {
+            if (hi - lo).abs() > 1e-12 {
+                (r - lo) / (hi - lo)
+            } else {
+                f64::NAN
+            }
+        })
+        .collect()
 }
 
 impl std::fmt::Display for EvalReport {
@@ -167,7 +193,17 @@ impl std::fmt::Display for EvalReport {
             f,
             "{} | policy {} | {} task(s) ({}) x {} episodes | return {:.3} ± {:.3} | length {:.1}{opt}",
             self.env, self.policy, self.num_tasks, self.tasks, self.episodes, self.mean_return, self.stderr, self.mean_length
-        )
+        )?;
+        if let Some(n) = &self.normalised_score_by_episode {
+            let last: Vec<f64> = n.iter().rev().take(5).copied().collect();
+            let mean = last.iter().sum::<f64>() / last.len().max(1) as f64;
+            write!(
+                f,
+                " | normalised score, last {} episodes {mean:.2} (UCB 1, random 0)",
+                last.len()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -284,12 +320,25 @@ pub fn evaluate_tasks(
         returns_by_episode: by_ep,
         stderr_by_episode: se_by_ep,
         optimal_return: (!optimal.is_empty()).then(|| mean_stderr(&optimal).0),
+        normalised_score_by_episode: None,
+        baselines: Default::default(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalised_score_is_zero_at_random_and_one_at_ucb() {
+        let s = normalised_scores(
+            &[30.0, 60.0, 75.0, 50.0],
+            &[50.0, 50.0, 50.0, 50.0],
+            &[60.0, 70.0, 75.0, 50.0],
+        );
+        assert_eq!(&s[..3], &[-2.0, 0.5, 1.0]);
+        assert!(s[3].is_nan(), "tied baselines: {s:?}");
+    }
 
     /// Always action 0.
     struct Zero;

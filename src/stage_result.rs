@@ -116,6 +116,9 @@ pub struct EvalCurve {
     pub optimal_return: Option<f64>,
     /// First episode (from 1) whose return reaches 80% of the optimal return.
     pub episodes_to_80pct: Option<f64>,
+    /// Bandits: the mean normalised score over the last 5 episodes (UCB 1, random 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalised_last_5: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -297,12 +300,15 @@ impl fmt::Display for IclCurves {
                         "  {name}: episodes 1–2 return {:.2}, last 5 episodes {:.2}",
                         c.first_2_episodes, c.last_5_episodes
                     )?;
-                    match c.optimal_return {
-                        Some(o) => writeln!(
+                    if let Some(o) = c.optimal_return {
+                        write!(
                             f,
                             " = {:.0}% of optimal {o:.2}",
                             100.0 * c.last_5_episodes / o
-                        )?,
+                        )?;
+                    }
+                    match c.normalised_last_5 {
+                        Some(n) => writeln!(f, ", normalised score {n:.2} (UCB 1, random 0)")?,
                         None => writeln!(f)?,
                     }
                 }

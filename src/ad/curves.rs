@@ -92,6 +92,33 @@ pub fn plot_icl(
     line_plot(path, title, "episode", "return", &series)
 }
 
+/// The bandits' normalised score per episode of every report that has one, with UCB (1) and
+/// random (0) as reference lines.
+pub fn plot_normalised(path: &Path, reports: &[(String, EvalReport)]) -> Result<()> {
+    let mut series: Vec<Series> = reports
+        .iter()
+        .filter_map(|(name, r)| {
+            let n = r.normalised_score_by_episode.as_ref()?;
+            let pts = n
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| ((i + 1) as f64, v))
+                .collect();
+            Some(Series::line(name.clone(), pts))
+        })
+        .collect();
+    series.push(Series::reference("UCB", 1.0));
+    series.push(Series::reference("random", 0.0));
+    line_plot(
+        path,
+        "normalised score (r − r_random) / (r_UCB − r_random) on held-out tasks",
+        "episode",
+        "normalised score",
+        &series,
+    )
+}
+
 /// `eval --policy CHECKPOINT` for an AD/ED checkpoint: rolls the frozen model out on every task
 /// of `tasks` at once (environment `env`, default the one it was distilled on) with the KV
 /// cache, and reports the return at each episode index.
@@ -151,5 +178,82 @@ pub fn eval_in_context_at(
         }
         policy.keep = keep;
     }
-    crate::eval::evaluate(&family, tasks, episodes, seed, &mut policy)
+    let mut report = crate::eval::evaluate(&family, tasks, episodes, seed, &mut policy)?;
+    if is_bandit(&cfg.id) {
+        with_bandit_baselines(&mut report, &family, tasks, episodes, seed)?;
+    }
+    Ok(report)
+}
+
+/// The bandit families (`bandit`, `bandit/uniform`), scored by the normalised score.
+pub fn is_bandit(env_id: &str) -> bool {
+    env_id == "bandit" || env_id.starts_with("bandit/")
+}
+
+/// Rolls UCB1 and a uniformly random policy out on the tasks, episodes and seed of `report`
+/// and adds their curves and the normalised score ([`crate::eval::normalised_scores`]).
+pub fn with_bandit_baselines(
+    report: &mut EvalReport,
+    family: &crate::envs::TaskFamily,
+    tasks: crate::envs::TaskSet,
+    episodes: usize,
+    seed: u64,
+) -> Result<()> {
+    let spec = family.spec();
+    let mut ucb = crate::agents::bandit_algos::UcbPolicy::new(Default::default(), spec)?;
+    let ucb = crate::eval::evaluate(family, tasks, episodes, seed, &mut ucb)?;
+    let mut random = crate::eval::RandomPolicy::new(spec.action_space.clone(), seed);
+    let random = crate::eval::evaluate(family, tasks, episodes, seed, &mut random)?;
+    report.normalised_score_by_episode = Some(crate::eval::normalised_scores(
+        &report.returns_by_episode,
+        &random.returns_by_episode,
+        &ucb.returns_by_episode,
+    ));
+    report
+        .baselines
+        .insert("ucb".into(), ucb.returns_by_episode);
+    report
+        .baselines
+        .insert("random".into(), random.returns_by_episode);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envs::{EnvConfig, TaskFamily, TaskSet};
+    use crate::eval::{evaluate, Policy, RandomPolicy};
+
+    /// On the adversarial bandit's test tasks, UCB1 itself scores exactly 1 and the random
+    /// policy exactly 0 at every episode (same tasks, seeds and rollouts as the baselines), and
+    /// UCB's own curve rises well above random by the last episode.
+    #[test]
+    fn bandit_baselines_score_one_and_zero_and_ucb_learns() {
+        let mut cfg = EnvConfig::new("bandit");
+        cfg.num_tasks = Some(100);
+        let family = TaskFamily::new(&cfg).unwrap();
+        let (episodes, seed) = (6, 3);
+        let score = |policy: &mut dyn Policy| {
+            let mut r = evaluate(&family, TaskSet::Test, episodes, seed, policy).unwrap();
+            with_bandit_baselines(&mut r, &family, TaskSet::Test, episodes, seed).unwrap();
+            r
+        };
+        let spec = family.spec();
+        let ucb = score(
+            &mut crate::agents::bandit_algos::UcbPolicy::new(Default::default(), spec).unwrap(),
+        );
+        let random = score(&mut RandomPolicy::new(spec.action_space.clone(), seed));
+        assert_eq!(ucb.normalised_score_by_episode, Some(vec![1.0; episodes]));
+        assert_eq!(
+            random.normalised_score_by_episode,
+            Some(vec![0.0; episodes])
+        );
+        let (u, r) = (&ucb.baselines["ucb"], &ucb.baselines["random"]);
+        assert_eq!(u.len(), episodes);
+        assert!(
+            u[episodes - 1] > r[episodes - 1] + 15.0 && u[episodes - 1] > u[0],
+            "UCB by episode: {u:?}, random: {r:?}"
+        );
+        assert!(is_bandit("bandit") && is_bandit("bandit/uniform") && !is_bandit("dark_room"));
+    }
 }

@@ -239,6 +239,12 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
         source.as_deref().map(|c| (src_name.as_str(), c)),
         max_ep,
     )?;
+    if reports
+        .iter()
+        .any(|(_, r)| r.normalised_score_by_episode.is_some())
+    {
+        super::curves::plot_normalised(&dir.join("normalised.svg"), &reports)?;
+    }
     let optimal = reports.iter().find_map(|(_, r)| r.optimal_return);
     let mut curves = BTreeMap::new();
     for (name, r) in &reports {
@@ -257,6 +263,10 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
                 last_5_episodes: last,
                 optimal_return: r.optimal_return,
                 episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+                normalised_last_5: r.normalised_score_by_episode.as_ref().map(|n| {
+                    let last: Vec<f64> = n.iter().rev().take(5).copied().collect();
+                    last.iter().sum::<f64>() / last.len().max(1) as f64
+                }),
             }),
         );
     }

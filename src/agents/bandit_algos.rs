@@ -184,6 +184,14 @@ impl Ucb {
         )
     }
 
+    /// Counts one pull of `arm` that paid `reward`.
+    pub fn record(&mut self, arm: usize, reward: f64) -> Result<()> {
+        check_arm("ucb", arm, self.counts.len())?;
+        self.counts[arm] += 1.0;
+        self.sums[arm] += reward;
+        Ok(())
+    }
+
     /// The arm with the best empirical mean among those pulled (arm 0 before any pull).
     pub fn greedy(&self) -> usize {
         argmax(self.counts.iter().zip(&self.sums).map(|(&n, &s)| {
@@ -221,11 +229,8 @@ impl Agent for Ucb {
     }
 
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
-        let n = self.counts.len();
         for (&arm, &r) in discrete("ucb", exp.actions)?.iter().zip(exp.rewards) {
-            check_arm("ucb", arm, n)?;
-            self.counts[arm] += 1.0;
-            self.sums[arm] += r as f64;
+            self.record(arm, r as f64)?;
         }
         Ok(())
     }
@@ -272,6 +277,57 @@ impl Agent for Ucb {
         check_model_keys(&data.model, &["counts", "sums"])?;
         self.counts = read_f64(&data.model, "counts", n)?;
         self.sums = read_f64(&data.model, "sums", n)?;
+        Ok(())
+    }
+}
+
+/// UCB1 as an evaluation policy over a batch of bandits: one [`Ucb`] per environment, learning
+/// from its own pulls across all the episodes of a rollout (as it does in a collected
+/// history), so its returns by episode are the curve the bandit's normalised score divides by.
+pub struct UcbPolicy {
+    config: UcbConfig,
+    env: EnvSpec,
+    arms: Vec<Ucb>,
+}
+
+impl UcbPolicy {
+    pub fn new(config: UcbConfig, env: &EnvSpec) -> Result<Self> {
+        Ucb::new(config.clone(), env)?;
+        Ok(Self {
+            config,
+            env: env.clone(),
+            arms: Vec::new(),
+        })
+    }
+}
+
+impl crate::eval::Policy for UcbPolicy {
+    fn name(&self) -> String {
+        "ucb".into()
+    }
+
+    fn begin(&mut self, n_envs: usize) -> Result<()> {
+        self.arms = (0..n_envs)
+            .map(|_| Ucb::new(self.config.clone(), &self.env))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    fn act(&mut self, _obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
+        let ActionBuf::Discrete(out) = actions else {
+            return Err(Error::Env("ucb pulls discrete arms".into()));
+        };
+        for (a, ucb) in out.iter_mut().zip(&self.arms) {
+            *a = ucb.choose();
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, f: &crate::eval::Feedback<'_>) -> Result<()> {
+        let arms = discrete("ucb", f.actions)?;
+        for ((ucb, &arm), &r) in self.arms.iter_mut().zip(arms).zip(f.rewards) {
+            ucb.record(arm, r as f64)?;
+        }
         Ok(())
     }
 }

@@ -119,6 +119,11 @@ pub struct EvalCurve {
     /// Bandits: the mean normalised score over the last 5 episodes (UCB 1, random 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalised_last_5: Option<f64>,
+    /// Data efficiency against the plot's source algorithm: the first episode (from 1) whose
+    /// return reaches the source's final level ([`SourceCurve::final_level`]); absent without a
+    /// source or when the curve never gets there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes_to_source_final: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,6 +134,10 @@ pub struct SourceCurve {
     /// Episodes every source run reached.
     pub episodes: usize,
     pub episodes_to_80pct: Option<f64>,
+    /// The level the source reaches at the end of its history: its mean return over its last
+    /// 5 episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_level: Option<f64>,
 }
 
 /// A `reincarnate` stage's result.
@@ -307,10 +316,13 @@ impl fmt::Display for IclCurves {
                             100.0 * c.last_5_episodes / o
                         )?;
                     }
-                    match c.normalised_last_5 {
-                        Some(n) => writeln!(f, ", normalised score {n:.2} (UCB 1, random 0)")?,
-                        None => writeln!(f)?,
+                    if let Some(n) = c.normalised_last_5 {
+                        write!(f, ", normalised score {n:.2} (UCB 1, random 0)")?;
                     }
+                    if let Some(e) = c.episodes_to_source_final {
+                        write!(f, "; reaches the source's final level at episode {e}")?;
+                    }
+                    writeln!(f)?;
                 }
                 CurveSummary::Source(c) => {
                     let name = name.strip_prefix("source:").unwrap_or(name);
@@ -318,11 +330,15 @@ impl fmt::Display for IclCurves {
                         || "does not reach 80% of optimal".to_string(),
                         |e| format!("reaches 80% of optimal at episode {e}"),
                     );
-                    writeln!(
+                    write!(
                         f,
                         "  {name} (source algorithm, from scratch): episodes 1–2 return {:.2}, {reached} (of {} episodes)",
                         c.first_2_episodes, c.episodes
                     )?;
+                    match c.final_level {
+                        Some(l) => writeln!(f, ", final level {l:.2} (last 5 episodes)")?,
+                        None => writeln!(f)?,
+                    }
                 }
             }
         }
@@ -417,9 +433,10 @@ mod tests {
             "plot": "runs/q/curves/icl.svg",
             "curves": {
                 "ad-eval": { "first_2_episodes": 0.5, "last_5_episodes": 8.0,
-                             "optimal_return": 16.0, "episodes_to_80pct": null },
+                             "optimal_return": 16.0, "episodes_to_80pct": null,
+                             "episodes_to_source_final": 3.0 },
                 "source:ppo": { "first_2_episodes": 0.25, "episodes": 400,
-                                "episodes_to_80pct": 120.0 },
+                                "episodes_to_80pct": 120.0, "final_level": 7.5 },
             }
         });
         let r: IclCurves = serde_json::from_value(json.clone()).unwrap();
@@ -434,7 +451,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("reaches 80% of optimal at episode 120"),
+            text.contains(
+                "reaches 80% of optimal at episode 120 (of 400 episodes), final level 7.50"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "8.00 = 50% of optimal 16.00; reaches the source's final level at episode 3"
+            ),
             "{text}"
         );
         assert!(text.ends_with("plot: runs/q/curves/icl.svg\n"), "{text}");

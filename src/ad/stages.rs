@@ -203,6 +203,12 @@ pub fn run_icl_eval(
     Ok(StageResult::Eval(r))
 }
 
+/// The level a source curve `(episode, mean, s.e.)` ends at: its mean over the last 5 episodes.
+fn final_level(curve: &[(f64, f64, f64)]) -> Option<f64> {
+    let last: Vec<f64> = curve.iter().rev().take(5).map(|p| p.1).collect();
+    (!last.is_empty()).then(|| last.iter().sum::<f64>() / last.len() as f64)
+}
+
 /// First episode index (from 1) at which a curve reaches `frac` of `optimal`.
 fn episodes_to(curve: &[(f64, f64)], optimal: f64, frac: f64) -> Option<f64> {
     curve.iter().find(|p| p.1 >= frac * optimal).map(|p| p.0)
@@ -246,6 +252,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
         super::curves::plot_normalised(&dir.join("normalised.svg"), &reports)?;
     }
     let optimal = reports.iter().find_map(|(_, r)| r.optimal_return);
+    let source_final = source.as_deref().and_then(final_level);
     let mut curves = BTreeMap::new();
     for (name, r) in &reports {
         let c = &r.returns_by_episode;
@@ -263,6 +270,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
                 last_5_episodes: last,
                 optimal_return: r.optimal_return,
                 episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+                episodes_to_source_final: source_final.and_then(|l| episodes_to(&pts, l, 1.0)),
                 normalised_last_5: r.normalised_score_by_episode.as_ref().map(|n| {
                     let last: Vec<f64> = n.iter().rev().take(5).copied().collect();
                     last.iter().sum::<f64>() / last.len().max(1) as f64
@@ -278,8 +286,31 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
                 first_2_episodes: pts.iter().take(2).map(|p| p.1).sum::<f64>() / 2.0,
                 episodes: pts.len(),
                 episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+                final_level: source_final,
             }),
         );
     }
     Ok(StageResult::IclCurves(IclCurves { plot, curves }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The source's final level is its mean over the last 5 episodes, and an in-context curve's
+    /// data efficiency the first episode at which it reaches that level.
+    #[test]
+    fn source_final_level_and_episodes_to_reach_it() {
+        let source: Vec<(f64, f64, f64)> = (1..=10).map(|e| (e as f64, e as f64, 0.1)).collect();
+        let level = final_level(&source).unwrap();
+        assert_eq!(level, 8.0); // (6 + 7 + 8 + 9 + 10) / 5
+        let ad: Vec<(f64, f64)> = [2.0, 5.0, 7.9, 8.0, 9.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| ((i + 1) as f64, r))
+            .collect();
+        assert_eq!(episodes_to(&ad, level, 1.0), Some(4.0));
+        assert_eq!(episodes_to(&ad[..3], level, 1.0), None);
+        assert_eq!(final_level(&[]), None);
+    }
 }

@@ -62,9 +62,20 @@ pub fn reference_scale_cols(x: &Tensor, v: &Tensor, relu: bool) -> candle_core::
     }
 }
 
-/// The reductions keep eight partial sums, added in a fixed order, so they vectorise.
+/// `acc + a·b`, fused where the CPU has FMA (`mul_add` without hardware FMA is a library
+/// call, so callers pass `FMA = true` only inside functions compiled with it).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, acc)
+    } else {
+        acc + a * b
+    }
+}
+
+/// `a · b` with eight partial sums added in a fixed order, so that it vectorises.
+#[inline(always)]
+pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -75,7 +86,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .sum();
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -93,7 +104,7 @@ impl CustomOp1 for L2Norm {
         let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
         for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            let inv = 1.0 / dot(xr, xr).sqrt().max(EPS);
+            let inv = 1.0 / dot::<false>(xr, xr).sqrt().max(EPS);
             yr.iter_mut().zip(xr).for_each(|(y, &x)| *y = x * inv);
         }
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -119,9 +130,9 @@ impl CustomOp1 for L2Norm {
             .zip(g.chunks_exact(d))
             .zip(dx.chunks_exact_mut(d))
         {
-            let n = dot(xr, xr).sqrt();
+            let n = dot::<false>(xr, xr).sqrt();
             if n > EPS {
-                let (c, inv) = (dot(gr, yr), 1.0 / n);
+                let (c, inv) = (dot::<false>(gr, yr), 1.0 / n);
                 for ((dx, &g), &y) in dr.iter_mut().zip(gr).zip(yr) {
                     *dx = (g - y * c) * inv;
                 }

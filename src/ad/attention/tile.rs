@@ -7,15 +7,7 @@
 //! multiply-adds. The two give results equal to rounding, not bit for bit (a fused
 //! multiply-add rounds once).
 
-/// `acc + a·b`, fused where the CPU has FMA (`mul_add` without hardware FMA is a library call).
-#[inline(always)]
-pub(super) fn madd<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, acc)
-    } else {
-        acc + a * b
-    }
-}
+pub(super) use crate::nn::rowwise::{dot, madd};
 
 /// Rows of `A` per register block.
 const MR: usize = 4;
@@ -123,24 +115,6 @@ pub(super) fn gemm_acc<const FMA: bool>(
 /// The reductions below keep eight partial sums and add them in a fixed order, so they
 /// vectorise.
 const LANES: usize = 8;
-
-#[inline(always)]
-pub(super) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// `y += a·x`.
 #[inline(always)]

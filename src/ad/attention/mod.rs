@@ -193,7 +193,7 @@ mod tests {
                 "portable {portable}: forward differs by {output}"
             );
             for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
-                assert!(d < 1e-4, "{portable}: d{name} differs by {d}");
+                assert!(d < 1e-5, "{portable}: d{name} differs by {d}");
             }
         }
     }
@@ -295,7 +295,7 @@ mod tests {
             reference_differences(&tiled, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
         assert!(output < 1e-5, "forward differs by {output}");
         for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
-            assert!(d < 1e-4, "d{name} differs by {d}");
+            assert!(d < 1e-5, "d{name} differs by {d}");
         }
     }
 

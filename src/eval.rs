@@ -164,6 +164,12 @@ pub struct EvalReport {
     pub baselines: std::collections::BTreeMap<String, Vec<f64>>,
 }
 
+/// The mean of the last `n` values of `xs` (fewer if it is shorter); `None` when it is empty.
+pub fn mean_of_last(xs: &[f64], n: usize) -> Option<f64> {
+    let k = xs.len().min(n);
+    (k > 0).then(|| xs.iter().rev().take(k).sum::<f64>() / k as f64)
+}
+
 /// The bandit's normalised score of Algorithm Distillation (Laskin et al. 2023, §5), per
 /// episode index: `(r − r_random) / (r_UCB − r_random)`, 0 at random level and 1 at UCB's;
 /// NaN where UCB and random tie.
@@ -195,12 +201,11 @@ impl std::fmt::Display for EvalReport {
             self.env, self.policy, self.num_tasks, self.tasks, self.episodes, self.mean_return, self.stderr, self.mean_length
         )?;
         if let Some(n) = &self.normalised_score_by_episode {
-            let last: Vec<f64> = n.iter().rev().take(5).copied().collect();
-            let mean = last.iter().sum::<f64>() / last.len().max(1) as f64;
+            let mean = mean_of_last(n, 5).unwrap_or(0.0);
             write!(
                 f,
                 " | normalised score, last {} episodes {mean:.2} (UCB 1, random 0)",
-                last.len()
+                n.len().min(5)
             )?;
         }
         Ok(())

@@ -153,13 +153,13 @@ pub fn eval_in_context_at(
             "temperature (--temperature): expected a finite number >= 0 (0 = most likely action), found {temperature}"
         )));
     }
-    let trained = InContextPolicy::env_spec(data)?;
+    let ck = super::train::AdCheckpointConfig::decode(&data.config)?;
+    let trained = &ck.env;
     let cfg = env.unwrap_or_else(|| trained.config.clone());
     let family = crate::envs::TaskFamily::new(&cfg)?;
     trained.check_fits(family.spec(), "the model was distilled on")?;
     // Held-out tasks only, unless the training tasks are asked for (same env id: task indices
     // of another environment are other tasks).
-    let ck = super::train::AdCheckpointConfig::decode(&data.config)?;
     if let Some(seen) = &ck.training_tasks {
         if cfg.id == trained.config.id {
             seen.check_held_out(&cfg.id, tasks, &family.tasks(tasks), &ck.dataset)?;

@@ -18,7 +18,6 @@ use candle_core::Device;
 use super::kv_cache::KvCache;
 use super::model::{Gpt, TokenLayout};
 use crate::checkpoint::{raw_to_tensors, CheckpointData};
-use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
 use crate::eval::{ActionBuf, Feedback, Policy};
 use crate::nn::params::ParamStore;
@@ -91,11 +90,6 @@ impl InContextPolicy {
             cfg.algorithm.as_str().to_string(),
             seed,
         ))
-    }
-
-    /// The environment the checkpoint was distilled on.
-    pub fn env_spec(data: &CheckpointData) -> Result<EnvSpec> {
-        Ok(crate::ad::train::AdCheckpointConfig::decode(&data.config)?.env)
     }
 
     pub fn model(&self) -> &Gpt {

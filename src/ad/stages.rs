@@ -205,8 +205,8 @@ pub fn run_icl_eval(
 
 /// The level a source curve `(episode, mean, s.e.)` ends at: its mean over the last 5 episodes.
 fn final_level(curve: &[(f64, f64, f64)]) -> Option<f64> {
-    let last: Vec<f64> = curve.iter().rev().take(5).map(|p| p.1).collect();
-    (!last.is_empty()).then(|| last.iter().sum::<f64>() / last.len() as f64)
+    let means: Vec<f64> = curve.iter().map(|p| p.1).collect();
+    crate::eval::mean_of_last(&means, 5)
 }
 
 /// First episode index (from 1) at which a curve reaches `frac` of `optimal`.
@@ -257,7 +257,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
     for (name, r) in &reports {
         let c = &r.returns_by_episode;
         let first2 = c.iter().take(2).sum::<f64>() / c.len().clamp(1, 2) as f64;
-        let last = c.iter().rev().take(5).sum::<f64>() / c.len().clamp(1, 5) as f64;
+        let last = crate::eval::mean_of_last(c, 5).unwrap_or(0.0);
         let pts: Vec<(f64, f64)> = c
             .iter()
             .enumerate()
@@ -271,10 +271,10 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
                 optimal_return: r.optimal_return,
                 episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
                 episodes_to_source_final: source_final.and_then(|l| episodes_to(&pts, l, 1.0)),
-                normalised_last_5: r.normalised_score_by_episode.as_ref().map(|n| {
-                    let last: Vec<f64> = n.iter().rev().take(5).copied().collect();
-                    last.iter().sum::<f64>() / last.len().max(1) as f64
-                }),
+                normalised_last_5: r
+                    .normalised_score_by_episode
+                    .as_ref()
+                    .map(|n| crate::eval::mean_of_last(n, 5).unwrap_or(0.0)),
             }),
         );
     }

@@ -166,6 +166,29 @@ impl Kernel<'_> {
         ((bh * self.t + i) * self.s) as u64
     }
 
+    /// Masks `prow`, query `i`'s scores against keys `j0..j1` of window `w`: zeroes the keys it
+    /// may not see and returns the offset within the tile of the first one it may see and the
+    /// allowed scores, or `None` (the whole row zeroed) when it sees none of them.
+    #[inline(always)]
+    fn allowed<'p>(
+        &self,
+        w: usize,
+        i: usize,
+        j0: usize,
+        j1: usize,
+        prow: &'p mut [f32],
+    ) -> Option<(usize, &'p mut [f32])> {
+        let (lo, hi) = self.mask.range(w, i);
+        if lo >= j1 || hi < j0 {
+            prow.fill(0.0);
+            return None;
+        }
+        let (a, z) = (lo.max(j0) - j0, hi.min(j1 - 1) - j0);
+        prow[..a].fill(0.0);
+        prow[z + 1..].fill(0.0);
+        Some((a, &mut prow[a..=z]))
+    }
+
     /// Queries `i0..` of head `bh` (as many as `o` has rows), row by row: `q` (T × hd), `k`,
     /// `v` (S × hd) → `o`, and `lse` per query.
     #[inline(always)]
@@ -241,16 +264,10 @@ impl Kernel<'_> {
             st.fill(0.0);
             gemm_acc::<FMA>(rows, nc, hd, &q[i0 * hd..], hd, &sc.kt, BC, st, BC);
             for r in 0..rows {
-                let (lo, hi) = self.mask.range(w, i0 + r);
                 let prow = &mut st[r * BC..r * BC + nc];
-                if lo >= j1 || hi < j0 {
-                    prow.fill(0.0);
+                let Some((a, seg)) = self.allowed(w, i0 + r, j0, j1, prow) else {
                     continue;
-                }
-                let (a, z) = (lo.max(j0) - j0, hi.min(j1 - 1) - j0);
-                prow[..a].fill(0.0);
-                prow[z + 1..].fill(0.0);
-                let seg = &mut prow[a..=z];
+                };
                 let m_new = sc.m[r].max(max(seg) * self.scale);
                 let sum = exp_shifted(seg, self.scale, m_new);
                 let corr = exp_nonpositive(sc.m[r] - m_new);
@@ -313,18 +330,13 @@ impl Kernel<'_> {
                 gemm_acc::<FMA>(rows, nc, hd, &x.q[i0 * hd..], hd, &sc.kt, BC, p, BC);
                 let mut seen = false;
                 for r in 0..rows {
-                    let (lo, hi) = self.mask.range(w, i0 + r);
                     let prow = &mut p[r * BC..r * BC + nc];
-                    if lo >= j1 || hi < j0 {
-                        prow.fill(0.0);
+                    let Some((_, seg)) = self.allowed(w, i0 + r, j0, j1, prow) else {
                         continue;
-                    }
+                    };
                     seen = true;
-                    let (a, z) = (lo.max(j0) - j0, hi.min(j1 - 1) - j0);
-                    prow[..a].fill(0.0);
-                    prow[z + 1..].fill(0.0);
                     let shift = x.lse[i0 + r];
-                    for v in &mut prow[a..=z] {
+                    for v in seg {
                         *v = exp_nonpositive(*v * self.scale - shift);
                     }
                 }

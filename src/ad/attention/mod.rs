@@ -176,24 +176,32 @@ mod tests {
         let first_pos: Vec<usize> = (0..b).map(|i| (i * 3) % (s + 2)).collect();
         let mask = AttnMask { past, first_pos };
         let drop = dropout.map(|p| AttnDropout { p, seed: 11 });
-        let scale = 1.0 / (hd as f64).sqrt();
         // A fixed random weighting of the outputs, so every output element gets its own gradient.
         let w = random((b, h, t, hd), &mut rng);
-        let reference = reference_attention(&q, &k, &v, scale, &mask, drop).unwrap();
-        // Every build of the kernel this CPU runs: portable, AVX2 + FMA, AVX-512.
+        compare(&q, &k, &v, &w, 1.0 / (hd as f64).sqrt(), &mask, drop);
+    }
+
+    /// Every build of the kernel this CPU runs (portable, AVX2 + FMA, AVX-512) against the
+    /// tensor-op formulation: outputs and the gradients of Σ output ⊙ `w` to 1e-5.
+    fn compare(
+        q: &Var,
+        k: &Var,
+        v: &Var,
+        w: &Var,
+        scale: f64,
+        mask: &AttnMask,
+        drop: Option<AttnDropout>,
+    ) {
+        let reference = reference_attention(q, k, v, scale, mask, drop).unwrap();
         for isa in flash::Isa::available() {
             flash::FORCE_ISA.with(|f| f.set(Some(isa)));
-            let tiled = attention(&q, &k, &v, scale, &mask, drop).unwrap();
+            let tiled = attention(q, k, v, scale, mask, drop).unwrap();
             flash::FORCE_ISA.with(|f| f.set(None));
-            let portable = format!("{isa:?}");
             let (output, grads) =
-                reference_differences(&tiled, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
-            assert!(
-                output < 1e-5,
-                "portable {portable}: forward differs by {output}"
-            );
+                reference_differences(&tiled, &reference, w.as_tensor(), &[q, k, v]).unwrap();
+            assert!(output < 1e-5, "{isa:?}: forward differs by {output}");
             for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
-                assert!(d < 1e-5, "{portable}: d{name} differs by {d}");
+                assert!(d < 1e-5, "{isa:?}: d{name} differs by {d}");
             }
         }
     }
@@ -288,15 +296,8 @@ mod tests {
             first_pos: vec![flash::BC + 3, t - 1, 0],
         };
         let w = random((b, h, t, hd), &mut rng);
-        let tiled = attention(&q, &k, &v, 0.3, &mask, None).unwrap();
         assert!(flash::BC + 3 < t - 1, "padding must cover a whole key tile");
-        let reference = reference_attention(&q, &k, &v, 0.3, &mask, None).unwrap();
-        let (output, grads) =
-            reference_differences(&tiled, &reference, w.as_tensor(), &[&q, &k, &v]).unwrap();
-        assert!(output < 1e-5, "forward differs by {output}");
-        for (name, d) in ["q", "k", "v"].into_iter().zip(grads) {
-            assert!(d < 1e-5, "d{name} differs by {d}");
-        }
+        compare(&q, &k, &v, &w, 0.3, &mask, None);
     }
 
     /// Keys and values read in place from a view of a preallocated cache (heads strided, as

@@ -39,7 +39,11 @@ pub(super) const TILED_MIN_QUERIES: usize = 8;
 /// Whether `t` (B, H, S, hd) has contiguous rows, one after the other within each head, so that
 /// the kernel can read it without a copy (a view of a preallocated KV cache is).
 pub(super) fn rows_contiguous(t: &Tensor) -> bool {
-    let (dims, stride) = (t.dims(), t.stride());
+    rows_layout(t.dims(), t.stride())
+}
+
+/// [`rows_contiguous`] on dimensions and strides.
+fn rows_layout(dims: &[usize], stride: &[usize]) -> bool {
     dims.len() == 4 && stride[3] == 1 && (dims[2] <= 1 || stride[2] == dims[3])
 }
 
@@ -56,7 +60,7 @@ impl<'a> HeadRows<'a> {
     fn new(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<Self> {
         let (b, h, s, hd) = layout.shape().dims4()?;
         let st = layout.stride();
-        if st[3] != 1 || (s > 1 && st[2] != hd) {
+        if !rows_layout(layout.dims(), st) {
             candle_core::bail!("attention: {what} rows are not contiguous (strides {st:?})")
         }
         let CpuStorage::F32(all) = storage else {

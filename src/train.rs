@@ -310,8 +310,16 @@ impl Policy for GreedyPolicy<'_> {
     fn name(&self) -> String {
         format!("{} (greedy)", self.agent.algorithm())
     }
+    fn begin(&mut self, n_envs: usize) -> Result<()> {
+        self.agent.eval_begin(n_envs);
+        Ok(())
+    }
     fn act(&mut self, obs: &[f32], actions: &mut ActionBuf) -> Result<()> {
         self.agent.act(obs, false, self.step, actions)
+    }
+    fn observe(&mut self, feedback: &crate::eval::Feedback<'_>) -> Result<()> {
+        self.agent.eval_observe(feedback);
+        Ok(())
     }
 }
 

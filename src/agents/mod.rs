@@ -13,6 +13,7 @@ pub mod bandit_algos;
 pub mod dqn;
 pub mod ppo;
 pub mod sac;
+pub mod tabular_q;
 
 /// Scalar metrics by name (losses, Q values, gradient norms, σ per SN layer, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -57,6 +58,11 @@ pub trait Agent {
     fn diagnostics(&self) -> Result<Metrics> {
         Ok(Metrics::new())
     }
+    /// A greedy evaluation over `n_envs` fresh environments begins (agents with a memory of
+    /// the episode reset it; others ignore this).
+    fn eval_begin(&mut self, _n_envs: usize) {}
+    /// The outcome of a greedy evaluation step (agents with a memory of the episode update it).
+    fn eval_observe(&mut self, _feedback: &crate::eval::Feedback<'_>) {}
     /// The teacher-usable policy output for a batch of observations.
     fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput>;
     /// Everything needed to rebuild (config, weights) and, with `resume`, to continue exactly
@@ -183,7 +189,16 @@ pub fn resume_arrays(data: &CheckpointData) -> crate::Result<(&RawArrays, &RawAr
 }
 
 /// Algorithms `train` accepts.
-pub const ALGORITHMS: &[&str] = &["dqn", "c51", "ppo", "ucb", "thompson", "sac", "simbav2"];
+pub const ALGORITHMS: &[&str] = &[
+    "dqn",
+    "c51",
+    "ppo",
+    "ucb",
+    "thompson",
+    "tabular_q",
+    "sac",
+    "simbav2",
+];
 
 /// Deep-merges `over` into `base` (tables merge key by key; other values replace). A table
 /// with a `kind` tag (a schedule, an enum variant) replaces the default wholesale: its fields
@@ -255,6 +270,11 @@ pub fn build(
             env,
             seed,
         )?)),
+        "tabular_q" => Ok(Box::new(tabular_q::TabularQ::new(
+            with_defaults(tabular_q::TabularQConfig::default(), agent_cfg, algo)?,
+            env,
+            seed,
+        )?)),
         "sac" => Ok(Box::new(sac::Sac::new(
             algo,
             with_defaults(sac::SacConfig::default(), agent_cfg, algo)?,
@@ -320,6 +340,11 @@ pub fn from_checkpoint(
                 let cfg: bandit_algos::ThompsonConfig =
                     crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
                 Box::new(bandit_algos::Thompson::new(cfg, &env, 0)?)
+            }
+            "tabular_q" => {
+                let cfg: tabular_q::TabularQConfig =
+                    crate::checkpoint::decode_complete(section("agent"), file, "agent")?;
+                Box::new(tabular_q::TabularQ::new(cfg, &env, 0)?)
             }
             "sac" | "simbav2" => {
                 let cfg: sac::SacConfig =

@@ -94,6 +94,62 @@ pub struct PpoConfig {
     pub advantage_std_floor: f64,
     /// Clip the global gradient norm (actor and critic together) to this value.
     pub max_grad_norm: Option<f64>,
+    /// A memory the networks read beside the observation, built from the agent's own
+    /// experience (see [`Memory`]); none by default.
+    pub memory: Memory,
+}
+
+/// What a [`Ppo`] agent remembers within an episode, appended to its network input. The
+/// memory is the agent's own: made from rewards it has received, never from hidden
+/// environment state, so learning histories it logs hold exactly the observations an
+/// in-context learner sees, while the source itself can solve tasks that are not Markov in the
+/// observation (Dark Key-to-Door: the same cell calls for "fetch the key" before the first
+/// reward and "go to the door" after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Memory {
+    /// The observation only.
+    #[default]
+    None,
+    /// One more input: the undiscounted return of the episode so far (0 at its start).
+    EpisodeReturn,
+}
+
+impl Memory {
+    /// Inputs the memory adds.
+    pub fn width(self) -> usize {
+        match self {
+            Memory::None => 0,
+            Memory::EpisodeReturn => 1,
+        }
+    }
+}
+
+/// Per-environment memory of the episode so far: [`Memory::EpisodeReturn`]'s running return.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct EpisodeMemory {
+    returns: Vec<f32>,
+}
+
+impl EpisodeMemory {
+    /// The memory of `n` environments, fresh episodes if it held another count.
+    fn ensure(&mut self, n: usize) {
+        if self.returns.len() != n {
+            self.returns = vec![0.0; n];
+        }
+    }
+
+    /// After a step: add its rewards, forget the episodes that ended.
+    fn record(&mut self, rewards: &[f32], terminated: &[bool], truncated: &[bool]) {
+        self.ensure(rewards.len());
+        for (i, m) in self.returns.iter_mut().enumerate() {
+            *m = if terminated[i] || truncated[i] {
+                0.0
+            } else {
+                *m + rewards[i]
+            };
+        }
+    }
 }
 
 impl Default for PpoConfig {
@@ -116,6 +172,7 @@ impl Default for PpoConfig {
             normalize_advantages: true,
             advantage_std_floor: 1.0,
             max_grad_norm: Some(0.5),
+            memory: Memory::None,
         }
     }
 }
@@ -421,6 +478,8 @@ pub struct Ppo {
     env: EnvSpec,
     n_actions: usize,
     obs_dim: usize,
+    /// Memory inputs appended to each observation ([`Memory::width`]).
+    mem_dim: usize,
     device: Device,
     store: ParamStore,
     encoder: ObsEncoder,
@@ -434,6 +493,10 @@ pub struct Ppo {
     updates: u64,
     /// Completed PPO iterations (rollouts learned from).
     iterations: u64,
+    /// The training environments' memory (updated by `observe`).
+    memory: EpisodeMemory,
+    /// The evaluation environments' memory (updated through [`Agent::eval_observe`]).
+    eval_memory: EpisodeMemory,
 }
 
 impl Ppo {
@@ -453,13 +516,20 @@ impl Ppo {
         let obs_dim = env.observation_space.flat_dim();
         let mut store = ParamStore::new(device, crate::rng::derive_seed(seed, 1));
         let encoder = ObsEncoder::new(config.obs_encoding, &env.observation_space);
-        let net = ActorCritic::new(&config, encoder.input_dim(), n_actions, &mut store)?;
+        let mem_dim = config.memory.width();
+        let net = ActorCritic::new(
+            &config,
+            encoder.input_dim() + mem_dim,
+            n_actions,
+            &mut store,
+        )?;
         let optimizer = Adam::new(store.trainable(), config.optimizer.clone())?;
         Ok(Self {
             config,
             env: env.clone(),
             n_actions,
             obs_dim,
+            mem_dim,
             device: device.clone(),
             store,
             encoder,
@@ -470,6 +540,8 @@ impl Ppo {
             pending: None,
             updates: 0,
             iterations: 0,
+            memory: EpisodeMemory::default(),
+            eval_memory: EpisodeMemory::default(),
         })
     }
 
@@ -485,15 +557,55 @@ impl Ppo {
         &self.store
     }
 
-    /// Encoded network inputs `(B, input_dim)` for raw observations `(B·obs_dim)`.
-    fn obs_tensor(&self, obs: &[f32]) -> Result<Tensor> {
+    /// Width of a stored row: the raw observation, then the memory.
+    fn row_dim(&self) -> usize {
+        self.obs_dim + self.mem_dim
+    }
+
+    /// Rows of `obs` (`B·obs_dim`) each followed by its environment's memory (zeros where
+    /// `memory` holds another number of environments: `policy_output` on a bare batch).
+    fn with_memory(&self, obs: &[f32], memory: &EpisodeMemory) -> Result<Vec<f32>> {
         let n = super::batch_rows("ppo", obs, self.obs_dim)?;
-        let x = self.encoder.encode(obs);
-        Ok(Tensor::from_vec(
-            x,
-            (n, self.encoder.input_dim()),
-            &self.device,
-        )?)
+        if self.mem_dim == 0 {
+            return Ok(obs.to_vec());
+        }
+        let mut rows = Vec::with_capacity(n * self.row_dim());
+        for (i, o) in obs.chunks_exact(self.obs_dim).enumerate() {
+            rows.extend_from_slice(o);
+            rows.push(if memory.returns.len() == n {
+                memory.returns[i]
+            } else {
+                0.0
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Encoded network inputs `(B, input_dim)` for stored rows `(B·row_dim)`: the observation
+    /// part encoded, the memory part appended as is.
+    fn obs_tensor(&self, rows: &[f32]) -> Result<Tensor> {
+        let d = self.row_dim();
+        let n = super::batch_rows("ppo", rows, d)?;
+        let width = self.encoder.input_dim() + self.mem_dim;
+        let x = if self.mem_dim == 0 {
+            self.encoder.encode(rows)
+        } else {
+            let obs: Vec<f32> = rows
+                .chunks_exact(d)
+                .flat_map(|r| r[..self.obs_dim].iter().copied())
+                .collect();
+            let enc = self.encoder.encode(&obs);
+            let mut x = Vec::with_capacity(n * width);
+            for (e, r) in enc
+                .chunks_exact(self.encoder.input_dim())
+                .zip(rows.chunks_exact(d))
+            {
+                x.extend_from_slice(e);
+                x.extend_from_slice(&r[self.obs_dim..]);
+            }
+            x
+        };
+        Ok(Tensor::from_vec(x, (n, width), &self.device)?)
     }
 
     /// Log-probabilities `(B·A)` row-major and values `(B)` on the host.
@@ -515,7 +627,7 @@ impl Ppo {
     fn learn(&mut self) -> Result<Metrics> {
         let cfg = self.config.clone();
         let r = &self.rollout;
-        let (n_envs, d) = (r.n_envs, self.obs_dim);
+        let (n_envs, d) = (r.n_envs, self.row_dim());
         let last_values = self.values(&r.last_next_obs)?;
         let (mut adv, returns) = gae(
             &r.rewards,
@@ -657,6 +769,13 @@ impl Agent for Ppo {
             return Err(Error::Env("ppo acts with discrete actions".into()));
         };
         let n = out.len();
+        let memory = if explore {
+            self.memory.ensure(n);
+            &self.memory
+        } else {
+            &self.eval_memory
+        };
+        let obs = &self.with_memory(obs, memory)?;
         if explore {
             let (log_probs, values) = self.evaluate(obs)?;
             let a_n = self.n_actions;
@@ -693,6 +812,16 @@ impl Agent for Ppo {
         };
         let n = a.len();
         let d = self.obs_dim;
+        self.memory.ensure(n);
+        let obs = self.with_memory(&exp.obs[..n * d], &self.memory)?;
+        let mut after = self.memory.clone();
+        for (m, r) in after.returns.iter_mut().zip(exp.rewards) {
+            *m += r;
+        }
+        // The state a step ended in (the truncation bootstrap) or the rollout stops in (the
+        // last bootstrap) remembers this step's reward.
+        let next_obs = self.with_memory(&exp.next_obs[..n * d], &after)?;
+        let rd = self.row_dim();
         if self.rollout.actions.is_empty() {
             self.rollout.n_envs = n;
         } else if self.rollout.n_envs != n {
@@ -706,7 +835,7 @@ impl Agent for Ppo {
         let (log_probs, values) = match self.pending.take() {
             Some((lp, v)) if lp.len() == n => (lp, v),
             _ => {
-                let (lp_all, v) = self.evaluate(exp.obs)?;
+                let (lp_all, v) = self.evaluate(&obs)?;
                 let lp = a
                     .iter()
                     .enumerate()
@@ -722,15 +851,17 @@ impl Agent for Ppo {
         if !truncated.is_empty() {
             let next: Vec<f32> = truncated
                 .iter()
-                .flat_map(|&i| exp.next_obs[i * d..(i + 1) * d].iter().copied())
+                .flat_map(|&i| next_obs[i * rd..(i + 1) * rd].iter().copied())
                 .collect();
             let v = self.values(&next)?;
             for (&i, vi) in truncated.iter().zip(v) {
                 rewards[i] += (self.config.gamma as f32) * vi;
             }
         }
+        self.memory
+            .record(exp.rewards, exp.terminated, exp.truncated);
         let r = &mut self.rollout;
-        r.obs.extend_from_slice(&exp.obs[..n * d]);
+        r.obs.extend_from_slice(&obs);
         r.actions.extend(a.iter().map(|&x| x as i64));
         r.log_probs.extend(log_probs);
         r.values.extend(values);
@@ -738,7 +869,7 @@ impl Agent for Ppo {
         r.ended
             .extend((0..n).map(|i| exp.terminated[i] || exp.truncated[i]));
         r.last_next_obs.clear();
-        r.last_next_obs.extend_from_slice(&exp.next_obs[..n * d]);
+        r.last_next_obs.extend_from_slice(&next_obs);
         Ok(())
     }
 
@@ -758,8 +889,22 @@ impl Agent for Ppo {
         Ok(m)
     }
 
+    fn eval_begin(&mut self, n_envs: usize) {
+        self.eval_memory = EpisodeMemory {
+            returns: vec![0.0; n_envs],
+        };
+    }
+
+    fn eval_observe(&mut self, feedback: &crate::eval::Feedback<'_>) {
+        self.eval_memory
+            .record(feedback.rewards, feedback.terminated, feedback.truncated);
+    }
+
+    /// With a memory, the output at the start of an episode (memory zero): a bare batch of
+    /// observations carries no episode.
     fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput> {
-        let logits = self.net.logits(&self.obs_tensor(obs)?)?;
+        let rows = self.with_memory(obs, &EpisodeMemory::default())?;
+        let logits = self.net.logits(&self.obs_tensor(&rows)?)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
         Ok(PolicyOutput::Probs(probs.flatten_all()?.to_vec1()?))
     }
@@ -785,6 +930,7 @@ impl Agent for Ppo {
                 iterations: self.iterations,
                 optimizer_step: step,
                 rollout_envs: self.rollout.n_envs,
+                memory: self.memory.returns.clone(),
             };
             data.trainer_state = Some(
                 serde_json::to_value(&state)
@@ -808,8 +954,11 @@ impl Agent for Ppo {
         let rollout = super::resume_file(data.replay.as_ref(), crate::checkpoint::REPLAY_FILE)?;
         super::restore_adam(&mut self.optimizer, state.optimizer_step, opt, &self.device)?;
         self.rollout
-            .import(rollout, state.rollout_envs, self.obs_dim)?;
+            .import(rollout, state.rollout_envs, self.row_dim())?;
         self.rng = state.rng;
+        self.memory = EpisodeMemory {
+            returns: state.memory,
+        };
         self.updates = state.updates;
         self.iterations = state.iterations;
         Ok(())
@@ -830,6 +979,9 @@ struct PpoResumeState {
     optimizer_step: u64,
     /// Environments of the pending rollout.
     rollout_envs: usize,
+    /// The training environments' episode memory (empty without [`Memory`]).
+    #[serde(default)]
+    memory: Vec<f32>,
 }
 
 /// Names of the model tensors a PPO agent of this shape holds (for tests and `inspect`).
@@ -999,5 +1151,82 @@ mod tests {
         assert_eq!(scaled.encode(&obs), vec![1.0, 1.0, 7.0, -1.0, -1.0, -3.0]);
         let raw = ObsEncoder::new(ObsEncoding::Raw, &space);
         assert_eq!(raw.encode(&obs), obs.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+    use crate::envs::{EnvConfig, TaskFamily};
+
+    fn ppo(memory: Memory) -> Ppo {
+        let family = TaskFamily::new(&EnvConfig::new("dark_key_to_door")).unwrap();
+        let cfg = PpoConfig {
+            memory,
+            hidden: vec![8],
+            rollout_steps: 4,
+            num_minibatches: 1,
+            ..PpoConfig::default()
+        };
+        Ppo::new(cfg, family.spec(), &Device::Cpu, 0).unwrap()
+    }
+
+    fn step(p: &mut Ppo, obs: [f32; 4], rewards: [f32; 2], ended: [bool; 2]) {
+        let mut a = ActionBuf::Discrete(vec![0, 0]);
+        p.act(&obs, true, 0, &mut a).unwrap();
+        p.observe(&Experience {
+            obs: &obs,
+            actions: &a,
+            rewards: &rewards,
+            next_obs: &obs,
+            terminated: &ended,
+            truncated: &[false, false],
+        })
+        .unwrap();
+    }
+
+    /// The episode's return so far is the input after the observation's one-hot code: stored
+    /// with each row, reset when the episode ends, saved for resume, and kept apart from the
+    /// memory of greedy evaluations.
+    #[test]
+    fn episode_return_memory_is_stored_reset_and_resumed() {
+        let mut p = ppo(Memory::EpisodeReturn);
+        assert_eq!(p.row_dim(), 3);
+        let obs = [1.0, 2.0, 3.0, 4.0];
+        step(&mut p, obs, [1.0, 0.0], [false, false]);
+        step(&mut p, obs, [0.0, 1.0], [false, true]);
+        step(&mut p, obs, [0.0, 0.0], [false, false]);
+        // rows: (obs, memory before the step)
+        let mem: Vec<f32> = p.rollout.obs.chunks(3).map(|r| r[2]).collect();
+        assert_eq!(mem, [0.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(p.memory.returns, [1.0, 0.0]);
+        // the last bootstrap state remembers the last reward
+        assert_eq!(&p.rollout.last_next_obs, &[1.0, 2.0, 1.0, 3.0, 4.0, 0.0]);
+        // the network reads the one-hot code (9 + 9) and then the memory
+        let x = p.obs_tensor(&[1.0, 2.0, 0.5]).unwrap();
+        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(x.len(), 19);
+        assert_eq!((x[1], x[9 + 2], x[18]), (1.0, 1.0, 0.5));
+        // evaluation has its own memory
+        p.eval_begin(1);
+        p.eval_observe(&crate::eval::Feedback {
+            actions: &ActionBuf::Discrete(vec![0]),
+            rewards: &[1.0],
+            terminated: &[false],
+            truncated: &[false],
+        });
+        assert_eq!(p.eval_memory.returns, [1.0]);
+        assert_eq!(p.memory.returns, [1.0, 0.0]);
+        // resume
+        let mut data = p.save(true).unwrap();
+        data.trainer_state = Some(serde_json::json!({ "agent": data.trainer_state }));
+        let mut q = ppo(Memory::EpisodeReturn);
+        q.load(&data).unwrap();
+        assert_eq!(q.memory.returns, [1.0, 0.0]);
+        assert_eq!(q.rollout.obs, p.rollout.obs);
+        // without a memory the rows are the observations
+        let mut p = ppo(Memory::None);
+        step(&mut p, obs, [1.0, 0.0], [false, false]);
+        assert_eq!(p.rollout.obs, obs);
     }
 }

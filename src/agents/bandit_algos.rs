@@ -99,11 +99,7 @@ fn check_arm(algo: &str, arm: usize, n: usize) -> Result<()> {
 }
 
 fn f64_array(v: &[f64]) -> RawArray {
-    RawArray {
-        dtype: safetensors::Dtype::F64,
-        shape: vec![v.len()],
-        bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
+    RawArray::f64(vec![v.len()], v)
 }
 
 fn read_f64(model: &BTreeMap<String, RawArray>, name: &str, n: usize) -> Result<Vec<f64>> {
@@ -123,7 +119,10 @@ fn read_f64(model: &BTreeMap<String, RawArray>, name: &str, n: usize) -> Result<
         .collect())
 }
 
-fn check_model_keys(model: &BTreeMap<String, RawArray>, expected: &[&str]) -> Result<()> {
+pub(super) fn check_model_keys(
+    model: &BTreeMap<String, RawArray>,
+    expected: &[&str],
+) -> Result<()> {
     let extra: Vec<&String> = model
         .keys()
         .filter(|k| !expected.contains(&k.as_str()))

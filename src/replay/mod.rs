@@ -463,6 +463,13 @@ impl RawArray {
             bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
+    pub fn f64(shape: Vec<usize>, v: &[f64]) -> Self {
+        Self {
+            dtype: safetensors::Dtype::F64,
+            shape,
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
     pub fn i64(shape: Vec<usize>, v: &[i64]) -> Self {
         Self {
             dtype: safetensors::Dtype::I64,
@@ -506,6 +513,14 @@ impl RawArray {
             .bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+    pub fn to_f64(&self, name: &str, elems: usize) -> Result<Vec<f64>> {
+        self.check(name, safetensors::Dtype::F64, elems, 8)?;
+        Ok(self
+            .bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect())
     }
     pub fn to_i64(&self, name: &str, elems: usize) -> Result<Vec<i64>> {

@@ -521,20 +521,24 @@ fn run_train_stage(
 }
 
 /// The checkpoint of train stage `name` (its first seed), for `teacher = "stage:NAME"`.
+/// The checkpoint a `stage:NAME` teacher names: a train stage's first seed, or a distill
+/// stage's model (an in-context teacher).
 fn train_stage_checkpoint(exp: &Experiment, root: &Path, name: &str) -> Result<PathBuf> {
-    let seed = exp
-        .stages
+    exp.stages
         .iter()
         .find_map(|s| match s {
-            Stage::Train(t) if t.name == name => Some(t.seeds.first().copied().unwrap_or(exp.seed)),
+            Stage::Train(t) if t.name == name => {
+                let seed = t.seeds.first().copied().unwrap_or(exp.seed);
+                Some(root.join(name).join(format!("seed-{seed}")))
+            }
+            Stage::Distill(d) if d.name == name => Some(root.join(name)),
             _ => None,
         })
         .ok_or_else(|| {
             Error::Config(format!(
-                "teacher `stage:{name}`: no train stage named `{name}` in this experiment"
+                "teacher `stage:{name}`: no train or distill stage named `{name}` in this experiment"
             ))
-        })?;
-    Ok(root.join(name).join(format!("seed-{seed}")))
+        })
 }
 
 /// Evaluation curves of a train stage's seeds: (step, mean, stderr) at the steps every seed reached.

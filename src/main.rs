@@ -93,7 +93,7 @@ enum Command {
         /// Environment id (or give it in --config as `env`).
         #[arg(long)]
         env: Option<String>,
-        /// Algorithm: dqn, c51.
+        /// Algorithm: dqn, c51, ppo, sac, simbav2, ucb, thompson, tabular_q.
         #[arg(long)]
         algo: Option<String>,
         /// Environment steps (loop.steps).
@@ -146,7 +146,8 @@ enum Command {
     /// reincarnation method; reports its teacher-normalised evaluation curve.
     Reincarnate {
         /// Checkpoint folder, Stable-Baselines3 .zip, CleanRL .cleanrl_model, .safetensors/.pt/.pth
-        /// state dict (an MLP without --arch), hf://ORG/NAME, hf://sb3/NAME or hf://cleanrl/NAME.
+        /// state dict (an MLP without --arch), hf://ORG/NAME, hf://sb3/NAME or hf://cleanrl/NAME;
+        /// or an AD/ED model folder (runs/NAME/ad), rolled out in context on --task.
         #[arg(long)]
         teacher: String,
         /// Network held by a state-dict teacher: mlp:120,84 or minatar-conv:16,128 (optional for an MLP).
@@ -168,6 +169,9 @@ enum Command {
         /// Student environment steps (loop.steps).
         #[arg(long)]
         steps: Option<u64>,
+        /// Task of a task family (loop.task), e.g. a held-out Dark Room goal.
+        #[arg(long)]
+        task: Option<usize>,
         /// Output folder (default checkpoints/ENV-METHOD-sSEED).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -408,6 +412,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             student,
             env,
             steps,
+            task,
             out,
             baseline,
             config,
@@ -427,6 +432,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             }
             let mut sets = c.overrides.clone();
             sets.extend(steps.map(|n| format!("loop.steps={n}")));
+            sets.extend(task.map(|k| format!("loop.task={k}")));
             let spec: reincarnate::reincarnation::ReincarnateSpec =
                 load_layered("reincarnate", config.as_deref(), &flags, &sets, &[])?;
             let out = out.clone().unwrap_or_else(|| {

@@ -170,6 +170,10 @@ pub struct MethodAggregate {
     pub iqm_curve: Vec<(f64, f64)>,
     /// First step at which `iqm_curve` reaches the teacher (1.0).
     pub first_step_iqm_at_teacher: Option<f64>,
+    /// With an in-context teacher, per seed: the first evaluation step at which the student's
+    /// greedy return reaches the teacher's in-context final level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_to_in_context_level: Vec<Option<u64>>,
 }
 
 /// A `reincarnation_summary` stage's result.
@@ -357,6 +361,18 @@ impl fmt::Display for ReincarnateResult {
                 "  {m}: final teacher-normalised IQM {:.2} (95% CI {:.2}..{:.2}) | teacher level: {at}",
                 v.final_iqm, v.ci95.0, v.ci95.1
             )?;
+            if !v.steps_to_in_context_level.is_empty() {
+                let steps: Vec<String> = v
+                    .steps_to_in_context_level
+                    .iter()
+                    .map(|s| s.map_or("never".to_string(), |s| s.to_string()))
+                    .collect();
+                writeln!(
+                    f,
+                    "    reaches the in-context teacher's final level at step {} (per seed)",
+                    steps.join(" / ")
+                )?;
+            }
         }
         Ok(())
     }

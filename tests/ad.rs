@@ -1,7 +1,8 @@
 //! Algorithm distillation: the KV-cached decoder acts as full recomputation does, gradients
 //! reach every parameter through the hand-written layer norm and attention (checked against
-//! finite differences for the layer norm), checkpoints round-trip and resume exactly, and a
-//! small AD model learns held-out Dark Room goals in context with frozen weights.
+//! finite differences for the layer norm), checkpoints round-trip and resume exactly, a small
+//! AD model learns held-out Dark Room goals in context with frozen weights, and what it finds
+//! in context on one goal becomes a reactive DQN student (an in-context teacher).
 
 mod common;
 
@@ -549,6 +550,87 @@ fn ad_learns_held_out_dark_room_goals_in_context() {
     ] {
         check_in_context_learning(tmp.path(), &data, layout, late_fraction);
     }
+    check_in_context_teacher(tmp.path(), &tmp.path().join("ad-transition"));
+}
+
+/// `reincarnate --teacher AD --task K`: the frozen model's in-context rollout on a held-out goal
+/// is the teacher data and its final episodes the distillation target; the QDagger student
+/// reaches the model's in-context final level in fewer of its own environment steps than the
+/// same DQN needs from scratch.
+fn check_in_context_teacher(dir: &Path, model: &Path) {
+    use reincarnate::reincarnation::{run_reincarnate, Method, MethodConfig, ReincarnateSpec};
+    let family = TaskFamily::new(&reincarnate::envs::EnvConfig::new("dark_room")).unwrap();
+    // The held-out goal nearest the start but not on it: the small model finds it in context.
+    let goal = *family
+        .tasks(TaskSet::Test)
+        .iter()
+        .filter(|&&t| {
+            let d = (t as i32 % 9 - 4).abs() + (t as i32 / 9 - 4).abs();
+            d >= 2
+        })
+        .min_by_key(|&&t| (t as i32 % 9 - 4).abs() + (t as i32 / 9 - 4).abs())
+        .unwrap();
+    let spec = |method: Method| -> ReincarnateSpec {
+        let mut s: ReincarnateSpec = toml::from_str(&format!(
+            r#"
+env = "dark_room"
+teacher = "{}"
+method = "qdagger"
+student = "dqn"
+[loop]
+steps = 4000
+task = {goal}
+eval_interval = 250
+eval_episodes = 1
+checkpoint_interval = 0
+progress = false
+"#,
+            model.display()
+        ))
+        .unwrap();
+        s.method = method;
+        s.method_config = MethodConfig {
+            in_context_episodes: 40,
+            in_context_final_episodes: 10,
+            score_episodes: 1,
+            ..MethodConfig::default()
+        };
+        s
+    };
+    let dev = Device::Cpu;
+    let student = run_reincarnate(&spec(Method::Qdagger), 0, &dev, &dir.join("student")).unwrap();
+    let ic = student.in_context_teacher.clone().unwrap();
+    // Dark Room episodes last 20 steps: the whole rollout is the teacher data.
+    assert_eq!((ic.episodes, ic.steps), (40, 800));
+    assert_eq!(ic.returns_by_episode.len(), 40);
+    assert_eq!(student.teacher_data_transitions, 800);
+    assert!(!ic.training_task);
+    let first = ic.returns_by_episode[..5].iter().sum::<f64>() / 5.0;
+    assert!(
+        ic.final_level > first.max(3.0),
+        "goal {goal}: the model's in-context returns {:?}",
+        ic.returns_by_episode
+    );
+    let scratch =
+        run_reincarnate(&spec(Method::TabulaRasa), 0, &dev, &dir.join("scratch")).unwrap();
+    let reached = student.steps_to_in_context_level.unwrap_or_else(|| {
+        panic!(
+            "goal {goal}: the student never reached {}: {:?}",
+            ic.final_level, student.curve
+        )
+    });
+    let scratch_steps = scratch.steps_to_in_context_level.unwrap_or(u64::MAX);
+    eprintln!(
+        "goal {goal}: in-context level {:.2}; student at step {reached} (+{} rollout steps), \
+         from scratch at {:?}",
+        ic.final_level, ic.steps, scratch.steps_to_in_context_level
+    );
+    assert!(
+        reached < scratch_steps,
+        "goal {goal}: student at step {reached}, from scratch at {scratch_steps}: {:?} vs {:?}",
+        student.curve,
+        scratch.curve
+    );
 }
 
 fn check_in_context_learning(dir: &Path, data: &Path, layout: TokenLayout, late_fraction: f64) {

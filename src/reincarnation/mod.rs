@@ -19,6 +19,7 @@ pub mod actor_distill;
 pub mod bc;
 pub mod dqfd;
 pub mod finetune;
+pub mod in_context;
 pub mod jsrl;
 pub mod kickstart;
 pub mod pretrain;
@@ -153,6 +154,10 @@ pub struct MethodConfig {
     pub max_roll_in: Option<u64>,
     /// Episodes to score the teacher and a random policy.
     pub score_episodes: usize,
+    /// An in-context teacher (an AD/ED checkpoint): episodes of its in-context rollout on the
+    /// task, and how many of the last ones make its policy ([`in_context`]).
+    pub in_context_episodes: usize,
+    pub in_context_final_episodes: usize,
     /// Warm-started students (finetune, QDagger, pretrain, DQfD, BC) do not re-explore from
     /// scratch, which would replace the competence they start with by near-random episodes in
     /// their replay: DQN-family students hold ε at the schedule's end value from their first
@@ -179,6 +184,8 @@ impl Default for MethodConfig {
             cql_alpha: 1.0,
             max_roll_in: None,
             score_episodes: 20,
+            in_context_episodes: 100,
+            in_context_final_episodes: 10,
             warm_epsilon: true,
         }
     }
@@ -227,6 +234,13 @@ pub struct ReincarnationSummary {
     pub offline_updates: u64,
     pub teacher_data_transitions: usize,
     pub out: PathBuf,
+    /// With an in-context teacher: its rollout's returns and final level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_context_teacher: Option<in_context::InContextReport>,
+    /// With an in-context teacher: the first evaluation step at which the student's greedy
+    /// return reaches the teacher's in-context final level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_to_in_context_level: Option<u64>,
 }
 
 /// `(G − G_random) / (G_teacher − G_random)`.
@@ -250,12 +264,43 @@ pub fn run_reincarnate(
         .train_loop
         .task
         .unwrap_or_else(|| family.tasks(TaskSet::Train)[0]);
-    let teacher = Rc::new(Teacher::load(
-        &spec.teacher,
-        spec.arch.as_deref(),
-        family.spec(),
-        device,
-    )?);
+    let mut in_context = None;
+    let teacher = if in_context::is_in_context_teacher(&spec.teacher) {
+        if spec.method == Method::Finetune {
+            return Err(Error::Config(format!(
+                "--method finetune copies the teacher's weights, but {} is an in-context \
+                 learner (a transformer) and the student a reactive network; use qdagger, \
+                 kickstart, jsrl, rehearsal, pretrain, dqfd or bc",
+                spec.teacher
+            )));
+        }
+        let mc = &spec.method_config;
+        let r = in_context::roll_out(
+            Path::new(&spec.teacher),
+            &family,
+            task,
+            mc.in_context_episodes,
+            mc.in_context_final_episodes,
+            seed,
+            device,
+        )?;
+        tracing::info!(
+            "in-context teacher on task {task}: {} episodes, first {:.2}, final level {:.2} (last {})",
+            r.report.episodes,
+            r.report.returns_by_episode.first().copied().unwrap_or(f64::NAN),
+            r.report.final_level,
+            r.report.final_episodes
+        );
+        in_context = Some((r.replay, r.report));
+        Rc::new(r.teacher)
+    } else {
+        Rc::new(Teacher::load(
+            &spec.teacher,
+            spec.arch.as_deref(),
+            family.spec(),
+            device,
+        )?)
+    };
     let ends = score_ends(spec, &teacher, &family, task, seed)?;
     let mut student = crate::agents::build(
         &spec.student,
@@ -267,12 +312,19 @@ pub fn run_reincarnate(
     )?;
     let online_updates = online_updates(spec, &teacher, student.as_mut())?;
     crate::fs::create_dir_all(out)?;
-    let data = if spec.method.needs_data() {
-        Some(Rc::new(teacher_data(
+    let (in_context_data, in_context_report) = match in_context {
+        Some((replay, report)) => (Some(replay), Some(report)),
+        None => (None, None),
+    };
+    let data = match in_context_data {
+        // The in-context rollout is the teacher's data unless other data is given.
+        Some(replay) if spec.method.needs_data() && spec.teacher_data.is_none() => {
+            Some(Rc::new(replay))
+        }
+        _ if spec.method.needs_data() => Some(Rc::new(teacher_data(
             spec, &teacher, &family, task, seed, out,
-        )?))
-    } else {
-        None
+        )?)),
+        _ => None,
     };
     let mc = &spec.method_config;
     let offline_updates = if spec.method.has_offline_phase() {
@@ -364,7 +416,7 @@ pub fn run_reincarnate(
         ),
         None => None,
     };
-    let result = ReincarnationSummary::new(
+    let mut result = ReincarnationSummary::new(
         spec,
         family.spec().id(),
         &ends,
@@ -374,6 +426,14 @@ pub fn run_reincarnate(
         data.as_ref().map_or(0, |d| d.len()),
         out,
     );
+    if let Some(report) = in_context_report {
+        result.steps_to_in_context_level = result
+            .curve
+            .iter()
+            .find(|p| p.1 >= report.final_level)
+            .map(|p| p.0 as u64);
+        result.in_context_teacher = Some(report);
+    }
     crate::fs::write_json_atomic(&out.join("reincarnation.json"), &result)?;
     plot_normalised(
         &out.join("reincarnation.svg"),
@@ -674,6 +734,8 @@ impl ReincarnationSummary {
             offline_updates,
             teacher_data_transitions,
             out: out.to_path_buf(),
+            in_context_teacher: None,
+            steps_to_in_context_level: None,
         }
     }
 }
@@ -815,6 +877,11 @@ pub fn aggregate(
                 finals,
                 iqm_curve: curve,
                 first_step_iqm_at_teacher: first_at_teacher,
+                steps_to_in_context_level: if rs.iter().any(|r| r.in_context_teacher.is_some()) {
+                    rs.iter().map(|r| r.steps_to_in_context_level).collect()
+                } else {
+                    Vec::new()
+                },
             },
         );
     }

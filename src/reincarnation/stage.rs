@@ -310,6 +310,20 @@ impl std::fmt::Display for WithBaseline {
             "{} student on {}: teacher {:.2}, random {:.2} | final teacher-normalised score {:.3} | teacher level: {}",
             r.method.name(), r.env, r.teacher_return, r.random_return, r.final_normalised, steps(r.steps_to_teacher)
         )?;
+        if let Some(ic) = &r.in_context_teacher {
+            writeln!(
+                f,
+                "in-context teacher on task {}: episode 1 return {:.2}, final level {:.2} (mean of its last {} of {} episodes, {} environment steps{}); the student reaches it at {}",
+                ic.task,
+                ic.returns_by_episode.first().copied().unwrap_or(f64::NAN),
+                ic.final_level,
+                ic.final_episodes,
+                ic.episodes,
+                ic.steps,
+                if ic.training_task { ", a training task of the model" } else { "" },
+                steps(r.steps_to_in_context_level)
+            )?;
+        }
         if let Some((b, base_out)) = &self.baseline {
             writeln!(
                 f,
@@ -318,6 +332,13 @@ impl std::fmt::Display for WithBaseline {
                 steps(b.steps_to_teacher),
                 base_out.display()
             )?;
+            if b.in_context_teacher.is_some() {
+                writeln!(
+                    f,
+                    "tabula_rasa student reaches the in-context level at {}",
+                    steps(b.steps_to_in_context_level)
+                )?;
+            }
         }
         writeln!(
             f,

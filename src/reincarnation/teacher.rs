@@ -140,6 +140,11 @@ impl Teacher {
             }
             load_checkpoint_teacher(&path, env, device)?
         };
+        Ok(Self::from_agent(agent, src.to_string(), env))
+    }
+
+    /// A teacher around an agent already built for `env` (`source` names it in messages).
+    pub fn from_agent(agent: Box<dyn Agent>, source: String, env: &EnvSpec) -> Self {
         let (n_actions, action_box) = match &env.action_space {
             Space::Discrete { n } => (*n, None),
             Space::Box { shape, low, high } => {
@@ -153,12 +158,12 @@ impl Teacher {
                 (k, Some(b))
             }
         };
-        Ok(Self {
+        Self {
             agent,
-            source: src.to_string(),
+            source,
             n_actions,
             action_box,
-        })
+        }
     }
 
     pub fn n_actions(&self) -> usize {

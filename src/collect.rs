@@ -291,6 +291,7 @@ fn collect_one(
         progress: false,
         log_history: Some(folder),
         history_run: r as u32,
+        history_split: Some(spec.tasks.as_str().to_string()),
         allow_long: false,
         skip_nonfinite: 0,
     };

@@ -74,6 +74,10 @@ pub struct LoopConfig {
     /// Run index written into the logged history (`collect` numbers its runs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub history_run: u32,
+    /// The task split the logged history's manifest names (default `train`; `collect` writes
+    /// the task set it ran on, so a collection on held-out tasks says `test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_split: Option<String>,
 }
 
 fn is_zero_f64(x: &f64) -> bool {
@@ -450,7 +454,7 @@ pub fn train(
                 spec.clone(),
                 TransitionSchema::for_env(&spec),
                 tasks,
-                "train",
+                cfg.history_split.as_deref().unwrap_or("train"),
                 source,
             );
             Some(HistoryLogger::new(

@@ -213,3 +213,32 @@ fn teacher_mode_logs_the_checkpoints_greedy_actions() {
         .to_string();
     assert!(e.contains("does not fit"), "{e}");
 }
+
+/// A collection on held-out tasks says so in its manifest (`split = "test"`), runs only those
+/// tasks, and tabular Q-learning's Dark Room Hard histories rise from never reaching the goal
+/// to reaching it every episode.
+#[test]
+fn held_out_collections_say_test_and_tabular_q_histories_rise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("drh");
+    let mut s = spec("dark_room_hard", "tabular_q", 4, 16_000);
+    s.tasks = TaskSet::Test;
+    s.agent = toml::from_str("gamma = 0.9\ninitial_value = 0.15").unwrap();
+    collect(&s, 0, None, &out, &candle_core::Device::Cpu).unwrap();
+    let m = Manifest::load(&out).unwrap();
+    assert_eq!(m.split, "test");
+    let family =
+        reincarnate::envs::TaskFamily::new(&reincarnate::envs::EnvConfig::new("dark_room_hard"))
+            .unwrap();
+    let test = family.tasks(TaskSet::Test);
+    assert!(m
+        .runs
+        .iter()
+        .all(|r| test.contains(&(r.summary.task as usize))));
+    let sum = summarize(&out).unwrap();
+    let (first, last) = (
+        sum.mean_first_return.unwrap(),
+        sum.mean_last_return.unwrap(),
+    );
+    assert!(first < 0.5 && last == 1.0, "first {first}, last {last}");
+}

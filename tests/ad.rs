@@ -45,6 +45,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         dropout: 0.1,
         attn_dropout: 0.1,
         short_conv: None,
+        episode_start: false,
     }
 }
 
@@ -159,7 +160,8 @@ fn sar_kv_cache_gives_the_actions_of_full_recomputation() {
 
 /// Training windows and in-context decoding tokenise a history the same way: the logits the
 /// policy computes step by step (cached) equal those of one training-style forward over the
-/// window that `window_inputs` builds from the same transitions.
+/// window that `window_inputs` builds from the same transitions (an episode ends after the
+/// fourth step; with the episode-start feature both the first and the fifth token carry it).
 #[test]
 fn training_windows_and_decoding_see_the_same_tokens() {
     let (c, steps) = (8, 7);
@@ -178,10 +180,12 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         prev_action: Actions::Discrete(vec![0; c]),
         prev_reward: vec![0.0; c],
         has_prev: vec![0.0; c],
+        episode_start: vec![0.0; c],
         target_action: Actions::Discrete(vec![0; c]),
         mask: vec![0.0; c],
         rows: vec![-1; c],
     };
+    let ends_episode = |t: usize| t == 3;
     let (Actions::Discrete(prev), Actions::Discrete(target)) =
         (&mut w.prev_action, &mut w.target_action)
     else {
@@ -196,12 +200,20 @@ fn training_windows_and_decoding_see_the_same_tokens() {
             w.prev_reward[j] = rews[t - 1];
             w.has_prev[j] = 1.0;
         }
+        if t == 0 || ends_episode(t - 1) {
+            w.episode_start[j] = 1.0;
+        }
         w.mask[j] = 1.0;
         w.rows[j] = t as i64;
     }
-    for layout in [TokenLayout::Transition, TokenLayout::Sar] {
+    for (layout, episode_start) in [
+        (TokenLayout::Transition, false),
+        (TokenLayout::Transition, true),
+        (TokenLayout::Sar, false),
+    ] {
         let cfg = GptConfig {
             layout,
+            episode_start,
             ..small(c, Positions::Learned)
         };
         let mut p = random_policy(&cfg, true);
@@ -225,12 +237,15 @@ fn training_windows_and_decoding_see_the_same_tokens() {
             p.observe(&Feedback {
                 actions: &ActionBuf::Discrete(vec![acts[s]]),
                 rewards: &[rews[s]],
-                terminated: &[false],
+                terminated: &[ends_episode(s)],
                 truncated: &[false],
             })
             .unwrap();
         }
-        assert!(worst < 1e-4, "{layout:?}: logits differ by {worst}");
+        assert!(
+            worst < 1e-4,
+            "{layout:?} (episode start {episode_start}): logits differ by {worst}"
+        );
     }
 }
 
@@ -269,6 +284,7 @@ fn sar_model_learns_to_combine_previous_action_and_reward() {
             prev_action: Actions::Discrete(prev),
             prev_reward,
             has_prev,
+            episode_start: vec![0.0; n],
             target_action: Actions::Discrete(target),
             mask: vec![1.0; n],
             rows: (0..n as i64).collect(),
@@ -649,6 +665,7 @@ fn check_in_context_learning(dir: &Path, data: &Path, layout: TokenLayout, late_
         dropout: 0.0,
         attn_dropout: 0.0,
         short_conv: None,
+        episode_start: false,
     };
     let cfg = DistillConfig {
         mode: Mode::Ad,

@@ -46,6 +46,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         dropout: 0.1,
         attn_dropout: 0.1,
         short_conv: None,
+        episode_start: false,
     }
 }
 

@@ -130,6 +130,12 @@ pub struct GptConfig {
     /// `transition` layout (left out of written configs when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub short_conv: Option<usize>,
+    /// One more token feature (transition layout): 1 on the first transition of each episode.
+    /// The model then sees episode boundaries directly rather than inferring them from the
+    /// observations (Key-to-Door starts each episode at a random cell, and whether the key is
+    /// held is "a reward since the episode began"). Left out of written configs when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub episode_start: bool,
 }
 
 impl Default for GptConfig {
@@ -146,6 +152,7 @@ impl Default for GptConfig {
             dropout: 0.1,
             attn_dropout: 0.5,
             short_conv: None,
+            episode_start: false,
         }
     }
 }
@@ -195,6 +202,9 @@ impl GptConfig {
                 self.context
             ));
         }
+        if self.episode_start && self.layout != TokenLayout::Transition {
+            return bad("episode_start applies to the transition layout".into());
+        }
         for (name, p) in [
             ("dropout", self.dropout),
             ("attn_dropout", self.attn_dropout),
@@ -226,6 +236,8 @@ pub struct Tokenizer {
     obs_dim: usize,
     num_actions: usize,
     layout: TokenLayout,
+    /// The transition layout's episode-start feature (see [`GptConfig::episode_start`]).
+    episode_start: bool,
 }
 
 impl TokenSpec {
@@ -240,18 +252,27 @@ impl TokenSpec {
             obs_dim: self.obs_space.flat_dim(),
             num_actions: self.num_actions,
             layout,
+            episode_start: false,
+        }
+    }
+
+    /// The tokenizer of a model with `config`.
+    pub fn tokenizer_of(&self, config: &GptConfig) -> Tokenizer {
+        Tokenizer {
+            episode_start: config.episode_start,
+            ..self.tokenizer_for(config.layout)
         }
     }
 }
 
 impl Tokenizer {
     /// Features per token. Transition layout: encoded obs, one-hot previous action, previous
-    /// reward, has-previous. Sar layout: encoded obs, one-hot action, reward, of which a token
+    /// reward, has-previous [, episode start]. Sar layout: encoded obs, one-hot action, reward, of which a token
     /// fills only its own kind's part (the rest is 0).
     pub fn features(&self) -> usize {
         let (e, a) = (self.encoder.input_dim(), self.num_actions);
         match self.layout {
-            TokenLayout::Transition => e + a + 2,
+            TokenLayout::Transition => e + a + 2 + usize::from(self.episode_start),
             TokenLayout::Sar => e + a + 1,
         }
     }
@@ -275,8 +296,15 @@ impl Tokenizer {
 
     /// Transition layout: writes the tokens of `rows` transitions into `out` (`rows ×
     /// features()`): `obs` holds `rows × obs_dim` raw observations, `prev[i]` the previous
-    /// action and reward of the same history (`None` at its first transition).
-    pub fn write(&self, obs: &[f32], prev: &[Option<(usize, f32)>], out: &mut [f32]) {
+    /// action and reward of the same history (`None` at its first transition), `starts[i]`
+    /// whether it begins an episode (read only with the episode-start feature).
+    pub fn write(
+        &self,
+        obs: &[f32],
+        prev: &[Option<(usize, f32)>],
+        starts: &[bool],
+        out: &mut [f32],
+    ) {
         let enc = self.encoder.encode(obs);
         let (e, f, a) = (self.encoder.input_dim(), self.features(), self.num_actions);
         for (i, tok) in out.chunks_mut(f).enumerate().take(prev.len()) {
@@ -288,6 +316,9 @@ impl Tokenizer {
                 }
                 tok[e + a] = r;
                 tok[e + a + 1] = 1.0;
+            }
+            if self.episode_start && starts.get(i).copied().unwrap_or(false) {
+                tok[e + a + 2] = 1.0;
             }
         }
     }
@@ -520,7 +551,7 @@ impl Gpt {
         let device = store.device().clone();
         let resid_std = 0.02 / (2.0 * l as f64).sqrt();
         let mut tr = store.pp("transformer");
-        let tokenizer = tokens.tokenizer_for(config.layout);
+        let tokenizer = tokens.tokenizer_of(config);
         let wte = match config.layout {
             TokenLayout::Transition => TokenEmbedding::Transition {
                 wte: gpt_linear(&mut tr.pp("wte"), tokenizer.features(), d, 0.02)?,

@@ -51,6 +51,8 @@ pub struct InContextPolicy {
     window: Vec<Vec<f32>>,
     cache: KvCache,
     prev: Vec<Option<(usize, f32)>>,
+    /// Whether each environment's next transition begins an episode.
+    starts: Vec<bool>,
     last_logits: Vec<Vec<f32>>,
 }
 
@@ -71,6 +73,7 @@ impl InContextPolicy {
             window: Vec::new(),
             cache: KvCache::new(n_layer, tokens),
             prev: Vec::new(),
+            starts: Vec::new(),
             last_logits: Vec::new(),
         }
     }
@@ -168,6 +171,7 @@ impl Policy for InContextPolicy {
         self.window.clear();
         self.cache.clear();
         self.prev = vec![None; n_envs];
+        self.starts = vec![true; n_envs];
         Ok(())
     }
 
@@ -197,7 +201,7 @@ impl Policy for InContextPolicy {
         let new = match tk.layout() {
             TokenLayout::Transition => {
                 let mut tok = vec![0f32; n * f];
-                tk.write(obs, &self.prev, &mut tok);
+                tk.write(obs, &self.prev, &self.starts, &mut tok);
                 self.window.push(tok);
                 1
             }
@@ -234,6 +238,7 @@ impl Policy for InContextPolicy {
             };
         }
         self.last_logits = logits;
+        self.starts.iter_mut().for_each(|s| *s = false);
         Ok(())
     }
 
@@ -241,6 +246,9 @@ impl Policy for InContextPolicy {
         if let ActionBuf::Discrete(a) = fb.actions {
             for (i, p) in self.prev.iter_mut().enumerate() {
                 *p = Some((a[i], fb.rewards[i]));
+            }
+            for (i, s) in self.starts.iter_mut().enumerate() {
+                *s = fb.terminated[i] || fb.truncated[i];
             }
         }
         Ok(())

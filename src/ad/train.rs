@@ -283,8 +283,9 @@ fn transition_tokens(w: &WindowBatch, prev: &[i64], tokens: &Tokenizer) -> Vec<f
     let prevs: Vec<Option<(usize, f32)>> = (0..n)
         .map(|s| (w.has_prev[s] > 0.0).then(|| (prev[s].max(0) as usize, w.prev_reward[s])))
         .collect();
+    let starts: Vec<bool> = w.episode_start.iter().map(|&x| x > 0.0).collect();
     let mut features = vec![0f32; n * f];
-    tokens.write(&w.obs, &prevs, &mut features);
+    tokens.write(&w.obs, &prevs, &starts, &mut features);
     for (s, tok) in features.chunks_mut(f).enumerate() {
         if w.mask[s] == 0.0 {
             tok.iter_mut().for_each(|x| *x = 0.0);
@@ -785,6 +786,7 @@ mod tests {
             prev_action: Actions::Discrete(vec![0, 0, 2]),
             prev_reward: vec![0.0, 0.0, 0.5],
             has_prev: vec![0.0, 0.0, 1.0],
+            episode_start: vec![0.0, 1.0, 0.0],
             target_action: Actions::Discrete(vec![0, 2, 4]),
             mask: vec![0.0, 1.0, 1.0],
             rows: vec![-1, 0, 1],

@@ -30,6 +30,8 @@ pub struct WindowBatch {
     pub prev_action: Actions,
     pub prev_reward: Vec<f32>,
     pub has_prev: Vec<f32>,
+    /// 1 where the slot's transition is the first of its episode (step 0).
+    pub episode_start: Vec<f32>,
     pub target_action: Actions,
     /// 1 for a real transition, 0 for left padding.
     pub mask: Vec<f32>,
@@ -144,6 +146,7 @@ impl<'a> WindowSampler<'a> {
             prev_action: zeros_actions(),
             prev_reward: vec![0.0; b * c],
             has_prev: vec![0.0; b * c],
+            episode_start: vec![0.0; b * c],
             target_action: zeros_actions(),
             mask: vec![0.0; b * c],
             rows: vec![-1; b * c],
@@ -168,6 +171,9 @@ impl<'a> WindowSampler<'a> {
                 out.obs[slot * od..(slot + 1) * od]
                     .copy_from_slice(&d.obs[row * od..(row + 1) * od]);
                 copy_action(&d.action, row, ad, &mut out.target_action, slot);
+                if d.step.get(row) == Some(&0) {
+                    out.episode_start[slot] = 1.0;
+                }
                 if pos > run_start {
                     let prev = self.kept[pos - 1];
                     out.has_prev[slot] = 1.0;

@@ -317,6 +317,16 @@ fn collect_one(
 /// folders under the manifest's lock, so the last one lists every finished run.
 pub fn rebuild_manifest(out: &Path) -> Result<usize> {
     let _lock = crate::fs::FolderLock::acquire_blocking(&out.join("dataset.json"))?;
+    // Manifest temp files are written only under this lock: any left are a killed writer's.
+    for e in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".dataset.json.tmp-") {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
     let runs_dir = out.join("runs");
     let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
         .map_err(|e| Error::io(&runs_dir, e))?

@@ -216,7 +216,7 @@ fn teacher_mode_logs_the_checkpoints_greedy_actions() {
 
 /// A collection on held-out tasks says so in its manifest (`split = "test"`), runs only those
 /// tasks, and tabular Q-learning's Dark Room Hard histories rise from never reaching the goal
-/// to reaching it every episode.
+/// to reaching it every episode. Re-running it removes a killed writer's manifest temp file.
 #[test]
 fn held_out_collections_say_test_and_tabular_q_histories_rise() {
     let tmp = tempfile::tempdir().unwrap();
@@ -241,4 +241,10 @@ fn held_out_collections_say_test_and_tabular_q_histories_rise() {
         sum.mean_last_return.unwrap(),
     );
     assert!(first < 0.5 && last == 1.0, "first {first}, last {last}");
+    // A manifest temp file left by a writer killed mid-rename is removed by the next run.
+    let stale = out.join(".dataset.json.tmp-999999");
+    std::fs::write(&stale, b"{").unwrap();
+    let again = collect(&s, 0, None, &out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(again.runs_skipped, 4);
+    assert!(!stale.exists());
 }

@@ -324,7 +324,7 @@ pub fn rebuild_manifest(out: &Path) -> Result<usize> {
     {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(".dataset.json.tmp-") {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
         }
     }
     let runs_dir = out.join("runs");

@@ -33,6 +33,19 @@ progress = false
     ))
 }
 
+/// Trains `s` and reads back its (step, return) per training episode.
+fn train_with_returns(s: &TrainSpec, seed: u64) -> (TrainSummary, Vec<(f64, f64)>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = run_train(s, seed, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
+    let returns = reincarnate::report::metrics::read_series(
+        &tmp.path().join("metrics.jsonl"),
+        "episode",
+        "return",
+    )
+    .unwrap();
+    (summary, returns)
+}
+
 fn train(s: &TrainSpec, seed: u64) -> TrainSummary {
     let tmp = tempfile::tempdir().unwrap();
     run_train(s, seed, &candle_core::Device::Cpu, tmp.path(), false).unwrap()
@@ -74,14 +87,7 @@ fn ppo_with_episode_memory_solves_a_fixed_key_to_door_task() {
     let task = (9 + 6) * 81 + (6 * 9 + 2);
     let mut s = ppo_spec("\"dark_key_to_door\"", task, 24_000, 20);
     s.agent = toml::from_str(r#"memory = "episode_return""#).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let summary = run_train(&s, 0, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
-    let returns = reincarnate::report::metrics::read_series(
-        &tmp.path().join("metrics.jsonl"),
-        "episode",
-        "return",
-    )
-    .unwrap();
+    let (summary, returns) = train_with_returns(&s, 0);
     let n = returns.len() / 5;
     let mean = |r: &[(f64, f64)]| r.iter().map(|p| p.1).sum::<f64>() / r.len() as f64;
     let first = mean(&returns[..n]);
@@ -101,14 +107,7 @@ fn optimistic_tabular_q_finds_far_dark_room_hard_goals() {
         let mut s = ppo_spec("\"dark_room_hard\"", task, 20_000, 1);
         s.algo = "tabular_q".into();
         s.agent = toml::from_str("gamma = 0.9\ninitial_value = 0.15").unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let summary = run_train(&s, 0, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
-        let returns = reincarnate::report::metrics::read_series(
-            &tmp.path().join("metrics.jsonl"),
-            "episode",
-            "return",
-        )
-        .unwrap();
+        let (summary, returns) = train_with_returns(&s, 0);
         let first_success = returns.iter().position(|p| p.1 > 0.0);
         let greedy = summary.final_eval.unwrap().mean_return;
         let tail = &returns[returns.len() - 20..];
@@ -229,14 +228,7 @@ log_interval = 100
 progress = false
 "#
         ));
-        let tmp = tempfile::tempdir().unwrap();
-        let summary = run_train(&s, 3, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
-        let returns = reincarnate::report::metrics::read_series(
-            &tmp.path().join("metrics.jsonl"),
-            "episode",
-            "return",
-        )
-        .unwrap();
+        let (summary, returns) = train_with_returns(&s, 3);
         assert_eq!(returns.len(), 30);
         let first: f64 = returns[..5].iter().map(|p| p.1).sum::<f64>() / 5.0;
         let last: f64 = returns[25..].iter().map(|p| p.1).sum::<f64>() / 5.0;
@@ -478,16 +470,8 @@ fn sweep_ppo_over_tasks() {
         if let Ok(agent) = std::env::var("SWEEP_AGENT") {
             s.agent = toml::from_str(&agent).unwrap();
         }
-        let tmp = tempfile::tempdir().unwrap();
-        let summary =
-            run_train(&s, i as u64, &candle_core::Device::Cpu, tmp.path(), false).unwrap();
+        let (summary, returns) = train_with_returns(&s, i as u64);
         let ret = summary.final_eval.unwrap().mean_return;
-        let returns = reincarnate::report::metrics::read_series(
-            &tmp.path().join("metrics.jsonl"),
-            "episode",
-            "return",
-        )
-        .unwrap();
         let k = returns.len().div_ceil(10).max(1);
         let curve: Vec<String> = returns
             .chunks(k)

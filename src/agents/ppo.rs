@@ -979,8 +979,8 @@ struct PpoResumeState {
     optimizer_step: u64,
     /// Environments of the pending rollout.
     rollout_envs: usize,
-    /// The training environments' episode memory (empty without [`Memory`]).
-    #[serde(default)]
+    /// The training environments' episode memory (empty without [`Memory`]). Required, as
+    /// every field here: a resume state that lacks it is an error, never a silent reset.
     memory: Vec<f32>,
 }
 

@@ -83,13 +83,6 @@ fn argmax(xs: impl IntoIterator<Item = f64>) -> usize {
     best.0
 }
 
-fn discrete<'a>(algo: &str, actions: &'a ActionBuf) -> Result<&'a [usize]> {
-    match actions {
-        ActionBuf::Discrete(a) => Ok(a),
-        ActionBuf::Continuous(_) => Err(Error::Env(format!("{algo} pulls discrete arms"))),
-    }
-}
-
 fn check_arm(algo: &str, arm: usize, n: usize) -> Result<()> {
     if arm < n {
         Ok(())
@@ -228,7 +221,10 @@ impl Agent for Ucb {
     }
 
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
-        for (&arm, &r) in discrete("ucb", exp.actions)?.iter().zip(exp.rewards) {
+        for (&arm, &r) in super::discrete_actions("ucb", exp.actions)?
+            .iter()
+            .zip(exp.rewards)
+        {
             self.record(arm, r as f64)?;
         }
         Ok(())
@@ -323,7 +319,7 @@ impl crate::eval::Policy for UcbPolicy {
     }
 
     fn observe(&mut self, f: &crate::eval::Feedback<'_>) -> Result<()> {
-        let arms = discrete("ucb", f.actions)?;
+        let arms = super::discrete_actions("ucb", f.actions)?;
         for ((ucb, &arm), &r) in self.arms.iter_mut().zip(arms).zip(f.rewards) {
             ucb.record(arm, r as f64)?;
         }
@@ -471,7 +467,10 @@ impl Agent for Thompson {
 
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
         let n = self.alpha.len();
-        for (&arm, &r) in discrete("thompson", exp.actions)?.iter().zip(exp.rewards) {
+        for (&arm, &r) in super::discrete_actions("thompson", exp.actions)?
+            .iter()
+            .zip(exp.rewards)
+        {
             check_arm("thompson", arm, n)?;
             let r = (r as f64).clamp(0.0, 1.0);
             self.alpha[arm] += r;

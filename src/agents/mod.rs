@@ -82,6 +82,17 @@ pub trait Agent {
     }
 }
 
+/// The actions of a batched step as discrete indices, or an error naming `algo` for
+/// continuous ones.
+pub fn discrete_actions<'a>(algo: &str, actions: &'a ActionBuf) -> crate::Result<&'a [usize]> {
+    match actions {
+        ActionBuf::Discrete(a) => Ok(a),
+        ActionBuf::Continuous(_) => {
+            Err(crate::Error::Env(format!("{algo} takes discrete actions")))
+        }
+    }
+}
+
 /// Rows in a flat batch of observations of `obs_dim` values each, or an error naming `algo`
 /// when the batch is not a whole number of observations.
 pub fn batch_rows(algo: &str, obs: &[f32], obs_dim: usize) -> crate::Result<usize> {

@@ -564,10 +564,15 @@ impl Ppo {
 
     /// Rows of `obs` (`B·obs_dim`) each followed by its environment's memory (zeros where
     /// `memory` holds another number of environments: `policy_output` on a bare batch).
-    fn with_memory(&self, obs: &[f32], memory: &EpisodeMemory) -> Result<Vec<f32>> {
+    /// Without a memory the rows are `obs` itself, not a copy.
+    fn with_memory<'o>(
+        &self,
+        obs: &'o [f32],
+        memory: &EpisodeMemory,
+    ) -> Result<std::borrow::Cow<'o, [f32]>> {
         let n = super::batch_rows("ppo", obs, self.obs_dim)?;
         if self.mem_dim == 0 {
-            return Ok(obs.to_vec());
+            return Ok(std::borrow::Cow::Borrowed(obs));
         }
         let mut rows = Vec::with_capacity(n * self.row_dim());
         for (i, o) in obs.chunks_exact(self.obs_dim).enumerate() {
@@ -578,7 +583,7 @@ impl Ppo {
                 0.0
             });
         }
-        Ok(rows)
+        Ok(std::borrow::Cow::Owned(rows))
     }
 
     /// Encoded network inputs `(B, input_dim)` for stored rows `(B·row_dim)`: the observation

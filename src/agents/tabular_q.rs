@@ -98,8 +98,8 @@ pub struct TabularQ {
     rng: Rng,
 }
 
-fn key(obs: &[f32]) -> Vec<u32> {
-    // +0 and −0 are one state.
+/// A table key for an exact observation: its f32 bits, with +0 and −0 one key.
+pub fn obs_key(obs: &[f32]) -> Vec<u32> {
     obs.iter().map(|&x| (x + 0.0).to_bits()).collect()
 }
 
@@ -134,7 +134,7 @@ impl TabularQ {
 
     /// The action values of `obs` (the initial values where it was never updated).
     pub fn values(&self, obs: &[f32]) -> Vec<f64> {
-        match self.index.get(&key(obs)) {
+        match self.index.get(&obs_key(obs)) {
             Some(&r) => self.q[r * self.n_actions..(r + 1) * self.n_actions].to_vec(),
             None => vec![self.config.initial_value; self.n_actions],
         }
@@ -142,7 +142,7 @@ impl TabularQ {
 
     /// The row of `obs`, added with initial values if new.
     fn row(&mut self, obs: &[f32]) -> Result<usize> {
-        if let Some(&r) = self.index.get(&key(obs)) {
+        if let Some(&r) = self.index.get(&obs_key(obs)) {
             return Ok(r);
         }
         if self.index.len() >= self.config.max_states {
@@ -154,7 +154,7 @@ impl TabularQ {
             )));
         }
         let r = self.index.len();
-        self.index.insert(key(obs), r);
+        self.index.insert(obs_key(obs), r);
         self.observations.extend_from_slice(obs);
         self.q.extend(std::iter::repeat_n(
             self.config.initial_value,
@@ -167,13 +167,6 @@ impl TabularQ {
     fn best(values: &[f64]) -> Vec<usize> {
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (0..values.len()).filter(|&a| values[a] == max).collect()
-    }
-}
-
-fn discrete(actions: &ActionBuf) -> Result<&[usize]> {
-    match actions {
-        ActionBuf::Discrete(a) => Ok(a),
-        ActionBuf::Continuous(_) => Err(Error::Env("tabular_q takes discrete actions".into())),
     }
 }
 
@@ -208,7 +201,7 @@ impl Agent for TabularQ {
     }
 
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
-        let actions = discrete(exp.actions)?;
+        let actions = super::discrete_actions("tabular_q", exp.actions)?;
         let (d, na) = (self.obs_dim, self.n_actions);
         for (i, &a) in actions.iter().enumerate() {
             if a >= na {
@@ -296,7 +289,7 @@ impl Agent for TabularQ {
         let values = q.to_f64("q", s * self.n_actions)?;
         let mut index = HashMap::with_capacity(s);
         for (r, o) in observations.chunks_exact(self.obs_dim.max(1)).enumerate() {
-            if index.insert(key(o), r).is_some() {
+            if index.insert(obs_key(o), r).is_some() {
                 return Err(bad(format!(
                     "observation {o:?} appears twice in `observations`"
                 )));

@@ -16,6 +16,7 @@
 //! the table averages over the situations that share an observation.
 
 use super::teacher::Teacher;
+use crate::agents::tabular_q::obs_key;
 use crate::agents::{Agent, Experience, Metrics, PolicyOutput};
 use crate::checkpoint::CheckpointData;
 use crate::envs::vec_env::ActionBatch;
@@ -143,7 +144,7 @@ pub fn roll_out(
         let a = a[0];
         if returns.len() >= episodes - final_episodes {
             let probs = softmax(&policy.last_logits()[0]);
-            let key: Vec<u32> = obs.iter().map(|&x| (x + 0.0).to_bits()).collect();
+            let key = obs_key(&obs);
             let entry = table.entry(key.clone()).or_insert_with(|| {
                 order.push(key);
                 (vec![0.0; n_actions], obs.clone(), 0)
@@ -235,7 +236,7 @@ impl TableTeacher {
         let index = observations
             .chunks_exact(obs_dim.max(1))
             .enumerate()
-            .map(|(r, o)| (o.iter().map(|&x| (x + 0.0).to_bits()).collect(), r))
+            .map(|(r, o)| (obs_key(o), r))
             .collect();
         Ok(Self {
             env,
@@ -249,8 +250,7 @@ impl TableTeacher {
 
     /// The probabilities at one observation (uniform where the table has none).
     pub fn probs(&self, obs: &[f32]) -> Vec<f32> {
-        let key: Vec<u32> = obs.iter().map(|&x| (x + 0.0).to_bits()).collect();
-        match self.index.get(&key) {
+        match self.index.get(&obs_key(obs)) {
             Some(&r) => self.probs[r * self.n_actions..(r + 1) * self.n_actions].to_vec(),
             None => vec![1.0 / self.n_actions as f32; self.n_actions],
         }

@@ -6,5 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 scripts/python-env.sh
+# A one-node Slurm cluster for tests/slurm.rs (Debian's slurm-wlm and munge); stopped on exit.
+# Outside CI a machine that cannot install it skips that test; in CI it is required.
+if scripts/slurm-local.sh start; then
+    trap 'scripts/slurm-local.sh stop' EXIT
+    eval "$(scripts/slurm-local.sh env)"
+elif [ -n "${CI:-}" ]; then
+    exit 1
+else
+    echo "test.sh: no local Slurm cluster; tests/slurm.rs will skip its Slurm test" >&2
+fi
 cargo build --release
 cargo test --release --features gym

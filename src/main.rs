@@ -216,7 +216,38 @@ enum Command {
         action: DatasetAction,
     },
     /// Run a whole pipeline from an experiment file; finished stages are skipped on re-run.
-    Run { experiment: PathBuf },
+    Run {
+        experiment: PathBuf,
+        /// Run one slice of every stage's grid (train seeds, methods × seeds, collection runs):
+        /// `i/n`, `auto` (Slurm's SLURM_ARRAY_TASK_ID/COUNT) or `auto/n` (the index from
+        /// SLURM_ARRAY_TASK_ID or a Kubernetes indexed Job's JOB_COMPLETION_INDEX). Stages wait
+        /// for the stages they read; `reincarnate report` merges the slices.
+        #[arg(long, value_name = "i/n|auto|auto/n")]
+        shard: Option<reincarnate::experiment::ShardArg>,
+        /// With --shard: only this stage's units.
+        #[arg(long, requires = "shard")]
+        stage: Option<String>,
+    },
+    /// Merge the slices of a sharded run into the summary, tables and plots of a one-process run.
+    Report { experiment: PathBuf },
+    /// Write (or submit) Slurm job arrays for an experiment: one array per stage, each after the
+    /// stages it reads, then the report (runs/NAME/slurm/).
+    Slurm {
+        experiment: PathBuf,
+        /// Slices each stage's grid is split into (the largest array's size).
+        #[arg(long, default_value_t = 4)]
+        slices: usize,
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit of each task, e.g. 02:00:00.
+        #[arg(long)]
+        time: Option<String>,
+        /// Submit with sbatch instead of printing the submit script.
+        #[arg(long)]
+        submit: bool,
+    },
     /// Performance figures.
     Bench {
         #[arg(value_enum)]
@@ -511,15 +542,83 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 m.total_rows()
             );
         }
-        Command::Run { experiment: path } => {
+        Command::Run {
+            experiment: path,
+            shard,
+            stage,
+        } => {
             let exp = experiment
                 .with_context(|| format!("{}: the experiment was not loaded", path.display()))??;
             let name = reincarnate::experiment::default_name(path);
+            if let Some(shard) = shard {
+                let shard = shard.resolve(&|k| std::env::var(k).ok())?;
+                let done = reincarnate::experiment::run_slice(
+                    &exp,
+                    &name,
+                    shard,
+                    stage.as_deref(),
+                    &device,
+                )?;
+                print!("{done}");
+                return Ok(());
+            }
             let (root, outcomes) = run_experiment(&exp, &name, &device)?;
             // The summary's path first, so that the last lines are the last stage's result.
             println!("wrote {}", root.join("summary.json").display());
             for o in &outcomes {
                 print!("{o}");
+            }
+        }
+        Command::Report { experiment: path } => {
+            let exp = experiment
+                .with_context(|| format!("{}: the experiment was not loaded", path.display()))??;
+            let name = reincarnate::experiment::default_name(path);
+            let (root, outcomes) = reincarnate::experiment::report_experiment(&exp, &name)?;
+            println!("wrote {}", root.join("summary.json").display());
+            for o in &outcomes {
+                print!("{o}");
+            }
+        }
+        Command::Slurm {
+            experiment: path,
+            slices,
+            cpus_per_task,
+            partition,
+            time,
+            submit,
+        } => {
+            let exp = experiment
+                .with_context(|| format!("{}: the experiment was not loaded", path.display()))??;
+            let name = reincarnate::experiment::default_name(path);
+            let options = reincarnate::experiment::slurm::SlurmOptions {
+                slices: *slices,
+                cpus_per_task: *cpus_per_task,
+                partition: partition.clone(),
+                time: time.clone(),
+                binary: std::env::current_exe().context("locating this binary")?,
+                experiment_file: path.clone(),
+                overrides: c.overrides.clone(),
+                workdir: std::env::current_dir().context("the working directory")?,
+            };
+            let plan = reincarnate::experiment::slurm::plan(&exp, &name, &options)?;
+            let script = plan.write()?;
+            if *submit {
+                let status = std::process::Command::new("bash")
+                    .arg(&script)
+                    .status()
+                    .with_context(|| format!("running {}", script.display()))?;
+                if !status.success() {
+                    anyhow::bail!(
+                        "{} failed ({status}): is sbatch on PATH and a cluster reachable?",
+                        script.display()
+                    );
+                }
+            } else {
+                print!("{}", plan.submit);
+                eprintln!(
+                    "wrote {} and the job files beside it; run it to submit",
+                    script.display()
+                );
             }
         }
         Command::Bench {
@@ -579,7 +678,9 @@ fn main() {
     reincarnate::fs::report_write_limits_as_errors();
     // An experiment file is read once, here: its stages decide how the cores are used.
     let experiment = match &cli.command {
-        Command::Run { experiment } => {
+        Command::Run { experiment, .. }
+        | Command::Report { experiment }
+        | Command::Slurm { experiment, .. } => {
             Some(load_experiment(experiment, &cli.common.overrides).map_err(anyhow::Error::from))
         }
         _ => None,

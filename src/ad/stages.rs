@@ -135,12 +135,14 @@ fn resolve(root: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// Collects the runs of `shard` (every run without one) into `dir`.
 pub fn run_collect(
     s: &CollectStage,
     seed: u64,
+    shard: Option<crate::collect::Shard>,
     dir: &Path,
     device: &candle_core::Device,
-) -> Result<StageResult> {
+) -> Result<()> {
     let spec = CollectSpec {
         env: s.env.clone(),
         algo: s.algo.clone(),
@@ -152,8 +154,28 @@ pub fn run_collect(
         policy: None,
         epsilon: 0.0,
     };
-    collect(&spec, seed, None, dir, device)?;
-    Ok(StageResult::Collect(crate::history::summarize(dir)?))
+    collect(&spec, seed, shard, dir, device).map(|_| ())
+}
+
+/// A collect stage's result once every run is in `dir`: the dataset's summary. The manifest is
+/// rebuilt first when it lists fewer runs than the folder holds (slices that finished at the
+/// same moment).
+pub fn finish_collect(s: &CollectStage, dir: &Path) -> Result<StageResult> {
+    let mut summary = crate::history::summarize(dir)?;
+    if summary.runs != s.runs {
+        crate::collect::rebuild_manifest(dir)?;
+        summary = crate::history::summarize(dir)?;
+    }
+    if summary.runs != s.runs {
+        return Err(Error::Config(format!(
+            "stage `{}`: {} lists {} runs, the stage asks for {}",
+            s.name,
+            dir.display(),
+            summary.runs,
+            s.runs
+        )));
+    }
+    Ok(StageResult::Collect(summary))
 }
 
 pub fn run_distill(

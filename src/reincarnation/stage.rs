@@ -82,14 +82,20 @@ fn stage_markers(
     marks
 }
 
-/// Runs a `reincarnate` stage into `dir`. `teacher_stage` maps `stage:NAME` to a checkpoint.
-pub fn run_stage(
+/// The seeds of a stage (default: the experiment's seed).
+pub fn stage_seeds(stage: &ReincarnateStage, default_seed: u64) -> Vec<u64> {
+    if stage.seeds.is_empty() {
+        vec![default_seed]
+    } else {
+        stage.seeds.clone()
+    }
+}
+
+/// The teacher a stage names, with `stage:NAME` resolved by `teacher_stage`.
+pub fn stage_teacher(
     stage: &ReincarnateStage,
-    default_seed: u64,
-    dir: &Path,
-    device: &candle_core::Device,
     teacher_stage: &dyn Fn(&str) -> Result<PathBuf>,
-) -> Result<StageResult> {
+) -> Result<String> {
     if stage.methods.is_empty() {
         return Err(Error::Config(format!(
             "stage `{}`: `methods` is empty; list some of {}",
@@ -97,47 +103,122 @@ pub fn run_stage(
             METHODS.join(", ")
         )));
     }
-    let teacher = match stage.teacher.strip_prefix("stage:") {
+    Ok(match stage.teacher.strip_prefix("stage:") {
         Some(name) => teacher_stage(name)?.display().to_string(),
         None => stage.teacher.clone(),
+    })
+}
+
+/// One method × seed of a stage: its spec, its folder `STAGE/METHOD/seed-S` and the spec file
+/// beside it that says which spec the folder's `reincarnation.json` answers.
+struct RunSlot {
+    spec: ReincarnateSpec,
+    spec_json: serde_json::Value,
+    out: PathBuf,
+    spec_file: PathBuf,
+}
+
+fn run_slot(
+    stage: &ReincarnateStage,
+    teacher: &str,
+    method: Method,
+    seed: u64,
+    dir: &Path,
+) -> Result<RunSlot> {
+    let spec = ReincarnateSpec {
+        env: stage.env.clone(),
+        teacher: teacher.to_string(),
+        arch: stage.arch.clone(),
+        teacher_data: stage.teacher_data.clone(),
+        method,
+        student: stage.student.clone(),
+        agent: stage.agent.clone(),
+        train_loop: stage.train_loop.clone(),
+        method_config: stage.method_config.clone(),
     };
-    let seeds = if stage.seeds.is_empty() {
-        vec![default_seed]
-    } else {
-        stage.seeds.clone()
-    };
+    let spec_json = serde_json::to_value(&spec)
+        .map_err(|e| Error::Config(format!("stage `{}`: {e}", stage.name)))?;
+    Ok(RunSlot {
+        spec,
+        spec_json,
+        out: dir.join(method.name()).join(format!("seed-{seed}")),
+        spec_file: dir
+            .join(method.name())
+            .join(format!("seed-{seed}.spec.json")),
+    })
+}
+
+impl RunSlot {
+    /// The finished run's report, if this same spec finished here.
+    fn finished(&self) -> Result<Option<ReincarnationSummary>> {
+        let report = self.out.join("reincarnation.json");
+        let same = report.exists()
+            && crate::fs::read_json::<serde_json::Value>(&self.spec_file)
+                .ok()
+                .as_ref()
+                == Some(&self.spec_json);
+        if same {
+            Ok(Some(crate::fs::read_json(&report)?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Whether `method` × `seed` of a stage has finished under its current spec.
+pub fn run_done(
+    stage: &ReincarnateStage,
+    teacher: &str,
+    method: Method,
+    seed: u64,
+    dir: &Path,
+) -> Result<bool> {
+    Ok(run_slot(stage, teacher, method, seed, dir)?
+        .finished()?
+        .is_some())
+}
+
+/// Runs `method` × `seed` of a stage into `STAGE/METHOD/seed-S/` unless it finished earlier under
+/// the same spec; true when it ran.
+pub fn run_one(
+    stage: &ReincarnateStage,
+    teacher: &str,
+    method: Method,
+    seed: u64,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<bool> {
+    let slot = run_slot(stage, teacher, method, seed, dir)?;
+    if slot.finished()?.is_some() {
+        return Ok(false);
+    }
+    crate::fs::create_dir_all(&dir.join(method.name()))?;
+    run_reincarnate(&slot.spec, seed, device, &slot.out)?;
+    crate::fs::write_json_atomic(&slot.spec_file, &slot.spec_json)?;
+    Ok(true)
+}
+
+/// A stage's result from its finished runs (every method × seed must have finished): the IQM
+/// per method and the plot of their curves.
+pub fn finish_stage(
+    stage: &ReincarnateStage,
+    teacher: &str,
+    default_seed: u64,
+    dir: &Path,
+) -> Result<StageResult> {
+    let seeds = stage_seeds(stage, default_seed);
     let mut runs: BTreeMap<String, Vec<ReincarnationSummary>> = BTreeMap::new();
     for &method in &stage.methods {
         for &seed in &seeds {
-            let spec = ReincarnateSpec {
-                env: stage.env.clone(),
-                teacher: teacher.clone(),
-                arch: stage.arch.clone(),
-                teacher_data: stage.teacher_data.clone(),
-                method,
-                student: stage.student.clone(),
-                agent: stage.agent.clone(),
-                train_loop: stage.train_loop.clone(),
-                method_config: stage.method_config.clone(),
-            };
-            let out = dir.join(method.name()).join(format!("seed-{seed}"));
-            let spec_file = dir
-                .join(method.name())
-                .join(format!("seed-{seed}.spec.json"));
-            let report = out.join("reincarnation.json");
-            let spec_json = serde_json::to_value(&spec)
-                .map_err(|e| Error::Config(format!("stage `{}`: {e}", stage.name)))?;
-            let done = report.exists()
-                && crate::fs::read_json::<serde_json::Value>(&spec_file).ok()
-                    == Some(spec_json.clone());
-            let r = if done {
-                crate::fs::read_json(&report)?
-            } else {
-                crate::fs::create_dir_all(&dir.join(method.name()))?;
-                let r = run_reincarnate(&spec, seed, device, &out)?;
-                crate::fs::write_json_atomic(&spec_file, &spec_json)?;
-                r
-            };
+            let slot = run_slot(stage, teacher, method, seed, dir)?;
+            let r = slot.finished()?.ok_or_else(|| {
+                Error::Config(format!(
+                    "stage `{}`: {} seed {seed} has not finished ({} is missing or from another spec)",
+                    stage.name,
+                    method.name(),
+                    slot.out.join("reincarnation.json").display()
+                ))
+            })?;
             runs.entry(method.name().to_string()).or_default().push(r);
         }
     }
@@ -160,7 +241,7 @@ pub fn run_stage(
     let first = runs.values().next().and_then(|r| r.first());
     Ok(StageResult::Reincarnate(ReincarnateResult {
         env: env_id,
-        teacher,
+        teacher: teacher.to_string(),
         teacher_return: first.map(|r| r.teacher_return),
         random_return: first.map(|r| r.random_return),
         methods,

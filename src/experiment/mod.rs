@@ -1,6 +1,8 @@
 //! `reincarnate run EXPERIMENT.toml`: a whole pipeline from one file. Every stage writes into
-//! `runs/NAME/STAGE/`; `runs/NAME/summary.json` maps each stage's name to its result. A stage
-//! whose `result.json` exists and whose config has not changed is skipped on re-run.
+//! `runs/NAME/STAGE/`; `runs/NAME/summary.json` maps each stage's name to its result. A stage is
+//! a grid of units of work (seeds, methods × seeds, collection runs; see [`shard`]); a unit
+//! finished under an unchanged config is skipped on re-run. The same units split over processes
+//! (`run --shard i/n`, merged by `report`; Slurm job arrays from [`slurm`]) give the same results.
 //!
 //! ```toml
 //! name = "quickstart"          # default: the file's stem
@@ -15,13 +17,18 @@
 //! tasks = "test"
 //! ```
 
+pub use crate::collect::Shard;
 use crate::device::CpuParallelism;
 pub use crate::envs::EnvRef;
 use crate::envs::{EnvConfig, TaskFamily, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport, RandomPolicy};
-use crate::fs::{create_dir_all, read_json, write_json_atomic};
+use crate::fs::{create_dir_all, write_json_atomic};
 use crate::stage_result::{CompareResult, FinalReturn, SeedResult, StageResult, TrainResult};
+pub use shard::{inputs, items, owner, Item, ShardArg};
+
+pub mod shard;
+pub mod slurm;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -410,107 +417,391 @@ impl std::fmt::Display for StageOutcome {
     }
 }
 
-/// Runs every stage of `exp` (skipping finished ones) and writes `summary.json`.
+/// Where an experiment writes: `RUNS_DIR/NAME`.
+pub fn experiment_root(exp: &Experiment, default_name: &str) -> PathBuf {
+    let name = exp.name.clone().unwrap_or_else(|| default_name.to_string());
+    exp.runs_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs"))
+        .join(name)
+}
+
+/// The resolved teacher of a reincarnate stage (`stage:NAME` becomes that stage's checkpoint).
+fn teacher_of(exp: &Experiment, root: &Path, stage: &Stage) -> Result<Option<String>> {
+    match stage {
+        Stage::Reincarnate(r) => Ok(Some(crate::reincarnation::stage::stage_teacher(
+            r,
+            &|name| train_stage_checkpoint(exp, root, name),
+        )?)),
+        _ => Ok(None),
+    }
+}
+
+/// Runs every stage of `exp` (skipping the units of work finished earlier) and writes
+/// `summary.json`.
 pub fn run_experiment(
     exp: &Experiment,
     default_name: &str,
     device: &candle_core::Device,
 ) -> Result<(PathBuf, Vec<StageOutcome>)> {
-    let name = exp.name.clone().unwrap_or_else(|| default_name.to_string());
-    let root = exp
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs"))
-        .join(&name);
+    let root = experiment_root(exp, default_name);
     let _lock = crate::fs::FolderLock::acquire(&root)?;
     create_dir_all(&root)?;
     let mut outcomes: Vec<StageOutcome> = Vec::new();
-    let mut summary = serde_json::Map::new();
     for stage in &exp.stages {
         let dir = root.join(stage.name());
         create_dir_all(&dir)?;
-        let stage_file = dir.join("stage.json");
-        let result_file = dir.join("result.json");
-        // A comparison is cheap and reads other stages' outputs: it is always redrawn.
-        let unchanged = !matches!(
-            stage,
-            Stage::Compare(_) | Stage::ReincarnationSummary(_) | Stage::IclPlot(_)
-        ) && stage_file.exists()
-            && read_json::<Stage>(&stage_file).ok().as_ref() == Some(stage);
-        let (result, skipped) = if unchanged && result_file.exists() {
-            (StageResult::read(stage, &result_file)?, true)
-        } else {
-            write_json_atomic(&stage_file, stage)?;
-            let result = match stage {
-                Stage::Eval(s) => run_eval_stage(s, exp.seed)?,
-                Stage::Train(s) => run_train_stage(s, exp.seed, &dir, device)?,
-                Stage::Compare(s) => run_compare_stage(s, exp, &root, &dir)?,
-                Stage::Collect(s) => crate::ad::stages::run_collect(s, exp.seed, &dir, device)?,
-                Stage::Distill(s) => {
-                    crate::ad::stages::run_distill(s, exp.seed, &root, &dir, device)?
-                }
-                Stage::IclEval(s) => crate::ad::stages::run_icl_eval(s, exp.seed, &root, device)?,
-                Stage::IclPlot(s) => crate::ad::stages::run_icl_plot(s, &root, &dir)?,
-                Stage::Reincarnate(s) => {
-                    crate::reincarnation::stage::run_stage(s, exp.seed, &dir, device, &|name| {
-                        train_stage_checkpoint(exp, &root, name)
-                    })?
-                }
-                Stage::ReincarnationSummary(s) => {
-                    let earlier =
-                        |name: &str| outcomes.iter().find(|o| o.name == name).map(|o| &o.result);
-                    crate::reincarnation::stage::run_summary_stage(s, &earlier, &dir, exp.seed)?
-                }
-            };
-            write_json_atomic(&result_file, &result.to_json()?)?;
-            (result, false)
-        };
-        summary.insert(stage.name().to_string(), result.to_json()?);
+        let teacher = teacher_of(exp, &root, stage)?;
+        let work = items(stage, exp.seed, 1);
+        let mut ran = false;
+        for &item in &work {
+            if !shard::item_done(stage, item, &dir, teacher.as_deref())? {
+                run_item(exp, &root, stage, item, &dir, teacher.as_deref(), device)?;
+                ran = true;
+            }
+        }
+        let result = finish_stage(exp, &root, stage, &dir, teacher.as_deref(), &outcomes)?;
         outcomes.push(StageOutcome {
             name: stage.name().to_string(),
-            skipped,
+            skipped: !work.is_empty() && !ran,
             result,
         });
     }
-    write_json_atomic(&root.join("summary.json"), &summary)?;
+    write_summary(&root, &outcomes)?;
     Ok((root, outcomes))
 }
 
-fn run_train_stage(
-    stage: &TrainStage,
-    default_seed: u64,
-    dir: &Path,
+fn write_summary(root: &Path, outcomes: &[StageOutcome]) -> Result<()> {
+    let mut summary = serde_json::Map::new();
+    for o in outcomes {
+        summary.insert(o.name.clone(), o.result.to_json()?);
+    }
+    write_json_atomic(&root.join("summary.json"), &summary)
+}
+
+/// What one slice of an experiment did.
+#[derive(Debug)]
+pub struct SliceSummary {
+    pub root: PathBuf,
+    pub shard: Shard,
+    /// (stage, unit) run now.
+    pub ran: Vec<(String, Item)>,
+    /// (stage, unit) finished earlier.
+    pub skipped: Vec<(String, Item)>,
+}
+
+impl std::fmt::Display for SliceSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (i, n) = (self.shard.index, self.shard.count);
+        for (stage, item) in &self.ran {
+            writeln!(f, "slice {i}/{n}: stage {stage}: ran {item}")?;
+        }
+        for (stage, item) in &self.skipped {
+            writeln!(
+                f,
+                "slice {i}/{n}: stage {stage}: {item} finished earlier, skipped"
+            )?;
+        }
+        if self.ran.is_empty() && self.skipped.is_empty() {
+            writeln!(f, "slice {i}/{n}: no unit of work falls to this slice")?;
+        }
+        writeln!(
+            f,
+            "slice {i}/{n} done in {}; `reincarnate report` merges the slices once all are done",
+            self.root.display()
+        )
+    }
+}
+
+/// How often a waiting slice looks at its inputs again, and how many looks between notes.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const WAIT_NOTE_EVERY: u32 = 30;
+
+/// Runs slice `shard` of every stage's grid (of stage `only` alone, if given): unit `k` of a
+/// grid when `k mod n = i`, each stage after the stages it reads are complete (waiting for
+/// other slices to finish them). Writes no stage result: [`report_experiment`] does.
+pub fn run_slice(
+    exp: &Experiment,
+    default_name: &str,
+    shard: Shard,
+    only: Option<&str>,
     device: &candle_core::Device,
-) -> Result<StageResult> {
-    let seeds = if stage.seeds.is_empty() {
-        vec![default_seed]
-    } else {
-        stage.seeds.clone()
+) -> Result<SliceSummary> {
+    if let Some(name) = only {
+        if !exp.stages.iter().any(|s| s.name() == name) {
+            return Err(Error::Config(format!(
+                "--stage {name}: no stage of that name; the stages are {}",
+                exp.stages
+                    .iter()
+                    .map(Stage::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let root = experiment_root(exp, default_name);
+    create_dir_all(&root)?;
+    let _lock = crate::fs::FolderLock::acquire(
+        &root.join(format!("slice-{}-of-{}", shard.index, shard.count)),
+    )?;
+    let mut out = SliceSummary {
+        root: root.clone(),
+        shard,
+        ran: Vec::new(),
+        skipped: Vec::new(),
     };
-    let spec = crate::train::TrainSpec {
+    for stage in exp
+        .stages
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name()))
+    {
+        let mine: Vec<Item> = items(stage, exp.seed, shard.count)
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| owner(*k, shard.count) == shard.index)
+            .map(|(_, item)| item)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        wait_for_inputs(exp, &root, stage, shard)?;
+        let dir = root.join(stage.name());
+        create_dir_all(&dir)?;
+        let teacher = teacher_of(exp, &root, stage)?;
+        for item in mine {
+            let entry = (stage.name().to_string(), item);
+            if shard::item_done(stage, item, &dir, teacher.as_deref())? {
+                out.skipped.push(entry);
+            } else {
+                run_item(exp, &root, stage, item, &dir, teacher.as_deref(), device)?;
+                out.ran.push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until every stage that `stage` reads has all its units done.
+fn wait_for_inputs(exp: &Experiment, root: &Path, stage: &Stage, shard: Shard) -> Result<()> {
+    for input in shard::inputs(exp, stage) {
+        let dir = root.join(input.name());
+        let teacher = teacher_of(exp, root, input)?;
+        let mut looks = 0u32;
+        loop {
+            let missing = shard::missing_items(input, exp.seed, &dir, teacher.as_deref())?;
+            if missing.is_empty() {
+                break;
+            }
+            if looks.is_multiple_of(WAIT_NOTE_EVERY) {
+                eprintln!(
+                    "slice {}/{}: stage `{}` waits for stage `{}` ({} of {} units not done yet, first: {})",
+                    shard.index,
+                    shard.count,
+                    stage.name(),
+                    input.name(),
+                    missing.len(),
+                    items(input, exp.seed, 1).len(),
+                    missing[0]
+                );
+            }
+            looks = looks.wrapping_add(1);
+            std::thread::sleep(WAIT_POLL);
+        }
+    }
+    Ok(())
+}
+
+/// Builds every stage's result, the plots, tables and `summary.json` from the finished units of
+/// work of all slices, running none; fails naming every unit not done yet.
+pub fn report_experiment(
+    exp: &Experiment,
+    default_name: &str,
+) -> Result<(PathBuf, Vec<StageOutcome>)> {
+    let root = experiment_root(exp, default_name);
+    if !root.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: no such folder; run the experiment (or its slices) first",
+            root.display()
+        )));
+    }
+    let _lock = crate::fs::FolderLock::acquire(&root)?;
+    let mut missing = Vec::new();
+    for stage in &exp.stages {
+        let dir = root.join(stage.name());
+        let teacher = teacher_of(exp, &root, stage)?;
+        let m = shard::missing_items(stage, exp.seed, &dir, teacher.as_deref())?;
+        if !m.is_empty() {
+            let total = items(stage, exp.seed, 1).len();
+            let list: Vec<String> = m.iter().map(Item::to_string).collect();
+            missing.push(format!(
+                "stage `{}`: {} of {total} units not done: {}",
+                stage.name(),
+                m.len(),
+                list.join("; ")
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: the slices have not finished:\n  {}\nre-run the slices that hold them (`reincarnate run FILE --shard i/n`; unit k of a stage's grid belongs to slice k mod n, and a re-run does only what is missing), then report again",
+            root.display(),
+            missing.join("\n  ")
+        )));
+    }
+    let mut outcomes: Vec<StageOutcome> = Vec::new();
+    for stage in &exp.stages {
+        let dir = root.join(stage.name());
+        create_dir_all(&dir)?;
+        let teacher = teacher_of(exp, &root, stage)?;
+        let result = finish_stage(exp, &root, stage, &dir, teacher.as_deref(), &outcomes)?;
+        outcomes.push(StageOutcome {
+            name: stage.name().to_string(),
+            skipped: !items(stage, exp.seed, 1).is_empty(),
+            result,
+        });
+    }
+    write_summary(&root, &outcomes)?;
+    Ok((root, outcomes))
+}
+
+/// Runs one unit of a stage's work into `dir`.
+fn run_item(
+    exp: &Experiment,
+    root: &Path,
+    stage: &Stage,
+    item: Item,
+    dir: &Path,
+    teacher: Option<&str>,
+    device: &candle_core::Device,
+) -> Result<()> {
+    match (stage, item) {
+        (Stage::Train(t), Item::Seed(seed)) => run_train_seed(t, seed, dir, device),
+        (Stage::Reincarnate(r), Item::Run(method, seed)) => {
+            let teacher = teacher.unwrap_or(&r.teacher);
+            crate::reincarnation::stage::run_one(r, teacher, method, seed, dir, device).map(|_| ())
+        }
+        (Stage::Collect(c), Item::Collect(shard)) => {
+            write_json_atomic(&dir.join("stage.json"), stage)?;
+            crate::ad::stages::run_collect(c, exp.seed, Some(shard), dir, device)
+        }
+        (_, Item::Whole) => {
+            write_json_atomic(&dir.join("stage.json"), stage)?;
+            let result = match stage {
+                Stage::Eval(s) => run_eval_stage(s, exp.seed)?,
+                Stage::Distill(s) => {
+                    crate::ad::stages::run_distill(s, exp.seed, root, dir, device)?
+                }
+                Stage::IclEval(s) => crate::ad::stages::run_icl_eval(s, exp.seed, root, device)?,
+                _ => return Err(unit_mismatch(stage, item)),
+            };
+            write_json_atomic(&dir.join("result.json"), &result.to_json()?)
+        }
+        _ => Err(unit_mismatch(stage, item)),
+    }
+}
+
+fn unit_mismatch(stage: &Stage, item: Item) -> Error {
+    Error::Config(format!(
+        "stage `{}`: {item} is not a unit of this kind of stage",
+        stage.name()
+    ))
+}
+
+/// A stage's result from its finished units (and, for the stages that read others, from the
+/// earlier outcomes); writes `stage.json` and `result.json`.
+fn finish_stage(
+    exp: &Experiment,
+    root: &Path,
+    stage: &Stage,
+    dir: &Path,
+    teacher: Option<&str>,
+    outcomes: &[StageOutcome],
+) -> Result<StageResult> {
+    let result_file = dir.join("result.json");
+    let result = match stage {
+        Stage::Eval(_) | Stage::Distill(_) | Stage::IclEval(_) => {
+            if !shard::item_done(stage, Item::Whole, dir, None)? {
+                return Err(Error::Config(format!(
+                    "stage `{}`: not finished ({} is missing or from another spec)",
+                    stage.name(),
+                    result_file.display()
+                )));
+            }
+            return StageResult::read(stage, &result_file);
+        }
+        Stage::Train(t) => finish_train_stage(t, exp.seed, dir)?,
+        Stage::Reincarnate(r) => crate::reincarnation::stage::finish_stage(
+            r,
+            teacher.unwrap_or(&r.teacher),
+            exp.seed,
+            dir,
+        )?,
+        Stage::Collect(c) => crate::ad::stages::finish_collect(c, dir)?,
+        Stage::Compare(s) => run_compare_stage(s, exp, root, dir)?,
+        Stage::IclPlot(s) => crate::ad::stages::run_icl_plot(s, root, dir)?,
+        Stage::ReincarnationSummary(s) => {
+            let earlier = |name: &str| outcomes.iter().find(|o| o.name == name).map(|o| &o.result);
+            crate::reincarnation::stage::run_summary_stage(s, &earlier, dir, exp.seed)?
+        }
+    };
+    write_json_atomic(&dir.join("stage.json"), stage)?;
+    write_json_atomic(&result_file, &result.to_json()?)?;
+    Ok(result)
+}
+
+/// The spec a train stage's seeds run under, as recorded beside each finished seed.
+fn train_spec(stage: &TrainStage) -> crate::train::TrainSpec {
+    crate::train::TrainSpec {
         env: stage.env.clone(),
         algo: stage.algo.clone(),
         agent: stage.agent.clone(),
         train_loop: stage.train_loop.clone(),
+    }
+}
+
+pub(crate) fn train_spec_json(stage: &TrainStage) -> Result<serde_json::Value> {
+    serde_json::to_value(train_spec(stage))
+        .map_err(|e| Error::Config(format!("stage `{}`: {e}", stage.name)))
+}
+
+/// Trains one seed of a train stage into `STAGE/seed-S/` and records its result beside it.
+fn run_train_seed(
+    stage: &TrainStage,
+    seed: u64,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<()> {
+    let out = dir.join(format!("seed-{seed}"));
+    let summary = crate::train::run_train(&train_spec(stage), seed, device, &out, false)?;
+    let record = shard::SeedRecord {
+        spec: train_spec_json(stage)?,
+        result: SeedResult {
+            final_return: summary
+                .final_eval
+                .map(|r| r.mean_return)
+                .unwrap_or(f64::NAN),
+            episodes: summary.episodes,
+            steps_per_second: summary.steps_per_second,
+        },
     };
+    write_json_atomic(&shard::seed_record_path(dir, seed), &record)
+}
+
+/// A train stage's result from its seeds' records: each final greedy return and their mean.
+fn finish_train_stage(stage: &TrainStage, default_seed: u64, dir: &Path) -> Result<StageResult> {
+    let spec = train_spec_json(stage)?;
     let mut finals = Vec::new();
     let mut per_seed = BTreeMap::new();
-    for seed in seeds {
-        let out = dir.join(format!("seed-{seed}"));
-        let summary = crate::train::run_train(&spec, seed, device, &out, false)?;
-        let r = summary
-            .final_eval
-            .map(|r| r.mean_return)
-            .unwrap_or(f64::NAN);
-        finals.push(r);
-        per_seed.insert(
-            seed.to_string(),
-            SeedResult {
-                final_return: r,
-                episodes: summary.episodes,
-                steps_per_second: summary.steps_per_second,
-            },
-        );
+    for seed in shard::train_seeds(&stage.seeds, default_seed) {
+        let record = shard::seed_record(dir, seed, &spec)?.ok_or_else(|| {
+            Error::Config(format!(
+                "stage `{}`: seed {seed} has not finished ({} is missing or from another spec)",
+                stage.name,
+                shard::seed_record_path(dir, seed).display()
+            ))
+        })?;
+        finals.push(record.result.final_return);
+        per_seed.insert(seed.to_string(), record.result);
     }
     let (mean, se) = crate::eval::mean_stderr(&finals);
     Ok(StageResult::Train(TrainResult {
@@ -520,7 +811,6 @@ fn run_train_stage(
     }))
 }
 
-/// The checkpoint of train stage `name` (its first seed), for `teacher = "stage:NAME"`.
 /// The checkpoint a `stage:NAME` teacher names: a train stage's first seed, or a distill
 /// stage's model (an in-context teacher).
 fn train_stage_checkpoint(exp: &Experiment, root: &Path, name: &str) -> Result<PathBuf> {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (the README's, and what .ci/run runs): installs the Python side of
 # the Gymnasium bridge into .venv/ (pinned packages from PyPI, scripts/python-env.sh), checks
-# that the default build (no Python) still builds, then runs every test with the bridge.
+# that the default build (no Python) still builds, then runs every test with the bridge and
+# object storage (features gym, s3), with a local Slurm cluster and S3 server for their tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
@@ -16,5 +17,8 @@ elif [ -n "${CI:-}" ]; then
 else
     echo "test.sh: no local Slurm cluster; tests/slurm.rs will skip its Slurm test" >&2
 fi
+# The S3-compatible server tests/object_store.rs starts (s3s-fs from crates.io, into .tools/).
+S3S_FS="$(scripts/s3-server.sh)"
+export S3S_FS
 cargo build --release
-cargo test --release --features gym
+cargo test --release --features gym,s3

@@ -763,6 +763,9 @@ pub fn resolve_dataset(r: &HubRef) -> Result<PathBuf> {
 /// cache (offline when cached), anything else is taken as a path. `dataset`: resolve a model
 /// URL as a dataset repo too (for arguments that only take datasets).
 pub fn local_folder(arg: &str, dataset: bool) -> Result<PathBuf> {
+    if crate::storage::is_object_url(arg) {
+        return crate::storage::local_folder(arg);
+    }
     if !is_hub_url(arg) {
         return Ok(PathBuf::from(arg));
     }

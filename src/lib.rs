@@ -28,6 +28,7 @@ pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod stage_result;
+pub mod storage;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -336,6 +336,83 @@ impl Command {
     }
 }
 
+/// Publishes a collection written into an object store's mirror.
+#[cfg(feature = "s3")]
+fn publish_collection(
+    local: &std::path::Path,
+    url: &reincarnate::storage::ObjectUrl,
+) -> Result<String> {
+    let n =
+        reincarnate::storage::publish_dataset(local, url, &reincarnate::collect::rebuild_manifest)?;
+    let st = reincarnate::storage::stats();
+    Ok(format!(
+        "published {n} runs to {url} ({:.2} MiB written); its manifest lists every run in the store",
+        st.written as f64 / (1 << 20) as f64
+    ))
+}
+
+#[cfg(not(feature = "s3"))]
+fn publish_collection(
+    _local: &std::path::Path,
+    url: &reincarnate::storage::ObjectUrl,
+) -> Result<String> {
+    Err(reincarnate::storage::not_built(&url.to_string()).into())
+}
+
+/// Where a job writes `out`: itself, or for `s3://BUCKET/PREFIX` the prefix's local mirror (with
+/// what the store holds already, so that `--resume` finds it), published when the job is done.
+fn output_folder(
+    out: &std::path::Path,
+) -> Result<(Option<reincarnate::storage::ObjectUrl>, PathBuf)> {
+    Ok(
+        match reincarnate::storage::folder_for_writing(&out.to_string_lossy())? {
+            Some((url, local)) => (Some(url), local),
+            None => (None, out.to_path_buf()),
+        },
+    )
+}
+
+/// Uploads a finished job's folder to its `s3://` destination.
+#[cfg(feature = "s3")]
+fn publish_output(
+    local: &std::path::Path,
+    url: &reincarnate::storage::ObjectUrl,
+) -> Result<String> {
+    let n = reincarnate::storage::publish_folder(local, url)?;
+    Ok(format!(
+        "published {n} files to {url} ({:.2} MiB)",
+        reincarnate::storage::stats().written as f64 / (1 << 20) as f64
+    ))
+}
+
+#[cfg(not(feature = "s3"))]
+fn publish_output(
+    _local: &std::path::Path,
+    url: &reincarnate::storage::ObjectUrl,
+) -> Result<String> {
+    Err(reincarnate::storage::not_built(&url.to_string()).into())
+}
+
+/// How many of a remote dataset's bytes this process read, and from where.
+#[cfg(feature = "s3")]
+fn object_reads(data: &str, mirror: &std::path::Path) -> Result<String> {
+    let st = reincarnate::storage::stats();
+    let total = reincarnate::storage::remote_bytes(mirror)?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    Ok(format!(
+        "read {:.2} MiB of {data}'s {:.2} MiB of Parquet data by byte ranges ({} requests), {:.2} MiB from the local range cache",
+        mib(st.fetched),
+        mib(total),
+        st.requests,
+        mib(st.cached)
+    ))
+}
+
+#[cfg(not(feature = "s3"))]
+fn object_reads(data: &str, _mirror: &std::path::Path) -> Result<String> {
+    Err(reincarnate::storage::not_built(data).into())
+}
+
 fn string(v: impl ToString) -> toml::Value {
     toml::Value::String(v.to_string())
 }
@@ -399,6 +476,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             let spec: reincarnate::train::TrainSpec =
                 load_layered("train", config.as_deref(), &flags, &sets, &["env", "algo"])?;
             let out = out.clone().unwrap_or_else(|| spec.default_out(c.seed));
+            let (target, out) = output_folder(&out)?;
             let summary = reincarnate::train::run_train(&spec, c.seed, &device, &out, *resume)?;
             if let Some(line) = summary.final_eval_line(&spec.algo) {
                 println!("{line}");
@@ -407,6 +485,9 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 "wrote {} (model.safetensors, metrics.jsonl, learning_curve.svg)",
                 out.display()
             );
+            if let Some(url) = target {
+                println!("{}", publish_output(&out, &url)?);
+            }
         }
         Command::Collect {
             env,
@@ -431,9 +512,14 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 *epsilon,
                 &c.overrides,
             )?;
-            let s = reincarnate::collect::collect(&spec, c.seed, *shard, out, &device)?;
+            let target = reincarnate::storage::folder_for_writing(&out.to_string_lossy())?;
+            let local = target.as_ref().map_or(out.clone(), |t| t.1.clone());
+            let s = reincarnate::collect::collect(&spec, c.seed, *shard, &local, &device)?;
             println!("{s}");
-            print!("{}", reincarnate::history::summarize(out)?);
+            if let Some((url, _)) = &target {
+                println!("{}", publish_collection(&local, url)?);
+            }
+            print!("{}", reincarnate::history::summarize(&local)?);
         }
         Command::Reincarnate {
             teacher,
@@ -493,12 +579,19 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             let out = out
                 .clone()
                 .unwrap_or_else(|| reincarnate::ad::train::default_out(&folder, cfg.mode, c.seed));
+            let (target, out) = output_folder(&out)?;
             let s = reincarnate::ad::distill(&cfg, &folder, &out, c.seed, &device, *resume)?;
             println!("{}", s.line(&folder));
+            if reincarnate::storage::is_object_url(data) {
+                println!("{}", object_reads(data, &folder)?);
+            }
             println!(
                 "wrote {} (model.safetensors, config.json, metrics.jsonl)",
                 out.display()
             );
+            if let Some(url) = target {
+                println!("{}", publish_output(&out, &url)?);
+            }
         }
         Command::Inspect { path, json } => {
             print!("{}", reincarnate::inspect::inspect(path, *json)?)

@@ -3,7 +3,8 @@
 //! and `icl_plot` (in-context learning curves next to the source algorithm's own curve).
 //!
 //! A stage that consumes another names it (`data = "histories"`, `policy = "ad"`): its output
-//! folder `runs/NAME/STAGE/` is used. A name that is not a stage is taken as a path.
+//! folder `runs/NAME/STAGE/` is used. A name that is not a stage is a path or an address:
+//! `s3://BUCKET/PREFIX` (feature `s3`), `hf://...`.
 //!
 //! ```toml
 //! [[stage]]
@@ -126,12 +127,13 @@ pub struct IclPlotStage {
 }
 
 /// A stage's output folder when `name` is a stage of this run, else `name` as a path.
-fn resolve(root: &Path, name: &str) -> PathBuf {
+/// An `s3://` or `hf://` address is fetched (mirrored) first.
+fn resolve(root: &Path, name: &str, dataset: bool) -> Result<PathBuf> {
     let stage = root.join(name);
     if stage.is_dir() {
-        stage
+        Ok(stage)
     } else {
-        PathBuf::from(name)
+        crate::hub::local_folder(name, dataset)
     }
 }
 
@@ -185,7 +187,7 @@ pub fn run_distill(
     dir: &Path,
     device: &candle_core::Device,
 ) -> Result<StageResult> {
-    let data = resolve(root, &s.data);
+    let data = resolve(root, &s.data, true)?;
     // Resume an interrupted run of this same configuration; anything else starts afresh.
     let same = crate::fs::read_json::<serde_json::Value>(&dir.join(crate::checkpoint::CONFIG_FILE))
         .ok()
@@ -204,7 +206,7 @@ pub fn run_icl_eval(
     root: &Path,
     device: &candle_core::Device,
 ) -> Result<StageResult> {
-    let ck = crate::checkpoint::load(&resolve(root, &s.policy))?;
+    let ck = crate::checkpoint::load(&resolve(root, &s.policy, false)?)?;
     if !super::is_in_context(&ck.config) {
         return Err(Error::Config(format!(
             "stage `{}`: `{}` is not an AD/ED checkpoint (config.json algorithm must be ad or ed)",
@@ -250,7 +252,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
         reports.push((name.clone(), r));
     }
     let source = match &s.source {
-        Some(src) => Some(super::curves::source_curve(&resolve(root, src))?),
+        Some(src) => Some(super::curves::source_curve(&resolve(root, src, true)?)?),
         None => None,
     };
     let max_ep = reports.iter().map(|(_, r)| r.episodes).max();

@@ -37,9 +37,56 @@ pub const SUMMARY_COLUMNS: [&str; 7] = [
     schema::TRUNCATED,
 ];
 
+/// Where a transitions file's bytes are: on the local disk, or in an object store (the local
+/// file is a pointer, see [`crate::storage`]), read by byte ranges.
+#[derive(Clone)]
+enum Source {
+    Local,
+    #[cfg(feature = "s3")]
+    Remote(crate::storage::RemoteFile),
+}
+
+/// A handle Parquet reads through.
+enum Handle {
+    Local(File),
+    #[cfg(feature = "s3")]
+    Remote(crate::storage::RemoteFile),
+}
+
+impl parquet::file::reader::Length for Handle {
+    fn len(&self) -> u64 {
+        match self {
+            Handle::Local(f) => f.len(),
+            #[cfg(feature = "s3")]
+            Handle::Remote(r) => r.size(),
+        }
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Handle {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Handle::Local(f) => Box::new(f.get_read(start)?),
+            #[cfg(feature = "s3")]
+            Handle::Remote(r) => Box::new(r.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Handle::Local(f) => f.get_bytes(start, length),
+            #[cfg(feature = "s3")]
+            Handle::Remote(r) => r.get_bytes(start, length),
+        }
+    }
+}
+
 /// An open transitions file whose schema and metadata have been checked.
 pub struct TransitionReader {
     path: PathBuf,
+    source: Source,
     meta: ArrowReaderMetadata,
     schema: TransitionSchema,
     env: Option<EnvSpec>,
@@ -50,7 +97,20 @@ impl TransitionReader {
     /// Opens `path`, reads the footer and checks the schema and format metadata, reporting every
     /// problem at once.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let source = match crate::storage::read_pointer(path)? {
+            None => Source::Local,
+            #[cfg(feature = "s3")]
+            Some(p) => Source::Remote(crate::storage::RemoteFile::open(&p)?),
+            #[cfg(not(feature = "s3"))]
+            Some(p) => {
+                return Err(crate::storage::not_built(&format!(
+                    "{} points to {}",
+                    path.display(),
+                    p.url()
+                )))
+            }
+        };
+        let file = Self::handle(path, &source)?;
         let loaded = decoding(path, || {
             ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
         })?;
@@ -87,6 +147,7 @@ impl TransitionReader {
         };
         Ok(Self {
             path: path.to_path_buf(),
+            source,
             meta,
             schema,
             env,
@@ -149,14 +210,27 @@ impl TransitionReader {
         Ok(ProjectionMask::roots(self.meta.parquet_schema(), idx))
     }
 
+    /// A fresh handle, not `try_clone`: clones share one file offset, and readers decoding row
+    /// groups in parallel would then seek under each other's feet.
+    fn handle(path: &Path, source: &Source) -> Result<Handle> {
+        Ok(match source {
+            Source::Local => Handle::Local(File::open(path).map_err(|e| Error::io(path, e))?),
+            #[cfg(feature = "s3")]
+            Source::Remote(r) => Handle::Remote(r.clone()),
+        })
+    }
+
+    /// Whether the file's bytes are in an object store (the local file is a pointer).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self.source, Source::Local)
+    }
+
     fn builder(
         &self,
         columns: Option<&[&str]>,
         batch_rows: usize,
-    ) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-        // A fresh handle, not `try_clone`: clones share one file offset, and readers decoding
-        // row groups in parallel would then seek under each other's feet.
-        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+    ) -> Result<ParquetRecordBatchReaderBuilder<Handle>> {
+        let file = Self::handle(&self.path, &self.source)?;
         Ok(
             ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
                 .with_projection(self.projection(columns)?)

@@ -101,10 +101,16 @@ start() {
 }
 
 stop_daemons() {
-    local f
+    local f pid
     for f in slurmd slurmctld munged; do
         if [ -f "$DIR/$f.pid" ]; then
-            kill "$(cat "$DIR/$f.pid")" 2>/dev/null || true
+            pid="$(cat "$DIR/$f.pid")"
+            kill "$pid" 2>/dev/null || true
+            # Wait for it to exit (it writes its state as it goes) before clearing its folders.
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.2
+            done
             rm -f "$DIR/$f.pid"
         fi
     done

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod collect;
 pub mod config;
 pub mod device;
+pub mod distributed;
 pub mod envs;
 pub mod error;
 pub mod eval;

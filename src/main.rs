@@ -580,7 +580,35 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| reincarnate::ad::train::default_out(&folder, cfg.mode, c.seed));
             let (target, out) = output_folder(&out)?;
-            let s = reincarnate::ad::distill(&cfg, &folder, &out, c.seed, &device, *resume)?;
+            // A data-parallel rank (torchrun's or srun's variables) runs on its own GPU.
+            let world = reincarnate::distributed::World::from_env(&|k| std::env::var(k).ok())?;
+            let device = match &device {
+                candle_core::Device::Cuda(_) if world.size > 1 => {
+                    candle_core::Device::new_cuda(world.local_rank).with_context(|| {
+                        format!("LOCAL_RANK={}: cuda:{}", world.local_rank, world.local_rank)
+                    })?
+                }
+                d => d.clone(),
+            };
+            let (rank, size) = (world.rank, world.size);
+            let comm = reincarnate::distributed::connect(world, &device)?;
+            let s = reincarnate::ad::train::distill_over(
+                &cfg,
+                &folder,
+                &out,
+                c.seed,
+                &device,
+                *resume,
+                comm.as_ref(),
+            )?;
+            if rank > 0 {
+                println!(
+                    "rank {rank} of {size}: {} steps done; rank 0 writes {}",
+                    s.steps,
+                    out.display()
+                );
+                return Ok(());
+            }
             println!("{}", s.line(&folder));
             if reincarnate::storage::is_object_url(data) {
                 println!("{}", object_reads(data, &folder)?);

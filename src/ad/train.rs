@@ -184,6 +184,15 @@ impl DistillConfig {
 
 /// Every transition of a dataset folder, runs in manifest order, with the manifest.
 pub fn load_dataset(folder: &Path) -> Result<(Manifest, Transitions)> {
+    load_dataset_for(folder, &crate::distributed::World::single())
+}
+
+/// The transitions of `world`'s rank: file `i` of the manifest's files when `i mod size = rank`
+/// (every file for a world of one).
+pub fn load_dataset_for(
+    folder: &Path,
+    world: &crate::distributed::World,
+) -> Result<(Manifest, Transitions)> {
     crate::history::validate_or_error(folder)?;
     let manifest = Manifest::load(folder)?;
     if !manifest.layout.is_discrete() {
@@ -193,7 +202,18 @@ pub fn load_dataset(folder: &Path) -> Result<(Manifest, Transitions)> {
         ));
     }
     let mut all = Transitions::new(manifest.layout);
-    for file in manifest.files() {
+    let files = world.slice(&manifest.files());
+    if files.is_empty() {
+        return Err(Error::data(
+            folder.join("dataset.json"),
+            format!(
+                "{} data files for {} data-parallel ranks: each rank needs at least one",
+                manifest.files().len(),
+                world.size
+            ),
+        ));
+    }
+    for file in files {
         let path = resolve_data_path(folder, file)
             .map_err(|m| Error::data(folder.join("dataset.json"), m))?;
         let t = TransitionReader::open(&path)?.read_all()?;
@@ -412,6 +432,16 @@ impl Trainer {
 
     /// One gradient step on `inputs`; returns (loss, accuracy, gradient norm).
     pub fn update(&mut self, cfg: &DistillConfig, x: &Inputs) -> Result<(f64, f64, f64)> {
+        self.update_over(cfg, x, &crate::distributed::SingleProcess::new())
+    }
+
+    /// [`update`](Self::update) with the gradients averaged over the ranks of `comm`.
+    pub fn update_over(
+        &mut self,
+        cfg: &DistillConfig,
+        x: &Inputs,
+        comm: &dyn crate::distributed::Collective,
+    ) -> Result<(f64, f64, f64)> {
         let (b, t) = (x.first_pos.len(), cfg.model.max_tokens());
         let logits = self.model.forward(
             &x.features,
@@ -434,6 +464,7 @@ impl Trainer {
         }
         let mut grads = loss.backward()?;
         let vars: Vec<_> = self.store.vars().values().cloned().collect();
+        comm.average_gradients(&mut grads, &vars)?;
         let gnorm = clip_global_norm(&mut grads, &vars, cfg.grad_clip)?;
         self.opt.step(&grads, cfg.schedule().value(self.step))?;
         self.step += 1;
@@ -609,9 +640,29 @@ pub fn distill(
     device: &Device,
     resume: bool,
 ) -> Result<DistillSummary> {
+    let single = crate::distributed::SingleProcess::new();
+    distill_over(cfg, data, out, seed, device, resume, &single)
+}
+
+/// [`distill`] as one rank of a data-parallel job (`comm`): the rank reads its slice of the
+/// dataset's files and samples its own batches (`cfg.batch` per rank), the gradients are
+/// averaged over the ranks, and rank 0 alone writes `out`. A world of one is [`distill`].
+pub fn distill_over(
+    cfg: &DistillConfig,
+    data: &Path,
+    out: &Path,
+    seed: u64,
+    device: &Device,
+    resume: bool,
+    comm: &dyn crate::distributed::Collective,
+) -> Result<DistillSummary> {
     cfg.validate()?;
-    let _lock = crate::fs::FolderLock::acquire(out)?;
-    let (manifest, all) = load_dataset(data)?;
+    let world = comm.world().clone();
+    let _lock = match world.is_root() {
+        true => Some(crate::fs::FolderLock::acquire(out)?),
+        false => None,
+    };
+    let (manifest, all) = load_dataset_for(data, &world)?;
     let num_actions = manifest.env.action_space.discrete_n().ok_or_else(|| {
         Error::data(
             data.join("dataset.json"),
@@ -681,6 +732,18 @@ pub fn distill(
         )?;
         keep_up_to = Some(t.step);
     }
+    // Every rank starts from rank 0's weights and samples its own batches.
+    let vars: Vec<_> = t.store.vars().values().cloned().collect();
+    comm.broadcast_parameters(&vars)?;
+    if !world.is_root() {
+        t.rng = Rng::seed_from_u64(derive_seed(
+            derive_seed(seed, 2) ^ t.step,
+            world.rank as u64,
+        ));
+    }
+    if !world.is_root() {
+        return distill_follower(cfg, &sampler, &mut t, comm);
+    }
     crate::fs::create_dir_all(out)?;
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), keep_up_to)?;
     let pb = crate::report::progress_bar(cfg.steps, &format!("distill {}", cfg.mode.as_str()));
@@ -693,7 +756,7 @@ pub fn distill(
         let w = sampler.sample(cfg.batch, &mut t.rng);
         let x = window_inputs(&w, &t.model.tokenizer)?;
         let lr = cfg.schedule().value(t.step);
-        let (loss, acc, gnorm) = t.update(cfg, &x)?;
+        let (loss, acc, gnorm) = t.update_over(cfg, &x, comm)?;
         loss_sum += loss;
         acc_sum += acc;
         n_avg += 1.0;
@@ -733,6 +796,36 @@ pub fn distill(
         steps: t.step,
         final_loss: last_loss,
         final_accuracy: last_acc,
+        tokens_per_second: ((t.step - start_step) as f64
+            * (cfg.batch * cfg.model.max_tokens()) as f64)
+            / el,
+        num_params: t.store.num_params(),
+    })
+}
+
+/// A rank other than 0: the same steps as rank 0 (its own batches, the averaged gradients),
+/// writing nothing.
+fn distill_follower(
+    cfg: &DistillConfig,
+    sampler: &WindowSampler,
+    t: &mut Trainer,
+    comm: &dyn crate::distributed::Collective,
+) -> Result<DistillSummary> {
+    let start = Instant::now();
+    let start_step = t.step;
+    let (mut loss, mut acc) = (f64::NAN, f64::NAN);
+    while t.step < cfg.steps {
+        let w = sampler.sample(cfg.batch, &mut t.rng);
+        let x = window_inputs(&w, &t.model.tokenizer)?;
+        (loss, acc, _) = t.update_over(cfg, &x, comm)?;
+    }
+    let el = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(DistillSummary {
+        out: PathBuf::new(),
+        mode: cfg.mode,
+        steps: t.step,
+        final_loss: loss,
+        final_accuracy: acc,
         tokens_per_second: ((t.step - start_step) as f64
             * (cfg.batch * cfg.model.max_tokens()) as f64)
             / el,

@@ -65,6 +65,12 @@ pub fn plan(exp: &Experiment, default_name: &str, o: &SlurmOptions) -> Result<Sl
             "--slices and --cpus-per-task must be at least 1".into(),
         ));
     }
+    if exp.stages.iter().any(|s| s.name() == "slurm") {
+        return Err(Error::Config(
+            "a stage named `slurm` would share runs/NAME/slurm/ with the job files; rename the stage"
+                .into(),
+        ));
+    }
     let root = absolute(&o.workdir, &experiment_root(exp, default_name));
     let dir = root.join("slurm");
     let name = root
@@ -275,6 +281,20 @@ stages = ["students"]
             "{}",
             p.submit
         );
-        assert!(plan(&exp, "x", &SlurmOptions { slices: 0, ..o }).is_err());
+        assert!(plan(
+            &exp,
+            "x",
+            &SlurmOptions {
+                slices: 0,
+                ..o.clone()
+            }
+        )
+        .is_err());
+        let mut clash = exp.clone();
+        if let crate::experiment::Stage::ReincarnationSummary(s) = &mut clash.stages[2] {
+            s.name = "slurm".into();
+        }
+        let e = plan(&clash, "x", &o).unwrap_err().to_string();
+        assert!(e.contains("`slurm`"), "{e}");
     }
 }

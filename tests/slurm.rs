@@ -344,3 +344,91 @@ fn slurm_job_arrays_with_a_task_cancelled_and_resubmitted_give_the_one_process_r
         "the Slurm run differs from the one-process run"
     );
 }
+
+/// The quickstart's AD pipeline at test size: collections split over two slices, the distill
+/// and evaluation stages on slice 0 waiting for slice 1's runs.
+const QUICK: &[&str] = &[
+    "stage.0.runs=6",
+    "stage.0.steps=1000",
+    "stage.1.runs=3",
+    "stage.1.steps=1000",
+    "stage.2.config.steps=40",
+    "stage.2.config.warmup_steps=10",
+    "stage.3.config.steps=40",
+    "stage.3.config.warmup_steps=10",
+    "stage.4.episodes=6",
+    "stage.5.episodes=6",
+    "stage.6.episodes=10",
+];
+
+fn quickstart(cwd: &Path, args: &[&str], runs: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd)
+        .args(args)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml"));
+    for s in QUICK {
+        c.args(["--set", s]);
+    }
+    c.arg("--set")
+        .arg(format!("runs_dir=\"{}\"", runs.display()));
+    c
+}
+
+#[test]
+fn an_ad_pipeline_in_slices_merges_to_the_one_process_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, sliced) = (dir.path().join("one"), dir.path().join("sliced"));
+    ok(
+        &quickstart(dir.path(), &["run"], &one).output().unwrap(),
+        "one-process quickstart",
+    );
+    let second = quickstart(dir.path(), &["run", "--shard", "1/2"], &sliced)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = ok(
+        &quickstart(dir.path(), &["run", "--shard", "0/2"], &sliced)
+            .output()
+            .unwrap(),
+        "slice 0",
+    );
+    let second = ok(&second.wait_with_output().unwrap(), "slice 1");
+    assert!(
+        first.contains("stage histories: ran runs r with r mod 2 = 0")
+            && first.contains("stage ad: ran the whole stage"),
+        "{first}"
+    );
+    assert!(
+        second.contains("stage histories: ran runs r with r mod 2 = 1")
+            && !second.contains("stage ad:"),
+        "{second}"
+    );
+    ok(
+        &quickstart(dir.path(), &["report"], &sliced)
+            .output()
+            .unwrap(),
+        "report",
+    );
+    let read = |runs: &Path| -> Value {
+        fn norm(v: &Value, root: &str) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .filter(|(k, _)| !k.ends_with("per_second"))
+                        .map(|(k, v)| (k.clone(), norm(v, root)))
+                        .collect(),
+                ),
+                Value::Array(a) => Value::Array(a.iter().map(|v| norm(v, root)).collect()),
+                Value::String(s) => Value::String(s.replace(root, "ROOT")),
+                other => other.clone(),
+            }
+        }
+        let f = runs.join("quickstart/summary.json");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        norm(&v, &runs.display().to_string())
+    };
+    let (a, b) = (read(&one), read(&sliced));
+    assert_eq!(a["histories"]["runs"], 6, "{a}");
+    assert_eq!(a, b, "the sliced pipeline differs from the one-process run");
+}

@@ -163,8 +163,11 @@ fn slices_merged_by_report_equal_the_one_process_run() {
         &reincarnate(dir.path(), &["run", "--shard", "2/4"], &runs),
         "slice 2 again",
     );
+    // Slice 2 holds units k with (k + 1) mod 4 = 2 of the second stage: k = 1 and 5.
     assert!(
-        again.contains("tabula_rasa seed 0 finished earlier, skipped") && !again.contains("ran"),
+        again.contains("qdagger seed 1 finished earlier, skipped")
+            && again.contains("kickstart seed 1 finished earlier, skipped")
+            && !again.contains("ran"),
         "{again}"
     );
     ok(&reincarnate(dir.path(), &["report"], &runs), "report");
@@ -289,7 +292,7 @@ fn slurm_job_arrays_with_a_task_cancelled_and_resubmitted_give_the_one_process_r
     let students = job_id(&out, "stage cartpole: job ");
     let report = job_id(&out, "report: job ");
     let logs = runs.join("cartpole-qdagger/slurm");
-    // Kill array task 2 (slice 2: tabula_rasa seed 0) before it runs.
+    // Kill array task 3 (slice 3: unit k = 2 of the second stage, tabula_rasa seed 0) before it runs.
     let cancel = |job: &str| {
         let o = Command::new("scancel")
             .arg(job)
@@ -298,7 +301,7 @@ fn slurm_job_arrays_with_a_task_cancelled_and_resubmitted_give_the_one_process_r
             .unwrap();
         ok(&o, &format!("scancel {job}"));
     };
-    cancel(&format!("{students}_2"));
+    cancel(&format!("{students}_3"));
     wait_for(&env, &teacher, "the teacher's array", str::is_empty, &logs);
     wait_for(&env, &students, "the students' array", str::is_empty, &logs);
     // The report job cannot start: one task of the array it waits for did not succeed.
@@ -316,24 +319,24 @@ fn slurm_job_arrays_with_a_task_cancelled_and_resubmitted_give_the_one_process_r
     let text = std::fs::read_to_string(&sbatch).unwrap();
     assert!(text.contains("sbatch --array=i"), "{text}");
     let o = Command::new("sbatch")
-        .args(["--parsable", "--array=2"])
+        .args(["--parsable", "--array=3"])
         .arg(&sbatch)
         .envs(env.iter().cloned())
         .output()
         .unwrap();
-    let again = ok(&o, "sbatch --array=2")
+    let again = ok(&o, "sbatch --array=3")
         .trim()
         .split(';')
         .next()
         .unwrap()
         .to_string();
     wait_for(&env, &again, "the resubmitted task", str::is_empty, &logs);
-    let task_log = std::fs::read_to_string(logs.join("cartpole-2.out")).unwrap();
+    let task_log = std::fs::read_to_string(logs.join("cartpole-3.out")).unwrap();
     assert!(
-        task_log.contains("slice 2/4: stage cartpole: ran tabula_rasa seed 0"),
+        task_log.contains("slice 3/4: stage cartpole: ran tabula_rasa seed 0"),
         "{task_log}"
     );
-    for i in [0, 1, 3] {
+    for i in [0, 1, 2] {
         let log = std::fs::read_to_string(logs.join(format!("cartpole-{i}.out"))).unwrap();
         assert!(log.contains(&format!("slice {i}/4 done")), "{log}");
     }
@@ -345,8 +348,8 @@ fn slurm_job_arrays_with_a_task_cancelled_and_resubmitted_give_the_one_process_r
     );
 }
 
-/// The quickstart's AD pipeline at test size: collections split over two slices, the distill
-/// and evaluation stages on slice 0 waiting for slice 1's runs.
+/// The quickstart's AD pipeline at test size: collections split over two slices, AD on slice 0
+/// and ED on slice 1 (one-unit stages rotate over the slices), each waiting for the other's runs.
 const QUICK: &[&str] = &[
     "stage.0.runs=6",
     "stage.0.steps=1000",
@@ -401,6 +404,7 @@ fn an_ad_pipeline_in_slices_merges_to_the_one_process_run() {
     );
     assert!(
         second.contains("stage histories: ran runs r with r mod 2 = 1")
+            && second.contains("stage ed: ran the whole stage")
             && !second.contains("stage ad:"),
         "{second}"
     );

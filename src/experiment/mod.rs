@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport, RandomPolicy};
 use crate::fs::{create_dir_all, write_json_atomic};
 use crate::stage_result::{CompareResult, FinalReturn, SeedResult, StageResult, TrainResult};
-pub use shard::{inputs, items, owner, Item, ShardArg};
+pub use shard::{inputs, items, owner, owners, Item, ShardArg};
 
 pub mod shard;
 pub mod slurm;
@@ -517,8 +517,8 @@ impl std::fmt::Display for SliceSummary {
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 const WAIT_NOTE_EVERY: u32 = 30;
 
-/// Runs slice `shard` of every stage's grid (of stage `only` alone, if given): unit `k` of a
-/// grid when `k mod n = i`, each stage after the stages it reads are complete (waiting for
+/// Runs slice `shard` of every stage's grid (of stage `only` alone, if given): unit `k` of the
+/// `s`-th stage's grid when `(k + s) mod n = i`, each stage after the stages it reads are complete (waiting for
 /// other slices to finish them). Writes no stage result: [`report_experiment`] does.
 pub fn run_slice(
     exp: &Experiment,
@@ -550,15 +550,16 @@ pub fn run_slice(
         ran: Vec::new(),
         skipped: Vec::new(),
     };
-    for stage in exp
+    for (position, stage) in exp
         .stages
         .iter()
-        .filter(|s| only.is_none_or(|o| o == s.name()))
+        .enumerate()
+        .filter(|(_, s)| only.is_none_or(|o| o == s.name()))
     {
         let mine: Vec<Item> = items(stage, exp.seed, shard.count)
             .into_iter()
             .enumerate()
-            .filter(|(k, _)| owner(*k, shard.count) == shard.index)
+            .filter(|(k, _)| owner(position, *k, shard.count) == shard.index)
             .map(|(_, item)| item)
             .collect();
         if mine.is_empty() {
@@ -643,7 +644,7 @@ pub fn report_experiment(
     }
     if !missing.is_empty() {
         return Err(Error::Config(format!(
-            "{}: the slices have not finished:\n  {}\nre-run the slices that hold them (`reincarnate run FILE --shard i/n`; unit k of a stage's grid belongs to slice k mod n, and a re-run does only what is missing), then report again",
+            "{}: the slices have not finished:\n  {}\nre-run the slices that hold them (`reincarnate run FILE --shard i/n`; unit k of the s-th stage's grid, counting from 0, belongs to slice (k + s) mod n, and a re-run does only what is missing), then report again",
             root.display(),
             missing.join("\n  ")
         )));

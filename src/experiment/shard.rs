@@ -6,7 +6,8 @@
 //!
 //! A unit ([`Item`]) is done when its output and the record of the spec it ran under are on disk
 //! (each written atomically, the record last), so a killed slice re-run does only what is
-//! missing. Item `k` of a stage's grid belongs to slice `k mod n`.
+//! missing. Item `k` of the grid of the experiment's `s`-th stage (from 0) belongs to slice
+//! `(k + s) mod n`.
 
 use super::{Experiment, Stage};
 use crate::collect::Shard;
@@ -78,9 +79,19 @@ pub fn items(stage: &Stage, default_seed: u64, slices: usize) -> Vec<Item> {
     }
 }
 
-/// The slice an item belongs to: item `k` of a grid goes to slice `k mod n`.
-pub fn owner(k: usize, slices: usize) -> usize {
-    k % slices.max(1)
+/// The slice an item belongs to: item `k` of the grid of the experiment's `stage`-th stage goes
+/// to slice `(k + stage) mod n`. The rotation spreads the one-unit stages (two distills, their
+/// evaluations) over the slices instead of piling them on slice 0.
+pub fn owner(stage: usize, k: usize, slices: usize) -> usize {
+    (k + stage) % slices.max(1)
+}
+
+/// The slices that hold some unit of stage `stage` (`units` of them), ascending.
+pub fn owners(stage: usize, units: usize, slices: usize) -> Vec<usize> {
+    let mut o: Vec<usize> = (0..units).map(|k| owner(stage, k, slices)).collect();
+    o.sort_unstable();
+    o.dedup();
+    o
 }
 
 /// The earlier stages of `exp` whose outputs `stage` reads.
@@ -361,9 +372,17 @@ stages = ["r"]
         );
         assert!(items(s, 7, 4).is_empty());
         assert_eq!(
-            (0..6).map(|k| owner(k, 4)).collect::<Vec<_>>(),
+            (0..6).map(|k| owner(0, k, 4)).collect::<Vec<_>>(),
             [0, 1, 2, 3, 0, 1]
         );
+        // The second stage's grid starts at slice 1; a one-unit third stage sits on slice 2.
+        assert_eq!(
+            (0..6).map(|k| owner(1, k, 4)).collect::<Vec<_>>(),
+            [1, 2, 3, 0, 1, 2]
+        );
+        assert_eq!(owners(2, 1, 4), [2]);
+        assert_eq!(owners(3, 2, 4), [0, 3]);
+        assert_eq!(owners(1, 9, 4), [0, 1, 2, 3]);
         let names = |v: Vec<&Stage>| v.iter().map(|s| s.name().to_string()).collect::<Vec<_>>();
         assert_eq!(names(inputs(&exp, r)), ["t"]);
         assert_eq!(names(inputs(&exp, s)), ["r"]);

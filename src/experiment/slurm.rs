@@ -4,7 +4,7 @@
 //! job runs `reincarnate report FILE`. The files go to `runs/NAME/slurm/`, with `submit.sh`
 //! that submits them in order.
 
-use super::{experiment_root, inputs, items, Experiment};
+use super::{experiment_root, inputs, items, owners, Experiment};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -83,13 +83,14 @@ pub fn plan(exp: &Experiment, default_name: &str, o: &SlurmOptions) -> Result<Sl
         .iter()
         .map(|s| format!(" --set {}", sh_quote(s)))
         .collect();
-    let header = |job: &str, out: &str, array: Option<usize>| {
+    let header = |job: &str, out: &str, array: Option<&[usize]>| {
         let mut h = format!(
             "#!/usr/bin/env bash\n#SBATCH --job-name={}\n",
             sh_quote(&format!("{name}.{job}"))
         );
         if let Some(tasks) = array {
-            h += &format!("#SBATCH --array=0-{}\n", tasks - 1);
+            let list: Vec<String> = tasks.iter().map(usize::to_string).collect();
+            h += &format!("#SBATCH --array={}\n", list.join(","));
         }
         h += &format!("#SBATCH --cpus-per-task={}\n", o.cpus_per_task);
         h += &format!(
@@ -124,11 +125,12 @@ pub fn plan(exp: &Experiment, default_name: &str, o: &SlurmOptions) -> Result<Sl
         if units == 0 {
             continue;
         }
-        let tasks = units.min(o.slices);
+        let slices_used = owners(i, units, o.slices);
+        let tasks = slices_used.len();
         let s = stage.name();
         let text = format!(
-            "{}# Stage `{s}` of {} ({units} units of work over {} slices): array task i runs the\n# units k with k mod {} = i. Resubmit one task alone with: sbatch --array=i {}\n{}",
-            header(s, &format!("{s}-%a.out"), Some(tasks)),
+            "{}# Stage `{s}` of {} ({units} units of work over {} slices): array task i runs the\n# units k with (k + {i}) mod {} = i. Resubmit one task alone with: sbatch --array=i {}\n{}",
+            header(s, &format!("{s}-%a.out"), Some(&slices_used)),
             file.display(),
             o.slices,
             o.slices,
@@ -250,10 +252,11 @@ stages = ["students"]
             ["teacher.sbatch", "students.sbatch", "report.sbatch"]
         );
         let teacher = &p.jobs[0].1;
-        assert!(teacher.contains("#SBATCH --array=0-0\n"), "{teacher}");
+        assert!(teacher.contains("#SBATCH --array=0\n"), "{teacher}");
         assert!(teacher.contains("#SBATCH --partition=cpu\n"), "{teacher}");
         let students = &p.jobs[1].1;
-        assert!(students.contains("#SBATCH --array=0-3\n"), "{students}");
+        assert!(students.contains("#SBATCH --array=0,1,2,3\n"), "{students}");
+        assert!(students.contains("(k + 1) mod 4 = i"), "{students}");
         assert!(
             students.contains(
                 "exec /opt/bin/reincarnate run /work/project/exp.toml --shard auto/4 --stage students --set 'stage.1.seeds=[0, 1]'\n"

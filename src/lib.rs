@@ -33,3 +33,17 @@ pub mod storage;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Helpers of the unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// A lookup of environment variables from `(name, value)` pairs, for code that reads the
+    /// environment through a function.
+    pub fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.clone())
+    }
+}

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::ok;
+
 use reincarnate::distributed::World;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,17 +19,6 @@ fn reincarnate(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{out}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 fn collect(dir: &Path) -> String {

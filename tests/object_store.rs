@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::ok;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -98,17 +100,6 @@ fn run(s: &Server, cache: &Path, args: &[&str]) -> Output {
         .env("REINCARNATE_CACHE", cache)
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{out}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 fn failed(o: &Output, what: &str) -> String {

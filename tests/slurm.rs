@@ -3,6 +3,9 @@
 //! which the test command runs first) as job arrays, with one array task cancelled and
 //! resubmitted. Outside CI a missing cluster skips the Slurm test with the reason; in CI it fails.
 
+mod common;
+
+use common::ok;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -53,17 +56,6 @@ fn reincarnate(cwd: &Path, args: &[&str], runs: &Path) -> Output {
     c.arg("--set")
         .arg(format!("runs_dir=\"{}\"", runs.display()));
     c.output().unwrap()
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{out}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
 }
 
 /// The summary with wall-clock figures removed and the runs folder written as ROOT.

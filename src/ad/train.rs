@@ -789,18 +789,37 @@ pub fn distill_over(
     pb.finish_and_clear();
     metrics.flush()?;
     save(&t, &config, out)?;
+    Ok(summary_of(
+        cfg,
+        &t,
+        out,
+        (last_loss, last_acc),
+        start,
+        start_step,
+    ))
+}
+
+/// What a run did: its steps, last loss and accuracy, and its token rate since `start`.
+fn summary_of(
+    cfg: &DistillConfig,
+    t: &Trainer,
+    out: &Path,
+    (final_loss, final_accuracy): (f64, f64),
+    start: Instant,
+    start_step: u64,
+) -> DistillSummary {
     let el = start.elapsed().as_secs_f64().max(1e-9);
-    Ok(DistillSummary {
+    DistillSummary {
         out: out.to_path_buf(),
         mode: cfg.mode,
         steps: t.step,
-        final_loss: last_loss,
-        final_accuracy: last_acc,
+        final_loss,
+        final_accuracy,
         tokens_per_second: ((t.step - start_step) as f64
             * (cfg.batch * cfg.model.max_tokens()) as f64)
             / el,
         num_params: t.store.num_params(),
-    })
+    }
 }
 
 /// A rank other than 0: the same steps as rank 0 (its own batches, the averaged gradients),
@@ -819,18 +838,14 @@ fn distill_follower(
         let x = window_inputs(&w, &t.model.tokenizer)?;
         (loss, acc, _) = t.update_over(cfg, &x, comm)?;
     }
-    let el = start.elapsed().as_secs_f64().max(1e-9);
-    Ok(DistillSummary {
-        out: PathBuf::new(),
-        mode: cfg.mode,
-        steps: t.step,
-        final_loss: loss,
-        final_accuracy: acc,
-        tokens_per_second: ((t.step - start_step) as f64
-            * (cfg.batch * cfg.model.max_tokens()) as f64)
-            / el,
-        num_params: t.store.num_params(),
-    })
+    Ok(summary_of(
+        cfg,
+        t,
+        Path::new(""),
+        (loss, acc),
+        start,
+        start_step,
+    ))
 }
 
 #[cfg(test)]

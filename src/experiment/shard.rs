@@ -276,13 +276,7 @@ impl ShardArg {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1.clone())
-    }
+    use crate::test_util::vars as env;
 
     #[test]
     fn shard_flags_read_the_schedulers_variables() {

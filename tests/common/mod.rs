@@ -4,14 +4,17 @@ use reincarnate::checkpoint;
 use reincarnate::replay::RawArray;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Output;
 
 /// Tensors of a safetensors file in a checkpoint (the header's metadata map has no fixed key
 /// order, so files are compared by content, not by bytes).
+#[allow(dead_code)]
 pub fn tensors(dir: &Path, file: &str) -> BTreeMap<String, RawArray> {
     checkpoint::read_safetensors(&dir.join(file)).unwrap().0
 }
 
 /// The same tensor names and identical contents in `file` of two checkpoint folders.
+#[allow(dead_code)]
 pub fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
     let (ta, tb) = (tensors(a, file), tensors(b, file));
     assert_eq!(
@@ -25,4 +28,18 @@ pub fn assert_same_tensors(a: &Path, b: &Path, file: &str) {
             "{file}: tensor `{name}` differs between the runs"
         );
     }
+}
+
+/// A command's stdout, after asserting that it succeeded (its status, stdout and stderr in the
+/// message if not).
+#[allow(dead_code)]
+pub fn ok(o: &Output, what: &str) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{out}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
 }

@@ -196,6 +196,14 @@ fn validate_stages(exp: &Experiment) -> Result<()> {
             )))
         }
     };
+    let episodes_ok = |episodes: usize| {
+        crate::limits::check_count(
+            "episodes",
+            episodes as u64,
+            crate::limits::MAX_EPISODES,
+            "an evaluation that long never ends in practice",
+        )
+    };
     let mut earlier: Vec<&str> = Vec::new();
     for s in &exp.stages {
         let name = s.name();
@@ -238,23 +246,9 @@ fn validate_stages(exp: &Experiment) -> Result<()> {
                 for env in e.env.iter().chain(&e.envs) {
                     env_ok(name, env)?;
                 }
-                crate::limits::check_count(
-                    "episodes",
-                    e.episodes as u64,
-                    crate::limits::MAX_EPISODES,
-                    "an evaluation that long never ends in practice",
-                )
-                .map_err(in_stage)?;
+                episodes_ok(e.episodes).map_err(in_stage)?;
             }
-            Stage::IclEval(e) => {
-                crate::limits::check_count(
-                    "episodes",
-                    e.episodes as u64,
-                    crate::limits::MAX_EPISODES,
-                    "an evaluation that long never ends in practice",
-                )
-                .map_err(in_stage)?;
-            }
+            Stage::IclEval(e) => episodes_ok(e.episodes).map_err(in_stage)?,
             Stage::Compare(_) | Stage::IclPlot(_) | Stage::ReincarnationSummary(_) => {}
         }
         earlier.push(name);

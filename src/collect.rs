@@ -158,6 +158,11 @@ pub fn run_folder(out: &Path, run: usize) -> PathBuf {
     out.join("runs").join(format!("run-{run:05}"))
 }
 
+/// The checkpoint folder of run `run` while it is being collected.
+pub fn scratch_folder(out: &Path, run: usize) -> PathBuf {
+    out.join("runs").join(format!(".checkpoint-{run:05}"))
+}
+
 /// Runs the collection (or the remaining part of an interrupted one).
 pub fn collect(
     spec: &CollectSpec,
@@ -188,6 +193,16 @@ pub fn collect(
     let (done, todo): (Vec<usize>, Vec<usize>) = mine
         .into_iter()
         .partition(|&r| run_folder(out, r).join("dataset.json").exists());
+    // A run killed after its data was final but before its scratch was removed leaves the
+    // scratch behind; finished runs never need theirs.
+    for &r in &done {
+        let scratch = scratch_folder(out, r);
+        if let Err(e) = std::fs::remove_dir_all(&scratch) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io(&scratch, e));
+            }
+        }
+    }
     let threads = spec
         .threads
         .unwrap_or_else(|| {
@@ -278,7 +293,7 @@ fn collect_one(
             device,
         );
     }
-    let scratch = out.join("runs").join(format!(".checkpoint-{r:05}"));
+    let scratch = scratch_folder(out, r);
     let train_loop = LoopConfig {
         steps: spec.steps,
         stop_at: None,

@@ -594,3 +594,72 @@ model = { n_layer = 1, d_model = 16, d_ff = 16, context = 40 }
         assert!(x == y, "{} differs from the uninterrupted run", p.display());
     }
 }
+
+/// The narrowest kill window of a collection: a run's data is final but its checkpoint folder
+/// is not removed yet. Both a rerun `collect` and a rerun experiment clean it up and keep the data.
+#[test]
+fn a_checkpoint_left_beside_a_finished_run_is_removed_by_the_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        "name = \"left\"\nruns_dir = \".\"\n\n[[stage]]\nname = \"histories\"\nkind = \"collect\"\n\
+         env = \"dark_room\"\nalgo = \"ppo\"\nruns = 2\nsteps = 200\n",
+    )
+    .unwrap();
+    let run = || {
+        let o = exe()
+            .arg("run")
+            .arg(&exp)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_succeeded(&o);
+    };
+    run();
+    let data = tmp.path().join("left/histories");
+    let before = files(&data);
+    let scratch = data.join("runs/.checkpoint-00001");
+    let plant = || {
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(scratch.join("model.safetensors"), b"left by a kill").unwrap();
+    };
+    plant();
+    run();
+    assert!(
+        !scratch.exists(),
+        "the experiment's rerun left {}",
+        scratch.display()
+    );
+    plant();
+    let o = exe()
+        .args([
+            "collect",
+            "--env",
+            "dark_room",
+            "--algo",
+            "ppo",
+            "--runs",
+            "2",
+            "--steps",
+            "200",
+        ])
+        .arg("--out")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_succeeded(&o);
+    assert!(
+        !scratch.exists(),
+        "collect's rerun left {}",
+        scratch.display()
+    );
+    let parquet = |f: Vec<(PathBuf, Vec<u8>)>| -> Vec<(PathBuf, Vec<u8>)> {
+        f.into_iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "parquet"))
+            .collect()
+    };
+    let (a, b) = (parquet(before), parquet(files(&data)));
+    assert_eq!(a.len(), 2);
+    assert!(a == b, "the rerun changed the finished runs' data");
+}

@@ -171,9 +171,11 @@ pub(super) fn item_done(
                 && (0..c.runs)
                     .filter(|r| r % shard.count == shard.index)
                     .all(|r| {
+                        // A scratch folder left beside a finished run is cleaned by rerunning.
                         crate::collect::run_folder(dir, r)
                             .join("dataset.json")
                             .exists()
+                            && !crate::collect::scratch_folder(dir, r).exists()
                     })
         }
         _ => false,

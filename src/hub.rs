@@ -25,6 +25,11 @@
 //!
 //! The folders returned are the cache's snapshot folders: they already have the checkpoint and
 //! dataset layouts, so the checkpoint and history modules read them like local folders.
+//!
+//! With the `s3` feature, a dataset not complete in the cache is streamed instead
+//! (`REINCARNATE_HF_STREAM=0` turns this off): its manifest is downloaded into a mirror of the
+//! pinned commit under [`crate::storage::cache_root`] and each Parquet file becomes a pointer
+//! read by byte ranges through the object store's HTTP client.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -346,6 +351,8 @@ pub struct Hub {
     endpoint: Option<String>,
     token: Option<String>,
     progress: bool,
+    /// Stream datasets (feature `s3`): Parquet files read by byte ranges instead of downloaded.
+    stream: bool,
 }
 
 /// What [`Hub::fetch`] needs: files that must exist, and files to take when the repo has them.
@@ -363,6 +370,7 @@ impl Hub {
             endpoint: None,
             token: None,
             progress: false,
+            stream: false,
         }
     }
 
@@ -382,6 +390,13 @@ impl Hub {
             endpoint: var("HF_ENDPOINT").filter(|e| !e.is_empty()),
             token: var("HF_TOKEN").filter(|t| !t.is_empty()),
             progress: std::io::stderr().is_terminal(),
+            stream: cfg!(feature = "s3")
+                && !var("REINCARNATE_HF_STREAM").is_some_and(|v| {
+                    matches!(
+                        v.to_ascii_lowercase().as_str(),
+                        "0" | "false" | "no" | "off"
+                    )
+                }),
         })
     }
 
@@ -400,6 +415,13 @@ impl Hub {
     /// The Hub's base URL (default `https://huggingface.co`, or a mirror).
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Datasets not in the cache are streamed (their Parquet files read by byte ranges through
+    /// the object store, feature `s3`) rather than downloaded whole.
+    pub fn with_stream(mut self, stream: bool) -> Self {
+        self.stream = stream;
         self
     }
 
@@ -523,6 +545,10 @@ impl Hub {
             let wanted: Vec<String> = kinds.iter().map(|(m, _)| m.to_string()).collect();
             return Err(self.offline_error(r, self.cached_commit(r).as_deref(), &wanted));
         }
+        #[cfg(feature = "s3")]
+        if self.stream {
+            return self.stream_dataset(r, &kinds);
+        }
         // Pin the revision to one commit, take the manifest (or Minari's metadata) of that
         // commit, then the data it names.
         let commit = self.fetch(
@@ -557,6 +583,147 @@ impl Hub {
             },
             "a data file named by dataset.json",
         )?;
+        Ok(dir)
+    }
+
+    /// A dataset folder streamed from the Hub: the revision pinned to a commit (one API call,
+    /// which also gives every file's size), the manifest (or Minari's metadata) downloaded into
+    /// a mirror of that commit under the object-store cache, each Parquet file it names written
+    /// there as a pointer to the file's `resolve/COMMIT/PATH` URL (read later by byte ranges,
+    /// each range cached), and any other data file downloaded whole.
+    #[cfg(feature = "s3")]
+    fn stream_dataset(&self, r: &HubRef, kinds: &[(&str, DataFiles)]) -> Result<PathBuf> {
+        #[derive(serde::Deserialize)]
+        struct Lfs {
+            size: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Sibling {
+            rfilename: String,
+            #[serde(default)]
+            size: Option<u64>,
+            #[serde(default, rename = "blobId")]
+            blob_id: Option<String>,
+            #[serde(default)]
+            lfs: Option<Lfs>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Info {
+            sha: String,
+            siblings: Vec<Sibling>,
+        }
+        tracing::info!(source = %r, "streaming a dataset from the Hub");
+        let api = self.api()?;
+        let lookup = |e: String| {
+            Error::Config(format!(
+                "{r}: cannot look up revision `{}` of {} `{}` on the Hub: {e}\n  \
+                 (check the name and revision; a private or gated repo needs HF_TOKEN; \
+                 with no network, the files must already be in {})",
+                r.revision,
+                kind_word(r.kind),
+                r.repo,
+                self.cache_dir.display()
+            ))
+        };
+        let body = api
+            .repo(r.hf_repo(&r.revision))
+            .info_request()
+            .query("blobs", "true")
+            .call()
+            .map_err(|e| lookup(e.to_string()))?
+            .into_string()
+            .map_err(|e| lookup(e.to_string()))?;
+        let info: Info = serde_json::from_str(&body)
+            .map_err(|e| lookup(format!("the answer is not a revision's description: {e}")))?;
+        let Some(commit) = check_commit(&info.sha).map(str::to_string) else {
+            return Err(Error::Config(format!(
+                "{r}: the Hub answered commit `{}` for revision `{}`, which is not a commit id",
+                info.sha, r.revision
+            )));
+        };
+        let listed: std::collections::BTreeMap<&str, &Sibling> = info
+            .siblings
+            .iter()
+            .map(|s| (s.rfilename.as_str(), s))
+            .collect();
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .unwrap_or("https://huggingface.co")
+            .trim_end_matches('/');
+        let base = format!("{endpoint}/datasets/{}/resolve/{commit}", r.repo);
+        let mut root = crate::storage::cache_root().join("hf").join("datasets");
+        for part in r.repo.split('/') {
+            root.push(part);
+        }
+        let dir = root.join(&commit).join(&r.path);
+        let Some((marker, files_of)) = kinds
+            .iter()
+            .find(|(m, _)| listed.contains_key(r.repo_file(m).as_str()))
+        else {
+            return Err(Error::Config(format!(
+                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has neither `{}` (a \
+                 platform dataset) nor `{}` (a Minari dataset)",
+                r.repo,
+                r.revision,
+                r.repo_file(MANIFEST_FILE),
+                r.repo_file(MINARI_METADATA)
+            )));
+        };
+        let fetch_whole = |file: &str| -> Result<()> {
+            let local = dir.join(file);
+            if local.is_file() {
+                return Ok(());
+            }
+            if let Some(parent) = local.parent() {
+                crate::fs::create_dir_all(parent)?;
+            }
+            let bytes = crate::storage::http_get(&base, &r.repo_file(file))?;
+            crate::fs::write_atomic(&local, &bytes)
+        };
+        fetch_whole(marker)?;
+        let data = files_of(&dir)?;
+        let missing: Vec<String> = data
+            .iter()
+            .map(|f| r.repo_file(f))
+            .filter(|f| !listed.contains_key(f.as_str()))
+            .map(|m| format!("`{m}`{}", did_you_mean(&m, listed.keys().copied())))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has no {}; the dataset's {marker} names it",
+                r.repo,
+                r.revision,
+                missing.join(", ")
+            )));
+        }
+        for f in &data {
+            if !f.ends_with(".parquet") {
+                fetch_whole(f)?;
+                continue;
+            }
+            let key = r.repo_file(f);
+            let sibling = listed[key.as_str()];
+            let Some(size) = sibling.lfs.as_ref().map(|l| l.size).or(sibling.size) else {
+                return Err(Error::Config(format!(
+                    "{r}: the Hub gave no size for `{key}` (a revision description with blobs=true lists sizes)"
+                )));
+            };
+            let pointer = crate::storage::Pointer {
+                bucket: String::new(),
+                key,
+                http: Some(base.clone()),
+                size,
+                etag: sibling.blob_id.clone(),
+            };
+            let local = dir.join(f);
+            if crate::storage::read_pointer(&local).ok().flatten().as_ref() != Some(&pointer) {
+                if let Some(parent) = local.parent() {
+                    crate::fs::create_dir_all(parent)?;
+                }
+                crate::fs::write_atomic(&local, &pointer.to_bytes()?)?;
+            }
+        }
         Ok(dir)
     }
 

@@ -287,7 +287,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DatasetAction {
-    /// Check schema, sort order and manifest consistency; lists every problem.
+    /// Check schema, sort order and manifest consistency; lists every problem. PATH may be
+    /// hf://datasets/ORG/NAME or s3://BUCKET/PREFIX.
     Validate { path: PathBuf },
     /// Combine shard datasets (made with --shard i/n) into one, renumbering runs.
     Merge {
@@ -397,7 +398,7 @@ fn publish_output(
 #[cfg(feature = "s3")]
 fn object_reads(data: &str, mirror: &std::path::Path) -> Result<String> {
     let st = reincarnate::storage::stats();
-    let total = reincarnate::storage::remote_bytes(mirror)?;
+    let (total, _) = reincarnate::storage::remote_bytes(mirror)?;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     Ok(format!(
         "read {:.2} MiB of {data}'s {:.2} MiB of Parquet data by byte ranges ({} requests), {:.2} MiB from the local range cache",
@@ -610,7 +611,11 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                 return Ok(());
             }
             println!("{}", s.line(&folder));
-            if reincarnate::storage::is_object_url(data) {
+            // A dataset from object storage, or one streamed from the Hub (pointer files).
+            let streamed = reincarnate::hub::is_hub_url(data)
+                && cfg!(feature = "s3")
+                && reincarnate::storage::remote_bytes(&folder)?.1 > 0;
+            if reincarnate::storage::is_object_url(data) || streamed {
                 println!("{}", object_reads(data, &folder)?);
             }
             println!(
@@ -627,7 +632,9 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
         Command::Dataset {
             action: DatasetAction::Validate { path },
         } => {
-            reincarnate::history::validate_or_error(path)?;
+            // hf:// and s3:// datasets are checked through their mirror (data read by ranges).
+            let folder = local_folder(&path.to_string_lossy(), true)?;
+            reincarnate::history::validate_or_error(&folder)?;
             println!("{}: valid", path.display());
         }
         Command::Dataset {

@@ -265,3 +265,39 @@ fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
         })
         .collect()
 }
+
+#[test]
+fn writing_to_the_hub_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "collect",
+            "--env",
+            "dark_room",
+            "--algo",
+            "ppo",
+            "--runs",
+            "1",
+            "--steps",
+            "10",
+        ][..],
+        &[
+            "train", "--env", "cartpole", "--algo", "dqn", "--steps", "10",
+        ][..],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_reincarnate"));
+        let o = c
+            .args(args)
+            .args(["--out", "hf://datasets/org/name"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("read-only") && err.contains("hf upload"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,4 +1,5 @@
-//! Object storage: `s3://BUCKET/PREFIX` dataset and checkpoint paths (feature `s3`).
+//! Object storage: `s3://BUCKET/PREFIX` dataset and checkpoint paths, and Hub dataset files
+//! streamed over HTTP (feature `s3`; the Hub side is [`crate::hub`]'s `stream_dataset`).
 //!
 //! A remote folder is used through a local mirror under the cache (`$REINCARNATE_CACHE`, else
 //! `$XDG_CACHE_HOME/reincarnate`, else `~/.cache/reincarnate`): its small JSON files (manifests,
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "s3")]
 mod s3;
 #[cfg(feature = "s3")]
-pub use s3::{publish_dataset, publish_folder, stats, RemoteFile, Stats};
+pub use s3::{http_get, publish_dataset, publish_folder, stats, RemoteFile, Stats};
 
 /// The first line of a pointer file.
 pub const POINTER_MAGIC: &str = "reincarnate-remote-object v1\n";
@@ -116,8 +117,15 @@ pub fn cache_root() -> PathBuf {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pointer {
+    /// The S3 bucket (empty for an object over HTTP).
+    #[serde(default)]
     pub bucket: String,
+    /// The object's key in the bucket, or its path under `http`.
     pub key: String,
+    /// An object read over HTTP (a Hub file): the base URL its key is under
+    /// (`ENDPOINT/datasets/ORG/NAME/resolve/COMMIT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     pub size: u64,
     #[serde(default)]
     pub etag: Option<String>,
@@ -125,7 +133,10 @@ pub struct Pointer {
 
 impl Pointer {
     pub fn url(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
+        match &self.http {
+            Some(base) => format!("{base}/{}", self.key),
+            None => format!("s3://{}/{}", self.bucket, self.key),
+        }
     }
 
     /// The pointer file's bytes.
@@ -171,6 +182,12 @@ pub fn local_folder(arg: &str) -> Result<PathBuf> {
 /// The mirror of `url` to write into (an empty or missing prefix is fine): what is there already
 /// is mirrored, so that finished runs are not redone.
 pub fn folder_for_writing(arg: &str) -> Result<Option<(ObjectUrl, PathBuf)>> {
+    if crate::hub::is_hub_url(arg) {
+        return Err(Error::Config(format!(
+            "--out {arg}: the Hub is read-only here (no commits are made to it); write to a folder \
+             or to s3://BUCKET/PREFIX, then upload the folder with `hf upload ORG/NAME FOLDER`"
+        )));
+    }
     if !is_object_url(arg) {
         return Ok(None);
     }
@@ -189,9 +206,10 @@ fn mirror(url: &ObjectUrl, _must_exist: bool) -> Result<PathBuf> {
     Err(not_built(&url.to_string()))
 }
 
-/// The bytes of the objects the pointer files under `folder` name (a mirror's remote data).
-pub fn remote_bytes(folder: &Path) -> Result<u64> {
-    let mut total = 0;
+/// The Parquet data under `folder` (a mirror): its bytes, counting the objects pointer files
+/// name, and how many of its files are pointers.
+pub fn remote_bytes(folder: &Path) -> Result<(u64, usize)> {
+    let (mut total, mut pointers) = (0, 0);
     let mut stack = vec![folder.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
@@ -200,13 +218,16 @@ pub fn remote_bytes(folder: &Path) -> Result<u64> {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "parquet") {
                 match read_pointer(&p)? {
-                    Some(ptr) => total += ptr.size,
+                    Some(ptr) => {
+                        total += ptr.size;
+                        pointers += 1;
+                    }
                     None => total += std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len(),
                 }
             }
         }
     }
-    Ok(total)
+    Ok((total, pointers))
 }
 
 /// The error for an `s3://` path in a build without the feature.
@@ -245,6 +266,7 @@ mod tests {
         let p = Pointer {
             bucket: "bkt".into(),
             key: "d/runs/run-00000/data/a.parquet".into(),
+            http: None,
             size: 1234,
             etag: Some("\"abc\"".into()),
         };

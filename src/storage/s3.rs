@@ -81,6 +81,50 @@ fn store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(s)
 }
 
+/// The client of the HTTP server under `base` (a Hub `resolve/COMMIT` URL): redirects to the
+/// Hub's content servers are followed, and `HF_TOKEN`, when set, is sent for private repos.
+fn http_store(base: &str) -> Result<Arc<dyn ObjectStore>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let map = STORES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map
+        .lock()
+        .map_err(|_| Error::Config("object storage: a client panicked".into()))?;
+    if let Some(s) = map.get(base) {
+        return Ok(s.clone());
+    }
+    let mut options =
+        object_store::ClientOptions::new().with_allow_http(base.starts_with("http://"));
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Config("HF_TOKEN holds characters a header cannot".into()))?;
+        headers.insert(http::header::AUTHORIZATION, value);
+        options = options.with_default_headers(headers);
+    }
+    let store = object_store::http::HttpBuilder::new()
+        .with_url(base)
+        .with_client_options(options)
+        .build()
+        .map_err(|e| Error::Config(format!("{base}: cannot configure an HTTP client: {e}")))?;
+    let s: Arc<dyn ObjectStore> = Arc::new(store);
+    map.insert(base.to_string(), s.clone());
+    Ok(s)
+}
+
+/// The whole object `key` under the HTTP `base` (a Hub file's small metadata).
+pub fn http_get(base: &str, key: &str) -> Result<Bytes> {
+    let s = http_store(base)?;
+    let location = ObjPath::from(key);
+    block_on(async { s.get(&location).await?.bytes().await })?
+        .map_err(|e| http_error(&format!("{base}/{key}"), e))
+}
+
+fn http_error(what: &str, e: object_store::Error) -> Error {
+    Error::Config(format!(
+        "{what}: {e} (the Hub's address comes from HF_ENDPOINT; a private or gated repo needs HF_TOKEN)"
+    ))
+}
+
 fn store_error(what: &str, e: object_store::Error) -> Error {
     Error::Config(format!(
         "{what}: {e} (credentials and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP)"
@@ -158,6 +202,7 @@ pub(super) fn mirror(url: &ObjectUrl, must_exist: bool) -> Result<PathBuf> {
             let pointer = Pointer {
                 bucket: url.bucket.clone(),
                 key: meta.location.as_ref().to_string(),
+                http: None,
                 size: meta.size,
                 etag: meta.e_tag.clone(),
             };
@@ -194,7 +239,8 @@ impl RemoteFile {
         // The cache folder names this exact object version: a rewritten object gets a new one.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let id = format!(
-            "{}\n{}\n{}\n{}",
+            "{}{}\n{}\n{}\n{}",
+            pointer.http.as_deref().unwrap_or(""),
             pointer.bucket,
             pointer.key,
             pointer.size,
@@ -203,8 +249,12 @@ impl RemoteFile {
         for b in id.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
         }
+        let store = match &pointer.http {
+            Some(base) => http_store(base)?,
+            None => store(&pointer.bucket)?,
+        };
         Ok(Self {
-            store: store(&pointer.bucket)?,
+            store,
             location: ObjPath::from(pointer.key.as_str()),
             pointer: pointer.clone(),
             cache: cache_root().join("ranges").join(format!("{h:016x}")),
@@ -242,8 +292,13 @@ impl RemoteFile {
             }
             _ => {
                 let end = start + len as u64;
-                let b = block_on(self.store.get_range(&self.location, start..end))?
-                    .map_err(|e| store_error(&self.pointer.url(), e))?;
+                let b =
+                    block_on(self.store.get_range(&self.location, start..end))?.map_err(|e| {
+                        match self.pointer.http {
+                            Some(_) => http_error(&self.pointer.url(), e),
+                            None => store_error(&self.pointer.url(), e),
+                        }
+                    })?;
                 if b.len() != len {
                     return Err(self.url_error(format!(
                         "asked for bytes {start}..{end}, the store returned {} bytes (was the object replaced?)",

@@ -56,3 +56,89 @@ stages = ["dqn"]
     let e = run_experiment(&exp, "tiny", &dev).unwrap_err().to_string();
     assert!(e.contains("not a train stage"), "{e}");
 }
+
+/// A stage that reads another reruns when that one's spec changes: a new collection is
+/// distilled afresh (not resumed from the old model) and the evaluation scores the new model.
+#[test]
+fn changing_a_stage_reruns_the_stages_that_read_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("chain.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+runs_dir = "{}"
+[[stage]]
+name = "histories"
+kind = "collect"
+env = "dark_room"
+algo = "ppo"
+runs = 2
+steps = 400
+[[stage]]
+name = "ad"
+kind = "distill"
+data = "histories"
+[stage.config]
+steps = 20
+batch = 4
+warmup_steps = 2
+model = {{ n_layer = 1, d_model = 16, d_ff = 16, context = 40 }}
+[[stage]]
+name = "ad-eval"
+kind = "icl_eval"
+policy = "ad"
+episodes = 2
+[[stage]]
+name = "random"
+kind = "eval"
+env = "dark_room"
+episodes = 2
+"#,
+            tmp.path().join("runs").display()
+        ),
+    )
+    .unwrap();
+    let dev = candle_core::Device::Cpu;
+    let model = |root: &std::path::Path| std::fs::read(root.join("ad/model.safetensors")).unwrap();
+    let exp = load_experiment(&file, &[]).unwrap();
+    let (root, first) = run_experiment(&exp, "chain", &dev).unwrap();
+    assert!(first.iter().all(|o| !o.skipped));
+    let before = model(&root);
+    let (_, again) = run_experiment(&exp, "chain", &dev).unwrap();
+    assert!(again.iter().all(|o| o.skipped));
+    // More collection steps: the old runs are not passed off as runs of the new spec.
+    let exp = load_experiment(&file, &["stage.0.steps=600".into()]).unwrap();
+    let e = run_experiment(&exp, "chain", &dev).unwrap_err().to_string();
+    assert!(e.contains("another spec") && e.contains("histories"), "{e}");
+    // Once the folder is removed: collected again, and the distill and the evaluation of its
+    // model run again (afresh, not resumed); the unrelated evaluation does not.
+    std::fs::remove_dir_all(root.join("histories")).unwrap();
+    let (_, third) = run_experiment(&exp, "chain", &dev).unwrap();
+    let skipped: Vec<bool> = third.iter().map(|o| o.skipped).collect();
+    assert_eq!(skipped, vec![false, false, false, true]);
+    assert!(
+        model(&root) != before,
+        "the distill kept the model of the old data"
+    );
+    let metrics = std::fs::read_to_string(root.join("ad/metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "train")
+        .filter_map(|v| v["step"].as_u64())
+        .collect();
+    assert!(
+        !steps.is_empty() && steps.windows(2).all(|w| w[0] < w[1]),
+        "{steps:?}"
+    );
+    // A changed distill reruns the evaluation that reads it, not the collection.
+    let exp = load_experiment(
+        &file,
+        &["stage.0.steps=600".into(), "stage.1.config.steps=30".into()],
+    )
+    .unwrap();
+    let (_, fourth) = run_experiment(&exp, "chain", &dev).unwrap();
+    let skipped: Vec<bool> = fourth.iter().map(|o| o.skipped).collect();
+    assert_eq!(skipped, vec![true, false, false, true]);
+}

@@ -449,7 +449,7 @@ pub fn run_experiment(
         let work = items(stage, exp.seed, 1);
         let mut ran = false;
         for &item in &work {
-            if !shard::item_done(stage, item, &dir, teacher.as_deref())? {
+            if !shard::item_done(exp, stage, item, &dir, teacher.as_deref())? {
                 run_item(exp, &root, stage, item, &dir, teacher.as_deref(), device)?;
                 ran = true;
             }
@@ -565,7 +565,7 @@ pub fn run_slice(
         let teacher = teacher_of(exp, &root, stage)?;
         for item in mine {
             let entry = (stage.name().to_string(), item);
-            if shard::item_done(stage, item, &dir, teacher.as_deref())? {
+            if shard::item_done(exp, stage, item, &dir, teacher.as_deref())? {
                 out.skipped.push(entry);
             } else {
                 run_item(exp, &root, stage, item, &dir, teacher.as_deref(), device)?;
@@ -583,7 +583,7 @@ fn wait_for_inputs(exp: &Experiment, root: &Path, stage: &Stage, shard: Shard) -
         let teacher = teacher_of(exp, root, input)?;
         let mut looks = 0u32;
         loop {
-            let missing = shard::missing_items(input, exp.seed, &dir, teacher.as_deref())?;
+            let missing = shard::missing_items(exp, input, &dir, teacher.as_deref())?;
             if missing.is_empty() {
                 break;
             }
@@ -624,7 +624,7 @@ pub fn report_experiment(
     for stage in &exp.stages {
         let dir = root.join(stage.name());
         let teacher = teacher_of(exp, &root, stage)?;
-        let m = shard::missing_items(stage, exp.seed, &dir, teacher.as_deref())?;
+        let m = shard::missing_items(exp, stage, &dir, teacher.as_deref())?;
         if !m.is_empty() {
             let total = items(stage, exp.seed, 1).len();
             let list: Vec<String> = m.iter().map(Item::to_string).collect();
@@ -676,11 +676,32 @@ fn run_item(
             crate::reincarnation::stage::run_one(r, teacher, method, seed, dir, device).map(|_| ())
         }
         (Stage::Collect(c), Item::Collect(shard)) => {
+            // Runs of another spec would be kept as finished runs of this one: refuse rather
+            // than mix them (or delete what may have cost hours).
+            let has_runs = std::fs::read_dir(dir.join("runs"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if has_runs && dir.join("stage.json").exists() && !shard::stage_file_matches(stage, dir)
+            {
+                return Err(Error::Config(format!(
+                    "stage `{}`: {} holds runs collected under another spec of this stage (see its stage.json); \
+                     remove the folder to collect again under the current spec, or restore the spec",
+                    stage.name(),
+                    dir.display()
+                )));
+            }
             write_json_atomic(&dir.join("stage.json"), stage)?;
             crate::ad::stages::run_collect(c, exp.seed, Some(shard), dir, device)
         }
         (_, Item::Whole) => {
+            // An earlier result is stale from here on; a distill whose inputs changed (an
+            // earlier stage rerun under another spec) starts afresh rather than resuming.
+            remove_if_present(&dir.join("result.json"))?;
+            if !shard::inputs_match(exp, stage, dir) {
+                remove_if_present(&dir.join(crate::checkpoint::CONFIG_FILE))?;
+            }
             write_json_atomic(&dir.join("stage.json"), stage)?;
+            write_json_atomic(&dir.join(shard::INPUTS_FILE), &shard::lineage(exp, stage))?;
             let result = match stage {
                 Stage::Eval(s) => run_eval_stage(s, exp.seed)?,
                 Stage::Distill(s) => {
@@ -692,6 +713,13 @@ fn run_item(
             write_json_atomic(&dir.join("result.json"), &result.to_json()?)
         }
         _ => Err(unit_mismatch(stage, item)),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
     }
 }
 
@@ -715,7 +743,7 @@ fn finish_stage(
     let result_file = dir.join("result.json");
     let result = match stage {
         Stage::Eval(_) | Stage::Distill(_) | Stage::IclEval(_) => {
-            if !shard::item_done(stage, Item::Whole, dir, None)? {
+            if !shard::item_done(exp, stage, Item::Whole, dir, None)? {
                 return Err(Error::Config(format!(
                     "stage `{}`: not finished ({} is missing or from another spec)",
                     stage.name(),

@@ -149,16 +149,46 @@ pub(super) fn stage_file_matches(stage: &Stage, dir: &Path) -> bool {
     read_json::<Stage>(&dir.join("stage.json")).ok().as_ref() == Some(stage)
 }
 
-/// Whether `item` of `stage` (in `dir`) is done under the stage's current spec. `teacher` is the
-/// resolved teacher of a reincarnate stage.
+/// What a stage's output depends on besides its own spec: the specs of the stages it reads,
+/// each with what it depends on in turn. Recorded in `STAGE/inputs.json` when a whole-stage unit
+/// (a distill, an evaluation) runs, so that changing an earlier stage reruns the ones reading it.
+pub fn lineage(exp: &Experiment, stage: &Stage) -> serde_json::Value {
+    serde_json::Value::Array(
+        inputs(exp, stage)
+            .into_iter()
+            .map(|s| serde_json::json!({ "stage": s, "inputs": lineage(exp, s) }))
+            .collect(),
+    )
+}
+
+/// The file recording [`lineage`] beside a stage's output.
+pub(super) const INPUTS_FILE: &str = "inputs.json";
+
+/// Whether the stage's output in `dir` was made from the inputs `exp` gives it now.
+pub(super) fn inputs_match(exp: &Experiment, stage: &Stage, dir: &Path) -> bool {
+    let want = lineage(exp, stage);
+    if want.as_array().is_some_and(|a| a.is_empty()) {
+        return true;
+    }
+    read_json::<serde_json::Value>(&dir.join(INPUTS_FILE)).ok() == Some(want)
+}
+
+/// Whether `item` of `stage` (in `dir`) is done under the stage's current spec (and, for a
+/// whole-stage unit, the current specs of the stages it reads). `teacher` is the resolved
+/// teacher of a reincarnate stage.
 pub(super) fn item_done(
+    exp: &Experiment,
     stage: &Stage,
     item: Item,
     dir: &Path,
     teacher: Option<&str>,
 ) -> Result<bool> {
     Ok(match (stage, item) {
-        (_, Item::Whole) => stage_file_matches(stage, dir) && dir.join("result.json").exists(),
+        (_, Item::Whole) => {
+            stage_file_matches(stage, dir)
+                && inputs_match(exp, stage, dir)
+                && dir.join("result.json").exists()
+        }
         (Stage::Train(t), Item::Seed(seed)) => {
             seed_record(dir, seed, &super::train_spec_json(t)?)?.is_some()
         }
@@ -184,14 +214,14 @@ pub(super) fn item_done(
 
 /// The items of `stage` not done yet, over the whole grid (one slice).
 pub(super) fn missing_items(
+    exp: &Experiment,
     stage: &Stage,
-    default_seed: u64,
     dir: &Path,
     teacher: Option<&str>,
 ) -> Result<Vec<Item>> {
     let mut missing = Vec::new();
-    for item in items(stage, default_seed, 1) {
-        if !item_done(stage, item, dir, teacher)? {
+    for item in items(stage, exp.seed, 1) {
+        if !item_done(exp, stage, item, dir, teacher)? {
             missing.push(item);
         }
     }

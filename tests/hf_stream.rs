@@ -462,3 +462,56 @@ fn a_data_file_the_hub_does_not_list_is_named() {
         "streamed with REINCARNATE_HF_STREAM=0"
     );
 }
+
+/// A Minari dataset on the Hub (Arrow storage: one file per episode, no Parquet) comes through
+/// the streamed mirror whole and imports as the same transitions as the local folder.
+#[test]
+fn a_minari_dataset_on_the_hub_imports_through_the_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/minari_arrow");
+    let hub = serve(fixture.clone(), None);
+    let (remote, local) = (tmp.path().join("remote"), tmp.path().join("local"));
+    let url = format!("hf://datasets/{REPO}");
+    let o = run(
+        &hub,
+        &tmp.path().join("machine"),
+        &[
+            "dataset",
+            "import",
+            "minari",
+            &url,
+            "--out",
+            remote.to_str().unwrap(),
+        ],
+        true,
+    );
+    ok(&o, "import from the Hub");
+    let o = run(
+        &hub,
+        &tmp.path().join("other"),
+        &[
+            "dataset",
+            "import",
+            "minari",
+            fixture.to_str().unwrap(),
+            "--out",
+            local.to_str().unwrap(),
+        ],
+        true,
+    );
+    ok(&o, "import from the folder");
+    let parquet = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        files(d)
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .map(|f| (f.clone(), std::fs::read(d.join(&f)).unwrap()))
+            .collect()
+    };
+    let (a, b) = (parquet(&remote), parquet(&local));
+    assert!(!a.is_empty());
+    assert!(a == b, "the imported transitions differ");
+    let mirror = tmp
+        .path()
+        .join(format!("machine/cache/hf/datasets/{REPO}/{COMMIT}"));
+    assert!(mirror.join("data/0/part-0.arrow").is_file());
+}

@@ -420,26 +420,27 @@ fn a_hub_dataset_is_streamed_by_byte_ranges_and_distils_as_from_disk() {
 #[test]
 fn a_data_file_the_hub_does_not_list_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("repo");
+    // The dataset in a folder of the repo: hf://datasets/ORG/NAME/sub.
+    let repo = tmp.path().join("repo");
     let o = Command::new(BIN)
-        .args([
-            "collect",
-            "--env",
-            "dark_room",
-            "--algo",
-            "ppo",
-            "--tasks",
-            "train",
-        ])
+        .args(["collect", "--env", "dark_room", "--algo", "ppo"])
         .args(["--runs", "2", "--steps", "300", "--out"])
-        .arg(&data)
+        .arg(repo.join("sub"))
         .output()
         .unwrap();
     ok(&o, "collect");
-    let gone = "runs/run-00001/data/part-00000.parquet";
-    assert!(data.join(gone).is_file());
-    let hub = serve(data, Some(gone));
-    let url = format!("hf://datasets/{REPO}");
+    let url = format!("hf://datasets/{REPO}/sub");
+    let whole = serve(repo.clone(), None);
+    let o = run(
+        &whole,
+        &tmp.path().join("m0"),
+        &["dataset", "validate", &url],
+        true,
+    );
+    ok(&o, "validate a dataset in a folder of the repo");
+    let gone = "sub/runs/run-00001/data/part-00000.parquet";
+    assert!(repo.join(gone).is_file());
+    let hub = serve(repo, Some(gone));
     let o = run(&hub, tmp.path(), &["dataset", "validate", &url], true);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -227,7 +227,7 @@ pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
-fn with_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
+pub(crate) fn with_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
     defaults: T,
     user: &toml::Table,
     algo: &str,

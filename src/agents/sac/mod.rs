@@ -1056,8 +1056,74 @@ impl Sac {
         Ok((loss, logp.detach(), mean, log_std))
     }
 
+    /// The actor loss of [`Sac::actor_loss_parts`] for twin critics, arranged so that the two
+    /// critics' backward passes run side by side: the loss is built with the critics' values as
+    /// constants, and the gradient of the loss in the critics' input, found by differentiating
+    /// each critic on its own, enters through `(x ⊙ ∂L/∂x).sum()` (`x` the critics' input, tied
+    /// to the actor). Differentiating the returned surrogate gives the actor the gradient of the
+    /// actor loss; one `backward` through both critics would run their chains one after the other.
+    /// Returns (loss, surrogate term, log-probabilities (detached), mean, log_std).
+    fn actor_loss_twin(
+        &mut self,
+        obs: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
+        let alpha = self.alpha()?;
+        let noise = self.noise(obs.dim(0)?)?;
+        let (mean, log_std) = self.gaussian(obs, true)?;
+        let (act, logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
+        let x = Tensor::cat(&[obs, &act], 1)?;
+        let [a, b] = self.critics.as_slice() else {
+            return Err(Error::Training("twin critics expected".into()));
+        };
+        let q_of = |net: &CriticNet, input: &Tensor| -> Result<Tensor> {
+            let out = net.forward(input, false, None)?;
+            match &self.support {
+                Some(s) => s.expected_value(&out),
+                None => Ok(out.squeeze(D::Minus1)?),
+            }
+        };
+        let (xa, xb) = (
+            Var::from_tensor(&x.detach())?,
+            Var::from_tensor(&x.detach())?,
+        );
+        let (qa, qb) = crate::device::join_for(self.critic_work, || q_of(a, &xa), || q_of(b, &xb));
+        let (qa, qb) = (qa?, qb?);
+        // ∂L/∂q per critic, from the loss with the critics' values as leaves.
+        let (la, lb) = (
+            Var::from_tensor(&qa.detach())?,
+            Var::from_tensor(&qb.detach())?,
+        );
+        let dq = sac_actor_loss(
+            &logp.detach(),
+            &[la.as_tensor().clone(), lb.as_tensor().clone()],
+            alpha,
+        )?
+        .backward()?;
+        let missing = || Error::Training("the actor loss has no gradient in a critic".into());
+        let back = |q: &Tensor, leaf: &Var, input: &Var| -> Result<Tensor> {
+            let g = dq.get(leaf.as_tensor()).ok_or_else(missing)?;
+            let grads = (q * g)?.sum_all()?.backward()?;
+            grads.get(input.as_tensor()).cloned().ok_or_else(missing)
+        };
+        let (ga, gb) = crate::device::join_for(
+            self.critic_work,
+            || back(&qa, &la, &xa),
+            || back(&qb, &lb, &xb),
+        );
+        let gx = (ga? + gb?)?;
+        let loss = sac_actor_loss(&logp, &[qa.detach(), qb.detach()], alpha)?;
+        let through = (x * gx)?.sum_all()?;
+        Ok((loss, through, logp.detach(), mean, log_std))
+    }
+
     fn actor_step(&mut self, p: &Prepared, m: &mut Metrics) -> Result<()> {
-        let (mut loss, logp, mean, log_std) = self.actor_loss_parts(&p.obs)?;
+        let (mut loss, through, logp, mean, log_std) = if self.critics.len() == 2 {
+            let (loss, through, logp, mean, log_std) = self.actor_loss_twin(&p.obs)?;
+            (loss, Some(through), logp, mean, log_std)
+        } else {
+            let (loss, logp, mean, log_std) = self.actor_loss_parts(&p.obs)?;
+            (loss, None, logp, mean, log_std)
+        };
         if let Some(hook) = self.hook.as_mut() {
             if let Some((extra, hm)) =
                 hook.actor_loss(&p.raw_obs, &mean, &log_std, self.hook_step)?
@@ -1067,7 +1133,10 @@ impl Sac {
             }
         }
         let lv = self.check("actor loss", loss.to_scalar::<f32>()? as f64)?;
-        let grads = loss.backward()?;
+        let grads = match through {
+            Some(t) => (loss + t)?.backward()?,
+            None => loss.backward()?,
+        };
         let lr = self.config.actor_lr.value(self.updates);
         self.actor_opt.step(&grads, lr)?;
         if let ActorNet::Hyper(n) = &self.actor {
@@ -1523,6 +1592,52 @@ mod tests {
 
     const MLP: &str = "{ hidden = [8, 8] }";
     const SIMBA: &str = "{ actor_hidden = 8, critic_hidden = 8, critic_blocks = 1 }";
+
+    /// The twin-critic actor loss whose critics are differentiated one by one (side by side)
+    /// gives the actor the gradient of the one `backward` through both critics, and the same loss.
+    #[test]
+    fn twin_critic_actor_gradients_equal_the_single_backward_ones() {
+        for (algo, net, defaults) in [
+            ("sac", MLP, SacConfig::default()),
+            ("simbav2", SIMBA, SacConfig::simbav2()),
+        ] {
+            let table: toml::Table = toml::from_str(&format!(
+                "network = {net}\nbatch_size = 4\nbuffer_size = 16\nlearning_starts = 0"
+            ))
+            .unwrap();
+            let family = TaskFamily::from_id("pendulum").unwrap();
+            let cfg = crate::agents::with_defaults(defaults, &table, algo).unwrap();
+            let mut sac = Sac::new(algo, cfg, family.spec(), &Device::Cpu, 3, Some(1_000)).unwrap();
+            assert_eq!(sac.critics.len(), 2);
+            let mut rng = Rng::seed_from_u64(7);
+            let obs: Vec<f32> = (0..6 * 3).map(|_| rng.normal() as f32).collect();
+            let obs = Tensor::from_slice(&obs, (6, 3), &Device::Cpu).unwrap();
+            let start = sac.rng.clone();
+            let (loss, ..) = sac.actor_loss_parts(&obs).unwrap();
+            let single = loss.backward().unwrap();
+            sac.rng = start;
+            let (loss2, through, ..) = sac.actor_loss_twin(&obs).unwrap();
+            let split = (&loss2 + through).unwrap().backward().unwrap();
+            let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap();
+            assert_eq!(scalar(&loss), scalar(&loss2), "{algo}: the loss");
+            let mut checked = 0;
+            for (name, v) in sac.actor_store.trainable() {
+                let a = single.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+                let b = split.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+                let (a, b) = (a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
+                let scale = a.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-5 * scale, "{algo} {name}: {x} vs {y}");
+                }
+                checked += 1;
+            }
+            assert!(checked >= 4, "{algo}: {checked} actor parameters");
+            // The critics' weights get no gradient from the actor loss either way.
+            for (_, v) in sac.critic_store.trainable() {
+                assert!(split.get(v.as_tensor()).is_none());
+            }
+        }
+    }
 
     /// `--algo sac --set agent.network.critic_hidden=1024` is a SimbaV2 size on an MLP body:
     /// refused with the key's name, as is an MLP size on a SimbaV2 body.

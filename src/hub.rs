@@ -614,17 +614,7 @@ impl Hub {
         }
         tracing::info!(source = %r, "streaming a dataset from the Hub");
         let api = self.api()?;
-        let lookup = |e: String| {
-            Error::Config(format!(
-                "{r}: cannot look up revision `{}` of {} `{}` on the Hub: {e}\n  \
-                 (check the name and revision; a private or gated repo needs HF_TOKEN; \
-                 with no network, the files must already be in {})",
-                r.revision,
-                kind_word(r.kind),
-                r.repo,
-                self.cache_dir.display()
-            ))
-        };
+        let lookup = |e: String| self.lookup_error(r, e);
         let body = api
             .repo(r.hf_repo(&r.revision))
             .info_request()
@@ -635,12 +625,7 @@ impl Hub {
             .map_err(|e| lookup(e.to_string()))?;
         let info: Info = serde_json::from_str(&body)
             .map_err(|e| lookup(format!("the answer is not a revision's description: {e}")))?;
-        let Some(commit) = check_commit(&info.sha).map(str::to_string) else {
-            return Err(Error::Config(format!(
-                "{r}: the Hub answered commit `{}` for revision `{}`, which is not a commit id",
-                info.sha, r.revision
-            )));
-        };
+        let commit = pinned_commit(r, &info.sha)?;
         let listed: std::collections::BTreeMap<&str, &Sibling> = info
             .siblings
             .iter()
@@ -727,6 +712,19 @@ impl Hub {
         Ok(dir)
     }
 
+    /// A failed look-up of `r`'s revision on the Hub.
+    fn lookup_error(&self, r: &HubRef, e: impl fmt::Display) -> Error {
+        Error::Config(format!(
+            "{r}: cannot look up revision `{}` of {} `{}` on the Hub: {e}\n  \
+             (check the name and revision; a private or gated repo needs HF_TOKEN; \
+             with no network, the files must already be in {})",
+            r.revision,
+            kind_word(r.kind),
+            r.repo,
+            self.cache_dir.display()
+        ))
+    }
+
     fn expect_kind(&self, r: &HubRef, kind: RepoKind, what: &str) -> Result<()> {
         if r.kind == kind {
             return Ok(());
@@ -797,23 +795,11 @@ impl Hub {
         }
         tracing::info!(source = %r, cache = %self.cache_dir.display(), "fetching {what} from the Hub");
         let api = self.api()?;
-        let info = api.repo(r.hf_repo(&r.revision)).info().map_err(|e| {
-            Error::Config(format!(
-                "{r}: cannot look up revision `{}` of {} `{}` on the Hub: {e}\n  \
-                 (check the name and revision; a private or gated repo needs HF_TOKEN; \
-                 with no network, the files must already be in {})",
-                r.revision,
-                kind_word(r.kind),
-                r.repo,
-                self.cache_dir.display()
-            ))
-        })?;
-        let Some(commit) = check_commit(&info.sha).map(str::to_string) else {
-            return Err(Error::Config(format!(
-                "{r}: the Hub answered commit `{}` for revision `{}`, which is not a commit id",
-                info.sha, r.revision
-            )));
-        };
+        let info = api
+            .repo(r.hf_repo(&r.revision))
+            .info()
+            .map_err(|e| self.lookup_error(r, e))?;
+        let commit = pinned_commit(r, &info.sha)?;
         let listed: BTreeSet<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
         let missing: Vec<String> = wanted
             .required
@@ -873,6 +859,16 @@ impl Hub {
         }
         Ok(commit)
     }
+}
+
+/// The commit the Hub answered for `r`'s revision, checked to be one.
+fn pinned_commit(r: &HubRef, sha: &str) -> Result<String> {
+    check_commit(sha).map(str::to_string).ok_or_else(|| {
+        Error::Config(format!(
+            "{r}: the Hub answered commit `{sha}` for revision `{}`, which is not a commit id",
+            r.revision
+        ))
+    })
 }
 
 fn kind_word(kind: RepoKind) -> &'static str {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::ok;
+use common::{ok, reads};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -253,20 +253,6 @@ fn distill(hub: &Hub, machine: &Path, data: &str, out: &Path) -> Output {
     let mut args = vec!["distill", "--data", data, "--out", out.to_str().unwrap()];
     args.extend(DISTILL);
     run(hub, machine, &args, true)
-}
-
-/// The figures of `read F MiB of ...'s T MiB ... (R requests), C MiB from the local range cache`.
-fn reads(out: &str) -> (f64, f64, u64, f64) {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("read "))
-        .unwrap_or_else(|| panic!("no read line in {out}"));
-    let nums: Vec<f64> = line
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    let n = nums.len();
-    (nums[0], nums[n - 3], nums[n - 2] as u64, nums[n - 1])
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::ok;
+use common::{ok, reads};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -105,21 +105,6 @@ fn run(s: &Server, cache: &Path, args: &[&str]) -> Output {
 fn failed(o: &Output, what: &str) -> String {
     assert_eq!(o.status.code(), Some(1), "{what} should fail");
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The figure in `read X MiB of ... (N requests), Y MiB from the local range cache`.
-fn reads(out: &str) -> (f64, f64, u64, f64) {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("read "))
-        .unwrap_or_else(|| panic!("no read line in {out}"));
-    let nums: Vec<f64> = line
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // read F MiB of s3://bkt/hist's T MiB ... (R requests), C MiB ...
-    let f: Vec<f64> = nums.into_iter().filter(|x| x.is_finite()).collect();
-    (f[0], f[f.len() - 3], f[f.len() - 2] as u64, f[f.len() - 1])
 }
 
 const DISTILL: &[&str] = &[

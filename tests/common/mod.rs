@@ -43,3 +43,20 @@ pub fn ok(o: &Output, what: &str) -> String {
     );
     out
 }
+
+/// The figures of an object-store read report, `read F MiB of DATA's T MiB of Parquet data by
+/// byte ranges (R requests), C MiB from the local range cache`: (F, T, R, C).
+#[allow(dead_code)]
+pub fn reads(out: &str) -> (f64, f64, u64, f64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("read "))
+        .unwrap_or_else(|| panic!("no read line in {out}"));
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .filter(|x: &f64| x.is_finite())
+        .collect();
+    let n = nums.len();
+    (nums[0], nums[n - 3], nums[n - 2] as u64, nums[n - 1])
+}

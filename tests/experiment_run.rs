@@ -142,3 +142,56 @@ episodes = 2
     let skipped: Vec<bool> = fourth.iter().map(|o| o.skipped).collect();
     assert_eq!(skipped, vec![true, false, false, true]);
 }
+
+/// Reincarnation runs whose teacher stage is retrained under another spec run again (their
+/// own spec, which names the teacher's folder, is unchanged); unchanged, they are skipped.
+#[test]
+fn retraining_the_teacher_stage_reruns_the_reincarnation_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("teach.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+runs_dir = "{}"
+[[stage]]
+name = "teacher"
+kind = "train"
+env = "cartpole"
+algo = "dqn"
+agent = {{ learning_rate = 2.3e-3, buffer_size = 30000, batch_size = 64, learning_starts = 1000, train_frequency = 64, gradient_steps = 32, target_update_frequency = 10, epsilon = {{ start = 1.0, end = 0.04, decay_steps = 8000 }} }}
+loop = {{ steps = 24000, eval_interval = 0, progress = false }}
+[[stage]]
+name = "students"
+kind = "reincarnate"
+env = "cartpole"
+teacher = "stage:teacher"
+student = "dqn"
+methods = ["qdagger"]
+seeds = [0]
+agent = {{ learning_starts = 50 }}
+loop = {{ steps = 200, eval_interval = 100, eval_episodes = 1, progress = false }}
+"#,
+            tmp.path().join("runs").display()
+        ),
+    )
+    .unwrap();
+    let dev = candle_core::Device::Cpu;
+    let exp = load_experiment(&file, &[]).unwrap();
+    let (root, first) = run_experiment(&exp, "teach", &dev).unwrap();
+    assert!(first.iter().all(|o| !o.skipped));
+    let student = || std::fs::read(root.join("students/qdagger/seed-0/model.safetensors")).unwrap();
+    let before = student();
+    let (_, again) = run_experiment(&exp, "teach", &dev).unwrap();
+    assert!(again.iter().all(|o| o.skipped));
+    let exp = load_experiment(&file, &["stage.0.agent.learning_rate=2.0e-3".into()]).unwrap();
+    let (_, third) = run_experiment(&exp, "teach", &dev).unwrap();
+    let skipped: Vec<bool> = third.iter().map(|o| o.skipped).collect();
+    assert_eq!(skipped, vec![false, false]);
+    assert!(
+        student() != before,
+        "the student of the old teacher was kept"
+    );
+    let (_, fourth) = run_experiment(&exp, "teach", &dev).unwrap();
+    assert!(fourth.iter().all(|o| o.skipped));
+}

@@ -673,7 +673,13 @@ fn run_item(
         (Stage::Train(t), Item::Seed(seed)) => run_train_seed(t, seed, dir, device),
         (Stage::Reincarnate(r), Item::Run(method, seed)) => {
             let teacher = teacher.unwrap_or(&r.teacher);
-            crate::reincarnation::stage::run_one(r, teacher, method, seed, dir, device).map(|_| ())
+            // A run of the same spec whose teacher stage changed since is run again.
+            crate::reincarnation::stage::forget_run(r, method, seed, dir)?;
+            crate::reincarnation::stage::run_one(r, teacher, method, seed, dir, device)?;
+            write_json_atomic(
+                &shard::run_inputs_file(dir, method, seed),
+                &shard::lineage(exp, stage),
+            )
         }
         (Stage::Collect(c), Item::Collect(shard)) => {
             // Runs of another spec would be kept as finished runs of this one: refuse rather

@@ -173,6 +173,29 @@ pub(super) fn inputs_match(exp: &Experiment, stage: &Stage, dir: &Path) -> bool 
     read_json::<serde_json::Value>(&dir.join(INPUTS_FILE)).ok() == Some(want)
 }
 
+/// The record of [`lineage`] beside one reincarnate run (`METHOD/seed-S.inputs.json`): a run
+/// whose teacher stage was retrained under another spec is run again.
+pub(super) fn run_inputs_file(
+    dir: &Path,
+    method: crate::reincarnation::Method,
+    seed: u64,
+) -> std::path::PathBuf {
+    dir.join(method.name())
+        .join(format!("seed-{seed}.inputs.json"))
+}
+
+fn run_inputs_match(
+    exp: &Experiment,
+    stage: &Stage,
+    dir: &Path,
+    method: crate::reincarnation::Method,
+    seed: u64,
+) -> bool {
+    let want = lineage(exp, stage);
+    want.as_array().is_some_and(|a| a.is_empty())
+        || read_json::<serde_json::Value>(&run_inputs_file(dir, method, seed)).ok() == Some(want)
+}
+
 /// Whether `item` of `stage` (in `dir`) is done under the stage's current spec (and, for a
 /// whole-stage unit, the current specs of the stages it reads). `teacher` is the resolved
 /// teacher of a reincarnate stage.
@@ -195,6 +218,7 @@ pub(super) fn item_done(
         (Stage::Reincarnate(r), Item::Run(method, seed)) => {
             let teacher = teacher.unwrap_or(&r.teacher);
             crate::reincarnation::stage::run_done(r, teacher, method, seed, dir)?
+                && run_inputs_match(exp, stage, dir, method, seed)
         }
         (Stage::Collect(c), Item::Collect(shard)) => {
             stage_file_matches(stage, dir)

@@ -196,12 +196,7 @@ pub fn collect(
     // A run killed after its data was final but before its scratch was removed leaves the
     // scratch behind; finished runs never need theirs.
     for &r in &done {
-        let scratch = scratch_folder(out, r);
-        if let Err(e) = std::fs::remove_dir_all(&scratch) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(Error::io(&scratch, e));
-            }
-        }
+        crate::fs::remove_dir_if_present(&scratch_folder(out, r))?;
     }
     let threads = spec
         .threads

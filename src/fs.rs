@@ -58,6 +58,23 @@ pub fn create_dir_all(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
 }
 
+/// Removes the file `path`; one that is not there is fine.
+pub fn remove_file_if_present(path: &Path) -> Result<()> {
+    not_found_is_fine(path, std::fs::remove_file(path))
+}
+
+/// Removes the folder `path` and everything in it; one that is not there is fine.
+pub fn remove_dir_if_present(path: &Path) -> Result<()> {
+    not_found_is_fine(path, std::fs::remove_dir_all(path))
+}
+
+fn not_found_is_fine(path: &Path, r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Makes writing past a file-size limit (`ulimit -f`) an error that the writer reports, as a
 /// full disk is, instead of the signal (`SIGXFSZ`) that would kill the process mid-write.
 pub fn report_write_limits_as_errors() {

@@ -565,14 +565,7 @@ impl Hub {
         };
         let dir = self.snapshot_dir(r, &commit).join(&r.path);
         let Some((_, files_of)) = kinds.iter().find(|(m, _)| dir.join(m).is_file()) else {
-            return Err(Error::Config(format!(
-                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has neither `{}` (a \
-                 platform dataset) nor `{}` (a Minari dataset)",
-                r.repo,
-                r.revision,
-                r.repo_file(MANIFEST_FILE),
-                r.repo_file(MINARI_METADATA)
-            )));
+            return Err(no_dataset_marker(r, &commit));
         };
         let data = files_of(&dir)?;
         self.fetch(
@@ -646,14 +639,7 @@ impl Hub {
             .iter()
             .find(|(m, _)| listed.contains_key(r.repo_file(m).as_str()))
         else {
-            return Err(Error::Config(format!(
-                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has neither `{}` (a \
-                 platform dataset) nor `{}` (a Minari dataset)",
-                r.repo,
-                r.revision,
-                r.repo_file(MANIFEST_FILE),
-                r.repo_file(MINARI_METADATA)
-            )));
+            return Err(no_dataset_marker(r, &commit));
         };
         let fetch_whole = |file: &str| -> Result<()> {
             let local = dir.join(file);
@@ -668,20 +654,13 @@ impl Hub {
         };
         fetch_whole(marker)?;
         let data = files_of(&dir)?;
-        let missing: Vec<String> = data
-            .iter()
-            .map(|f| r.repo_file(f))
-            .filter(|f| !listed.contains_key(f.as_str()))
-            .map(|m| format!("`{m}`{}", did_you_mean(&m, listed.keys().copied())))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::Config(format!(
-                "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has no {}; the dataset's {marker} names it",
-                r.repo,
-                r.revision,
-                missing.join(", ")
-            )));
-        }
+        check_listed(
+            r,
+            &commit,
+            &data,
+            &listed.keys().copied().collect(),
+            &format!("the dataset its {marker} describes"),
+        )?;
         for f in &data {
             if !f.ends_with(".parquet") {
                 fetch_whole(f)?;
@@ -801,25 +780,7 @@ impl Hub {
             .map_err(|e| self.lookup_error(r, e))?;
         let commit = pinned_commit(r, &info.sha)?;
         let listed: BTreeSet<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-        let missing: Vec<String> = wanted
-            .required
-            .iter()
-            .map(|f| r.repo_file(f))
-            .filter(|f| !listed.contains(f.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            let near: Vec<String> = missing
-                .iter()
-                .map(|m| format!("`{m}`{}", did_you_mean(m, listed.iter().copied())))
-                .collect();
-            return Err(Error::Config(format!(
-                "{r}: {} `{}` at revision `{}` (commit {commit}) has no {}; {what} needs it",
-                kind_word(r.kind),
-                r.repo,
-                r.revision,
-                near.join(", ")
-            )));
-        }
+        check_listed(r, &commit, &wanted.required, &listed, what)?;
         let take = wanted.required.iter().chain(
             wanted
                 .optional
@@ -859,6 +820,45 @@ impl Hub {
         }
         Ok(commit)
     }
+}
+
+/// An error naming each of `files` (relative to `r.path`) that the repo's listing lacks, with
+/// the nearest listed names; `what` is what needs them.
+fn check_listed(
+    r: &HubRef,
+    commit: &str,
+    files: &[String],
+    listed: &BTreeSet<&str>,
+    what: &str,
+) -> Result<()> {
+    let near: Vec<String> = files
+        .iter()
+        .map(|f| r.repo_file(f))
+        .filter(|f| !listed.contains(f.as_str()))
+        .map(|m| format!("`{m}`{}", did_you_mean(&m, listed.iter().copied())))
+        .collect();
+    if near.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{r}: {} `{}` at revision `{}` (commit {commit}) has no {}; {what} needs it",
+        kind_word(r.kind),
+        r.repo,
+        r.revision,
+        near.join(", ")
+    )))
+}
+
+/// The error for a dataset repo with neither a platform manifest nor Minari's metadata.
+fn no_dataset_marker(r: &HubRef, commit: &str) -> Error {
+    Error::Config(format!(
+        "{r}: dataset repo `{}` at revision `{}` (commit {commit}) has neither `{}` (a \
+         platform dataset) nor `{}` (a Minari dataset)",
+        r.repo,
+        r.revision,
+        r.repo_file(MANIFEST_FILE),
+        r.repo_file(MINARI_METADATA)
+    ))
 }
 
 /// The commit the Hub answered for `r`'s revision, checked to be one.

@@ -1,17 +1,32 @@
 //! `reincarnate run`: stages run once, finished ones are skipped on re-run, comparisons redraw.
 
-use reincarnate::experiment::{load_experiment, run_experiment};
+use reincarnate::experiment::{load_experiment, run_experiment, StageOutcome};
+use std::path::{Path, PathBuf};
+
+/// `DIR/NAME.toml` holding `stages`, with its runs under `DIR/runs`.
+fn experiment_file(dir: &Path, name: &str, stages: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    let runs = dir.join("runs");
+    std::fs::write(
+        &file,
+        format!("runs_dir = \"{}\"\n{stages}", runs.display()),
+    )
+    .unwrap();
+    file
+}
+
+/// Which stages of a run were skipped as finished earlier.
+fn skipped(outcomes: &[StageOutcome]) -> Vec<bool> {
+    outcomes.iter().map(|o| o.skipped).collect()
+}
 
 #[test]
 fn finished_stages_are_skipped_and_summary_maps_stage_names_to_results() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("tiny.toml");
-    let runs = tmp.path().join("runs");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-runs_dir = "{}"
+    let file = experiment_file(
+        tmp.path(),
+        "tiny",
+        r#"
 [[stage]]
 name = "random"
 kind = "eval"
@@ -23,17 +38,14 @@ kind = "train"
 env = "cartpole"
 algo = "dqn"
 seeds = [0, 1]
-agent = {{ learning_starts = 50, train_frequency = 4 }}
-loop = {{ steps = 300, eval_interval = 100, eval_episodes = 2, progress = false }}
+agent = { learning_starts = 50, train_frequency = 4 }
+loop = { steps = 300, eval_interval = 100, eval_episodes = 2, progress = false }
 [[stage]]
 name = "plot"
 kind = "compare"
 stages = ["dqn"]
 "#,
-            runs.display()
-        ),
-    )
-    .unwrap();
+    );
     let exp = load_experiment(&file, &[]).unwrap();
     let dev = candle_core::Device::Cpu;
     let (root, first) = run_experiment(&exp, "tiny", &dev).unwrap();
@@ -45,8 +57,7 @@ stages = ["dqn"]
     assert_eq!(summary["random"]["env"], "dark_room");
     assert!(summary["dqn"]["final_return_mean"].as_f64().is_some());
     let (_, second) = run_experiment(&exp, "tiny", &dev).unwrap();
-    let skipped: Vec<bool> = second.iter().map(|o| o.skipped).collect();
-    assert_eq!(skipped, vec![true, true, false]);
+    assert_eq!(skipped(&second), vec![true, true, false]);
     // A changed stage runs again.
     let exp = load_experiment(&file, &["stage.0.episodes=3".into()]).unwrap();
     let (_, third) = run_experiment(&exp, "tiny", &dev).unwrap();
@@ -62,12 +73,10 @@ stages = ["dqn"]
 #[test]
 fn changing_a_stage_reruns_the_stages_that_read_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("chain.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-runs_dir = "{}"
+    let file = experiment_file(
+        tmp.path(),
+        "chain",
+        r#"
 [[stage]]
 name = "histories"
 kind = "collect"
@@ -83,7 +92,7 @@ data = "histories"
 steps = 20
 batch = 4
 warmup_steps = 2
-model = {{ n_layer = 1, d_model = 16, d_ff = 16, context = 40 }}
+model = { n_layer = 1, d_model = 16, d_ff = 16, context = 40 }
 [[stage]]
 name = "ad-eval"
 kind = "icl_eval"
@@ -95,12 +104,9 @@ kind = "eval"
 env = "dark_room"
 episodes = 2
 "#,
-            tmp.path().join("runs").display()
-        ),
-    )
-    .unwrap();
+    );
     let dev = candle_core::Device::Cpu;
-    let model = |root: &std::path::Path| std::fs::read(root.join("ad/model.safetensors")).unwrap();
+    let model = |root: &Path| std::fs::read(root.join("ad/model.safetensors")).unwrap();
     let exp = load_experiment(&file, &[]).unwrap();
     let (root, first) = run_experiment(&exp, "chain", &dev).unwrap();
     assert!(first.iter().all(|o| !o.skipped));
@@ -115,8 +121,7 @@ episodes = 2
     // model run again (afresh, not resumed); the unrelated evaluation does not.
     std::fs::remove_dir_all(root.join("histories")).unwrap();
     let (_, third) = run_experiment(&exp, "chain", &dev).unwrap();
-    let skipped: Vec<bool> = third.iter().map(|o| o.skipped).collect();
-    assert_eq!(skipped, vec![false, false, false, true]);
+    assert_eq!(skipped(&third), vec![false, false, false, true]);
     assert!(
         model(&root) != before,
         "the distill kept the model of the old data"
@@ -139,8 +144,7 @@ episodes = 2
     )
     .unwrap();
     let (_, fourth) = run_experiment(&exp, "chain", &dev).unwrap();
-    let skipped: Vec<bool> = fourth.iter().map(|o| o.skipped).collect();
-    assert_eq!(skipped, vec![true, false, false, true]);
+    assert_eq!(skipped(&fourth), vec![true, false, false, true]);
 }
 
 /// Reincarnation runs whose teacher stage is retrained under another spec run again (their
@@ -148,19 +152,17 @@ episodes = 2
 #[test]
 fn retraining_the_teacher_stage_reruns_the_reincarnation_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("teach.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-runs_dir = "{}"
+    let file = experiment_file(
+        tmp.path(),
+        "teach",
+        r#"
 [[stage]]
 name = "teacher"
 kind = "train"
 env = "cartpole"
 algo = "dqn"
-agent = {{ learning_rate = 2.3e-3, buffer_size = 30000, batch_size = 64, learning_starts = 1000, train_frequency = 64, gradient_steps = 32, target_update_frequency = 10, epsilon = {{ start = 1.0, end = 0.04, decay_steps = 8000 }} }}
-loop = {{ steps = 24000, eval_interval = 0, progress = false }}
+agent = { learning_rate = 2.3e-3, buffer_size = 30000, batch_size = 64, learning_starts = 1000, train_frequency = 64, gradient_steps = 32, target_update_frequency = 10, epsilon = { start = 1.0, end = 0.04, decay_steps = 8000 } }
+loop = { steps = 24000, eval_interval = 0, progress = false }
 [[stage]]
 name = "students"
 kind = "reincarnate"
@@ -169,13 +171,10 @@ teacher = "stage:teacher"
 student = "dqn"
 methods = ["qdagger"]
 seeds = [0]
-agent = {{ learning_starts = 50 }}
-loop = {{ steps = 200, eval_interval = 100, eval_episodes = 1, progress = false }}
+agent = { learning_starts = 50 }
+loop = { steps = 200, eval_interval = 100, eval_episodes = 1, progress = false }
 "#,
-            tmp.path().join("runs").display()
-        ),
-    )
-    .unwrap();
+    );
     let dev = candle_core::Device::Cpu;
     let exp = load_experiment(&file, &[]).unwrap();
     let (root, first) = run_experiment(&exp, "teach", &dev).unwrap();
@@ -186,8 +185,7 @@ loop = {{ steps = 200, eval_interval = 100, eval_episodes = 1, progress = false 
     assert!(again.iter().all(|o| o.skipped));
     let exp = load_experiment(&file, &["stage.0.agent.learning_rate=2.0e-3".into()]).unwrap();
     let (_, third) = run_experiment(&exp, "teach", &dev).unwrap();
-    let skipped: Vec<bool> = third.iter().map(|o| o.skipped).collect();
-    assert_eq!(skipped, vec![false, false]);
+    assert_eq!(skipped(&third), vec![false, false]);
     assert!(
         student() != before,
         "the student of the old teacher was kept"

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ok, reads};
+use common::{ok, reads, TINY_DISTILL as DISTILL};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -235,19 +235,6 @@ fn run(hub: &Hub, machine: &Path, args: &[&str], token: bool) -> Output {
     }
     c.output().unwrap()
 }
-
-const DISTILL: &[&str] = &[
-    "--steps",
-    "6",
-    "--set",
-    "warmup_steps=2",
-    "--set",
-    "batch=4",
-    "--set",
-    "model.n_layer=1",
-    "--set",
-    "model.context=40",
-];
 
 fn distill(hub: &Hub, machine: &Path, data: &str, out: &Path) -> Output {
     let mut args = vec!["distill", "--data", data, "--out", out.to_str().unwrap()];

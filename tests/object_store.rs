@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ok, reads};
+use common::{ok, reads, TINY_DISTILL as DISTILL};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -106,19 +106,6 @@ fn failed(o: &Output, what: &str) -> String {
     assert_eq!(o.status.code(), Some(1), "{what} should fail");
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
-
-const DISTILL: &[&str] = &[
-    "--steps",
-    "6",
-    "--set",
-    "warmup_steps=2",
-    "--set",
-    "batch=4",
-    "--set",
-    "model.n_layer=1",
-    "--set",
-    "model.context=40",
-];
 
 #[test]
 fn sharded_collection_to_a_store_is_distilled_from_it_by_byte_ranges() {

@@ -702,9 +702,9 @@ fn run_item(
         (_, Item::Whole) => {
             // An earlier result is stale from here on; a distill whose inputs changed (an
             // earlier stage rerun under another spec) starts afresh rather than resuming.
-            remove_if_present(&dir.join("result.json"))?;
+            crate::fs::remove_file_if_present(&dir.join("result.json"))?;
             if !shard::inputs_match(exp, stage, dir) {
-                remove_if_present(&dir.join(crate::checkpoint::CONFIG_FILE))?;
+                crate::fs::remove_file_if_present(&dir.join(crate::checkpoint::CONFIG_FILE))?;
             }
             write_json_atomic(&dir.join("stage.json"), stage)?;
             write_json_atomic(&dir.join(shard::INPUTS_FILE), &shard::lineage(exp, stage))?;
@@ -719,13 +719,6 @@ fn run_item(
             write_json_atomic(&dir.join("result.json"), &result.to_json()?)
         }
         _ => Err(unit_mismatch(stage, item)),
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
-        _ => Ok(()),
     }
 }
 

@@ -166,11 +166,14 @@ pub(super) const INPUTS_FILE: &str = "inputs.json";
 
 /// Whether the stage's output in `dir` was made from the inputs `exp` gives it now.
 pub(super) fn inputs_match(exp: &Experiment, stage: &Stage, dir: &Path) -> bool {
+    lineage_recorded(exp, stage, &dir.join(INPUTS_FILE))
+}
+
+/// Whether `file` records the stage's current [`lineage`] (always, for a stage reading none).
+fn lineage_recorded(exp: &Experiment, stage: &Stage, file: &Path) -> bool {
     let want = lineage(exp, stage);
-    if want.as_array().is_some_and(|a| a.is_empty()) {
-        return true;
-    }
-    read_json::<serde_json::Value>(&dir.join(INPUTS_FILE)).ok() == Some(want)
+    want.as_array().is_some_and(|a| a.is_empty())
+        || read_json::<serde_json::Value>(file).ok() == Some(want)
 }
 
 /// The record of [`lineage`] beside one reincarnate run (`METHOD/seed-S.inputs.json`): a run
@@ -191,9 +194,7 @@ fn run_inputs_match(
     method: crate::reincarnation::Method,
     seed: u64,
 ) -> bool {
-    let want = lineage(exp, stage);
-    want.as_array().is_some_and(|a| a.is_empty())
-        || read_json::<serde_json::Value>(&run_inputs_file(dir, method, seed)).ok() == Some(want)
+    lineage_recorded(exp, stage, &run_inputs_file(dir, method, seed))
 }
 
 /// Whether `item` of `stage` (in `dir`) is done under the stage's current spec (and, for a

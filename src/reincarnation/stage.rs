@@ -182,10 +182,7 @@ pub fn run_done(
 /// [`run_one`] runs it again; the run's folder is rewritten by that run.
 pub fn forget_run(stage: &ReincarnateStage, method: Method, seed: u64, dir: &Path) -> Result<()> {
     let slot = run_slot(stage, &stage.teacher, method, seed, dir)?;
-    match std::fs::remove_file(&slot.spec_file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&slot.spec_file, e)),
-        _ => Ok(()),
-    }
+    crate::fs::remove_file_if_present(&slot.spec_file)
 }
 
 /// Runs `method` × `seed` of a stage into `STAGE/METHOD/seed-S/` unless it finished earlier under

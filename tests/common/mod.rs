@@ -60,3 +60,18 @@ pub fn reads(out: &str) -> (f64, f64, u64, f64) {
     let n = nums.len();
     (nums[0], nums[n - 3], nums[n - 2] as u64, nums[n - 1])
 }
+
+/// `distill` flags for a few steps of a one-layer model: enough to compare models bit for bit.
+#[allow(dead_code)]
+pub const TINY_DISTILL: &[&str] = &[
+    "--steps",
+    "6",
+    "--set",
+    "warmup_steps=2",
+    "--set",
+    "batch=4",
+    "--set",
+    "model.n_layer=1",
+    "--set",
+    "model.context=40",
+];

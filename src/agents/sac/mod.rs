@@ -548,6 +548,15 @@ fn critic_term(c: &CriticNet, x: &Tensor, target: &CriticTarget) -> Result<(Tens
 
 /// Each net's output on `x`; twins side by side when each pass has `work` multiply-adds worth
 /// splitting ([`crate::device::join_for`]).
+/// A critic's Q-values `(batch,)` from its output: the expected value of a categorical
+/// critic's distribution (`support`), or the scalar head.
+fn q_of_output(support: Option<&CategoricalSupport>, out: &Tensor) -> Result<Tensor> {
+    match support {
+        Some(s) => s.expected_value(out),
+        None => Ok(out.squeeze(D::Minus1)?),
+    }
+}
+
 fn forward_each(nets: &[CriticNet], x: &Tensor, grad: bool, work: usize) -> Result<Vec<Tensor>> {
     match nets {
         [a, b] => {
@@ -967,12 +976,13 @@ impl Sac {
     /// Q-values `(batch,)` of each critic in `nets` for `[obs, action]` rows.
     fn q_values(&self, nets: &[CriticNet], x: &Tensor, grad: bool) -> Result<Vec<Tensor>> {
         forward_each(nets, x, grad, self.critic_work)?
-            .into_iter()
-            .map(|out| match &self.support {
-                Some(s) => s.expected_value(&out),
-                None => Ok(out.squeeze(D::Minus1)?),
-            })
+            .iter()
+            .map(|out| self.q_of_output(out))
             .collect()
+    }
+
+    fn q_of_output(&self, out: &Tensor) -> Result<Tensor> {
+        q_of_output(self.support.as_ref(), out)
     }
 
     fn prepare(&self, b: &Batch) -> Result<Prepared> {
@@ -1030,10 +1040,7 @@ impl Sac {
 
     /// The mean Q-value of a critic's detached output ([`critic_term`]).
     fn q_mean(&self, out: &Tensor) -> Result<f64> {
-        let q = match &self.support {
-            Some(s) => s.expected_value(out)?,
-            None => out.squeeze(D::Minus1)?,
-        };
+        let q = self.q_of_output(out)?;
         Ok(q.mean_all()?.to_scalar::<f32>()? as f64)
     }
 
@@ -1045,12 +1052,19 @@ impl Sac {
     }
 
     /// [`Sac::actor_loss`] and the Gaussian `(mean, log_std)` it sampled from (with gradients).
-    fn actor_loss_parts(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    /// What both forms of the actor loss start from: α, the critics' input `[obs, a]` with
+    /// `a ~ π(·|obs)` reparameterised, `log π(a|obs)`, and the Gaussian `(mean, log_std)`.
+    fn policy_sample(&mut self, obs: &Tensor) -> Result<(f64, Tensor, Tensor, Tensor, Tensor)> {
         let alpha = self.alpha()?;
         let noise = self.noise(obs.dim(0)?)?;
         let (mean, log_std) = self.gaussian(obs, true)?;
         let (act, logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
         let x = Tensor::cat(&[obs, &act], 1)?;
+        Ok((alpha, x, logp, mean, log_std))
+    }
+
+    fn actor_loss_parts(&mut self, obs: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (alpha, x, logp, mean, log_std) = self.policy_sample(obs)?;
         let qs = self.q_values(&self.critics, &x, false)?;
         let loss = sac_actor_loss(&logp, &qs, alpha)?;
         Ok((loss, logp.detach(), mean, log_std))
@@ -1067,20 +1081,13 @@ impl Sac {
         &mut self,
         obs: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
-        let alpha = self.alpha()?;
-        let noise = self.noise(obs.dim(0)?)?;
-        let (mean, log_std) = self.gaussian(obs, true)?;
-        let (act, logp) = tanh_gaussian::sample(&mean, &log_std, &noise)?;
-        let x = Tensor::cat(&[obs, &act], 1)?;
+        let (alpha, x, logp, mean, log_std) = self.policy_sample(obs)?;
         let [a, b] = self.critics.as_slice() else {
             return Err(Error::Training("twin critics expected".into()));
         };
+        let support = self.support.as_ref();
         let q_of = |net: &CriticNet, input: &Tensor| -> Result<Tensor> {
-            let out = net.forward(input, false, None)?;
-            match &self.support {
-                Some(s) => s.expected_value(&out),
-                None => Ok(out.squeeze(D::Minus1)?),
-            }
+            q_of_output(support, &net.forward(input, false, None)?)
         };
         let (xa, xb) = (
             Var::from_tensor(&x.detach())?,

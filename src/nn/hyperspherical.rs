@@ -52,13 +52,11 @@ fn view(v: &Var, grad: bool) -> Tensor {
 /// are left alone).
 pub fn normalize_rows(data: &mut [f32], cols: usize) {
     for row in data.chunks_mut(cols.max(1)) {
-        let n = row
-            .iter()
-            .map(|&x| (x as f64) * (x as f64))
-            .sum::<f64>()
-            .sqrt();
+        // eight f32 partial sums, so that it vectorises (a serial f64 sum took 5.5 ms of
+        // SimbaV2's ~100 ms update)
+        let n = crate::nn::rowwise::dot::<false>(row, row).sqrt();
         if n > 1e-8 {
-            let inv = (1.0 / n) as f32;
+            let inv = 1.0 / n;
             row.iter_mut().for_each(|x| *x *= inv);
         }
     }
@@ -228,8 +226,11 @@ impl HyperLerpBlock {
         let h = self.w2.forward(&h, grad)?;
         record(log, || format!("{name}.mlp"), &h)?;
         let h = l2norm(&h)?;
-        let mixed = (x + self.alpha.forward(&(h - x)?, grad)?)?;
-        Ok(l2norm(&mixed)?)
+        Ok(crate::nn::rowwise::lerp_l2norm(
+            x,
+            &h,
+            &self.alpha.value(grad)?,
+        )?)
     }
 
     fn kernels(&self) -> [&HyperDense; 2] {

@@ -3,11 +3,12 @@
 //! Written from tensor ops, `l2norm(x)` is five ops forward (square, row sum, square root,
 //! floor at 1e-8, divide) and about ten backward, each a pass over the activations and a fresh
 //! buffer; a per-dimension scaler `x ⊙ s` went through a rank-1 product `1 · sᵀ` so that its
-//! gradient would be a product too. On the CPU [`l2norm`] and [`scale_cols`] are one op each,
+//! gradient would be a product too. On the CPU [`l2norm`], [`scale_cols`] and [`lerp_l2norm`]
+//! (the LERP residual with the normalisation after it) are one op each,
 //! forward and backward written by hand (one or two passes); elsewhere (CUDA) the tensor-op
 //! formulations run, and are what the ops are tested against.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, D};
 
 use crate::nn::host::{self, contiguous_f32, CpuF32};
 
@@ -60,6 +61,32 @@ pub fn reference_scale_cols(x: &Tensor, v: &Tensor, relu: bool) -> candle_core::
     } else {
         Ok(y)
     }
+}
+
+/// `l2norm(x + a ⊙ (h − x))` for `x`, `h` `(rows, d)` and `a` `[d]`: SimbaV2's LERP residual
+/// and the normalisation after it, one op on the CPU (four from tensor ops, each a pass and a
+/// buffer, and about twice that backward).
+pub fn lerp_l2norm(x: &Tensor, h: &Tensor, a: &Tensor) -> candle_core::Result<Tensor> {
+    let (_, d) = x.dims2()?;
+    if h.dims() != x.dims() || a.dims() != [d] {
+        candle_core::bail!(
+            "lerp_l2norm: x {:?}, h {:?} and a vector of {d} weights expected, found h {:?}, a {:?}",
+            x.dims(),
+            x.dims(),
+            h.dims(),
+            a.dims()
+        )
+    }
+    if d > 0 && host::is_host_f32(x) && host::is_host_f32(h) && host::is_host_f32(a) {
+        x.apply_op3(h, a, LerpL2Norm)
+    } else {
+        reference_lerp_l2norm(x, h, a)
+    }
+}
+
+/// [`lerp_l2norm`] from tensor ops (any device).
+pub fn reference_lerp_l2norm(x: &Tensor, h: &Tensor, a: &Tensor) -> candle_core::Result<Tensor> {
+    reference_l2norm(&(x + reference_scale_cols(&(h - x)?, a, false)?)?)
 }
 
 /// `acc + a·b`, fused where the CPU has FMA (`mul_add` without hardware FMA is a library
@@ -227,6 +254,135 @@ impl CustomOp2 for ScaleCols {
     }
 }
 
+struct LerpL2Norm;
+
+/// `m = x + a ⊙ (h − x)` of one row, into `m`.
+fn lerp_row(m: &mut [f32], x: &[f32], h: &[f32], a: &[f32]) {
+    for (((m, &x), &h), &a) in m.iter_mut().zip(x).zip(h).zip(a) {
+        *m = x + a * (h - x);
+    }
+}
+
+impl CustomOp3 for LerpL2Norm {
+    fn name(&self) -> &'static str {
+        "lerp-l2norm-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, "lerp_l2norm: x")?;
+        let h = contiguous_f32(s2, l2, "lerp_l2norm: h")?;
+        let a = contiguous_f32(s3, l3, "lerp_l2norm: a")?;
+        let d = a.len().max(1);
+        let mut out = vec![0f32; x.len()];
+        for ((xr, hr), yr) in x
+            .chunks_exact(d)
+            .zip(h.chunks_exact(d))
+            .zip(out.chunks_exact_mut(d))
+        {
+            lerp_row(yr, xr, hr, a);
+            let inv = 1.0 / dot::<false>(yr, yr).sqrt().max(EPS);
+            yr.iter_mut().for_each(|y| *y *= inv);
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    /// With `m = x + a ⊙ (h − x)`, `n = max(‖m‖, ε)`, `y = m / n`: `dm` as in [`L2Norm`]'s
+    /// backward, then `dx = dm ⊙ (1 − a)`, `dh = dm ⊙ a`, `da = Σ_rows dm ⊙ (h − x)`; only the
+    /// gradients of inputs that track one.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        a: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need = [x.track_op(), h.track_op(), a.track_op()];
+        let (xc, hc, ac, res, grad) = (
+            x.contiguous()?,
+            h.contiguous()?,
+            a.contiguous()?,
+            res.contiguous()?,
+            grad.contiguous()?,
+        );
+        let read = |t| CpuF32::new(t, "lerp_l2norm backward");
+        let (xr, hr, ar, yr, gr) = (
+            read(&xc)?,
+            read(&hc)?,
+            read(&ac)?,
+            read(&res)?,
+            read(&grad)?,
+        );
+        let (xs, hs, av, ys, gs) = (
+            xr.as_slice(),
+            hr.as_slice(),
+            ar.as_slice(),
+            yr.as_slice(),
+            gr.as_slice(),
+        );
+        let d = av.len().max(1);
+        let mut dx = vec![0f32; if need[0] { xs.len() } else { 0 }];
+        let mut dh = vec![0f32; if need[1] { xs.len() } else { 0 }];
+        let mut da = vec![0f32; d];
+        let (mut m, mut dm) = (vec![0f32; d], vec![0f32; d]);
+        for (i, (((xr, hr), yr), gr)) in xs
+            .chunks_exact(d)
+            .zip(hs.chunks_exact(d))
+            .zip(ys.chunks_exact(d))
+            .zip(gs.chunks_exact(d))
+            .enumerate()
+        {
+            lerp_row(&mut m, xr, hr, av);
+            let n = dot::<false>(&m, &m).sqrt();
+            if n > EPS {
+                let (c, inv) = (dot::<false>(gr, yr), 1.0 / n);
+                for ((dm, &g), &y) in dm.iter_mut().zip(gr).zip(yr) {
+                    *dm = (g - y * c) * inv;
+                }
+            } else {
+                let inv = 1.0 / EPS;
+                dm.iter_mut().zip(gr).for_each(|(dm, &g)| *dm = g * inv);
+            }
+            let rows = i * d..(i + 1) * d;
+            if need[0] {
+                for ((dx, &dm), &a) in dx[rows.clone()].iter_mut().zip(&dm).zip(av) {
+                    *dx = dm * (1.0 - a);
+                }
+            }
+            if need[1] {
+                for ((dh, &dm), &a) in dh[rows].iter_mut().zip(&dm).zip(av) {
+                    *dh = dm * a;
+                }
+            }
+            if need[2] {
+                for (((da, &dm), &x), &h) in da.iter_mut().zip(&dm).zip(xr).zip(hr) {
+                    *da += dm * (h - x);
+                }
+            }
+        }
+        let dev = x.device();
+        Ok((
+            need[0]
+                .then(|| Tensor::from_vec(dx, x.shape(), dev))
+                .transpose()?,
+            need[1]
+                .then(|| Tensor::from_vec(dh, h.shape(), dev))
+                .transpose()?,
+            need[2]
+                .then(|| Tensor::from_vec(da, a.shape(), dev))
+                .transpose()?,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +441,53 @@ mod tests {
         assert!(scale_cols(&x, &bad, false).is_err());
     }
 
+    /// Every input with a gradient, then with only some tracked (a detached LERP weight, as in
+    /// SAC's actor loss, and an untracked residual input).
+    #[test]
+    fn lerp_l2norm_matches_tensor_ops() {
+        let mut rng = Rng::seed_from_u64(3);
+        let (x, h, w) = (
+            random(6, 17, &mut rng),
+            random(6, 17, &mut rng),
+            random(6, 17, &mut rng),
+        );
+        let a = Var::from_tensor(&random(1, 17, &mut rng).flatten_all().unwrap()).unwrap();
+        let fused = lerp_l2norm(&x, &h, &a).unwrap();
+        let reference = reference_lerp_l2norm(&x, &h, &a).unwrap();
+        let (out, grads) =
+            reference_differences(&fused, &reference, w.as_tensor(), &[&x, &h, &a]).unwrap();
+        assert!(out < 1e-6, "forward differs by {out}");
+        for (name, d) in ["x", "h", "a"].into_iter().zip(grads) {
+            assert!(d < 1e-4, "d{name} differs by {d}");
+        }
+        // only h tracked: the others get no gradient, h's is unchanged
+        let (xd, ad) = (x.as_detached_tensor(), a.as_detached_tensor());
+        let g = (lerp_l2norm(&xd, &h, &ad).unwrap() * w.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&xd).is_none() && g.get(&ad).is_none());
+        let gr = (reference * w.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let diff = (g.get(&h).unwrap() - gr.get(&h).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "dh differs by {diff}");
+        let bad = Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(lerp_l2norm(&x, &h, &bad).is_err());
+    }
+
     /// The tensor-op formulations themselves against finite differences (f64), so the fused
     /// ops are checked against something known right.
     #[test]
@@ -302,8 +505,18 @@ mod tests {
         .unwrap();
         assert!(bad.is_empty(), "{bad:?}");
         let bad = gradient_mismatches(
-            &[(x, &[2, 3][..]), (v, &[3][..])],
+            &[(x.clone(), &[2, 3][..]), (v, &[3][..])],
             |t| (reference_scale_cols(&t[0], &t[1], true)? * &w)?.sum_all(),
+            1e-6,
+            &dev,
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        let h: Vec<f64> = vec![-0.4, 0.9, 1.3, -2.1, 0.6, 0.8];
+        let a: Vec<f64> = vec![0.3, 0.6, -0.2];
+        let bad = gradient_mismatches(
+            &[(x.clone(), &[2, 3][..]), (h, &[2, 3][..]), (a, &[3][..])],
+            |t| (reference_lerp_l2norm(&t[0], &t[1], &t[2])? * &w)?.sum_all(),
             1e-6,
             &dev,
         )

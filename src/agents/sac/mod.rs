@@ -557,18 +557,23 @@ fn q_of_output(support: Option<&CategoricalSupport>, out: &Tensor) -> Result<Ten
     }
 }
 
-fn forward_each(nets: &[CriticNet], x: &Tensor, grad: bool, work: usize) -> Result<Vec<Tensor>> {
+/// `f` on every critic, twin critics side by side ([`crate::device::join_for`]).
+fn each_critic<R: Send>(
+    nets: &[CriticNet],
+    work: usize,
+    f: impl Fn(&CriticNet) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     match nets {
         [a, b] => {
-            let (oa, ob) = crate::device::join_for(
-                work,
-                || a.forward(x, grad, None),
-                || b.forward(x, grad, None),
-            );
-            Ok(vec![oa?, ob?])
+            let (ra, rb) = crate::device::join_for(work, || f(a), || f(b));
+            Ok(vec![ra?, rb?])
         }
-        nets => nets.iter().map(|c| c.forward(x, grad, None)).collect(),
+        nets => nets.iter().map(f).collect(),
     }
+}
+
+fn forward_each(nets: &[CriticNet], x: &Tensor, grad: bool, work: usize) -> Result<Vec<Tensor>> {
+    each_critic(nets, work, |c| c.forward(x, grad, None))
 }
 
 /// Every weight matrix of a store, for weight norms and effective learning rates: the
@@ -1174,13 +1179,7 @@ impl Sac {
             let grads = loss.backward()?;
             Ok((loss, out, grads))
         };
-        let terms = match self.critics.as_slice() {
-            [a, b] => {
-                let (ra, rb) = crate::device::join_for(self.critic_work, || term(a), || term(b));
-                vec![ra?, rb?]
-            }
-            nets => nets.iter().map(term).collect::<Result<Vec<_>>>()?,
-        };
+        let terms = each_critic(&self.critics, self.critic_work, term)?;
         let mut terms = terms.into_iter();
         let (mut loss, q_out, mut grads) = terms
             .next()
@@ -1198,11 +1197,10 @@ impl Sac {
         let q_mean = self.q_mean(&q_out)?;
         let lr = self.config.critic_lr.value(self.updates);
         self.critic_opt.step(&grads, lr)?;
-        for c in &self.critics {
-            if let CriticNet::Hyper(n) = c {
-                n.project()?;
-            }
-        }
+        each_critic(&self.critics, self.critic_work, |c| match c {
+            CriticNet::Hyper(n) => n.project(),
+            CriticNet::Mlp(_) => Ok(()),
+        })?;
         m.insert("critic_loss".into(), lv);
         m.insert("q_mean".into(), q_mean);
         m.insert("learning_rate".into(), lr);

@@ -57,6 +57,11 @@ pub fn gradient_mismatches(
     Ok(bad)
 }
 
+/// `max |a − b|` over all elements, as f32.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+}
+
 /// How far a fused op's output `fused` is from its reference formulation's `reference` on the
 /// same inputs: the largest |difference| of the outputs and, for each of `vars`, of the
 /// gradients of Σ output ⊙ `weights` (a fixed random weighting, so every output element gets
@@ -67,15 +72,14 @@ pub fn reference_differences(
     weights: &Tensor,
     vars: &[&Var],
 ) -> candle_core::Result<(f32, Vec<f32>)> {
-    let max_diff = |a: &Tensor, b: &Tensor| (a - b)?.abs()?.max_all()?.to_scalar::<f32>();
-    let output = max_diff(fused, reference)?;
+    let output = max_abs_diff(fused, reference)?;
     let gf = (fused * weights)?.sum_all()?.backward()?;
     let gr = (reference * weights)?.sum_all()?.backward()?;
     let grads = vars
         .iter()
         .enumerate()
         .map(|(i, v)| match (gf.get(v), gr.get(v)) {
-            (Some(a), Some(b)) => max_diff(a, b),
+            (Some(a), Some(b)) => max_abs_diff(a, b),
             _ => candle_core::bail!("variable {i} gets no gradient from one of the two ops"),
         })
         .collect::<candle_core::Result<_>>()?;

@@ -386,7 +386,7 @@ impl CustomOp3 for LerpL2Norm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::grad_check::{gradient_mismatches, reference_differences};
+    use crate::nn::grad_check::{gradient_mismatches, max_abs_diff, reference_differences};
     use crate::rng::Rng;
     use candle_core::{Device, Var};
 
@@ -475,14 +475,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let diff = (g.get(&h).unwrap() - gr.get(&h).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(g.get(&h).unwrap(), gr.get(&h).unwrap()).unwrap();
         assert!(diff < 1e-4, "dh differs by {diff}");
         let bad = Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(lerp_l2norm(&x, &h, &bad).is_err());

@@ -272,14 +272,7 @@ mod tests {
         let sn2 = SpectralNorm::new(&mut p2, &w2, SnMode::ForwardLeaveSmaller).unwrap();
         sn2.apply(w2.as_tensor(), true).unwrap();
         let eff2 = sn2.effective_weight(w2.as_tensor()).unwrap();
-        let diff = (eff2 - &small)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::nn::grad_check::max_abs_diff(&eff2, &small).unwrap();
         assert_eq!(diff, 0.0);
     }
 

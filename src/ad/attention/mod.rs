@@ -329,14 +329,7 @@ mod tests {
                 None,
             )
             .unwrap();
-            let diff = (viewed - copied)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::nn::grad_check::max_abs_diff(&viewed, &copied).unwrap();
             assert!(diff < 1e-5, "{t} queries: cache view differs by {diff}");
         }
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::ok;
+use common::{ok, TINY_DISTILL};
 
 use reincarnate::distributed::World;
 use std::path::Path;
@@ -49,26 +49,10 @@ fn collect(dir: &Path) -> String {
 }
 
 fn distill(data: &str, out: &Path, env: &[(&str, &str)]) -> Output {
-    reincarnate(
-        &[
-            "distill",
-            "--data",
-            data,
-            "--out",
-            &out.display().to_string(),
-            "--steps",
-            "8",
-            "--set",
-            "warmup_steps=2",
-            "--set",
-            "batch=4",
-            "--set",
-            "model.n_layer=1",
-            "--set",
-            "model.context=40",
-        ],
-        env,
-    )
+    let out = out.display().to_string();
+    let mut args = vec!["distill", "--data", data, "--out", &out];
+    args.extend_from_slice(TINY_DISTILL);
+    reincarnate(&args, env)
 }
 
 #[test]

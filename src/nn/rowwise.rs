@@ -157,18 +157,24 @@ impl CustomOp1 for L2Norm {
             .zip(g.chunks_exact(d))
             .zip(dx.chunks_exact_mut(d))
         {
-            let n = dot::<false>(xr, xr).sqrt();
-            if n > EPS {
-                let (c, inv) = (dot::<false>(gr, yr), 1.0 / n);
-                for ((dx, &g), &y) in dr.iter_mut().zip(gr).zip(yr) {
-                    *dx = (g - y * c) * inv;
-                }
-            } else {
-                let inv = 1.0 / EPS;
-                dr.iter_mut().zip(gr).for_each(|(dx, &g)| *dx = g * inv);
-            }
+            l2norm_row_grad(dr, dot::<false>(xr, xr).sqrt(), yr, gr);
         }
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// The gradient `dx` of one row of `y = x / max(‖x‖, ε)`, from `n = ‖x‖`, the output row `y` and
+/// its gradient `g`: `(g − y (g·y)) / n` where `n > ε`, `g / ε` where the floor holds (`n` is
+/// then a constant).
+fn l2norm_row_grad(dx: &mut [f32], n: f32, y: &[f32], g: &[f32]) {
+    if n > EPS {
+        let (c, inv) = (dot::<false>(g, y), 1.0 / n);
+        for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+            *dx = (g - y * c) * inv;
+        }
+    } else {
+        let inv = 1.0 / EPS;
+        dx.iter_mut().zip(g).for_each(|(dx, &g)| *dx = g * inv);
     }
 }
 
@@ -294,8 +300,8 @@ impl CustomOp3 for LerpL2Norm {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    /// With `m = x + a ⊙ (h − x)`, `n = max(‖m‖, ε)`, `y = m / n`: `dm` as in [`L2Norm`]'s
-    /// backward, then `dx = dm ⊙ (1 − a)`, `dh = dm ⊙ a`, `da = Σ_rows dm ⊙ (h − x)`; only the
+    /// With `m = x + a ⊙ (h − x)`, `n = max(‖m‖, ε)`, `y = m / n`: `dm` by [`l2norm_row_grad`],
+    /// then `dx = dm ⊙ (1 − a)`, `dh = dm ⊙ a`, `da = Σ_rows dm ⊙ (h − x)`; only the
     /// gradients of inputs that track one.
     fn bwd(
         &self,
@@ -341,16 +347,7 @@ impl CustomOp3 for LerpL2Norm {
             .enumerate()
         {
             lerp_row(&mut m, xr, hr, av);
-            let n = dot::<false>(&m, &m).sqrt();
-            if n > EPS {
-                let (c, inv) = (dot::<false>(gr, yr), 1.0 / n);
-                for ((dm, &g), &y) in dm.iter_mut().zip(gr).zip(yr) {
-                    *dm = (g - y * c) * inv;
-                }
-            } else {
-                let inv = 1.0 / EPS;
-                dm.iter_mut().zip(gr).for_each(|(dm, &g)| *dm = g * inv);
-            }
+            l2norm_row_grad(&mut dm, dot::<false>(&m, &m).sqrt(), yr, gr);
             let rows = i * d..(i + 1) * d;
             if need[0] {
                 for ((dx, &dm), &a) in dx[rows.clone()].iter_mut().zip(&dm).zip(av) {

@@ -546,8 +546,6 @@ fn critic_term(c: &CriticNet, x: &Tensor, target: &CriticTarget) -> Result<(Tens
     Ok((sac_critic_loss(&out, target)?, out.detach()))
 }
 
-/// Each net's output on `x`; twins side by side when each pass has `work` multiply-adds worth
-/// splitting ([`crate::device::join_for`]).
 /// A critic's Q-values `(batch,)` from its output: the expected value of a categorical
 /// critic's distribution (`support`), or the scalar head.
 fn q_of_output(support: Option<&CategoricalSupport>, out: &Tensor) -> Result<Tensor> {
@@ -572,6 +570,8 @@ fn each_critic<R: Send>(
     }
 }
 
+/// Each net's output on `x`; twins side by side when each pass has `work` multiply-adds worth
+/// splitting ([`crate::device::join_for`]).
 fn forward_each(nets: &[CriticNet], x: &Tensor, grad: bool, work: usize) -> Result<Vec<Tensor>> {
     each_critic(nets, work, |c| c.forward(x, grad, None))
 }

@@ -46,6 +46,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         attn_dropout: 0.1,
         short_conv: None,
         episode_start: false,
+        episode_return: false,
     }
 }
 
@@ -161,7 +162,8 @@ fn sar_kv_cache_gives_the_actions_of_full_recomputation() {
 /// Training windows and in-context decoding tokenise a history the same way: the logits the
 /// policy computes step by step (cached) equal those of one training-style forward over the
 /// window that `window_inputs` builds from the same transitions (an episode ends after the
-/// fourth step; with the episode-start feature both the first and the fifth token carry it).
+/// fourth step; with the episode-start feature both the first and the fifth token carry it,
+/// and the return-so-far feature restarts from 0 at the fifth).
 #[test]
 fn training_windows_and_decoding_see_the_same_tokens() {
     let (c, steps) = (8, 7);
@@ -181,6 +183,7 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         prev_reward: vec![0.0; c],
         has_prev: vec![0.0; c],
         episode_start: vec![0.0; c],
+        episode_return: vec![0.0; c],
         target_action: Actions::Discrete(vec![0; c]),
         mask: vec![0.0; c],
         rows: vec![-1; c],
@@ -191,6 +194,7 @@ fn training_windows_and_decoding_see_the_same_tokens() {
     else {
         unreachable!()
     };
+    let mut ret = 0.0;
     for t in 0..steps {
         let j = pad + t;
         w.obs[j * 2..j * 2 + 2].copy_from_slice(&obs[t * 2..t * 2 + 2]);
@@ -202,18 +206,24 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         }
         if t == 0 || ends_episode(t - 1) {
             w.episode_start[j] = 1.0;
+            ret = 0.0;
         }
+        w.episode_return[j] = ret;
+        ret += rews[t];
         w.mask[j] = 1.0;
         w.rows[j] = t as i64;
     }
-    for (layout, episode_start) in [
-        (TokenLayout::Transition, false),
-        (TokenLayout::Transition, true),
-        (TokenLayout::Sar, false),
+    for (layout, episode_start, episode_return) in [
+        (TokenLayout::Transition, false, false),
+        (TokenLayout::Transition, true, false),
+        (TokenLayout::Transition, false, true),
+        (TokenLayout::Transition, true, true),
+        (TokenLayout::Sar, false, false),
     ] {
         let cfg = GptConfig {
             layout,
             episode_start,
+            episode_return,
             ..small(c, Positions::Learned)
         };
         let mut p = random_policy(&cfg, true);
@@ -244,7 +254,7 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         }
         assert!(
             worst < 1e-4,
-            "{layout:?} (episode start {episode_start}): logits differ by {worst}"
+            "{layout:?} (episode start {episode_start}, return {episode_return}): logits differ by {worst}"
         );
     }
 }
@@ -285,6 +295,7 @@ fn sar_model_learns_to_combine_previous_action_and_reward() {
             prev_reward,
             has_prev,
             episode_start: vec![0.0; n],
+            episode_return: vec![0.0; n],
             target_action: Actions::Discrete(target),
             mask: vec![1.0; n],
             rows: (0..n as i64).collect(),
@@ -666,6 +677,7 @@ fn check_in_context_learning(dir: &Path, data: &Path, layout: TokenLayout, late_
         attn_dropout: 0.0,
         short_conv: None,
         episode_start: false,
+        episode_return: false,
     };
     let cfg = DistillConfig {
         mode: Mode::Ad,

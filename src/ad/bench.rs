@@ -47,6 +47,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         attn_dropout: 0.1,
         short_conv: None,
         episode_start: false,
+        episode_return: false,
     }
 }
 

@@ -136,6 +136,13 @@ pub struct GptConfig {
     /// held is "a reward since the episode began"). Left out of written configs when off.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub episode_start: bool,
+    /// One more token feature (transition layout): the return of the episode so far, before
+    /// the token's observation (0 on an episode's first transition). The agent always knows
+    /// its own rewards; with the feature the model reads "has this episode paid yet" (in
+    /// Key-to-Door: is the key held) from the token itself instead of attending back to the
+    /// episode's start and every reward since. Left out of written configs when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub episode_return: bool,
 }
 
 impl Default for GptConfig {
@@ -153,6 +160,7 @@ impl Default for GptConfig {
             attn_dropout: 0.5,
             short_conv: None,
             episode_start: false,
+            episode_return: false,
         }
     }
 }
@@ -202,8 +210,8 @@ impl GptConfig {
                 self.context
             ));
         }
-        if self.episode_start && self.layout != TokenLayout::Transition {
-            return bad("episode_start applies to the transition layout".into());
+        if (self.episode_start || self.episode_return) && self.layout != TokenLayout::Transition {
+            return bad("episode_start and episode_return apply to the transition layout".into());
         }
         for (name, p) in [
             ("dropout", self.dropout),
@@ -238,6 +246,8 @@ pub struct Tokenizer {
     layout: TokenLayout,
     /// The transition layout's episode-start feature (see [`GptConfig::episode_start`]).
     episode_start: bool,
+    /// The transition layout's return-so-far feature (see [`GptConfig::episode_return`]).
+    episode_return: bool,
 }
 
 impl TokenSpec {
@@ -253,6 +263,7 @@ impl TokenSpec {
             num_actions: self.num_actions,
             layout,
             episode_start: false,
+            episode_return: false,
         }
     }
 
@@ -260,6 +271,7 @@ impl TokenSpec {
     pub fn tokenizer_of(&self, config: &GptConfig) -> Tokenizer {
         Tokenizer {
             episode_start: config.episode_start,
+            episode_return: config.episode_return,
             ..self.tokenizer_for(config.layout)
         }
     }
@@ -267,12 +279,14 @@ impl TokenSpec {
 
 impl Tokenizer {
     /// Features per token. Transition layout: encoded obs, one-hot previous action, previous
-    /// reward, has-previous [, episode start]. Sar layout: encoded obs, one-hot action, reward, of which a token
+    /// reward, has-previous [, episode start] [, episode return so far]. Sar layout: encoded obs, one-hot action, reward, of which a token
     /// fills only its own kind's part (the rest is 0).
     pub fn features(&self) -> usize {
         let (e, a) = (self.encoder.input_dim(), self.num_actions);
         match self.layout {
-            TokenLayout::Transition => e + a + 2 + usize::from(self.episode_start),
+            TokenLayout::Transition => {
+                e + a + 2 + usize::from(self.episode_start) + usize::from(self.episode_return)
+            }
             TokenLayout::Sar => e + a + 1,
         }
     }
@@ -297,12 +311,14 @@ impl Tokenizer {
     /// Transition layout: writes the tokens of `rows` transitions into `out` (`rows ×
     /// features()`): `obs` holds `rows × obs_dim` raw observations, `prev[i]` the previous
     /// action and reward of the same history (`None` at its first transition), `starts[i]`
-    /// whether it begins an episode (read only with the episode-start feature).
+    /// whether it begins an episode and `returns[i]` the return of its episode before it (each
+    /// read only with its feature).
     pub fn write(
         &self,
         obs: &[f32],
         prev: &[Option<(usize, f32)>],
         starts: &[bool],
+        returns: &[f32],
         out: &mut [f32],
     ) {
         let enc = self.encoder.encode(obs);
@@ -319,6 +335,10 @@ impl Tokenizer {
             }
             if self.episode_start && starts.get(i).copied().unwrap_or(false) {
                 tok[e + a + 2] = 1.0;
+            }
+            if self.episode_return {
+                tok[e + a + 2 + usize::from(self.episode_start)] =
+                    returns.get(i).copied().unwrap_or(0.0);
             }
         }
     }

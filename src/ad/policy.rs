@@ -53,6 +53,8 @@ pub struct InContextPolicy {
     prev: Vec<Option<(usize, f32)>>,
     /// Whether each environment's next transition begins an episode.
     starts: Vec<bool>,
+    /// Each environment's return of its current episode so far.
+    returns: Vec<f32>,
     last_logits: Vec<Vec<f32>>,
 }
 
@@ -74,6 +76,7 @@ impl InContextPolicy {
             cache: KvCache::new(n_layer, tokens),
             prev: Vec::new(),
             starts: Vec::new(),
+            returns: Vec::new(),
             last_logits: Vec::new(),
         }
     }
@@ -172,6 +175,7 @@ impl Policy for InContextPolicy {
         self.cache.clear();
         self.prev = vec![None; n_envs];
         self.starts = vec![true; n_envs];
+        self.returns = vec![0.0; n_envs];
         Ok(())
     }
 
@@ -201,7 +205,7 @@ impl Policy for InContextPolicy {
         let new = match tk.layout() {
             TokenLayout::Transition => {
                 let mut tok = vec![0f32; n * f];
-                tk.write(obs, &self.prev, &self.starts, &mut tok);
+                tk.write(obs, &self.prev, &self.starts, &self.returns, &mut tok);
                 self.window.push(tok);
                 1
             }
@@ -247,8 +251,9 @@ impl Policy for InContextPolicy {
             for (i, p) in self.prev.iter_mut().enumerate() {
                 *p = Some((a[i], fb.rewards[i]));
             }
-            for (i, s) in self.starts.iter_mut().enumerate() {
+            for (i, (s, r)) in self.starts.iter_mut().zip(&mut self.returns).enumerate() {
                 *s = fb.terminated[i] || fb.truncated[i];
+                *r = if *s { 0.0 } else { *r + fb.rewards[i] };
             }
         }
         Ok(())

@@ -305,7 +305,7 @@ fn transition_tokens(w: &WindowBatch, prev: &[i64], tokens: &Tokenizer) -> Vec<f
         .collect();
     let starts: Vec<bool> = w.episode_start.iter().map(|&x| x > 0.0).collect();
     let mut features = vec![0f32; n * f];
-    tokens.write(&w.obs, &prevs, &starts, &mut features);
+    tokens.write(&w.obs, &prevs, &starts, &w.episode_return, &mut features);
     for (s, tok) in features.chunks_mut(f).enumerate() {
         if w.mask[s] == 0.0 {
             tok.iter_mut().for_each(|x| *x = 0.0);
@@ -895,6 +895,7 @@ mod tests {
             prev_reward: vec![0.0, 0.0, 0.5],
             has_prev: vec![0.0, 0.0, 1.0],
             episode_start: vec![0.0, 1.0, 0.0],
+            episode_return: vec![0.0, 0.0, 0.5],
             target_action: Actions::Discrete(vec![0, 2, 4]),
             mask: vec![0.0, 1.0, 1.0],
             rows: vec![-1, 0, 1],

@@ -155,13 +155,16 @@ impl Env for DarkRoom {
     }
 }
 
-/// Dark Key-to-Door: 9×9, random start, an invisible key (+1 the first time the agent stands on
-/// it) and an invisible door (+1 when reached holding the key, which ends the episode); maximum
-/// return 2, horizon 50. Task `t` = key cell `t % 81`, door cell `t / 81` (cell `c` is
-/// `(c % 9, c / 9)`), so there are 81² tasks. The observation is the position only, or with
+/// Dark Key-to-Door: 9×9 (or `size` × `size`), random start, an invisible key (+1 the first
+/// time the agent stands on it) and an invisible door (+1 when reached holding the key, which
+/// ends the episode); maximum return 2, horizon 50. Task `t` = key cell `t % 81`, door cell
+/// `t / 81` (cell `c` is `(c % 9, c / 9)`), so there are 81² tasks (size⁴ in general). The observation is the position only, or with
 /// `observe_key` the position and a has-key flag (0 or 1).
 #[derive(Serialize, Deserialize)]
 pub struct DarkKeyToDoor {
+    /// Side of the room (snapshots written before the option existed are 9 × 9).
+    #[serde(default = "default_ktd_size")]
+    size: i32,
     horizon: u32,
     key: (i32, i32),
     door: (i32, i32),
@@ -176,22 +179,26 @@ pub struct DarkKeyToDoor {
     act_space: Space,
 }
 
-const KTD_SIZE: i32 = 9;
+fn default_ktd_size() -> i32 {
+    9
+}
 
 impl DarkKeyToDoor {
-    pub fn new(task: usize, max_steps: Option<u32>, observe_key: bool) -> Self {
-        let cells = (KTD_SIZE * KTD_SIZE) as usize;
+    pub fn new(size: usize, task: usize, max_steps: Option<u32>, observe_key: bool) -> Self {
+        let n = size as i32;
+        let cells = size * size;
         let obs_space = if observe_key {
             Space::Box {
                 shape: vec![3],
                 low: Bounds::PerDim(vec![0.0, 0.0, 0.0]),
-                high: Bounds::PerDim(vec![(KTD_SIZE - 1) as f32, (KTD_SIZE - 1) as f32, 1.0]),
+                high: Bounds::PerDim(vec![(n - 1) as f32, (n - 1) as f32, 1.0]),
             }
         } else {
-            grid_obs_space(KTD_SIZE as usize)
+            grid_obs_space(size)
         };
-        let cell = |c: usize| ((c as i32) % KTD_SIZE, (c as i32) / KTD_SIZE);
+        let cell = |c: usize| ((c as i32) % n, (c as i32) / n);
         Self {
+            size: n,
             horizon: max_steps.unwrap_or(50),
             key: cell(task % cells),
             door: cell(task / cells),
@@ -214,23 +221,23 @@ impl DarkKeyToDoor {
         }
     }
 
-    pub fn num_tasks() -> usize {
-        (KTD_SIZE * KTD_SIZE * KTD_SIZE * KTD_SIZE) as usize
+    pub fn num_tasks(size: usize) -> usize {
+        size.pow(4)
     }
 
-    pub fn describe(task: usize) -> serde_json::Value {
-        let cells = (KTD_SIZE * KTD_SIZE) as usize;
+    pub fn describe(size: usize, task: usize) -> serde_json::Value {
+        let cells = size * size;
         let (k, d) = (task % cells, task / cells);
-        let n = KTD_SIZE as usize;
+        let n = size;
         serde_json::json!({ "key": [k % n, k / n], "door": [d % n, d / n] })
     }
 }
 
 impl Env for DarkKeyToDoor {
-    crate::serde_snapshot!("dark_key_to_door", fixed = [key, door, observe_key]);
+    crate::serde_snapshot!("dark_key_to_door", fixed = [size, key, door, observe_key]);
 
     fn check_state(&self) -> Result<()> {
-        on_grid(KTD_SIZE, &[self.pos, self.start])
+        on_grid(self.size, &[self.pos, self.start])
     }
 
     fn observation_space(&self) -> &Space {
@@ -247,8 +254,8 @@ impl Env for DarkKeyToDoor {
         if let Some(s) = seed {
             self.rng = Rng::seed_from_u64(s);
         }
-        let c = self.rng.below((KTD_SIZE * KTD_SIZE) as usize) as i32;
-        self.start = (c % KTD_SIZE, c / KTD_SIZE);
+        let c = self.rng.below((self.size * self.size) as usize) as i32;
+        self.start = (c % self.size, c / self.size);
         self.pos = self.start;
         self.has_key = false;
         self.t = 0;
@@ -257,7 +264,7 @@ impl Env for DarkKeyToDoor {
 
     fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> Result<Step> {
         let a = discrete_action("dark_key_to_door", action, 5)?;
-        self.pos = apply_move(KTD_SIZE, self.pos, a);
+        self.pos = apply_move(self.size, self.pos, a);
         self.t += 1;
         let mut reward = 0.0;
         let mut terminated = false;
@@ -367,7 +374,7 @@ mod tests {
     fn key_to_door_needs_key_first_and_ends_at_door() {
         // key at cell 0 = (0, 0), door at cell 8 = (8, 0)
         let task = 8 * 81;
-        let mut env = DarkKeyToDoor::new(task, None, false);
+        let mut env = DarkKeyToDoor::new(9, task, None, false);
         let mut obs = vec![0.0; 2];
         env.reset(Some(3), &mut obs);
         let (sx, sy) = (obs[0] as i32, obs[1] as i32);
@@ -399,7 +406,7 @@ mod tests {
     fn key_to_door_flag_shows_the_key_only_with_observe_key() {
         // key at (0, 0), door at (8, 8): walk left then up, onto the key
         let task = 80 * 81;
-        let mut env = DarkKeyToDoor::new(task, None, true);
+        let mut env = DarkKeyToDoor::new(9, task, None, true);
         assert_eq!(env.observation_space().flat_dim(), 3);
         let mut obs = vec![0.0; 3];
         env.reset(Some(1), &mut obs);
@@ -416,7 +423,7 @@ mod tests {
         env.reset(Some(1), &mut obs);
         assert_eq!(obs[2], 0.0, "the flag is cleared on reset");
         assert_eq!(
-            DarkKeyToDoor::new(task, None, false)
+            DarkKeyToDoor::new(9, task, None, false)
                 .observation_space()
                 .flat_dim(),
             2
@@ -425,7 +432,7 @@ mod tests {
 
     #[test]
     fn key_to_door_start_is_random_but_seeded() {
-        let mut env = DarkKeyToDoor::new(5, None, false);
+        let mut env = DarkKeyToDoor::new(9, 5, None, false);
         let mut a = vec![0.0; 2];
         let mut starts = std::collections::HashSet::new();
         for s in 0..50 {

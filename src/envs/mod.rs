@@ -57,6 +57,9 @@ pub enum Space {
 /// (2^24: images of 3 × 2048 × 2048 fit; more is a damaged file, not an environment).
 pub const MAX_SPACE_SIZE: usize = 1 << 24;
 
+/// Largest `env.size` of the gridworlds (Dark Key-to-Door has size⁴ tasks).
+pub const MAX_GRID_SIZE: usize = 64;
+
 impl Space {
     /// Checks a space read from a file: 1 to [`MAX_SPACE_SIZE`] actions or values, per-dimension
     /// bounds as long as the shape, `low ≤ high`, no NaN. `what` names it.
@@ -319,6 +322,10 @@ pub struct EnvConfig {
     /// algorithms, which otherwise cannot tell "fetch the key" from "go to the door" apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observe_key: Option<bool>,
+    /// Dark rooms and Dark Key-to-Door: side of the square room (default 9; 17 for
+    /// `dark_room_hard`), for smaller or larger versions of the same task family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
     /// `gym:` environments: keyword arguments of `gymnasium.make` (`--set env.kwargs.KEY=V`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kwargs: Option<std::collections::BTreeMap<String, serde_json::Value>>,
@@ -343,6 +350,7 @@ impl EnvConfig {
             split_seed: None,
             num_tasks: None,
             observe_key: None,
+            size: None,
             kwargs: None,
             preset: None,
             num_envs: None,
@@ -380,6 +388,9 @@ impl EnvConfig {
         }
         if self.observe_key.is_some() {
             out.push("observe_key");
+        }
+        if self.size.is_some() {
+            out.push("size");
         }
         if self.kwargs.is_some() {
             out.push("kwargs");
@@ -536,6 +547,11 @@ impl TaskFamily {
         if config.num_tasks == Some(0) {
             crate::config_bail!("env.num_tasks must be at least 1");
         }
+        if let Some(s) = config.size {
+            if !(2..=MAX_GRID_SIZE).contains(&s) {
+                crate::config_bail!("env.size must be in 2..={MAX_GRID_SIZE}, got {s}");
+            }
+        }
         let num_tasks = (entry.num_tasks)(config);
         let probe = (entry.make)(config, 0)?;
         let spec = EnvSpec {
@@ -638,6 +654,52 @@ mod tests {
             err.contains("sticky_action_prob") && err.contains("cartpole"),
             "{err}"
         );
+    }
+
+    /// `env.size` makes smaller (or larger) rooms of the same families, and is checked.
+    #[test]
+    fn grid_size_option_scales_the_room_and_its_tasks() {
+        let family = |id: &str, size: Option<usize>| {
+            let mut cfg = EnvConfig::new(id);
+            cfg.size = size;
+            TaskFamily::new(&cfg)
+        };
+        for (id, size, tasks, high) in [
+            ("dark_room", None, 81, 8.0),
+            ("dark_room", Some(5), 25, 4.0),
+            ("dark_room_hard", None, 289, 16.0),
+            ("dark_room_hard", Some(9), 81, 8.0),
+            ("dark_key_to_door", None, 6561, 8.0),
+            ("dark_key_to_door", Some(5), 625, 4.0),
+        ] {
+            let f = family(id, size).unwrap();
+            assert_eq!(f.spec().num_tasks, tasks, "{id} {size:?}");
+            let Space::Box { high: b, .. } = &f.spec().observation_space else {
+                panic!("{id}: a box observation space");
+            };
+            assert_eq!(b, &Bounds::Scalar(high), "{id} {size:?}");
+            // The last task's goal (or door) is the far corner of the room.
+            let env = f.make(tasks - 1).unwrap();
+            let d = f.describe_task(tasks - 1);
+            let corner = serde_json::json!([high as usize, high as usize]);
+            assert!(
+                d.get("goal") == Some(&corner) || d.get("door") == Some(&corner),
+                "{d}"
+            );
+            assert_eq!(env.observation_space(), &f.spec().observation_space);
+        }
+        for bad in [0, 1, MAX_GRID_SIZE + 1] {
+            let e = family("dark_key_to_door", Some(bad))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("env.size") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        let e = family("cartpole", Some(5)).err().unwrap().to_string();
+        assert!(e.contains("size") && e.contains("does not apply"), "{e}");
     }
 
     #[test]

@@ -20,8 +20,8 @@ pub struct EnvEntry {
     pub describe: fn(&EnvConfig, usize) -> serde_json::Value,
 }
 
-const GRID_OPTIONS: &[&str] = &["test_fraction", "split_seed"];
-const KEY_TO_DOOR_OPTIONS: &[&str] = &["test_fraction", "split_seed", "observe_key"];
+const GRID_OPTIONS: &[&str] = &["test_fraction", "split_seed", "size"];
+const KEY_TO_DOOR_OPTIONS: &[&str] = &["test_fraction", "split_seed", "observe_key", "size"];
 const BANDIT_OPTIONS: &[&str] = &["num_tasks", "split_seed", "test_fraction"];
 const MINATAR_OPTIONS: &[&str] = &["sticky_action_prob", "difficulty_ramping"];
 
@@ -34,6 +34,23 @@ fn single_split(_: &EnvConfig, _: usize) -> (Vec<usize>, Vec<usize>) {
 fn no_description(_: &EnvConfig, _: usize) -> serde_json::Value {
     serde_json::json!({})
 }
+/// The room side of a gridworld: `env.size`, or `default`.
+fn side(cfg: &EnvConfig, default: usize) -> usize {
+    cfg.size.unwrap_or(default)
+}
+
+/// [`side`], checked (`TaskFamily::new` checks it too; this guards direct use of `make`).
+fn checked_side(cfg: &EnvConfig, default: usize) -> Result<usize> {
+    let s = side(cfg, default);
+    if !(2..=super::MAX_GRID_SIZE).contains(&s) {
+        return Err(Error::Config(format!(
+            "env.size must be in 2..={}, got {s}",
+            super::MAX_GRID_SIZE
+        )));
+    }
+    Ok(s)
+}
+
 /// Gridworld split: 20% of the tasks held out by default, as the AD paper holds out goals.
 fn grid_split(cfg: &EnvConfig, n: usize) -> (Vec<usize>, Vec<usize>) {
     shuffled_split(
@@ -62,34 +79,35 @@ static REGISTRY: &[EnvEntry] = &[
         id: "dark_room",
         summary: "9x9 dark room, observe (x, y), 5 actions, horizon 20, reward 1 each step on the invisible goal; 81 goals",
         options: GRID_OPTIONS,
-        num_tasks: |_| gridworld::DarkRoom::num_goals(9),
+        num_tasks: |cfg| gridworld::DarkRoom::num_goals(side(cfg, 9)),
         split: grid_split,
-        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(9, 20, false, task, cfg.max_episode_steps))),
-        describe: |_, task| gridworld::DarkRoom::describe(9, task),
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(checked_side(cfg, 9)?, 20, false, task, cfg.max_episode_steps))),
+        describe: |cfg, task| gridworld::DarkRoom::describe(side(cfg, 9), task),
     },
     EnvEntry {
         id: "dark_room_hard",
         summary: "17x17 dark room, horizon 20, reward 1 once on reaching the goal (episode ends); 289 goals",
         options: GRID_OPTIONS,
-        num_tasks: |_| gridworld::DarkRoom::num_goals(17),
+        num_tasks: |cfg| gridworld::DarkRoom::num_goals(side(cfg, 17)),
         split: grid_split,
-        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(17, 20, true, task, cfg.max_episode_steps))),
-        describe: |_, task| gridworld::DarkRoom::describe(17, task),
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(checked_side(cfg, 17)?, 20, true, task, cfg.max_episode_steps))),
+        describe: |cfg, task| gridworld::DarkRoom::describe(side(cfg, 17), task),
     },
     EnvEntry {
         id: "dark_key_to_door",
         summary: "9x9, observe (x, y) [+ has-key flag with observe_key], invisible key (+1) then door (+1, ends), random start, horizon 50; 81x81 tasks",
         options: KEY_TO_DOOR_OPTIONS,
-        num_tasks: |_| gridworld::DarkKeyToDoor::num_tasks(),
+        num_tasks: |cfg| gridworld::DarkKeyToDoor::num_tasks(side(cfg, 9)),
         split: grid_split,
         make: |cfg, task| {
             Ok(Box::new(gridworld::DarkKeyToDoor::new(
+                checked_side(cfg, 9)?,
                 task,
                 cfg.max_episode_steps,
                 cfg.observe_key.unwrap_or(false),
             )))
         },
-        describe: |_, task| gridworld::DarkKeyToDoor::describe(task),
+        describe: |cfg, task| gridworld::DarkKeyToDoor::describe(side(cfg, 9), task),
     },
     EnvEntry {
         id: "bandit",

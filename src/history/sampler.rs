@@ -32,6 +32,8 @@ pub struct WindowBatch {
     pub has_prev: Vec<f32>,
     /// 1 where the slot's transition is the first of its episode (step 0).
     pub episode_start: Vec<f32>,
+    /// The return of the slot's episode before its transition (0 at step 0).
+    pub episode_return: Vec<f32>,
     pub target_action: Actions,
     /// 1 for a real transition, 0 for left padding.
     pub mask: Vec<f32>,
@@ -47,6 +49,8 @@ pub struct WindowSampler<'a> {
     kept: Vec<usize>,
     /// `kept[run_offsets[r]..run_offsets[r + 1]]` are run r's rows (r counts runs in order).
     run_offsets: Vec<usize>,
+    /// Per dataset row: the return of its episode before it.
+    return_so_far: Vec<f32>,
 }
 
 impl<'a> WindowSampler<'a> {
@@ -84,6 +88,14 @@ impl<'a> WindowSampler<'a> {
         }
         let episodes = data.episodes();
         let runs = data.runs(&episodes);
+        let mut return_so_far = vec![0f32; n];
+        for e in &episodes {
+            let mut acc = 0f32;
+            for row in e.rows.clone() {
+                return_so_far[row] = acc;
+                acc += data.reward[row];
+            }
+        }
         let mut kept = Vec::with_capacity(n / every_kth_episode + 1);
         let mut run_offsets = vec![0];
         for r in &runs {
@@ -106,6 +118,7 @@ impl<'a> WindowSampler<'a> {
             context,
             kept,
             run_offsets,
+            return_so_far,
         })
     }
 
@@ -147,6 +160,7 @@ impl<'a> WindowSampler<'a> {
             prev_reward: vec![0.0; b * c],
             has_prev: vec![0.0; b * c],
             episode_start: vec![0.0; b * c],
+            episode_return: vec![0.0; b * c],
             target_action: zeros_actions(),
             mask: vec![0.0; b * c],
             rows: vec![-1; b * c],
@@ -174,6 +188,7 @@ impl<'a> WindowSampler<'a> {
                 if d.step.get(row) == Some(&0) {
                     out.episode_start[slot] = 1.0;
                 }
+                out.episode_return[slot] = self.return_so_far[row];
                 if pos > run_start {
                     let prev = self.kept[pos - 1];
                     out.has_prev[slot] = 1.0;

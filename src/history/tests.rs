@@ -608,6 +608,9 @@ fn sampler_windows_cross_episodes_pad_and_mask() {
     assert_eq!(w.prev_reward[1..], [0.0, 10.0, 20.0, 30.0, 40.0]);
     assert_eq!(w.target_action, Actions::Discrete(vec![0, 1, 2, 3, 0, 1]));
     assert_eq!(w.prev_action, Actions::Discrete(vec![0, 0, 1, 2, 3, 0]));
+    assert_eq!(w.episode_start, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+    // the return of the episode so far restarts at each episode (rewards are 10 × row)
+    assert_eq!(w.episode_return, vec![0.0, 0.0, 10.0, 30.0, 0.0, 40.0]);
     // window ending at run 1's second row: left-padded, never reaching into run 0
     let w = s.windows_ending_at(&[13]);
     assert_eq!(w.rows, vec![-1, -1, -1, -1, 12, 13]);
@@ -622,6 +625,7 @@ fn sampler_windows_cross_episodes_pad_and_mask() {
     assert_eq!(w.rows, vec![0, 1, 2, 3, 8, 9]);
     // the previous reward of the first kept row of episode 2 is the last reward of episode 0
     assert_eq!(w.prev_reward[4], 30.0);
+    assert_eq!(w.episode_return, vec![0.0, 0.0, 10.0, 30.0, 0.0, 80.0]);
 
     // deterministic per seed, different across seeds
     let a = s.sample(32, &mut Rng::seed_from_u64(1));

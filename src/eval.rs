@@ -17,6 +17,9 @@ pub struct Feedback<'a> {
     pub rewards: &'a [f32],
     pub terminated: &'a [bool],
     pub truncated: &'a [bool],
+    /// The observations the step led to, `n × obs_dim`: where an episode ended, its final
+    /// observation (before the reset that `act` sees next).
+    pub next_obs: &'a [f32],
 }
 
 /// Anything that chooses actions for a batch of observations.
@@ -283,6 +286,7 @@ pub fn evaluate_tasks(
             rewards: venv.rewards(),
             terminated: venv.terminated(),
             truncated: venv.truncated(),
+            next_obs: venv.next_obs(),
         })?;
         for end in venv.finished() {
             let r = &mut returns[end.env];

@@ -47,6 +47,7 @@ fn small(context: usize, positions: Positions) -> GptConfig {
         short_conv: None,
         episode_start: false,
         episode_return: false,
+        final_obs: false,
     }
 }
 
@@ -163,7 +164,8 @@ fn sar_kv_cache_gives_the_actions_of_full_recomputation() {
 /// policy computes step by step (cached) equal those of one training-style forward over the
 /// window that `window_inputs` builds from the same transitions (an episode ends after the
 /// fourth step; with the episode-start feature both the first and the fifth token carry it,
-/// and the return-so-far feature restarts from 0 at the fifth).
+/// the return-so-far feature restarts from 0 at the fifth, and the fifth carries the fourth
+/// step's final observation, a cell no observation shows).
 #[test]
 fn training_windows_and_decoding_see_the_same_tokens() {
     let (c, steps) = (8, 7);
@@ -184,11 +186,23 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         has_prev: vec![0.0; c],
         episode_start: vec![0.0; c],
         episode_return: vec![0.0; c],
+        prev_final_obs: vec![0.0; c * 2],
         target_action: Actions::Discrete(vec![0; c]),
         mask: vec![0.0; c],
         rows: vec![-1; c],
     };
     let ends_episode = |t: usize| t == 3;
+    // Where the episode ends, the step leads to this cell, which no observation shows.
+    let final_obs = [8.0, 7.0];
+    let next_obs = |t: usize| -> Vec<f32> {
+        if ends_episode(t) {
+            final_obs.to_vec()
+        } else if t + 1 < steps {
+            obs[(t + 1) * 2..(t + 2) * 2].to_vec()
+        } else {
+            vec![0.0, 0.0]
+        }
+    };
     let (Actions::Discrete(prev), Actions::Discrete(target)) =
         (&mut w.prev_action, &mut w.target_action)
     else {
@@ -210,20 +224,25 @@ fn training_windows_and_decoding_see_the_same_tokens() {
         }
         w.episode_return[j] = ret;
         ret += rews[t];
+        if t > 0 && ends_episode(t - 1) {
+            w.prev_final_obs[j * 2..j * 2 + 2].copy_from_slice(&final_obs);
+        }
         w.mask[j] = 1.0;
         w.rows[j] = t as i64;
     }
-    for (layout, episode_start, episode_return) in [
-        (TokenLayout::Transition, false, false),
-        (TokenLayout::Transition, true, false),
-        (TokenLayout::Transition, false, true),
-        (TokenLayout::Transition, true, true),
-        (TokenLayout::Sar, false, false),
+    for (layout, episode_start, episode_return, final_obs) in [
+        (TokenLayout::Transition, false, false, false),
+        (TokenLayout::Transition, true, false, false),
+        (TokenLayout::Transition, false, true, false),
+        (TokenLayout::Transition, false, false, true),
+        (TokenLayout::Transition, true, true, true),
+        (TokenLayout::Sar, false, false, false),
     ] {
         let cfg = GptConfig {
             layout,
             episode_start,
             episode_return,
+            final_obs,
             ..small(c, Positions::Learned)
         };
         let mut p = random_policy(&cfg, true);
@@ -249,12 +268,13 @@ fn training_windows_and_decoding_see_the_same_tokens() {
                 rewards: &[rews[s]],
                 terminated: &[ends_episode(s)],
                 truncated: &[false],
+                next_obs: &next_obs(s),
             })
             .unwrap();
         }
         assert!(
             worst < 1e-4,
-            "{layout:?} (episode start {episode_start}, return {episode_return}): logits differ by {worst}"
+            "{layout:?} (episode start {episode_start}, return {episode_return}, final obs {final_obs}): logits differ by {worst}"
         );
     }
 }
@@ -296,6 +316,7 @@ fn sar_model_learns_to_combine_previous_action_and_reward() {
             has_prev,
             episode_start: vec![0.0; n],
             episode_return: vec![0.0; n],
+            prev_final_obs: vec![0.0; n * 2],
             target_action: Actions::Discrete(target),
             mask: vec![1.0; n],
             rows: (0..n as i64).collect(),
@@ -678,6 +699,7 @@ fn check_in_context_learning(dir: &Path, data: &Path, layout: TokenLayout, late_
         short_conv: None,
         episode_start: false,
         episode_return: false,
+        final_obs: false,
     };
     let cfg = DistillConfig {
         mode: Mode::Ad,

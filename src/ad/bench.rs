@@ -48,6 +48,7 @@ fn config(s: &AdBenchSizes) -> GptConfig {
         short_conv: None,
         episode_start: false,
         episode_return: false,
+        final_obs: false,
     }
 }
 
@@ -80,6 +81,7 @@ fn eval_rate(
             rewards: venv.rewards(),
             terminated: venv.terminated(),
             truncated: venv.truncated(),
+            next_obs: venv.next_obs(),
         })
     };
     policy.use_cache = true;

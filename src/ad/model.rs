@@ -143,6 +143,14 @@ pub struct GptConfig {
     /// episode's start and every reward since. Left out of written configs when off.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub episode_return: bool,
+    /// One more block of token features (transition layout), as wide as an encoded
+    /// observation: on the first token of each episode but the history's first, the encoded
+    /// final observation of the episode before it; zeros elsewhere. Where an episode ends on
+    /// reaching something (Dark Room Hard's goal, Key-to-Door's door), that cell is otherwise in
+    /// no token: the next token already holds the reset's observation. Left out of written
+    /// configs when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub final_obs: bool,
 }
 
 impl Default for GptConfig {
@@ -161,6 +169,7 @@ impl Default for GptConfig {
             short_conv: None,
             episode_start: false,
             episode_return: false,
+            final_obs: false,
         }
     }
 }
@@ -210,8 +219,12 @@ impl GptConfig {
                 self.context
             ));
         }
-        if (self.episode_start || self.episode_return) && self.layout != TokenLayout::Transition {
-            return bad("episode_start and episode_return apply to the transition layout".into());
+        if (self.episode_start || self.episode_return || self.final_obs)
+            && self.layout != TokenLayout::Transition
+        {
+            return bad(
+                "episode_start, episode_return and final_obs apply to the transition layout".into(),
+            );
         }
         for (name, p) in [
             ("dropout", self.dropout),
@@ -248,6 +261,8 @@ pub struct Tokenizer {
     episode_start: bool,
     /// The transition layout's return-so-far feature (see [`GptConfig::episode_return`]).
     episode_return: bool,
+    /// The transition layout's previous-final-observation block (see [`GptConfig::final_obs`]).
+    final_obs: bool,
 }
 
 impl TokenSpec {
@@ -264,6 +279,7 @@ impl TokenSpec {
             layout,
             episode_start: false,
             episode_return: false,
+            final_obs: false,
         }
     }
 
@@ -272,6 +288,7 @@ impl TokenSpec {
         Tokenizer {
             episode_start: config.episode_start,
             episode_return: config.episode_return,
+            final_obs: config.final_obs,
             ..self.tokenizer_for(config.layout)
         }
     }
@@ -279,13 +296,18 @@ impl TokenSpec {
 
 impl Tokenizer {
     /// Features per token. Transition layout: encoded obs, one-hot previous action, previous
-    /// reward, has-previous [, episode start] [, episode return so far]. Sar layout: encoded obs, one-hot action, reward, of which a token
+    /// reward, has-previous [, episode start] [, episode return so far] [, encoded final
+    /// observation of the previous episode]. Sar layout: encoded obs, one-hot action, reward, of which a token
     /// fills only its own kind's part (the rest is 0).
     pub fn features(&self) -> usize {
         let (e, a) = (self.encoder.input_dim(), self.num_actions);
         match self.layout {
             TokenLayout::Transition => {
-                e + a + 2 + usize::from(self.episode_start) + usize::from(self.episode_return)
+                e + a
+                    + 2
+                    + usize::from(self.episode_start)
+                    + usize::from(self.episode_return)
+                    + if self.final_obs { e } else { 0 }
             }
             TokenLayout::Sar => e + a + 1,
         }
@@ -311,17 +333,24 @@ impl Tokenizer {
     /// Transition layout: writes the tokens of `rows` transitions into `out` (`rows ×
     /// features()`): `obs` holds `rows × obs_dim` raw observations, `prev[i]` the previous
     /// action and reward of the same history (`None` at its first transition), `starts[i]`
-    /// whether it begins an episode and `returns[i]` the return of its episode before it (each
-    /// read only with its feature).
+    /// whether it begins an episode, `returns[i]` the return of its episode before it and
+    /// `finals` (`rows × obs_dim`) the previous episode's final observation, read where a
+    /// transition begins an episode and has a previous one (each read only with its feature).
     pub fn write(
         &self,
         obs: &[f32],
         prev: &[Option<(usize, f32)>],
         starts: &[bool],
         returns: &[f32],
+        finals: &[f32],
         out: &mut [f32],
     ) {
         let enc = self.encoder.encode(obs);
+        let enc_finals = if self.final_obs {
+            self.encoder.encode(finals)
+        } else {
+            Vec::new()
+        };
         let (e, f, a) = (self.encoder.input_dim(), self.features(), self.num_actions);
         for (i, tok) in out.chunks_mut(f).enumerate().take(prev.len()) {
             tok[..e].copy_from_slice(&enc[i * e..(i + 1) * e]);
@@ -339,6 +368,17 @@ impl Tokenizer {
             if self.episode_return {
                 tok[e + a + 2 + usize::from(self.episode_start)] =
                     returns.get(i).copied().unwrap_or(0.0);
+            }
+            let begins_after_another = prev[i].is_some() && starts.get(i) == Some(&true);
+            if self.final_obs && begins_after_another {
+                if let Some(x) = enc_finals.get(i * e..(i + 1) * e) {
+                    let at = e
+                        + a
+                        + 2
+                        + usize::from(self.episode_start)
+                        + usize::from(self.episode_return);
+                    tok[at..at + e].copy_from_slice(x);
+                }
             }
         }
     }

@@ -55,6 +55,8 @@ pub struct InContextPolicy {
     starts: Vec<bool>,
     /// Each environment's return of its current episode so far.
     returns: Vec<f32>,
+    /// Each environment's last observation of its previous episode (`n × obs_dim`).
+    finals: Vec<f32>,
     last_logits: Vec<Vec<f32>>,
 }
 
@@ -77,6 +79,7 @@ impl InContextPolicy {
             prev: Vec::new(),
             starts: Vec::new(),
             returns: Vec::new(),
+            finals: Vec::new(),
             last_logits: Vec::new(),
         }
     }
@@ -176,6 +179,7 @@ impl Policy for InContextPolicy {
         self.prev = vec![None; n_envs];
         self.starts = vec![true; n_envs];
         self.returns = vec![0.0; n_envs];
+        self.finals = vec![0.0; n_envs * self.model.tokenizer.obs_dim()];
         Ok(())
     }
 
@@ -205,7 +209,14 @@ impl Policy for InContextPolicy {
         let new = match tk.layout() {
             TokenLayout::Transition => {
                 let mut tok = vec![0f32; n * f];
-                tk.write(obs, &self.prev, &self.starts, &self.returns, &mut tok);
+                tk.write(
+                    obs,
+                    &self.prev,
+                    &self.starts,
+                    &self.returns,
+                    &self.finals,
+                    &mut tok,
+                );
                 self.window.push(tok);
                 1
             }
@@ -254,6 +265,24 @@ impl Policy for InContextPolicy {
             for (i, (s, r)) in self.starts.iter_mut().zip(&mut self.returns).enumerate() {
                 *s = fb.terminated[i] || fb.truncated[i];
                 *r = if *s { 0.0 } else { *r + fb.rewards[i] };
+            }
+            if self.model.config.final_obs {
+                let d = self.model.tokenizer.obs_dim();
+                if fb.next_obs.len() != self.finals.len() {
+                    return Err(Error::Env(format!(
+                        "{}: the model reads each episode's final observation; feedback holds {} \
+                         next-observation values for {} environments of {d}",
+                        self.name,
+                        fb.next_obs.len(),
+                        self.n
+                    )));
+                }
+                for (i, &ended) in self.starts.iter().enumerate() {
+                    if ended {
+                        self.finals[i * d..(i + 1) * d]
+                            .copy_from_slice(&fb.next_obs[i * d..(i + 1) * d]);
+                    }
+                }
             }
         }
         Ok(())

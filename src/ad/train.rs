@@ -305,7 +305,14 @@ fn transition_tokens(w: &WindowBatch, prev: &[i64], tokens: &Tokenizer) -> Vec<f
         .collect();
     let starts: Vec<bool> = w.episode_start.iter().map(|&x| x > 0.0).collect();
     let mut features = vec![0f32; n * f];
-    tokens.write(&w.obs, &prevs, &starts, &w.episode_return, &mut features);
+    tokens.write(
+        &w.obs,
+        &prevs,
+        &starts,
+        &w.episode_return,
+        &w.prev_final_obs,
+        &mut features,
+    );
     for (s, tok) in features.chunks_mut(f).enumerate() {
         if w.mask[s] == 0.0 {
             tok.iter_mut().for_each(|x| *x = 0.0);
@@ -677,6 +684,12 @@ pub fn distill_over(
         Mode::Ad => cfg.every_kth_episode,
         Mode::Ed => 1,
     };
+    if cfg.model.final_obs && train_data.next_obs.len() != train_data.obs.len() {
+        return Err(Error::Config(format!(
+            "model.final_obs reads each transition's `next_obs`, which the dataset at {} does not hold",
+            data.display()
+        )));
+    }
     let sampler = WindowSampler::new(&train_data, cfg.model.context, kth)?;
     let tokens = TokenSpec {
         obs_space: manifest.env.observation_space.clone(),
@@ -896,6 +909,7 @@ mod tests {
             has_prev: vec![0.0, 0.0, 1.0],
             episode_start: vec![0.0, 1.0, 0.0],
             episode_return: vec![0.0, 0.0, 0.5],
+            prev_final_obs: vec![0.0; 6],
             target_action: Actions::Discrete(vec![0, 2, 4]),
             mask: vec![0.0, 1.0, 1.0],
             rows: vec![-1, 0, 1],

@@ -1219,6 +1219,7 @@ mod memory_tests {
             rewards: &[1.0],
             terminated: &[false],
             truncated: &[false],
+            next_obs: &[1.0, 2.0],
         });
         assert_eq!(p.eval_memory.returns, [1.0]);
         assert_eq!(p.memory.returns, [1.0, 0.0]);

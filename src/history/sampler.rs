@@ -34,6 +34,9 @@ pub struct WindowBatch {
     pub episode_start: Vec<f32>,
     /// The return of the slot's episode before its transition (0 at step 0).
     pub episode_return: Vec<f32>,
+    /// (B, C, D): where a slot begins an episode and has a previous kept transition, that
+    /// transition's `next_obs` (the final observation of the episode before); 0 elsewhere.
+    pub prev_final_obs: Vec<f32>,
     pub target_action: Actions,
     /// 1 for a real transition, 0 for left padding.
     pub mask: Vec<f32>,
@@ -161,6 +164,7 @@ impl<'a> WindowSampler<'a> {
             has_prev: vec![0.0; b * c],
             episode_start: vec![0.0; b * c],
             episode_return: vec![0.0; b * c],
+            prev_final_obs: vec![0.0; b * c * od],
             target_action: zeros_actions(),
             mask: vec![0.0; b * c],
             rows: vec![-1; b * c],
@@ -194,6 +198,10 @@ impl<'a> WindowSampler<'a> {
                     out.has_prev[slot] = 1.0;
                     out.prev_reward[slot] = d.reward[prev];
                     copy_action(&d.action, prev, ad, &mut out.prev_action, slot);
+                    if out.episode_start[slot] > 0.0 && d.next_obs.len() == d.obs.len() {
+                        out.prev_final_obs[slot * od..(slot + 1) * od]
+                            .copy_from_slice(&d.next_obs[prev * od..(prev + 1) * od]);
+                    }
                 }
             }
         }

@@ -611,6 +611,8 @@ fn sampler_windows_cross_episodes_pad_and_mask() {
     assert_eq!(w.episode_start, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
     // the return of the episode so far restarts at each episode (rewards are 10 × row)
     assert_eq!(w.episode_return, vec![0.0, 0.0, 10.0, 30.0, 0.0, 40.0]);
+    // episode 1's first slot holds episode 0's final observation (next_obs of row 3 = 3)
+    assert_eq!(w.prev_final_obs, vec![0.0, 0.0, 0.0, 0.0, 3.0, 0.0]);
     // window ending at run 1's second row: left-padded, never reaching into run 0
     let w = s.windows_ending_at(&[13]);
     assert_eq!(w.rows, vec![-1, -1, -1, -1, 12, 13]);
@@ -626,6 +628,7 @@ fn sampler_windows_cross_episodes_pad_and_mask() {
     // the previous reward of the first kept row of episode 2 is the last reward of episode 0
     assert_eq!(w.prev_reward[4], 30.0);
     assert_eq!(w.episode_return, vec![0.0, 0.0, 10.0, 30.0, 0.0, 80.0]);
+    assert_eq!(w.prev_final_obs, vec![0.0, 0.0, 0.0, 0.0, 3.0, 0.0]);
 
     // deterministic per seed, different across seeds
     let a = s.sample(32, &mut Rng::seed_from_u64(1));

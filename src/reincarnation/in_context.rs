@@ -162,6 +162,7 @@ pub fn roll_out(
             rewards: &[r],
             terminated: &[term],
             truncated: &[trunc],
+            next_obs: &venv.next_obs()[..d],
         })?;
         ret += r as f64;
         if term || trunc {

@@ -138,6 +138,10 @@ pub struct SourceCurve {
     /// 5 episodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_level: Option<f64>,
+    /// The first episode at which the source's own curve reaches that level (the count an
+    /// in-context learner's `episodes_to_source_final` is compared with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes_to_final: Option<f64>,
 }
 
 /// A `reincarnate` stage's result.
@@ -340,7 +344,13 @@ impl fmt::Display for IclCurves {
                         c.first_2_episodes, c.episodes
                     )?;
                     match c.final_level {
-                        Some(l) => writeln!(f, ", final level {l:.2} (last 5 episodes)")?,
+                        Some(l) => {
+                            write!(f, ", final level {l:.2} (last 5 episodes)")?;
+                            match c.episodes_to_final {
+                                Some(e) => writeln!(f, ", first reached at episode {e}")?,
+                                None => writeln!(f)?,
+                            }
+                        }
                         None => writeln!(f)?,
                     }
                 }

@@ -103,10 +103,10 @@ fn random_return(env: &EnvRef, episodes: usize) -> f64 {
 }
 
 /// Dark Room Hard in a 9 × 9 room (81 goals, 16 held out; reward once, on reaching the goal):
-/// optimistic tabular-Q histories → AD → frozen evaluation, where the success rate must start
-/// near random's (within 0.15 over the first 5 episodes; random walks succeed about 7% of the
-/// time) and end at least 0.35 above it over the last 20 of 100 episodes (measured: 0.14 →
-/// 0.59). `experiments/darkroom-hard-ad.toml` (17 × 17) reaches 0.84 by episode 1,000.
+/// optimistic tabular-Q histories → AD with the final-observation block → frozen evaluation,
+/// where the success rate must start near random's (within 0.2 over the first 5 episodes;
+/// random walks succeed about 7% of the time), rise by 0.3 and end at least 0.35 above random
+/// over the last 20 of 100 episodes (measured: 0.19 → 0.60).
 #[test]
 fn ad_learns_small_dark_room_hard_in_context() {
     let tmp = tempfile::tempdir().unwrap();
@@ -117,7 +117,10 @@ fn ad_learns_small_dark_room_hard_in_context() {
     histories(&data, env, "tabular_q", q, DRH_RUNS, DRH_STEPS);
     let cfg = DistillConfig {
         mode: Mode::Ad,
-        model: model(2, 32, 200, 0.0),
+        model: GptConfig {
+            final_obs: true,
+            ..model(2, 32, 200, 0.0)
+        },
         steps: DRH_DISTILL_STEPS,
         batch: 16,
         lr: 2e-3,
@@ -133,7 +136,7 @@ fn ad_learns_small_dark_room_hard_in_context() {
         "small Dark Room Hard: AD success {first:.2} (episodes 1-5) -> {last:.2} (81-100), random {random:.2}"
     );
     assert!(
-        first <= random + 0.15 && last >= random + 0.35,
+        first <= random + 0.2 && last >= first + 0.3 && last >= random + 0.35,
         "success {first:.3} over episodes 1-5, {last:.3} over 81-100, random {random:.3}: {s:.2?}"
     );
 }

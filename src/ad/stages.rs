@@ -311,6 +311,7 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
                 episodes: pts.len(),
                 episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
                 final_level: source_final,
+                episodes_to_final: source_final.and_then(|l| episodes_to(&pts, l, 1.0)),
             }),
         );
     }
@@ -335,6 +336,9 @@ mod tests {
             .collect();
         assert_eq!(episodes_to(&ad, level, 1.0), Some(4.0));
         assert_eq!(episodes_to(&ad[..3], level, 1.0), None);
+        // the source itself first reaches its final level at episode 8
+        let own: Vec<(f64, f64)> = source.iter().map(|p| (p.0, p.1)).collect();
+        assert_eq!(episodes_to(&own, level, 1.0), Some(8.0));
         assert_eq!(final_level(&[]), None);
     }
 }

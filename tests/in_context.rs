@@ -94,6 +94,21 @@ fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 
+/// AD training of the small gridworld tests: batch 16, peak learning rate 2e-3 after 50 steps.
+fn small_ad(model: GptConfig, steps: u64, every_kth_episode: usize) -> DistillConfig {
+    DistillConfig {
+        mode: Mode::Ad,
+        model,
+        steps,
+        batch: 16,
+        lr: 2e-3,
+        warmup_steps: 50,
+        every_kth_episode,
+        log_interval: 500,
+        ..DistillConfig::default()
+    }
+}
+
 /// The mean return of uniformly random actions on the held-out tasks of `env`.
 fn random_return(env: &EnvRef, episodes: usize) -> f64 {
     let family = TaskFamily::new(&env.config()).unwrap();
@@ -115,20 +130,11 @@ fn ad_learns_small_dark_room_hard_in_context() {
     let q = "gamma = 0.9\ninitial_value = 0.15";
     let random = random_return(&env, 100);
     histories(&data, env, "tabular_q", q, DRH_RUNS, DRH_STEPS);
-    let cfg = DistillConfig {
-        mode: Mode::Ad,
-        model: GptConfig {
-            final_obs: true,
-            ..model(2, 32, 200, 0.0)
-        },
-        steps: DRH_DISTILL_STEPS,
-        batch: 16,
-        lr: 2e-3,
-        warmup_steps: 50,
-        every_kth_episode: 10,
-        log_interval: 500,
-        ..DistillConfig::default()
+    let model = GptConfig {
+        final_obs: true,
+        ..model(2, 32, 200, 0.0)
     };
+    let cfg = small_ad(model, DRH_DISTILL_STEPS, 10);
     let r = distill_and_eval(&data, &tmp.path().join("ad"), cfg, 100, 0);
     let s = &r.returns_by_episode;
     let (first, last) = (mean(&s[..5]), mean(&s[80..]));
@@ -155,21 +161,12 @@ fn ad_learns_small_key_to_door_in_context() {
     let ppo = "memory = \"episode_return\"";
     let random = random_return(&env, 60);
     histories(&data, env, "ppo", ppo, K2D_RUNS, K2D_STEPS);
-    let cfg = DistillConfig {
-        mode: Mode::Ad,
-        model: GptConfig {
-            episode_start: true,
-            episode_return: true,
-            ..model(2, 32, 200, 0.0)
-        },
-        steps: K2D_DISTILL_STEPS,
-        batch: 16,
-        lr: 2e-3,
-        warmup_steps: 50,
-        every_kth_episode: 3,
-        log_interval: 500,
-        ..DistillConfig::default()
+    let model = GptConfig {
+        episode_start: true,
+        episode_return: true,
+        ..model(2, 32, 200, 0.0)
     };
+    let cfg = small_ad(model, K2D_DISTILL_STEPS, 3);
     let r = distill_and_eval(&data, &tmp.path().join("ad"), cfg, 60, 0);
     let s = &r.returns_by_episode;
     let (first, last) = (mean(&s[..2]), mean(&s[50..]));

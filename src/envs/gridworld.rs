@@ -158,8 +158,9 @@ impl Env for DarkRoom {
 /// Dark Key-to-Door: 9×9 (or `size` × `size`), random start, an invisible key (+1 the first
 /// time the agent stands on it) and an invisible door (+1 when reached holding the key, which
 /// ends the episode); maximum return 2, horizon 50. Task `t` = key cell `t % 81`, door cell
-/// `t / 81` (cell `c` is `(c % 9, c / 9)`), so there are 81² tasks (size⁴ in general). The observation is the position only, or with
-/// `observe_key` the position and a has-key flag (0 or 1).
+/// `t / 81` (cell `c` is `(c % 9, c / 9)`), so there are 81² tasks (size⁴ in general). The
+/// observation is the position only, or with `observe_key` the position and a has-key flag
+/// (0 or 1).
 #[derive(Serialize, Deserialize)]
 pub struct DarkKeyToDoor {
     /// Side of the room (snapshots written before the option existed are 9 × 9).
@@ -228,8 +229,7 @@ impl DarkKeyToDoor {
     pub fn describe(size: usize, task: usize) -> serde_json::Value {
         let cells = size * size;
         let (k, d) = (task % cells, task / cells);
-        let n = size;
-        serde_json::json!({ "key": [k % n, k / n], "door": [d % n, d / n] })
+        serde_json::json!({ "key": [k % size, k / size], "door": [d % size, d / size] })
     }
 }
 

@@ -34,21 +34,10 @@ fn single_split(_: &EnvConfig, _: usize) -> (Vec<usize>, Vec<usize>) {
 fn no_description(_: &EnvConfig, _: usize) -> serde_json::Value {
     serde_json::json!({})
 }
-/// The room side of a gridworld: `env.size`, or `default`.
+/// The room side of a gridworld: `env.size` (range-checked by `TaskFamily::new`, through which
+/// every environment is made), or `default`.
 fn side(cfg: &EnvConfig, default: usize) -> usize {
     cfg.size.unwrap_or(default)
-}
-
-/// [`side`], checked (`TaskFamily::new` checks it too; this guards direct use of `make`).
-fn checked_side(cfg: &EnvConfig, default: usize) -> Result<usize> {
-    let s = side(cfg, default);
-    if !(2..=super::MAX_GRID_SIZE).contains(&s) {
-        return Err(Error::Config(format!(
-            "env.size must be in 2..={}, got {s}",
-            super::MAX_GRID_SIZE
-        )));
-    }
-    Ok(s)
 }
 
 /// Gridworld split: 20% of the tasks held out by default, as the AD paper holds out goals.
@@ -81,7 +70,7 @@ static REGISTRY: &[EnvEntry] = &[
         options: GRID_OPTIONS,
         num_tasks: |cfg| gridworld::DarkRoom::num_goals(side(cfg, 9)),
         split: grid_split,
-        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(checked_side(cfg, 9)?, 20, false, task, cfg.max_episode_steps))),
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(side(cfg, 9), 20, false, task, cfg.max_episode_steps))),
         describe: |cfg, task| gridworld::DarkRoom::describe(side(cfg, 9), task),
     },
     EnvEntry {
@@ -90,7 +79,7 @@ static REGISTRY: &[EnvEntry] = &[
         options: GRID_OPTIONS,
         num_tasks: |cfg| gridworld::DarkRoom::num_goals(side(cfg, 17)),
         split: grid_split,
-        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(checked_side(cfg, 17)?, 20, true, task, cfg.max_episode_steps))),
+        make: |cfg, task| Ok(Box::new(gridworld::DarkRoom::new(side(cfg, 17), 20, true, task, cfg.max_episode_steps))),
         describe: |cfg, task| gridworld::DarkRoom::describe(side(cfg, 17), task),
     },
     EnvEntry {
@@ -101,7 +90,7 @@ static REGISTRY: &[EnvEntry] = &[
         split: grid_split,
         make: |cfg, task| {
             Ok(Box::new(gridworld::DarkKeyToDoor::new(
-                checked_side(cfg, 9)?,
+                side(cfg, 9),
                 task,
                 cfg.max_episode_steps,
                 cfg.observe_key.unwrap_or(false),

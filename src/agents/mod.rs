@@ -11,6 +11,7 @@ type RawArrays = BTreeMap<String, crate::replay::RawArray>;
 
 pub mod bandit_algos;
 pub mod dqn;
+pub mod memory;
 pub mod ppo;
 pub mod sac;
 pub mod tabular_q;

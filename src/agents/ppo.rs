@@ -99,58 +99,8 @@ pub struct PpoConfig {
     pub memory: Memory,
 }
 
-/// What a [`Ppo`] agent remembers within an episode, appended to its network input. The
-/// memory is the agent's own: made from rewards it has received, never from hidden
-/// environment state, so learning histories it logs hold exactly the observations an
-/// in-context learner sees, while the source itself can solve tasks that are not Markov in the
-/// observation (Dark Key-to-Door: the same cell calls for "fetch the key" before the first
-/// reward and "go to the door" after it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Memory {
-    /// The observation only.
-    #[default]
-    None,
-    /// One more input: the undiscounted return of the episode so far (0 at its start).
-    EpisodeReturn,
-}
-
-impl Memory {
-    /// Inputs the memory adds.
-    pub fn width(self) -> usize {
-        match self {
-            Memory::None => 0,
-            Memory::EpisodeReturn => 1,
-        }
-    }
-}
-
-/// Per-environment memory of the episode so far: [`Memory::EpisodeReturn`]'s running return.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct EpisodeMemory {
-    returns: Vec<f32>,
-}
-
-impl EpisodeMemory {
-    /// The memory of `n` environments, fresh episodes if it held another count.
-    fn ensure(&mut self, n: usize) {
-        if self.returns.len() != n {
-            self.returns = vec![0.0; n];
-        }
-    }
-
-    /// After a step: add its rewards, forget the episodes that ended.
-    fn record(&mut self, rewards: &[f32], terminated: &[bool], truncated: &[bool]) {
-        self.ensure(rewards.len());
-        for (i, m) in self.returns.iter_mut().enumerate() {
-            *m = if terminated[i] || truncated[i] {
-                0.0
-            } else {
-                *m + rewards[i]
-            };
-        }
-    }
-}
+use super::memory::EpisodeMemory;
+pub use super::memory::Memory;
 
 impl Default for PpoConfig {
     fn default() -> Self {
@@ -562,28 +512,14 @@ impl Ppo {
         self.obs_dim + self.mem_dim
     }
 
-    /// Rows of `obs` (`B·obs_dim`) each followed by its environment's memory (zeros where
-    /// `memory` holds another number of environments: `policy_output` on a bare batch).
-    /// Without a memory the rows are `obs` itself, not a copy.
+    /// Rows of `obs` (`B·obs_dim`) each followed by its environment's memory (see
+    /// [`EpisodeMemory::rows`]).
     fn with_memory<'o>(
         &self,
         obs: &'o [f32],
         memory: &EpisodeMemory,
     ) -> Result<std::borrow::Cow<'o, [f32]>> {
-        let n = super::batch_rows("ppo", obs, self.obs_dim)?;
-        if self.mem_dim == 0 {
-            return Ok(std::borrow::Cow::Borrowed(obs));
-        }
-        let mut rows = Vec::with_capacity(n * self.row_dim());
-        for (i, o) in obs.chunks_exact(self.obs_dim).enumerate() {
-            rows.extend_from_slice(o);
-            rows.push(if memory.returns.len() == n {
-                memory.returns[i]
-            } else {
-                0.0
-            });
-        }
-        Ok(std::borrow::Cow::Owned(rows))
+        memory.rows("ppo", obs, self.obs_dim, self.config.memory)
     }
 
     /// Encoded network inputs `(B, input_dim)` for stored rows `(B·row_dim)`: the observation
@@ -819,12 +755,9 @@ impl Agent for Ppo {
         let d = self.obs_dim;
         self.memory.ensure(n);
         let obs = self.with_memory(&exp.obs[..n * d], &self.memory)?;
-        let mut after = self.memory.clone();
-        for (m, r) in after.returns.iter_mut().zip(exp.rewards) {
-            *m += r;
-        }
         // The state a step ended in (the truncation bootstrap) or the rollout stops in (the
         // last bootstrap) remembers this step's reward.
+        let after = self.memory.after(exp.rewards);
         let next_obs = self.with_memory(&exp.next_obs[..n * d], &after)?;
         let rd = self.row_dim();
         if self.rollout.actions.is_empty() {

@@ -13,10 +13,27 @@
 //! are not terminations: a truncated step bootstraps from its next state (the observation holds
 //! no time). Learning happens in `observe`, one update per transition.
 //!
-//! The table is the "model": `model.safetensors` holds `observations` (F32, states × obs_dim, in
-//! the order first visited) and `q` (F64, states × actions); the tie-breaking RNG goes to
-//! `trainer_state.json`, so a resumed run equals an uninterrupted one.
+//! With `planning_sweeps = N` the agent also keeps a model of what each state-action last led
+//! to (reward and next state: the environment is taken as deterministic) and, whenever an
+//! episode ends, sweeps the same update over every modelled state-action until the values
+//! settle (at most N sweeps): value iteration on what it has seen (Dyna-Q with full sweeps,
+//! Sutton & Barto 2018, §8.2), optimistic where it has not. A reward found once is then
+//! worth its discounted value from every known state, so the next episode heads straight for
+//! it, where one-step updates move it back one state per visit. The exploration is the same
+//! sweep of untried actions.
+//!
+//! With `memory = "episode_return"` a state is the observation and the return of the episode
+//! so far (see [`Memory`]): on Dark Key-to-Door the same cell is two states, before and after
+//! the key, while the logged observations stay the position alone.
+//!
+//! The table is the "model": `model.safetensors` holds `observations` (F32, states × (obs_dim +
+//! memory width), in the order first visited), `q` (F64, states × actions) and, with planning,
+//! `outcomes` (F64, states × actions × 2: reward and next state's row, −1 after a termination,
+//! NaN for an untried action); the tie-breaking
+//! RNG and the episode memory go to `trainer_state.json`, so a resumed run equals an
+//! uninterrupted one.
 
+use super::memory::{EpisodeMemory, Memory};
 use super::{Agent, Experience, PolicyOutput};
 use crate::checkpoint::CheckpointData;
 use crate::envs::ActionBuf;
@@ -42,6 +59,26 @@ pub struct TabularQConfig {
     pub epsilon: f64,
     /// Distinct observations the table may hold before the run stops with an error.
     pub max_states: usize,
+    /// What a state holds beside the observation (none by default). Left out of written
+    /// configs when none.
+    #[serde(skip_serializing_if = "Memory::is_none")]
+    pub memory: Memory,
+    /// Sweeps of planning over the modelled state-actions after each episode (0: none, plain
+    /// Q-learning). Left out of written configs when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub planning_sweeps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a tried state-action last led to (the model planning sweeps over).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Outcome {
+    reward: f64,
+    /// The next state's row; `None` after a termination.
+    next: Option<usize>,
 }
 
 impl Default for TabularQConfig {
@@ -52,6 +89,8 @@ impl Default for TabularQConfig {
             initial_value: 1.0,
             epsilon: 0.0,
             max_states: 1_000_000,
+            memory: Memory::None,
+            planning_sweeps: 0,
         }
     }
 }
@@ -89,12 +128,18 @@ pub struct TabularQ {
     env: EnvSpec,
     n_actions: usize,
     obs_dim: usize,
-    /// Observation bits → row of `q`.
+    /// State (observation and memory) bits → row of `q`.
     index: HashMap<Vec<u32>, usize>,
-    /// The observations, row by row in the order first visited.
+    /// The states, row by row in the order first visited.
     observations: Vec<f32>,
+    /// The training environments' episode memory (updated by `observe`).
+    memory: EpisodeMemory,
+    /// The evaluation environments' episode memory (updated through [`Agent::eval_observe`]).
+    eval_memory: EpisodeMemory,
     /// Action values, `states × n_actions`.
     q: Vec<f64>,
+    /// With planning: each state-action's last outcome, `states × n_actions` (empty without).
+    outcomes: Vec<Option<Outcome>>,
     rng: Rng,
 }
 
@@ -122,7 +167,10 @@ impl TabularQ {
             obs_dim: env.observation_space.flat_dim(),
             index: HashMap::new(),
             observations: Vec::new(),
+            memory: EpisodeMemory::default(),
+            eval_memory: EpisodeMemory::default(),
             q: Vec::new(),
+            outcomes: Vec::new(),
             rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 3)),
         })
     }
@@ -132,7 +180,22 @@ impl TabularQ {
         self.index.len()
     }
 
-    /// The action values of `obs` (the initial values where it was never updated).
+    /// Width of a state: the observation, then the memory.
+    fn state_dim(&self) -> usize {
+        self.obs_dim + self.config.memory.width()
+    }
+
+    /// The states of `obs` (`B·obs_dim`) with `memory` (see [`EpisodeMemory::rows`]).
+    fn states<'o>(
+        &self,
+        obs: &'o [f32],
+        memory: &EpisodeMemory,
+    ) -> Result<std::borrow::Cow<'o, [f32]>> {
+        memory.rows("tabular_q", obs, self.obs_dim, self.config.memory)
+    }
+
+    /// The action values of state `obs` (observation and memory; the initial values where it
+    /// was never updated).
     pub fn values(&self, obs: &[f32]) -> Vec<f64> {
         match self.index.get(&obs_key(obs)) {
             Some(&r) => self.q[r * self.n_actions..(r + 1) * self.n_actions].to_vec(),
@@ -160,7 +223,42 @@ impl TabularQ {
             self.config.initial_value,
             self.n_actions,
         ));
+        if self.config.planning_sweeps > 0 {
+            self.outcomes
+                .extend(std::iter::repeat_n(None, self.n_actions));
+        }
         Ok(r)
+    }
+
+    /// The best value of row `r`.
+    fn best_value(&self, r: usize) -> f64 {
+        let na = self.n_actions;
+        self.q[r * na..(r + 1) * na]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// Planning: the Q-learning update on every modelled state-action, sweep after sweep, until
+    /// no value moves by more than 1e-12 or `planning_sweeps` sweeps are done.
+    fn plan(&mut self) {
+        let (lr, gamma) = (self.config.learning_rate, self.config.gamma);
+        for _ in 0..self.config.planning_sweeps {
+            let mut moved = 0.0f64;
+            for i in 0..self.outcomes.len() {
+                let Some(o) = self.outcomes[i] else {
+                    continue;
+                };
+                let next = o.next.map_or(0.0, |r| self.best_value(r));
+                let q = &mut self.q[i];
+                let change = lr * (o.reward + gamma * next - *q);
+                *q += change;
+                moved = moved.max(change.abs());
+            }
+            if moved <= 1e-12 {
+                break;
+            }
+        }
     }
 
     /// The actions of highest value.
@@ -187,8 +285,16 @@ impl Agent for TabularQ {
         let ActionBuf::Discrete(out) = actions else {
             return Err(Error::Env("tabular_q acts with discrete actions".into()));
         };
+        let memory = if explore {
+            self.memory.ensure(n);
+            &self.memory
+        } else {
+            &self.eval_memory
+        };
+        let states = self.states(obs, memory)?.into_owned();
+        let d = self.state_dim();
         for (i, a) in out.iter_mut().enumerate().take(n) {
-            let best = Self::best(&self.values(&obs[i * self.obs_dim..(i + 1) * self.obs_dim]));
+            let best = Self::best(&self.values(&states[i * d..(i + 1) * d]));
             *a = if !explore {
                 best[0]
             } else if self.config.epsilon > 0.0 && self.rng.uniform() < self.config.epsilon {
@@ -202,7 +308,13 @@ impl Agent for TabularQ {
 
     fn observe(&mut self, exp: &Experience<'_>) -> Result<()> {
         let actions = super::discrete_actions("tabular_q", exp.actions)?;
-        let (d, na) = (self.obs_dim, self.n_actions);
+        let n = actions.len();
+        self.memory.ensure(n);
+        let od = self.obs_dim;
+        let obs = self.states(&exp.obs[..n * od], &self.memory)?.into_owned();
+        let after = self.memory.after(exp.rewards);
+        let next_obs = self.states(&exp.next_obs[..n * od], &after)?.into_owned();
+        let (d, na) = (self.state_dim(), self.n_actions);
         for (i, &a) in actions.iter().enumerate() {
             if a >= na {
                 return Err(Error::Env(format!(
@@ -212,13 +324,30 @@ impl Agent for TabularQ {
             let next = if exp.terminated[i] {
                 0.0
             } else {
-                let v = self.values(&exp.next_obs[i * d..(i + 1) * d]);
+                let v = self.values(&next_obs[i * d..(i + 1) * d]);
                 v.into_iter().fold(f64::NEG_INFINITY, f64::max)
             };
             let target = exp.rewards[i] as f64 + self.config.gamma * next;
-            let r = self.row(&exp.obs[i * d..(i + 1) * d])?;
+            let r = self.row(&obs[i * d..(i + 1) * d])?;
             let q = &mut self.q[r * na + a];
             *q += self.config.learning_rate * (target - *q);
+            if self.config.planning_sweeps > 0 {
+                let next = if exp.terminated[i] {
+                    None
+                } else {
+                    Some(self.row(&next_obs[i * d..(i + 1) * d])?)
+                };
+                self.outcomes[r * na + a] = Some(Outcome {
+                    reward: exp.rewards[i] as f64,
+                    next,
+                });
+            }
+        }
+        self.memory
+            .record(exp.rewards, exp.terminated, exp.truncated);
+        let ended = (0..n).any(|i| exp.terminated[i] || exp.truncated[i]);
+        if ended && self.config.planning_sweeps > 0 {
+            self.plan();
         }
         Ok(())
     }
@@ -234,12 +363,26 @@ impl Agent for TabularQ {
         )]))
     }
 
-    /// One-hot on the greedy action.
+    fn eval_begin(&mut self, n_envs: usize) {
+        self.eval_memory = EpisodeMemory {
+            returns: vec![0.0; n_envs],
+        };
+    }
+
+    fn eval_observe(&mut self, feedback: &crate::eval::Feedback<'_>) {
+        self.eval_memory
+            .record(feedback.rewards, feedback.terminated, feedback.truncated);
+    }
+
+    /// One-hot on the greedy action (with a memory, at the start of an episode: a bare batch
+    /// of observations carries no episode).
     fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput> {
         let n = super::batch_rows("tabular_q", obs, self.obs_dim)?;
+        let states = self.states(obs, &EpisodeMemory::default())?;
+        let d = self.state_dim();
         let mut p = vec![0f32; n * self.n_actions];
         for i in 0..n {
-            let best = Self::best(&self.values(&obs[i * self.obs_dim..(i + 1) * self.obs_dim]));
+            let best = Self::best(&self.values(&states[i * d..(i + 1) * d]));
             p[i * self.n_actions + best[0]] = 1.0;
         }
         Ok(PolicyOutput::Probs(p))
@@ -256,21 +399,44 @@ impl Agent for TabularQ {
             model: BTreeMap::from([
                 (
                     "observations".to_string(),
-                    RawArray::f32(vec![s, self.obs_dim], &self.observations),
+                    RawArray::f32(vec![s, self.state_dim()], &self.observations),
                 ),
                 (
                     "q".to_string(),
                     RawArray::f64(vec![s, self.n_actions], &self.q),
                 ),
-            ]),
-            trainer_state: resume.then(|| serde_json::json!({ "rng": self.rng })),
+            ])
+            .into_iter()
+            .chain((self.config.planning_sweeps > 0).then(|| {
+                let flat: Vec<f64> = self
+                    .outcomes
+                    .iter()
+                    .flat_map(|o| match o {
+                        Some(o) => [o.reward, o.next.map_or(-1.0, |r| r as f64)],
+                        None => [f64::NAN, f64::NAN],
+                    })
+                    .collect();
+                (
+                    "outcomes".to_string(),
+                    RawArray::f64(vec![s, self.n_actions, 2], &flat),
+                )
+            }))
+            .collect(),
+            trainer_state: resume
+                .then(|| serde_json::json!({ "rng": self.rng, "memory": self.memory.returns })),
             ..Default::default()
         })
     }
 
     fn load(&mut self, data: &CheckpointData) -> Result<()> {
         let bad = |m: String| Error::data(crate::checkpoint::MODEL_FILE, m);
-        super::bandit_algos::check_model_keys(&data.model, &["observations", "q"])?;
+        let planning = self.config.planning_sweeps > 0;
+        let keys: &[&str] = if planning {
+            &["observations", "q", "outcomes"]
+        } else {
+            &["observations", "q"]
+        };
+        super::bandit_algos::check_model_keys(&data.model, keys)?;
         let get = |name: &str| {
             data.model
                 .get(name)
@@ -278,17 +444,47 @@ impl Agent for TabularQ {
         };
         let (obs, q) = (get("observations")?, get("q")?);
         let s = obs.shape.first().copied().unwrap_or(0);
-        if obs.shape != [s, self.obs_dim] || q.shape != [s, self.n_actions] {
+        let d = self.state_dim();
+        if obs.shape != [s, d] || q.shape != [s, self.n_actions] {
             return Err(bad(format!(
-                "expected `observations` [states, {}] and `q` [states, {}] with the same number \
-                 of states, found {:?} and {:?}",
-                self.obs_dim, self.n_actions, obs.shape, q.shape
+                "expected `observations` [states, {d}] (observation and memory) and `q` \
+                 [states, {}] with the same number of states, found {:?} and {:?}",
+                self.n_actions, obs.shape, q.shape
             )));
         }
-        let observations = obs.to_f32("observations", s * self.obs_dim)?;
+        let observations = obs.to_f32("observations", s * d)?;
         let values = q.to_f64("q", s * self.n_actions)?;
+        let outcomes = if planning {
+            let o = get("outcomes")?;
+            if o.shape != [s, self.n_actions, 2] {
+                return Err(bad(format!(
+                    "expected `outcomes` [{s}, {}, 2] (reward and next state of each \
+                     state-action), found {:?}",
+                    self.n_actions, o.shape
+                )));
+            }
+            let flat = o.to_f64("outcomes", s * self.n_actions * 2)?;
+            flat.chunks_exact(2)
+                .map(|p| match (p[0], p[1]) {
+                    (r, _) if r.is_nan() => Ok(None),
+                    (reward, n) if n == -1.0 => Ok(Some(Outcome { reward, next: None })),
+                    (reward, n) if n >= 0.0 && n.fract() == 0.0 && (n as usize) < s => {
+                        Ok(Some(Outcome {
+                            reward,
+                            next: Some(n as usize),
+                        }))
+                    }
+                    (_, n) => Err(bad(format!(
+                        "`outcomes` names next state {n}, not a row of the {s}-state table \
+                         (or −1 for a termination)"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let mut index = HashMap::with_capacity(s);
-        for (r, o) in observations.chunks_exact(self.obs_dim.max(1)).enumerate() {
+        for (r, o) in observations.chunks_exact(d.max(1)).enumerate() {
             if index.insert(obs_key(o), r).is_some() {
                 return Err(bad(format!(
                     "observation {o:?} appears twice in `observations`"
@@ -298,14 +494,20 @@ impl Agent for TabularQ {
         self.index = index;
         self.observations = observations;
         self.q = values;
+        self.outcomes = outcomes;
         if let Some(state) = super::resume_state(data) {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
             struct State {
                 rng: Rng,
+                /// The training environments' episode memory; states written before the
+                /// option existed have none (and no memory to keep).
+                #[serde(default)]
+                memory: Vec<f32>,
             }
             let st: State = super::decode_resume_state(state)?;
             self.rng = st.rng;
+            self.memory = EpisodeMemory { returns: st.memory };
         }
         Ok(())
     }
@@ -398,6 +600,124 @@ mod tests {
             .insert("q".into(), RawArray::f64(vec![3, 5], &[0.0; 15]));
         let e = b.load(&broken).unwrap_err().to_string();
         assert!(e.contains("`q`") && e.contains("[3, 5]"), "{e}");
+    }
+
+    /// With the episode-return memory a state is (observation, return so far): the same cell
+    /// before and after a reward is two rows; the memory resets at episode ends, evaluation
+    /// keeps its own, and a resumed agent continues with the training memory.
+    #[test]
+    fn episode_return_memory_splits_states_and_resumes() {
+        let cfg = TabularQConfig {
+            gamma: 0.5,
+            memory: Memory::EpisodeReturn,
+            ..Default::default()
+        };
+        let (mut a, family) = agent(cfg.clone());
+        // (4, 4) → (5, 4) paying 1: the state (4, 4, 0) learns 1 + 0.5 · 1 (the next state,
+        // (5, 4, 1), is unseen: initial value 1)
+        step(&mut a, [4.0, 4.0], 1, 1.0, [5.0, 4.0], false);
+        assert_eq!(a.memory.returns, [1.0]);
+        assert_eq!(a.values(&[4.0, 4.0, 0.0])[1], 1.5);
+        // (5, 4) with the reward in memory, back to (4, 4): the next state is (4, 4, 1), not
+        // the (4, 4, 0) just learned, so the target is 0.5 · 1 (unseen)
+        step(&mut a, [5.0, 4.0], 0, 0.0, [4.0, 4.0], false);
+        assert_eq!(a.values(&[5.0, 4.0, 1.0])[0], 0.5);
+        assert_eq!(a.num_states(), 2);
+        // the episode ends: the memory restarts at 0
+        step(&mut a, [4.0, 4.0], 2, 0.0, [4.0, 5.0], true);
+        assert_eq!(a.memory.returns, [0.0]);
+        assert_eq!(a.values(&[4.0, 4.0, 1.0])[2], 0.0);
+        step(&mut a, [4.0, 4.0], 3, 1.0, [4.0, 3.0], false);
+        // greedy evaluation: at (4, 4) with nothing earned the best action is 1 (1.5); after a
+        // reward its own memory makes (4, 4) the state whose action 2 was learned to be 0
+        let mut out = ActionBuf::Discrete(vec![0]);
+        a.eval_begin(1);
+        a.act(&[4.0, 4.0], false, 0, &mut out).unwrap();
+        assert!(matches!(&out, ActionBuf::Discrete(v) if v[0] == 1));
+        a.eval_observe(&crate::eval::Feedback {
+            actions: &out,
+            rewards: &[1.0],
+            terminated: &[false],
+            truncated: &[false],
+            next_obs: &[5.0, 4.0],
+        });
+        assert_eq!(a.eval_memory.returns, [1.0]);
+        assert_eq!(a.memory.returns, [1.0]);
+        let mut data = a.save(true).unwrap();
+        assert_eq!(data.model["observations"].shape, vec![3, 3]);
+        data.trainer_state = Some(serde_json::json!({ "agent": data.trainer_state }));
+        let mut b = TabularQ::new(cfg, family.spec(), 7).unwrap();
+        b.load(&data).unwrap();
+        assert_eq!(b.memory.returns, [1.0]);
+        assert_eq!(b.values(&[4.0, 4.0, 0.0]), a.values(&[4.0, 4.0, 0.0]));
+        // a table without the memory column is refused by name
+        let (plain, _) = agent(TabularQConfig::default());
+        let e = b.load(&plain.save(false).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("[states, 3]"), "{e}");
+    }
+
+    /// Planning: after an episode ends, a reward found at the end of a path is worth its
+    /// discounted value at every state of the path (one-step updates alone moved it back one
+    /// state), untried actions keep the optimistic value, and the model survives a resume.
+    #[test]
+    fn planning_spreads_a_found_reward_along_the_path() {
+        let cfg = TabularQConfig {
+            gamma: 0.5,
+            initial_value: 0.1,
+            planning_sweeps: 50,
+            ..Default::default()
+        };
+        let (mut a, family) = agent(cfg.clone());
+        let mut plain = agent(TabularQConfig {
+            planning_sweeps: 0,
+            ..cfg.clone()
+        })
+        .0;
+        // (2, 4) → (3, 4) → (4, 4) → goal paying 1, terminal
+        for b in [&mut a, &mut plain] {
+            step(b, [2.0, 4.0], 1, 0.0, [3.0, 4.0], false);
+            step(b, [3.0, 4.0], 1, 0.0, [4.0, 4.0], false);
+            step(b, [4.0, 4.0], 1, 1.0, [5.0, 4.0], true);
+        }
+        assert_eq!(a.values(&[4.0, 4.0])[1], 1.0);
+        assert_eq!(a.values(&[3.0, 4.0])[1], 0.5);
+        assert_eq!(a.values(&[2.0, 4.0])[1], 0.25);
+        assert_eq!(a.values(&[2.0, 4.0])[0], 0.1);
+        // without planning the first two steps bootstrapped from untried actions only
+        assert_eq!(plain.values(&[3.0, 4.0])[1], 0.05);
+        assert_eq!(plain.values(&[2.0, 4.0])[1], 0.05);
+        // greedy acting from (2, 4) follows the path
+        let mut out = ActionBuf::Discrete(vec![0]);
+        a.act(&[2.0, 4.0], false, 0, &mut out).unwrap();
+        assert!(matches!(&out, ActionBuf::Discrete(v) if v[0] == 1));
+        // the model round-trips, and a resumed agent plans as the original does
+        let mut data = a.save(true).unwrap();
+        // three states: the terminal step's next state is never a row
+        assert_eq!(data.model["outcomes"].shape, vec![3, 5, 2]);
+        data.trainer_state = Some(serde_json::json!({ "agent": data.trainer_state }));
+        let mut b = TabularQ::new(cfg, family.spec(), 3).unwrap();
+        b.load(&data).unwrap();
+        for x in [&mut a, &mut b] {
+            step(x, [4.0, 4.0], 1, 0.0, [4.0, 4.0], true);
+        }
+        for st in [[2.0, 4.0], [3.0, 4.0], [4.0, 4.0]] {
+            assert_eq!(a.values(&st), b.values(&st));
+        }
+        // the goal moved: the path's values follow it down (4, 4) → 0.1 (best untried)
+        assert_eq!(a.values(&[3.0, 4.0])[1], 0.05);
+        // a model naming a row the table does not have is refused by name
+        let mut broken = a.save(false).unwrap();
+        let mut o = vec![f64::NAN; 30];
+        o[0] = 0.0;
+        o[1] = 9.0;
+        broken
+            .model
+            .insert("outcomes".into(), RawArray::f64(vec![3, 5, 2], &o));
+        let e = b.load(&broken).unwrap_err().to_string();
+        assert!(
+            e.contains("`outcomes`") && e.contains("next state 9"),
+            "{e}"
+        );
     }
 
     #[test]

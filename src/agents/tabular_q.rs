@@ -467,7 +467,7 @@ impl Agent for TabularQ {
             flat.chunks_exact(2)
                 .map(|p| match (p[0], p[1]) {
                     (r, _) if r.is_nan() => Ok(None),
-                    (reward, n) if n == -1.0 => Ok(Some(Outcome { reward, next: None })),
+                    (reward, -1.0) => Ok(Some(Outcome { reward, next: None })),
                     (reward, n) if n >= 0.0 && n.fract() == 0.0 && (n as usize) < s => {
                         Ok(Some(Outcome {
                             reward,

@@ -48,6 +48,18 @@ impl EpisodeMemory {
         }
     }
 
+    /// Fresh episodes in `n` environments (a greedy evaluation's start).
+    pub fn fresh(n: usize) -> Self {
+        Self {
+            returns: vec![0.0; n],
+        }
+    }
+
+    /// After an evaluation step: [`record`](Self::record) its feedback.
+    pub fn observe(&mut self, feedback: &crate::eval::Feedback<'_>) {
+        self.record(feedback.rewards, feedback.terminated, feedback.truncated);
+    }
+
     /// After a step: add its rewards, forget the episodes that ended.
     pub fn record(&mut self, rewards: &[f32], terminated: &[bool], truncated: &[bool]) {
         self.ensure(rewards.len());

@@ -828,14 +828,11 @@ impl Agent for Ppo {
     }
 
     fn eval_begin(&mut self, n_envs: usize) {
-        self.eval_memory = EpisodeMemory {
-            returns: vec![0.0; n_envs],
-        };
+        self.eval_memory = EpisodeMemory::fresh(n_envs);
     }
 
     fn eval_observe(&mut self, feedback: &crate::eval::Feedback<'_>) {
-        self.eval_memory
-            .record(feedback.rewards, feedback.terminated, feedback.truncated);
+        self.eval_memory.observe(feedback);
     }
 
     /// With a memory, the output at the start of an episode (memory zero): a bare batch of

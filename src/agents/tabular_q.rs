@@ -29,9 +29,8 @@
 //! The table is the "model": `model.safetensors` holds `observations` (F32, states × (obs_dim +
 //! memory width), in the order first visited), `q` (F64, states × actions) and, with planning,
 //! `outcomes` (F64, states × actions × 2: reward and next state's row, −1 after a termination,
-//! NaN for an untried action); the tie-breaking
-//! RNG and the episode memory go to `trainer_state.json`, so a resumed run equals an
-//! uninterrupted one.
+//! NaN for an untried action); the tie-breaking RNG and the episode memory go to
+//! `trainer_state.json`, so a resumed run equals an uninterrupted one.
 
 use super::memory::{EpisodeMemory, Memory};
 use super::{Agent, Experience, PolicyOutput};
@@ -291,7 +290,7 @@ impl Agent for TabularQ {
         } else {
             &self.eval_memory
         };
-        let states = self.states(obs, memory)?.into_owned();
+        let states = self.states(obs, memory)?;
         let d = self.state_dim();
         for (i, a) in out.iter_mut().enumerate().take(n) {
             let best = Self::best(&self.values(&states[i * d..(i + 1) * d]));
@@ -311,9 +310,9 @@ impl Agent for TabularQ {
         let n = actions.len();
         self.memory.ensure(n);
         let od = self.obs_dim;
-        let obs = self.states(&exp.obs[..n * od], &self.memory)?.into_owned();
+        let obs = self.states(&exp.obs[..n * od], &self.memory)?;
         let after = self.memory.after(exp.rewards);
-        let next_obs = self.states(&exp.next_obs[..n * od], &after)?.into_owned();
+        let next_obs = self.states(&exp.next_obs[..n * od], &after)?;
         let (d, na) = (self.state_dim(), self.n_actions);
         for (i, &a) in actions.iter().enumerate() {
             if a >= na {

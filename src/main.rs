@@ -203,6 +203,10 @@ enum Command {
         /// Continue from the checkpoint in --out.
         #[arg(long)]
         resume: bool,
+        /// Held-out histories (a dataset folder or hf://datasets/ORG/NAME): loss and accuracy on
+        /// their windows logged as `val` in metrics.jsonl (`validation`).
+        #[arg(long)]
+        validation: Option<String>,
     },
     /// Summarise a checkpoint folder or a dataset folder.
     Inspect {
@@ -570,12 +574,16 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             steps,
             config,
             resume,
+            validation,
         } => {
             let mut sets = c.overrides.clone();
             sets.extend(mode.map(|m| format!("mode=\"{}\"", m.as_str())));
             sets.extend(steps.map(|s| format!("steps={s}")));
-            let cfg: reincarnate::ad::DistillConfig =
+            let mut cfg: reincarnate::ad::DistillConfig =
                 load_layered("distill", config.as_deref(), &[], &sets, &[])?;
+            if let Some(v) = validation {
+                cfg.validation = Some(local_folder(v, true)?);
+            }
             let folder = local_folder(data, true)?;
             let out = out
                 .clone()

@@ -188,15 +188,23 @@ pub fn run_distill(
     device: &candle_core::Device,
 ) -> Result<StageResult> {
     let data = resolve(root, &s.data, true)?;
-    // Resume an interrupted run of this same configuration; anything else starts afresh.
+    // `validation` may name a collect stage, as `data` does.
+    let mut cfg = s.config.clone();
+    if let Some(v) = &cfg.validation {
+        cfg.validation = Some(resolve(root, &v.to_string_lossy(), true)?);
+    }
+    // Resume an interrupted run of this same configuration (a finished one only recomputes its
+    // validation loss); anything else starts afresh.
     let same = crate::fs::read_json::<serde_json::Value>(&dir.join(crate::checkpoint::CONFIG_FILE))
         .ok()
         .is_some_and(|c| {
-            c["distill"] == serde_json::to_value(&s.config).unwrap_or_default()
-                && c["dataset"] == serde_json::json!(data.display().to_string())
+            super::train::same_training(
+                &c["distill"],
+                &serde_json::to_value(&cfg).unwrap_or_default(),
+            ) && c["dataset"] == serde_json::json!(data.display().to_string())
         });
     Ok(StageResult::Distill(distill(
-        &s.config, &data, dir, seed, device, same,
+        &cfg, &data, dir, seed, device, same,
     )?))
 }
 

@@ -85,7 +85,16 @@ pub struct DistillConfig {
     pub log_interval: u64,
     /// Save a resumable checkpoint every this many steps (0: only at the end).
     pub checkpoint_interval: u64,
+    /// Held-out histories (a dataset folder; in a pipeline also a collect stage's name): the
+    /// loss and accuracy on a fixed set of their windows, weights frozen, logged as `val` beside
+    /// each training line. Sampled with their own random stream: training is the same with or
+    /// without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<PathBuf>,
 }
+
+/// Windows of the validation set: this many batches of `batch`, drawn once.
+pub const VALIDATION_BATCHES: usize = 8;
 
 impl Default for DistillConfig {
     fn default() -> Self {
@@ -107,6 +116,7 @@ impl Default for DistillConfig {
             ed_episodes: 10,
             log_interval: 100,
             checkpoint_interval: 0,
+            validation: None,
         }
     }
 }
@@ -367,13 +377,20 @@ pub struct DistillSummary {
     pub final_accuracy: f64,
     pub tokens_per_second: f64,
     pub num_params: usize,
+    /// Loss and accuracy on the validation windows at the end (with `validation` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<(f64, f64)>,
 }
 
 impl DistillSummary {
     /// One line on the run: steps, size, final loss and accuracy, speed. `data`: the dataset.
     pub fn line(&self, data: &Path) -> String {
+        let val = match self.validation {
+            Some((l, a)) => format!(", validation loss {l:.4} (accuracy {a:.3})"),
+            None => String::new(),
+        };
         format!(
-            "{} on {}: {} steps, {} parameters, final loss {:.4}, action accuracy {:.3}, {:.0} tokens/s",
+            "{} on {}: {} steps, {} parameters, final loss {:.4}, action accuracy {:.3}{val}, {:.0} tokens/s",
             self.mode.as_str(),
             data.display(),
             self.steps,
@@ -698,10 +715,22 @@ pub fn distill_over(
     };
     let config = checkpoint_config(cfg, &tokens, &manifest, data);
     let mut t = Trainer::new(cfg, &tokens, seed, device)?;
+    let validation = match (&cfg.validation, world.is_root()) {
+        (Some(v), true) => Some(validation_set(
+            cfg,
+            &manifest,
+            v,
+            derive_seed(seed, 3),
+            &t.model.tokenizer,
+        )?),
+        _ => None,
+    };
     let mut keep_up_to = None;
     if resume && out.join(crate::checkpoint::TRAINER_STATE_FILE).exists() {
         let ck = crate::checkpoint::load(out)?;
-        if ck.config["model"] != config["model"] || ck.config["distill"] != config["distill"] {
+        if ck.config["model"] != config["model"]
+            || !same_training(&ck.config["distill"], &config["distill"])
+        {
             return Err(Error::data(
                 out.join("config.json"),
                 "--resume: the checkpoint was trained with another model or distill config",
@@ -788,6 +817,14 @@ pub fn distill_over(
             v.insert("tokens_per_second".into(), tokens_s);
             metrics.log(t.step, "train", &v)?;
             pb.set_message(format!("loss {last_loss:.3} acc {last_acc:.2}"));
+            if let Some(set) = &validation {
+                let (l, a) = validate(&t.model, cfg, set)?;
+                let v = BTreeMap::from([("loss".to_string(), l), ("accuracy".to_string(), a)]);
+                metrics.log(t.step, "val", &v)?;
+                pb.set_message(format!(
+                    "loss {last_loss:.3} acc {last_acc:.2} val {l:.3} {a:.2}"
+                ));
+            }
             (loss_sum, acc_sum, n_avg) = (0.0, 0.0, 0.0);
         }
         if cfg.checkpoint_interval > 0
@@ -802,14 +839,71 @@ pub fn distill_over(
     pb.finish_and_clear();
     metrics.flush()?;
     save(&t, &config, out)?;
-    Ok(summary_of(
-        cfg,
-        &t,
-        out,
-        (last_loss, last_acc),
-        start,
-        start_step,
-    ))
+    let mut summary = summary_of(cfg, &t, out, (last_loss, last_acc), start, start_step);
+    if let Some(set) = &validation {
+        summary.validation = Some(validate(&t.model, cfg, set)?);
+    }
+    Ok(summary)
+}
+
+/// Whether two distill configs (as JSON) train the same way: equal but for `validation`, which
+/// training never reads, so a finished or interrupted run can be resumed with another one.
+pub fn same_training(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("validation");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// The fixed windows of `cfg.validation` (the same mode's data as training: AD's subsampled
+/// histories, ED's final episodes), tokenised once; their dataset must share the training
+/// dataset's spaces.
+fn validation_set(
+    cfg: &DistillConfig,
+    train: &Manifest,
+    folder: &Path,
+    seed: u64,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<Inputs>> {
+    let (manifest, all) = load_dataset(folder)?;
+    let (a, b) = (&train.env, &manifest.env);
+    if a.observation_space != b.observation_space || a.action_space != b.action_space {
+        return Err(Error::data(
+            folder.join("dataset.json"),
+            format!(
+                "validation histories must share the training data's spaces (observations {:?}, actions {:?}), found {:?} and {:?}",
+                a.observation_space, a.action_space, b.observation_space, b.action_space
+            ),
+        ));
+    }
+    let (data, kth) = match cfg.mode {
+        Mode::Ad => (all, cfg.every_kth_episode),
+        Mode::Ed => (final_episodes(&all, cfg.ed_episodes), 1),
+    };
+    let sampler = WindowSampler::new(&data, cfg.model.context, kth)?;
+    let mut rng = Rng::seed_from_u64(seed);
+    (0..VALIDATION_BATCHES)
+        .map(|_| window_inputs(&sampler.sample(cfg.batch, &mut rng), tokenizer))
+        .collect()
+}
+
+/// Loss and accuracy of `model` (no dropout) on `set`, weighted by each batch's predicted actions.
+fn validate(model: &Gpt, cfg: &DistillConfig, set: &[Inputs]) -> Result<(f64, f64)> {
+    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+    for x in set {
+        let (b, t) = (x.first_pos.len(), cfg.model.max_tokens());
+        let logits = model.forward(&x.features, b, t, &x.first_pos, None, None)?;
+        let l = action_loss(&logits, &x.targets, &x.mask, 0.0)?.to_scalar::<f32>()?;
+        let w: f64 = x.mask.iter().map(|&m| f64::from(m)).sum();
+        loss += f64::from(l) * w;
+        acc += accuracy(&logits, &x.targets, &x.mask)? * w;
+        n += w;
+    }
+    Ok((loss / n.max(1.0), acc / n.max(1.0)))
 }
 
 /// What a run did: its steps, last loss and accuracy, and its token rate since `start`.
@@ -832,6 +926,7 @@ fn summary_of(
             * (cfg.batch * cfg.model.max_tokens()) as f64)
             / el,
         num_params: t.store.num_params(),
+        validation: None,
     }
 }
 

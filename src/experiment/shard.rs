@@ -96,9 +96,15 @@ pub fn owners(stage: usize, units: usize, slices: usize) -> Vec<usize> {
 
 /// The earlier stages of `exp` whose outputs `stage` reads.
 pub fn inputs<'a>(exp: &'a Experiment, stage: &Stage) -> Vec<&'a Stage> {
+    let validation = match stage {
+        Stage::Distill(d) => d.config.validation.as_ref().map(|v| v.to_string_lossy()),
+        _ => None,
+    };
     let named: Vec<&str> = match stage {
         Stage::Reincarnate(r) => r.teacher.strip_prefix("stage:").into_iter().collect(),
-        Stage::Distill(d) => vec![d.data.as_str()],
+        Stage::Distill(d) => std::iter::once(d.data.as_str())
+            .chain(validation.as_deref())
+            .collect(),
         Stage::IclEval(e) => vec![e.policy.as_str()],
         Stage::Compare(c) => c.stages.iter().map(String::as_str).collect(),
         Stage::IclPlot(p) => p

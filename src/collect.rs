@@ -445,7 +445,7 @@ fn rollout_one(
             agent.act(&obs, false, u64::MAX, &mut actions)?;
         }
         venv.step(actions.as_batch())?;
-        logger.log(&obs, &actions, &venv)?;
+        logger.log(&obs, &actions, None, &venv)?;
         obs.copy_from_slice(venv.obs());
     }
     logger.finish()?;

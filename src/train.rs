@@ -15,7 +15,8 @@ use crate::envs::{EnvConfig, TaskFamily, TaskSet, VecEnv};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate_tasks, ActionBuf, EvalReport, Policy};
 use crate::history::{
-    ActionRef, DatasetWriter, Manifest, SourceAlgo, TaskEntry, TransitionRef, TransitionSchema,
+    ActionRef, DatasetWriter, Manifest, PolicyKind, SourceAlgo, TaskEntry, TransitionRef,
+    TransitionSchema,
 };
 use crate::report::metrics::{read_series, MetricsLog};
 use crate::report::plot::{line_plot, smooth, Series};
@@ -265,8 +266,15 @@ impl HistoryLogger {
         }
     }
 
-    /// Records the step just taken: `obs` is the observation the actions were chosen in.
-    pub fn log(&mut self, obs: &[f32], actions: &ActionBuf, venv: &VecEnv) -> Result<()> {
+    /// Records the step just taken: `obs` is the observation the actions were chosen in,
+    /// `policy` the probabilities they were sampled from (where the schema has that column).
+    pub fn log(
+        &mut self,
+        obs: &[f32],
+        actions: &ActionBuf,
+        policy: Option<&[f32]>,
+        venv: &VecEnv,
+    ) -> Result<()> {
         let action = match actions {
             ActionBuf::Discrete(a) => ActionRef::Discrete(a[0] as i64),
             ActionBuf::Continuous(a) => ActionRef::Continuous(a),
@@ -282,7 +290,7 @@ impl HistoryLogger {
             terminated: venv.terminated()[0],
             truncated: venv.truncated()[0],
             next_obs: venv.next_obs(),
-            policy: None,
+            policy,
         })?;
         self.step += 1;
         if !venv.finished().is_empty() {
@@ -450,9 +458,14 @@ pub fn train(
                 index: task as u32,
                 params: family.describe_task(task),
             }];
+            // A sampling agent's action probabilities go into the `policy` column.
+            let mut schema = TransitionSchema::for_env(&spec);
+            if let Some(n) = agent.behaviour_policy_dim() {
+                schema = schema.with_policy(PolicyKind::Probs, n);
+            }
             let manifest = Manifest::new(
                 spec.clone(),
-                TransitionSchema::for_env(&spec),
+                schema,
                 tasks,
                 cfg.history_split.as_deref().unwrap_or("train"),
                 source,
@@ -535,7 +548,8 @@ pub fn train(
             truncated: venv.truncated(),
         })?;
         if let Some(h) = history.as_mut() {
-            h.log(&obs, &actions, &venv)?;
+            let probs = agent.behaviour_probs();
+            h.log(&obs, &actions, (!probs.is_empty()).then_some(probs), &venv)?;
         }
         step += 1;
         obs.copy_from_slice(venv.obs());

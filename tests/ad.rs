@@ -670,6 +670,108 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     );
 }
 
+/// `target = "policy"`: each transition's target is the row of the source's action
+/// probabilities it was sampled from (the logged action is as probable under it as a draw from
+/// it), training on them moves the weights elsewhere than the sampled actions do, and histories
+/// without probabilities are refused by name.
+#[test]
+fn policy_targets_are_the_sources_probabilities() {
+    use reincarnate::ad::train::{batch_inputs, load_dataset};
+    use reincarnate::ad::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    collect_darkroom(&data, TaskSet::Train, 2, 400);
+    let cfg = DistillConfig {
+        model: small(20, Positions::Learned),
+        steps: 6,
+        batch: 4,
+        warmup_steps: 2,
+        log_interval: 3,
+        target: Target::Policy,
+        ..DistillConfig::default()
+    };
+    let (_, t) = load_dataset(&data).unwrap();
+    let sampler = reincarnate::history::WindowSampler::new(&t, 20, 1).unwrap();
+    let w = sampler.sample(64, &mut reincarnate::rng::Rng::seed_from_u64(3));
+    let tokenizer = Gpt::new(&cfg.model, &tokens(), &mut ParamStore::new(&Device::Cpu, 0))
+        .unwrap()
+        .tokenizer;
+    let x = batch_inputs(&cfg, &w, &t, &tokenizer).unwrap();
+    let soft = x.soft_targets.as_ref().unwrap();
+    let (mut p_target, mut p_draw, mut n) = (0.0f64, 0.0f64, 0.0f64);
+    for (slot, &m) in x.mask.iter().enumerate() {
+        let row = &soft[slot * 5..(slot + 1) * 5];
+        if m == 0.0 {
+            assert!(row.iter().all(|&p| p == 0.0));
+            continue;
+        }
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{row:?}");
+        p_target += f64::from(row[x.targets[slot] as usize]);
+        p_draw += row.iter().map(|&p| f64::from(p * p)).sum::<f64>();
+        n += 1.0;
+    }
+    assert!(n > 1000.0);
+    let (p_target, p_draw) = (p_target / n, p_draw / n);
+    assert!(
+        (p_target - p_draw).abs() < 0.03,
+        "mean p(target) {p_target} vs mean Σp² {p_draw}"
+    );
+    let dev = Device::Cpu;
+    let (soft_out, hard_out) = (tmp.path().join("soft"), tmp.path().join("hard"));
+    let validated = DistillConfig {
+        validation: Some(data.clone()),
+        ..cfg.clone()
+    };
+    let s = distill(&validated, &data, &soft_out, 4, &dev, false).unwrap();
+    assert!(s.final_loss.is_finite() && s.final_loss > 0.0);
+    // The validation line: the soft loss, never below the targets' entropy (cross-entropy ≥
+    // entropy, row by row), and the loss against the logged actions beside it.
+    let lines = std::fs::read_to_string(soft_out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "val")
+        .last()
+        .unwrap();
+    let f = |k: &str| last[k].as_f64().unwrap();
+    assert!(
+        f("loss") >= f("target_entropy") - 1e-6
+            && f("target_entropy") > 0.1
+            && f("action_loss") > 0.0,
+        "{last}"
+    );
+    assert_eq!(s.validation.unwrap().0, f("loss"));
+    let hard = DistillConfig {
+        target: Target::Action,
+        ..cfg.clone()
+    };
+    distill(&hard, &data, &hard_out, 4, &dev, false).unwrap();
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_ne!(read(&soft_out), read(&hard_out));
+
+    let q = tmp.path().join("tabular");
+    let spec = CollectSpec {
+        env: EnvRef::Id("dark_room".into()),
+        algo: "tabular_q".into(),
+        agent: toml::Table::new(),
+        tasks: TaskSet::Train,
+        runs: 1,
+        steps: 100,
+        threads: None,
+        policy: None,
+        epsilon: 0.0,
+    };
+    collect(&spec, 0, None, &q, &dev).unwrap();
+    let e = distill(&cfg, &q, &tmp.path().join("bad"), 4, &dev, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("dataset.json") && e.contains("no policy column"),
+        "{e}"
+    );
+}
+
 /// The headline behaviour, small: PPO histories on the training goals, a small AD model, then
 /// frozen in-context rollouts on the 16 held-out goals. The first episodes are near random
 /// (the model has not found the goal yet); later episodes return a good share of the optimum.

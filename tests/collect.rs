@@ -57,6 +57,7 @@ fn dark_room_ppo_histories_rise_from_random_to_near_optimal() {
     );
     // Random play on Dark Room scores ~0.15; the optimum averages ~16.5 over goals.
     assert!(first < 3.0 && last > 11.0, "first {first}, last {last}");
+    check_behaviour_probs(&out);
     // Re-running a finished collection does nothing.
     let again = collect(
         &spec("dark_room", "ppo", 4, 4000),
@@ -67,6 +68,51 @@ fn dark_room_ppo_histories_rise_from_random_to_near_optimal() {
     )
     .unwrap();
     assert_eq!((again.runs_done_now, again.runs_skipped), (0, 4));
+}
+
+/// PPO's histories carry, per transition, the probabilities its action was sampled from: each
+/// row a distribution, the actions' counts those the probabilities predict (per action, within
+/// 5 standard deviations), and the logged action as probable on average as a draw from the row
+/// (E p(a) = E Σ p²): rows logged beside the wrong actions would fail both.
+fn check_behaviour_probs(out: &Path) {
+    use reincarnate::history::{Actions, PolicyKind};
+    let (m, t) = reincarnate::ad::train::load_dataset(out).unwrap();
+    let p = m.layout.policy.expect("ppo histories have a policy column");
+    assert_eq!((p.kind, p.dim), (PolicyKind::Probs, 5));
+    let Actions::Discrete(actions) = &t.action else {
+        panic!("dark_room actions are discrete")
+    };
+    let (mut count, mut expect, mut var) = ([0.0f64; 5], [0.0f64; 5], [0.0f64; 5]);
+    let (mut p_logged, mut p_draw) = (0.0f64, 0.0f64);
+    for (row, &a) in t.policy.chunks(5).zip(actions) {
+        let sum: f32 = row.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-4 && row.iter().all(|&x| x >= 0.0),
+            "{row:?}"
+        );
+        count[a as usize] += 1.0;
+        for k in 0..5 {
+            let q = f64::from(row[k]);
+            expect[k] += q;
+            var[k] += q * (1.0 - q);
+            p_draw += q * q;
+        }
+        p_logged += f64::from(row[a as usize]);
+    }
+    for k in 0..5 {
+        assert!(
+            (count[k] - expect[k]).abs() < 5.0 * var[k].sqrt() + 1.0,
+            "action {k}: {} taken, {} expected",
+            count[k],
+            expect[k]
+        );
+    }
+    let n = actions.len() as f64;
+    let (p_logged, p_draw) = (p_logged / n, p_draw / n);
+    assert!(
+        (p_logged - p_draw).abs() < 0.01,
+        "mean p(logged action) {p_logged} vs mean Σp² {p_draw}"
+    );
 }
 
 #[test]
@@ -241,6 +287,8 @@ fn held_out_collections_say_test_and_tabular_q_histories_rise() {
         sum.mean_last_return.unwrap(),
     );
     assert!(first < 0.5 && last == 1.0, "first {first}, last {last}");
+    // Tabular Q-learning acts ε-greedily from values: no probabilities are logged.
+    assert_eq!(m.layout.policy, None);
     // A manifest temp file left by a writer killed mid-rename is removed by the next run.
     let stale = out.join(".dataset.json.tmp-999999");
     std::fs::write(&stale, b"{").unwrap();

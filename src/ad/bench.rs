@@ -144,6 +144,7 @@ pub fn bench_ad(
             first_pos: vec![0; b],
             targets: (0..b * c).map(|_| rng.below(5) as u32).collect(),
             mask: vec![1.0; b * c],
+            soft_targets: None,
         };
         let x = batch();
         t.update(&cfg, &x)?; // warm-up

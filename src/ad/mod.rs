@@ -25,4 +25,4 @@ pub mod train;
 pub use kv_cache::KvCache;
 pub use model::{Activation, Gpt, GptConfig, Positions, TokenLayout, TokenSpec};
 pub use policy::{is_in_context, InContextPolicy};
-pub use train::{distill, DistillConfig, DistillSummary, Mode};
+pub use train::{distill, DistillConfig, DistillSummary, Mode, Target};

@@ -866,6 +866,35 @@ pub fn action_loss(
         .affine(1.0 / count.max(1.0) as f64, 0.0)?)
 }
 
+/// Masked mean cross-entropy of `logits` (N, A) against target distributions `probs` (N·A,
+/// row-major; each row sums to 1), with label smoothing ε mixing each row with the uniform one:
+/// `−Σ_a ((1 − ε)·p_a + ε/A)·log q_a`. A one-hot row gives [`action_loss`]'s value.
+pub fn soft_action_loss(
+    logits: &Tensor,
+    probs: &[f32],
+    mask: &[f32],
+    label_smoothing: f64,
+) -> Result<Tensor> {
+    let dev = logits.device();
+    let (n, a) = logits.dims2()?;
+    if probs.len() != n * a || mask.len() != n {
+        return Err(Error::Config(format!(
+            "soft targets: expected {n}×{a} probabilities and {n} mask entries, found {} and {}",
+            probs.len(),
+            mask.len()
+        )));
+    }
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let p = Tensor::from_vec(probs.to_vec(), (n, a), dev)?
+        .affine(1.0 - label_smoothing, label_smoothing / a as f64)?;
+    let per = (logp * p)?.sum(D::Minus1)?.neg()?; // (N)
+    let m = Tensor::from_vec(mask.to_vec(), n, dev)?;
+    let count: f32 = mask.iter().sum();
+    Ok((per * m)?
+        .sum_all()?
+        .affine(1.0 / count.max(1.0) as f64, 0.0)?)
+}
+
 /// Accuracy of the argmax action on masked slots (for metrics).
 pub fn accuracy(logits: &Tensor, targets: &[u32], mask: &[f32]) -> Result<f64> {
     let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()?;
@@ -885,6 +914,44 @@ pub fn accuracy(logits: &Tensor, targets: &[u32], mask: &[f32]) -> Result<f64> {
 mod tests {
     use super::*;
     use crate::envs::TaskFamily;
+
+    /// Soft targets by hand: logits (0, ln 2) give q = (1/3, 2/3); against p = (1/2, 1/2) the
+    /// loss is ln 3 − ½ ln 2; a masked row does not count; one-hot rows give `action_loss`,
+    /// label smoothing included; a wrong length is refused.
+    #[test]
+    fn soft_action_loss_by_hand_and_against_hard_targets() {
+        let dev = Device::Cpu;
+        let logits = Tensor::from_vec(vec![0.0f32, 2f32.ln(), 5.0, -1.0], (2, 2), &dev).unwrap();
+        let l = soft_action_loss(&logits, &[0.5, 0.5, 1.0, 0.0], &[1.0, 0.0], 0.0).unwrap();
+        let want = 3f64.ln() - 0.5 * 2f64.ln();
+        assert!((f64::from(l.to_scalar::<f32>().unwrap()) - want).abs() < 1e-6);
+
+        let logits = Tensor::from_vec(
+            vec![0.3f32, -1.2, 2.0, 0.1, 0.0, -0.5, 1.5, 0.7, -2.0],
+            (3, 3),
+            &dev,
+        )
+        .unwrap();
+        let (targets, mask) = ([2u32, 0, 1], [1.0f32, 1.0, 0.0]);
+        let mut onehot = vec![0.0f32; 9];
+        for (i, &t) in targets.iter().enumerate() {
+            onehot[i * 3 + t as usize] = 1.0;
+        }
+        for eps in [0.0, 0.1] {
+            let hard = action_loss(&logits, &targets, &mask, eps).unwrap();
+            let soft = soft_action_loss(&logits, &onehot, &mask, eps).unwrap();
+            let (h, s) = (
+                hard.to_scalar::<f32>().unwrap(),
+                soft.to_scalar::<f32>().unwrap(),
+            );
+            assert!((h - s).abs() < 1e-6, "ε {eps}: {h} vs {s}");
+        }
+        let e = soft_action_loss(&logits, &onehot[..6], &mask, 0.0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("3×3"), "{e}");
+    }
 
     fn tokens() -> TokenSpec {
         let Ok(family) = TaskFamily::from_id("dark_room") else {

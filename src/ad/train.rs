@@ -19,7 +19,8 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    accuracy, action_loss, Gpt, GptConfig, TokenLayout, TokenSpec, Tokenizer, Train,
+    accuracy, action_loss, soft_action_loss, Gpt, GptConfig, TokenLayout, TokenSpec, Tokenizer,
+    Train,
 };
 use crate::checkpoint::{raw_to_tensors, tensors_to_raw, CheckpointData};
 use crate::envs::obs_encoding::ObsEncoding;
@@ -27,7 +28,7 @@ use crate::envs::EnvSpec;
 use crate::error::{Error, Result};
 use crate::history::manifest::resolve_data_path;
 use crate::history::{
-    Actions, Manifest, TransitionReader, Transitions, WindowBatch, WindowSampler,
+    Actions, Manifest, PolicyKind, TransitionReader, Transitions, WindowBatch, WindowSampler,
 };
 use crate::nn::grad::clip_global_norm;
 use crate::nn::optim::{Adam, AdamConfig, AdamState};
@@ -50,6 +51,25 @@ impl Mode {
             Mode::Ad => "ad",
             Mode::Ed => "ed",
         }
+    }
+}
+
+/// What the model learns to predict at each transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The logged action (the paper's).
+    #[default]
+    Action,
+    /// The action probabilities the source sampled it from (the dataset's `policy` column, which
+    /// learning histories of sampling sources such as PPO carry): the same expected loss as
+    /// `action`, without the noise of the sampled action.
+    Policy,
+}
+
+impl Target {
+    fn is_action(&self) -> bool {
+        *self == Target::Action
     }
 }
 
@@ -76,6 +96,9 @@ pub struct DistillConfig {
     pub weight_decay: f64,
     pub grad_clip: f64,
     pub label_smoothing: f64,
+    /// `action` (default) or `policy`: see [`Target`].
+    #[serde(skip_serializing_if = "Target::is_action")]
+    pub target: Target,
     /// Probability of zeroing a whole input token during training.
     pub token_mask: f64,
     /// History subsampling: keep episodes 0, k, 2k, ... of each run (AD only).
@@ -111,6 +134,7 @@ impl Default for DistillConfig {
             weight_decay: 1e-4,
             grad_clip: 1.0,
             label_smoothing: 0.0,
+            target: Target::Action,
             token_mask: 0.0,
             every_kth_episode: 1,
             ed_episodes: 10,
@@ -260,6 +284,74 @@ pub struct Inputs {
     pub first_pos: Vec<usize>,
     pub targets: Vec<u32>,
     pub mask: Vec<f32>,
+    /// With `target = "policy"`: per transition, the source's action probabilities (row-major,
+    /// `num_actions` each; padding rows zero).
+    pub soft_targets: Option<Vec<f32>>,
+}
+
+/// [`window_inputs`] with the targets `cfg.target` asks for, read from `data` (the dataset the
+/// windows of `w` were cut from; [`check_target`] has accepted it).
+pub fn batch_inputs(
+    cfg: &DistillConfig,
+    w: &WindowBatch,
+    data: &Transitions,
+    tokens: &Tokenizer,
+) -> Result<Inputs> {
+    let mut x = window_inputs(w, tokens)?;
+    if cfg.target == Target::Policy {
+        let na = tokens.num_actions();
+        let mut soft = vec![0.0f32; w.rows.len() * na];
+        for (slot, &row) in w.rows.iter().enumerate() {
+            if row >= 0 {
+                let row = row as usize;
+                soft[slot * na..(slot + 1) * na]
+                    .copy_from_slice(&data.policy[row * na..(row + 1) * na]);
+            }
+        }
+        x.soft_targets = Some(soft);
+    }
+    Ok(x)
+}
+
+/// With `target = "policy"`, the dataset at `folder` must hold action probabilities for every
+/// action: a `policy` column of kind `probs` and `num_actions` values.
+pub fn check_target(
+    cfg: &DistillConfig,
+    data: &Transitions,
+    num_actions: usize,
+    folder: &Path,
+) -> Result<()> {
+    if cfg.target != Target::Policy {
+        return Ok(());
+    }
+    match data.schema.policy {
+        Some(p) if p.kind == PolicyKind::Probs && p.dim == num_actions => {
+            // Every row a distribution: finite, non-negative, summing to 1.
+            for (row, probs) in data.policy.chunks(num_actions).enumerate() {
+                let sum: f32 = probs.iter().sum();
+                if probs.iter().any(|p| !p.is_finite() || *p < 0.0) || (sum - 1.0).abs() > 1e-3 {
+                    return Err(Error::data(
+                        folder.join("dataset.json"),
+                        format!(
+                            "the `policy` column of run {} episode {} step {} is not a probability distribution: {probs:?}",
+                            data.run[row], data.episode[row], data.step[row]
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        found => Err(Error::data(
+            folder.join("dataset.json"),
+            format!(
+                "target = \"policy\" trains on the source's action probabilities: the `policy` column must hold {num_actions} probabilities (kind probs), found {}",
+                match found {
+                    Some(p) => format!("{} values of kind {:?}", p.dim, p.kind),
+                    None => "no policy column (collect with a sampling source such as ppo)".into(),
+                }
+            ),
+        )),
+    }
 }
 
 /// The tokens of a window batch in the tokenizer's layout: `C` transitions per window become
@@ -299,6 +391,7 @@ pub fn window_inputs(w: &WindowBatch, tokens: &Tokenizer) -> Result<Inputs> {
         }
     };
     Ok(Inputs {
+        soft_targets: None,
         features,
         first_pos,
         targets,
@@ -478,7 +571,10 @@ impl Trainer {
                 token_mask: cfg.token_mask,
             }),
         )?;
-        let loss = action_loss(&logits, &x.targets, &x.mask, cfg.label_smoothing)?;
+        let loss = match &x.soft_targets {
+            Some(p) => soft_action_loss(&logits, p, &x.mask, cfg.label_smoothing)?,
+            None => action_loss(&logits, &x.targets, &x.mask, cfg.label_smoothing)?,
+        };
         let loss_v = f64::from(loss.to_scalar::<f32>()?);
         if !loss_v.is_finite() {
             return Err(Error::Config(format!(
@@ -707,6 +803,7 @@ pub fn distill_over(
             data.display()
         )));
     }
+    check_target(cfg, &train_data, num_actions, data)?;
     let sampler = WindowSampler::new(&train_data, cfg.model.context, kth)?;
     let tokens = TokenSpec {
         obs_space: manifest.env.observation_space.clone(),
@@ -796,7 +893,7 @@ pub fn distill_over(
     let (mut last_loss, mut last_acc) = (f64::NAN, f64::NAN);
     while t.step < cfg.steps {
         let w = sampler.sample(cfg.batch, &mut t.rng);
-        let x = window_inputs(&w, &t.model.tokenizer)?;
+        let x = batch_inputs(cfg, &w, sampler.data(), &t.model.tokenizer)?;
         let lr = cfg.schedule().value(t.step);
         let (loss, acc, gnorm) = t.update_over(cfg, &x, comm)?;
         loss_sum += loss;
@@ -818,8 +915,8 @@ pub fn distill_over(
             metrics.log(t.step, "train", &v)?;
             pb.set_message(format!("loss {last_loss:.3} acc {last_acc:.2}"));
             if let Some(set) = &validation {
-                let (l, a) = validate(&t.model, cfg, set)?;
-                let v = BTreeMap::from([("loss".to_string(), l), ("accuracy".to_string(), a)]);
+                let v = validate(&t.model, cfg, set)?;
+                let (l, a) = (v["loss"], v["accuracy"]);
                 metrics.log(t.step, "val", &v)?;
                 pb.set_message(format!(
                     "loss {last_loss:.3} acc {last_acc:.2} val {l:.3} {a:.2}"
@@ -841,7 +938,8 @@ pub fn distill_over(
     save(&t, &config, out)?;
     let mut summary = summary_of(cfg, &t, out, (last_loss, last_acc), start, start_step);
     if let Some(set) = &validation {
-        summary.validation = Some(validate(&t.model, cfg, set)?);
+        let v = validate(&t.model, cfg, set)?;
+        summary.validation = Some((v["loss"], v["accuracy"]));
     }
     Ok(summary)
 }
@@ -884,26 +982,50 @@ fn validation_set(
         Mode::Ad => (all, cfg.every_kth_episode),
         Mode::Ed => (final_episodes(&all, cfg.ed_episodes), 1),
     };
+    check_target(cfg, &data, tokenizer.num_actions(), folder)?;
     let sampler = WindowSampler::new(&data, cfg.model.context, kth)?;
     let mut rng = Rng::seed_from_u64(seed);
     (0..VALIDATION_BATCHES)
-        .map(|_| window_inputs(&sampler.sample(cfg.batch, &mut rng), tokenizer))
+        .map(|_| batch_inputs(cfg, &sampler.sample(cfg.batch, &mut rng), &data, tokenizer))
         .collect()
 }
 
-/// Loss and accuracy of `model` (no dropout) on `set`, weighted by each batch's predicted actions.
-fn validate(model: &Gpt, cfg: &DistillConfig, set: &[Inputs]) -> Result<(f64, f64)> {
-    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0.0);
+/// `model` (no dropout) on `set`, weighted by each batch's predicted actions: `loss` (the
+/// training loss's kind) and `accuracy`; with policy targets also `action_loss` (against the
+/// logged actions, comparable with an action-target run) and `target_entropy` (the entropy of
+/// the source's probabilities: the floor of `loss`, which exceeds it by the mean KL).
+fn validate(model: &Gpt, cfg: &DistillConfig, set: &[Inputs]) -> Result<BTreeMap<String, f64>> {
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut n = 0.0;
     for x in set {
         let (b, t) = (x.first_pos.len(), cfg.model.max_tokens());
         let logits = model.forward(&x.features, b, t, &x.first_pos, None, None)?;
-        let l = action_loss(&logits, &x.targets, &x.mask, 0.0)?.to_scalar::<f32>()?;
         let w: f64 = x.mask.iter().map(|&m| f64::from(m)).sum();
-        loss += f64::from(l) * w;
-        acc += accuracy(&logits, &x.targets, &x.mask)? * w;
+        let hard = f64::from(action_loss(&logits, &x.targets, &x.mask, 0.0)?.to_scalar::<f32>()?);
+        let mut add = |k: &str, v: f64| *sums.entry(k.to_string()).or_default() += v * w;
+        add("accuracy", accuracy(&logits, &x.targets, &x.mask)?);
+        match &x.soft_targets {
+            Some(p) => {
+                let soft = soft_action_loss(&logits, p, &x.mask, 0.0)?.to_scalar::<f32>()?;
+                add("loss", f64::from(soft));
+                add("action_loss", hard);
+                let na = p.len() / x.mask.len().max(1);
+                let h: f64 = p
+                    .chunks(na)
+                    .zip(&x.mask)
+                    .filter(|(_, &m)| m > 0.0)
+                    .flat_map(|(row, _)| row.iter())
+                    .filter(|&&q| q > 0.0)
+                    .map(|&q| -f64::from(q) * f64::from(q).ln())
+                    .sum();
+                add("target_entropy", h / w.max(1.0));
+            }
+            None => add("loss", hard),
+        }
         n += w;
     }
-    Ok((loss / n.max(1.0), acc / n.max(1.0)))
+    sums.values_mut().for_each(|v| *v /= f64::max(n, 1.0));
+    Ok(sums)
 }
 
 /// What a run did: its steps, last loss and accuracy, and its token rate since `start`.
@@ -943,7 +1065,7 @@ fn distill_follower(
     let (mut loss, mut acc) = (f64::NAN, f64::NAN);
     while t.step < cfg.steps {
         let w = sampler.sample(cfg.batch, &mut t.rng);
-        let x = window_inputs(&w, &t.model.tokenizer)?;
+        let x = batch_inputs(cfg, &w, sampler.data(), &t.model.tokenizer)?;
         (loss, acc, _) = t.update_over(cfg, &x, comm)?;
     }
     Ok(summary_of(

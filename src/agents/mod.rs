@@ -64,6 +64,17 @@ pub trait Agent {
     fn eval_begin(&mut self, _n_envs: usize) {}
     /// The outcome of a greedy evaluation step (agents with a memory of the episode update it).
     fn eval_observe(&mut self, _feedback: &crate::eval::Feedback<'_>) {}
+    /// The number of actions whose probabilities [`behaviour_probs`](Self::behaviour_probs)
+    /// reports, for agents that sample from an explicit distribution: their logged learning
+    /// histories carry those probabilities (the `policy` column). `None` (default): none.
+    fn behaviour_policy_dim(&self) -> Option<usize> {
+        None
+    }
+    /// Per environment row, the action probabilities the last exploring `act` sampled from
+    /// (rows of [`behaviour_policy_dim`](Self::behaviour_policy_dim) values).
+    fn behaviour_probs(&self) -> &[f32] {
+        &[]
+    }
     /// The teacher-usable policy output for a batch of observations.
     fn policy_output(&self, obs: &[f32]) -> Result<PolicyOutput>;
     /// Everything needed to rebuild (config, weights) and, with `resume`, to continue exactly

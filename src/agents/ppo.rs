@@ -439,6 +439,8 @@ pub struct Ppo {
     rollout: Rollout,
     /// (log-prob, value) of the actions chosen by the last exploring `act`, consumed by `observe`.
     pending: Option<(Vec<f32>, Vec<f32>)>,
+    /// The action probabilities the last exploring `act` sampled from (per env row).
+    last_probs: Vec<f32>,
     /// Gradient steps taken (the learning-rate schedule's clock).
     updates: u64,
     /// Completed PPO iterations (rollouts learned from).
@@ -488,6 +490,7 @@ impl Ppo {
             rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 3)),
             rollout: Rollout::default(),
             pending: None,
+            last_probs: Vec::new(),
             updates: 0,
             iterations: 0,
             memory: EpisodeMemory::default(),
@@ -699,6 +702,14 @@ impl Agent for Ppo {
         "ppo"
     }
 
+    fn behaviour_policy_dim(&self) -> Option<usize> {
+        Some(self.n_actions)
+    }
+
+    fn behaviour_probs(&self) -> &[f32] {
+        &self.last_probs
+    }
+
     fn act(
         &mut self,
         obs: &[f32],
@@ -721,6 +732,9 @@ impl Agent for Ppo {
             let (log_probs, values) = self.evaluate(obs)?;
             let a_n = self.n_actions;
             let mut chosen_lp = Vec::with_capacity(n);
+            self.last_probs.clear();
+            self.last_probs
+                .extend(log_probs[..n * a_n].iter().map(|lp| lp.exp()));
             for (i, a) in out.iter_mut().enumerate() {
                 let row = &log_probs[i * a_n..(i + 1) * a_n];
                 // Inverse-CDF sampling; the last action takes any rounding remainder.

@@ -125,6 +125,11 @@ impl<'a> WindowSampler<'a> {
         })
     }
 
+    /// The dataset the windows are cut from (their `rows` index it).
+    pub fn data(&self) -> &'a Transitions {
+        self.data
+    }
+
     /// Number of possible window end positions (kept transitions).
     pub fn len(&self) -> usize {
         self.kept.len()

@@ -548,8 +548,11 @@ pub fn train(
             truncated: venv.truncated(),
         })?;
         if let Some(h) = history.as_mut() {
-            let probs = agent.behaviour_probs();
-            h.log(&obs, &actions, (!probs.is_empty()).then_some(probs), &venv)?;
+            // The one environment's row of the probabilities (none before an exploring act).
+            let probs = agent
+                .behaviour_policy_dim()
+                .and_then(|n| agent.behaviour_probs().get(..n));
+            h.log(&obs, &actions, probs, &venv)?;
         }
         step += 1;
         obs.copy_from_slice(venv.obs());

@@ -1,5 +1,7 @@
 //! `reincarnate run`: stages run once, finished ones are skipped on re-run, comparisons redraw.
 
+mod common;
+
 use reincarnate::experiment::{load_experiment, run_experiment, StageOutcome};
 use std::path::{Path, PathBuf};
 
@@ -145,6 +147,32 @@ episodes = 2
     .unwrap();
     let (_, fourth) = run_experiment(&exp, "chain", &dev).unwrap();
     assert_eq!(skipped(&fourth), vec![true, false, false, true]);
+    // A validation set given to the distill rescores its model rather than training it again.
+    let trained = tmp.path().join("trained");
+    std::fs::create_dir(&trained).unwrap();
+    std::fs::copy(
+        root.join("ad/model.safetensors"),
+        trained.join("model.safetensors"),
+    )
+    .unwrap();
+    let exp = load_experiment(
+        &file,
+        &[
+            "stage.0.steps=600".into(),
+            "stage.1.config.steps=30".into(),
+            "stage.1.config.validation=\"histories\"".into(),
+        ],
+    )
+    .unwrap();
+    let (_, fifth) = run_experiment(&exp, "chain", &dev).unwrap();
+    assert_eq!(skipped(&fifth), vec![true, false, false, true]);
+    common::assert_same_tensors(&trained, &root.join("ad"), "model.safetensors");
+    let metrics = std::fs::read_to_string(root.join("ad/metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert!(
+        last["kind"] == "val" && last["step"] == 30 && last["loss"].as_f64().unwrap() > 0.0,
+        "{metrics}"
+    );
 }
 
 /// Reincarnation runs whose teacher stage is retrained under another spec run again (their

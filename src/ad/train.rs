@@ -935,11 +935,27 @@ pub fn distill_over(
     }
     pb.finish_and_clear();
     metrics.flush()?;
+    if t.step == start_step {
+        // Nothing left to train (a finished run resumed): its last logged training figures.
+        let path = out.join("metrics.jsonl");
+        let last = |key| -> Result<f64> {
+            Ok(crate::report::metrics::read_series(&path, "train", key)?
+                .last()
+                .map_or(f64::NAN, |p| p.1))
+        };
+        (last_loss, last_acc) = (last("loss")?, last("accuracy")?);
+    }
     save(&t, &config, out)?;
     let mut summary = summary_of(cfg, &t, out, (last_loss, last_acc), start, start_step);
     if let Some(set) = &validation {
         let v = validate(&t.model, cfg, set)?;
         summary.validation = Some((v["loss"], v["accuracy"]));
+        // A finished run rescored with a validation set: its line goes into the log as well.
+        if t.step == start_step {
+            metrics.reopen()?;
+            metrics.log(t.step, "val", &v)?;
+            metrics.flush()?;
+        }
     }
     Ok(summary)
 }

@@ -703,7 +703,7 @@ fn run_item(
             // An earlier result is stale from here on; a distill whose inputs changed (an
             // earlier stage rerun under another spec) starts afresh rather than resuming.
             crate::fs::remove_file_if_present(&dir.join("result.json"))?;
-            if !shard::inputs_match(exp, stage, dir) {
+            if !shard::training_inputs_match(exp, stage, dir) {
                 crate::fs::remove_file_if_present(&dir.join(crate::checkpoint::CONFIG_FILE))?;
             }
             write_json_atomic(&dir.join("stage.json"), stage)?;

@@ -175,6 +175,28 @@ pub(super) fn inputs_match(exp: &Experiment, stage: &Stage, dir: &Path) -> bool 
     lineage_recorded(exp, stage, &dir.join(INPUTS_FILE))
 }
 
+/// [`inputs_match`] over the inputs a stage trains on: for a distill its `data` and not its
+/// `validation` (scoring held-out histories never changes the weights, so another validation
+/// set rescores the model rather than training it again).
+pub(super) fn training_inputs_match(exp: &Experiment, stage: &Stage, dir: &Path) -> bool {
+    let Stage::Distill(d) = stage else {
+        return inputs_match(exp, stage, dir);
+    };
+    let trained_on = |v: serde_json::Value| match v {
+        serde_json::Value::Array(a) => a
+            .into_iter()
+            .filter(|e| e["stage"]["name"] == d.data.as_str())
+            .collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let want = trained_on(lineage(exp, stage));
+    want.is_empty()
+        || read_json::<serde_json::Value>(&dir.join(INPUTS_FILE))
+            .ok()
+            .map(trained_on)
+            == Some(want)
+}
+
 /// Whether `file` records the stage's current [`lineage`] (always, for a stage reading none).
 fn lineage_recorded(exp: &Experiment, stage: &Stage, file: &Path) -> bool {
     let want = lineage(exp, stage);

@@ -730,8 +730,7 @@ fn policy_targets_are_the_sources_probabilities() {
     let last: serde_json::Value = lines
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "val")
-        .last()
+        .rfind(|v| v["kind"] == "val")
         .unwrap();
     let f = |k: &str| last[k].as_f64().unwrap();
     assert!(
@@ -921,7 +920,7 @@ fn check_in_context_learning(
     };
     let out = dir.join(format!("ad-{}", layout.as_str()));
     distill(&cfg, data, &out, 0, &dev, false).unwrap();
-    if validation.is_some() {
+    if let Some(held_out) = validation {
         let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let val: Vec<f64> = lines
             .lines()
@@ -930,7 +929,7 @@ fn check_in_context_learning(
             .map(|v| v["loss"].as_f64().unwrap())
             .collect();
         // The loss of predicting the held-out histories' action frequencies, context-blind.
-        let (_, held) = reincarnate::ad::train::load_dataset(validation.unwrap()).unwrap();
+        let (_, held) = reincarnate::ad::train::load_dataset(held_out).unwrap();
         let Actions::Discrete(actions) = &held.action else {
             panic!("dark_room actions are discrete")
         };

@@ -452,9 +452,14 @@ fn check_gradients(layout: TokenLayout) {
 }
 
 fn collect_darkroom(out: &Path, tasks: TaskSet, runs: usize, steps: u64) {
+    collect_source(out, "dark_room", "ppo", tasks, runs, steps);
+}
+
+/// Learning histories of `algo` on `env` (default agent settings) into `out`.
+fn collect_source(out: &Path, env: &str, algo: &str, tasks: TaskSet, runs: usize, steps: u64) {
     let spec = CollectSpec {
-        env: EnvRef::Id("dark_room".into()),
-        algo: "ppo".into(),
+        env: EnvRef::Id(env.into()),
+        algo: algo.into(),
         agent: toml::Table::new(),
         tasks,
         runs,
@@ -464,6 +469,16 @@ fn collect_darkroom(out: &Path, tasks: TaskSet, runs: usize, steps: u64) {
         epsilon: 0.0,
     };
     collect(&spec, 0, None, out, &Device::Cpu).unwrap();
+}
+
+/// The `kind` lines (`train`, `val`) of a distill's `metrics.jsonl`, in order.
+fn metric_lines(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
 }
 
 #[test]
@@ -610,18 +625,13 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     let validated = tmp.path().join("validated");
     let s = distill(&with, &data, &validated, 4, &dev, false).unwrap();
     common::assert_same_tensors(&plain, &validated, "model.safetensors");
-    let lines = std::fs::read_to_string(validated.join("metrics.jsonl")).unwrap();
-    let val: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "val")
-        .collect();
+    let val = metric_lines(&validated, "val");
     assert_eq!(
         val.iter()
             .map(|v| v["step"].as_u64().unwrap())
             .collect::<Vec<_>>(),
         [2, 4, 6],
-        "{lines}"
+        "{val:?}"
     );
     let (loss, acc) = s.validation.unwrap();
     // Near-uniform early PPO actions over 5 moves: a loss near ln 5 = 1.61.
@@ -631,7 +641,7 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     );
     assert!(
         (val[2]["loss"].as_f64().unwrap() - loss).abs() < 1e-9,
-        "{lines}"
+        "{val:?}"
     );
     assert!(
         s.line(&data).contains("validation loss"),
@@ -644,18 +654,7 @@ fn validation_is_logged_and_leaves_training_unchanged() {
     common::assert_same_tensors(&plain, &validated, "model.safetensors");
 
     let other = tmp.path().join("hard");
-    let spec = CollectSpec {
-        env: EnvRef::Id("dark_room_hard".into()),
-        algo: "ppo".into(),
-        agent: toml::Table::new(),
-        tasks: TaskSet::Train,
-        runs: 1,
-        steps: 100,
-        threads: None,
-        policy: None,
-        epsilon: 0.0,
-    };
-    collect(&spec, 0, None, &other, &Device::Cpu).unwrap();
+    collect_source(&other, "dark_room_hard", "ppo", TaskSet::Train, 1, 100);
     let bad = DistillConfig {
         validation: Some(other.clone()),
         ..cfg
@@ -726,12 +725,7 @@ fn policy_targets_are_the_sources_probabilities() {
     assert!(s.final_loss.is_finite() && s.final_loss > 0.0);
     // The validation line: the soft loss, never below the targets' entropy (cross-entropy ≥
     // entropy, row by row), and the loss against the logged actions beside it.
-    let lines = std::fs::read_to_string(soft_out.join("metrics.jsonl")).unwrap();
-    let last: serde_json::Value = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .rfind(|v| v["kind"] == "val")
-        .unwrap();
+    let last = metric_lines(&soft_out, "val").pop().unwrap();
     let f = |k: &str| last[k].as_f64().unwrap();
     assert!(
         f("loss") >= f("target_entropy") - 1e-6
@@ -749,18 +743,7 @@ fn policy_targets_are_the_sources_probabilities() {
     assert_ne!(read(&soft_out), read(&hard_out));
 
     let q = tmp.path().join("tabular");
-    let spec = CollectSpec {
-        env: EnvRef::Id("dark_room".into()),
-        algo: "tabular_q".into(),
-        agent: toml::Table::new(),
-        tasks: TaskSet::Train,
-        runs: 1,
-        steps: 100,
-        threads: None,
-        policy: None,
-        epsilon: 0.0,
-    };
-    collect(&spec, 0, None, &q, &dev).unwrap();
+    collect_source(&q, "dark_room", "tabular_q", TaskSet::Train, 1, 100);
     let e = distill(&cfg, &q, &tmp.path().join("bad"), 4, &dev, false)
         .err()
         .unwrap()
@@ -921,11 +904,8 @@ fn check_in_context_learning(
     let out = dir.join(format!("ad-{}", layout.as_str()));
     distill(&cfg, data, &out, 0, &dev, false).unwrap();
     if let Some(held_out) = validation {
-        let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-        let val: Vec<f64> = lines
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["kind"] == "val")
+        let val: Vec<f64> = metric_lines(&out, "val")
+            .iter()
             .map(|v| v["loss"].as_f64().unwrap())
             .collect();
         // The loss of predicting the held-out histories' action frequencies, context-blind.
@@ -946,7 +926,7 @@ fn check_in_context_learning(
         eprintln!(
             "AD ({layout:?}) validation loss on held-out goals: {val:?}; action frequencies {marginal:.4}"
         );
-        assert_eq!(val.len() as u64, STEPS / 100, "{lines}");
+        assert_eq!(val.len() as u64, STEPS / 100, "{val:?}");
         let last = val[val.len() - 1];
         assert!(
             last < marginal - VAL_MARGIN,

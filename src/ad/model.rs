@@ -859,7 +859,12 @@ pub fn action_loss(
     } else {
         nll
     };
-    let m = Tensor::from_vec(mask.to_vec(), n, dev)?;
+    masked_mean(&per, mask)
+}
+
+/// The mean of `per` (N) over the slots where `mask` is 1.
+fn masked_mean(per: &Tensor, mask: &[f32]) -> Result<Tensor> {
+    let m = Tensor::from_vec(mask.to_vec(), mask.len(), per.device())?;
     let count: f32 = mask.iter().sum();
     Ok((per * m)?
         .sum_all()?
@@ -888,11 +893,7 @@ pub fn soft_action_loss(
     let p = Tensor::from_vec(probs.to_vec(), (n, a), dev)?
         .affine(1.0 - label_smoothing, label_smoothing / a as f64)?;
     let per = (logp * p)?.sum(D::Minus1)?.neg()?; // (N)
-    let m = Tensor::from_vec(mask.to_vec(), n, dev)?;
-    let count: f32 = mask.iter().sum();
-    Ok((per * m)?
-        .sum_all()?
-        .affine(1.0 / count.max(1.0) as f64, 0.0)?)
+    masked_mean(&per, mask)
 }
 
 /// Accuracy of the argmax action on masked slots (for metrics).

@@ -289,6 +289,21 @@ pub struct Inputs {
     pub soft_targets: Option<Vec<f32>>,
 }
 
+impl Inputs {
+    /// The training loss of `logits` on these inputs: against the soft targets where there
+    /// are some, else against the logged actions.
+    pub fn loss(
+        &self,
+        logits: &candle_core::Tensor,
+        label_smoothing: f64,
+    ) -> Result<candle_core::Tensor> {
+        match &self.soft_targets {
+            Some(p) => soft_action_loss(logits, p, &self.mask, label_smoothing),
+            None => action_loss(logits, &self.targets, &self.mask, label_smoothing),
+        }
+    }
+}
+
 /// [`window_inputs`] with the targets `cfg.target` asks for, read from `data` (the dataset the
 /// windows of `w` were cut from; [`check_target`] has accepted it).
 pub fn batch_inputs(
@@ -571,10 +586,7 @@ impl Trainer {
                 token_mask: cfg.token_mask,
             }),
         )?;
-        let loss = match &x.soft_targets {
-            Some(p) => soft_action_loss(&logits, p, &x.mask, cfg.label_smoothing)?,
-            None => action_loss(&logits, &x.targets, &x.mask, cfg.label_smoothing)?,
-        };
+        let loss = x.loss(&logits, cfg.label_smoothing)?;
         let loss_v = f64::from(loss.to_scalar::<f32>()?);
         if !loss_v.is_finite() {
             return Err(Error::Config(format!(
@@ -1022,7 +1034,7 @@ fn validate(model: &Gpt, cfg: &DistillConfig, set: &[Inputs]) -> Result<BTreeMap
         add("accuracy", accuracy(&logits, &x.targets, &x.mask)?);
         match &x.soft_targets {
             Some(p) => {
-                let soft = soft_action_loss(&logits, p, &x.mask, 0.0)?.to_scalar::<f32>()?;
+                let soft = x.loss(&logits, 0.0)?.to_scalar::<f32>()?;
                 add("loss", f64::from(soft));
                 add("action_loss", hard);
                 let na = p.len() / x.mask.len().max(1);

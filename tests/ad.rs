@@ -742,8 +742,8 @@ fn policy_targets_are_the_sources_probabilities() {
     let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert_ne!(read(&soft_out), read(&hard_out));
 
-    let q = tmp.path().join("tabular");
-    collect_source(&q, "dark_room", "tabular_q", TaskSet::Train, 1, 100);
+    let q = tmp.path().join("dqn");
+    collect_source(&q, "dark_room", "dqn", TaskSet::Train, 1, 100);
     let e = distill(&cfg, &q, &tmp.path().join("bad"), 4, &dev, false)
         .err()
         .unwrap()

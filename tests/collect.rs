@@ -70,14 +70,14 @@ fn dark_room_ppo_histories_rise_from_random_to_near_optimal() {
     assert_eq!((again.runs_done_now, again.runs_skipped), (0, 4));
 }
 
-/// PPO's histories carry, per transition, the probabilities its action was sampled from: each
+/// PPO's (and tabular Q's) histories carry, per transition, the probabilities its action was sampled from: each
 /// row a distribution, the actions' counts those the probabilities predict (per action, within
 /// 5 standard deviations), and the logged action as probable on average as a draw from the row
 /// (E p(a) = E Σ p²): rows logged beside the wrong actions would fail both.
 fn check_behaviour_probs(out: &Path) {
     use reincarnate::history::{Actions, PolicyKind};
     let (m, t) = reincarnate::ad::train::load_dataset(out).unwrap();
-    let p = m.layout.policy.expect("ppo histories have a policy column");
+    let p = m.layout.policy.expect("the histories have a policy column");
     assert_eq!((p.kind, p.dim), (PolicyKind::Probs, 5));
     let Actions::Discrete(actions) = &t.action else {
         panic!("dark_room actions are discrete")
@@ -287,8 +287,9 @@ fn held_out_collections_say_test_and_tabular_q_histories_rise() {
         sum.mean_last_return.unwrap(),
     );
     assert!(first < 0.5 && last == 1.0, "first {first}, last {last}");
-    // Tabular Q-learning acts ε-greedily from values: no probabilities are logged.
-    assert_eq!(m.layout.policy, None);
+    // Tabular Q-learning logs the distribution it drew each action from: ε-uniform plus the
+    // rest shared by the best actions.
+    check_behaviour_probs(&out);
     // A manifest temp file left by a writer killed mid-rename is removed by the next run.
     let stale = out.join(".dataset.json.tmp-999999");
     std::fs::write(&stale, b"{").unwrap();

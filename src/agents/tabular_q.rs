@@ -72,6 +72,9 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Relative distance below the highest action value within which values count as tied.
+const TIE_TOLERANCE: f64 = 1e-9;
+
 /// What a tried state-action last led to (the model planning sweeps over).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Outcome {
@@ -140,6 +143,9 @@ pub struct TabularQ {
     /// With planning: each state-action's last outcome, `states × n_actions` (empty without).
     outcomes: Vec<Option<Outcome>>,
     rng: Rng,
+    /// Per row, the action probabilities the last exploring `act` drew from (the logged
+    /// `policy` column): ε/n on each action plus (1 − ε) shared by the best ones.
+    last_probs: Vec<f32>,
 }
 
 /// A table key for an exact observation: its f32 bits, with +0 and −0 one key.
@@ -171,6 +177,7 @@ impl TabularQ {
             q: Vec::new(),
             outcomes: Vec::new(),
             rng: Rng::seed_from_u64(crate::rng::derive_seed(seed, 3)),
+            last_probs: Vec::new(),
         })
     }
 
@@ -260,16 +267,27 @@ impl TabularQ {
         }
     }
 
-    /// The actions of highest value.
+    /// The actions of highest value, counting as tied the values within rounding error of the
+    /// highest ([`TIE_TOLERANCE`] relative): two routes of equal length reach equal values by
+    /// different sums, and which one rounds higher must not decide the action.
     fn best(values: &[f64]) -> Vec<usize> {
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (0..values.len()).filter(|&a| values[a] == max).collect()
+        let floor = max - TIE_TOLERANCE * max.abs().max(1.0);
+        (0..values.len()).filter(|&a| values[a] >= floor).collect()
     }
 }
 
 impl Agent for TabularQ {
     fn algorithm(&self) -> &str {
         "tabular_q"
+    }
+
+    fn behaviour_policy_dim(&self) -> Option<usize> {
+        Some(self.n_actions)
+    }
+
+    fn behaviour_probs(&self) -> &[f32] {
+        &self.last_probs
     }
 
     /// Exploring: ε-random, else a uniformly chosen best action. Greedy: the first best action.
@@ -291,9 +309,21 @@ impl Agent for TabularQ {
             &self.eval_memory
         };
         let states = self.states(obs, memory)?;
-        let d = self.state_dim();
+        let (d, na) = (self.state_dim(), self.n_actions);
+        if explore {
+            self.last_probs.clear();
+            self.last_probs.resize(n * na, 0.0);
+        }
         for (i, a) in out.iter_mut().enumerate().take(n) {
             let best = Self::best(&self.values(&states[i * d..(i + 1) * d]));
+            if explore {
+                let eps = self.config.epsilon;
+                let row = &mut self.last_probs[i * na..(i + 1) * na];
+                row.iter_mut().for_each(|p| *p = (eps / na as f64) as f32);
+                for &b in &best {
+                    row[b] += ((1.0 - eps) / best.len() as f64) as f32;
+                }
+            }
             *a = if !explore {
                 best[0]
             } else if self.config.epsilon > 0.0 && self.rng.uniform() < self.config.epsilon {
@@ -575,6 +605,22 @@ mod tests {
             seen[v[0]] = true;
         }
         assert_eq!(seen, [false, false, true, false, true]);
+        // The logged distribution: the two best share everything (ε = 0).
+        assert_eq!(a.behaviour_policy_dim(), Some(5));
+        assert_eq!(a.behaviour_probs(), &[0.0, 0.0, 0.5, 0.0, 0.5]);
+        let eps = TabularQ {
+            config: TabularQConfig {
+                epsilon: 0.5,
+                ..TabularQConfig::default()
+            },
+            ..a
+        };
+        let mut eps = eps;
+        eps.act(&[4.0, 4.0], true, 0, &mut out).unwrap();
+        assert_eq!(eps.behaviour_probs(), &[0.1, 0.1, 0.35, 0.1, 0.35]);
+        // Values a rounding error apart are tied; a real difference is not.
+        assert_eq!(TabularQ::best(&[0.9, 0.9 * (1.0 - 1e-15), 0.5]), vec![0, 1]);
+        assert_eq!(TabularQ::best(&[0.9, 0.9 * (1.0 - 1e-6), 0.5]), vec![0]);
     }
 
     #[test]

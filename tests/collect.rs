@@ -70,10 +70,10 @@ fn dark_room_ppo_histories_rise_from_random_to_near_optimal() {
     assert_eq!((again.runs_done_now, again.runs_skipped), (0, 4));
 }
 
-/// PPO's (and tabular Q's) histories carry, per transition, the probabilities its action was sampled from: each
-/// row a distribution, the actions' counts those the probabilities predict (per action, within
-/// 5 standard deviations), and the logged action as probable on average as a draw from the row
-/// (E p(a) = E Σ p²): rows logged beside the wrong actions would fail both.
+/// PPO's and tabular Q's histories carry, per transition, the probabilities the action was
+/// drawn from: each row a distribution, the actions' counts those the probabilities predict
+/// (per action, within 5 standard deviations), and the logged action as probable on average as
+/// a draw from the row (E p(a) = E Σ p²): rows logged beside the wrong actions would fail both.
 fn check_behaviour_probs(out: &Path) {
     use reincarnate::history::{Actions, PolicyKind};
     let (m, t) = reincarnate::ad::train::load_dataset(out).unwrap();

@@ -608,14 +608,13 @@ mod tests {
         // The logged distribution: the two best share everything (ε = 0).
         assert_eq!(a.behaviour_policy_dim(), Some(5));
         assert_eq!(a.behaviour_probs(), &[0.0, 0.0, 0.5, 0.0, 0.5]);
-        let eps = TabularQ {
+        let mut eps = TabularQ {
             config: TabularQConfig {
                 epsilon: 0.5,
                 ..TabularQConfig::default()
             },
             ..a
         };
-        let mut eps = eps;
         eps.act(&[4.0, 4.0], true, 0, &mut out).unwrap();
         assert_eq!(eps.behaviour_probs(), &[0.1, 0.1, 0.35, 0.1, 0.35]);
         // Values a rounding error apart are tied; a real difference is not.

@@ -66,6 +66,14 @@ pub struct TabularQConfig {
     /// Q-learning). Left out of written configs when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub planning_sweeps: usize,
+    /// Planning also over the state-actions not tried yet, with the room's known moves (the
+    /// dark gridworlds only): rewards and terminations are learned per arrival (cell and
+    /// memory) from the tried ones, every other arrival counts as paying nothing. A reward
+    /// found once is then worth its discounted value from every cell along the shortest
+    /// routes, and with `initial_value = 0` the agent walks at random until it finds one.
+    /// Left out of written configs when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub known_moves: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -93,6 +101,7 @@ impl Default for TabularQConfig {
             max_states: 1_000_000,
             memory: Memory::None,
             planning_sweeps: 0,
+            known_moves: false,
         }
     }
 }
@@ -146,6 +155,33 @@ pub struct TabularQ {
     /// Per row, the action probabilities the last exploring `act` drew from (the logged
     /// `policy` column): ε/n on each action plus (1 − ε) shared by the best ones.
     last_probs: Vec<f32>,
+    /// With `known_moves`: the room's side.
+    grid: Option<i32>,
+}
+
+/// The side of the room whose moves `agent.known_moves` plans with: a dark gridworld whose
+/// observation is the position alone, with its five moves, and planning on.
+fn known_grid(config: &TabularQConfig, env: &EnvSpec, n_actions: usize) -> Result<i32> {
+    let dark = ["dark_room", "dark_room_hard", "dark_key_to_door"].contains(&env.id());
+    let side = match &env.observation_space {
+        Space::Box { shape, high, .. } if dark && shape[..] == [2] && n_actions == 5 => {
+            high.get(0) as i32 + 1
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "agent.known_moves plans with the moves of a dark gridworld observed by its \
+                 position (dark_room, dark_room_hard, dark_key_to_door without observe_key); \
+                 `{}` is not one",
+                env.id()
+            )))
+        }
+    };
+    if config.planning_sweeps == 0 {
+        return Err(Error::Config(
+            "agent.known_moves plans: set agent.planning_sweeps to at least 1".into(),
+        ));
+    }
+    Ok(side)
 }
 
 /// A table key for an exact observation: its f32 bits, with +0 and −0 one key.
@@ -165,7 +201,13 @@ impl TabularQ {
                 )))
             }
         };
+        let grid = if config.known_moves {
+            Some(known_grid(&config, env, n_actions)?)
+        } else {
+            None
+        };
         Ok(Self {
+            grid,
             config,
             env: env.clone(),
             n_actions,
@@ -247,12 +289,16 @@ impl TabularQ {
 
     /// Planning: the Q-learning update on every modelled state-action, sweep after sweep, until
     /// no value moves by more than 1e-12 or `planning_sweeps` sweeps are done.
-    fn plan(&mut self) {
+    fn plan(&mut self) -> Result<()> {
+        let model = match self.grid {
+            Some(side) => self.move_model(side)?,
+            None => Vec::new(),
+        };
         let (lr, gamma) = (self.config.learning_rate, self.config.gamma);
         for _ in 0..self.config.planning_sweeps {
             let mut moved = 0.0f64;
             for i in 0..self.outcomes.len() {
-                let Some(o) = self.outcomes[i] else {
+                let Some(o) = self.outcomes[i].or(model.get(i).copied().flatten()) else {
                     continue;
                 };
                 let next = o.next.map_or(0.0, |r| self.best_value(r));
@@ -265,6 +311,65 @@ impl TabularQ {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// With `known_moves`: an outcome for every untried state-action of every cell (rows are
+    /// added for each cell with each memory seen so far), from the room's moves and the
+    /// arrivals learned from the tried ones (what stepping onto a cell with a given memory
+    /// paid, and whether it ended the episode); an arrival never seen pays nothing.
+    fn move_model(&mut self, side: i32) -> Result<Vec<Option<Outcome>>> {
+        let (d, od, na) = (self.state_dim(), self.obs_dim, self.n_actions);
+        let cell = |s: &[f32]| (s[0] as i32, s[1] as i32);
+        let arrival_key = |c: (i32, i32), mem: &[f32]| {
+            let mut k = obs_key(&[c.0 as f32, c.1 as f32]);
+            k.extend(obs_key(mem));
+            k
+        };
+        let mut arrivals = HashMap::new();
+        let mut memories = std::collections::BTreeMap::new();
+        for (r, s) in self.observations.chunks_exact(d).enumerate() {
+            memories.insert(obs_key(&s[od..]), s[od..].to_vec());
+            for a in 0..na {
+                if let Some(o) = self.outcomes[r * na + a] {
+                    let to = crate::envs::gridworld::apply_move(side, cell(s), a);
+                    arrivals.insert(arrival_key(to, &s[od..]), (o.reward, o.next.is_none()));
+                }
+            }
+        }
+        for mem in memories.values() {
+            for y in 0..side {
+                for x in 0..side {
+                    let mut s = vec![x as f32, y as f32];
+                    s.extend_from_slice(mem);
+                    self.row(&s)?;
+                }
+            }
+        }
+        let rows = self.index.len();
+        let mut model = vec![None; rows * na];
+        for r in 0..rows {
+            let s = self.observations[r * d..(r + 1) * d].to_vec();
+            for a in 0..na {
+                if self.outcomes[r * na + a].is_some() {
+                    continue;
+                }
+                let to = crate::envs::gridworld::apply_move(side, cell(&s), a);
+                let (reward, ends) = arrivals
+                    .get(&arrival_key(to, &s[od..]))
+                    .copied()
+                    .unwrap_or((0.0, false));
+                let next = if ends {
+                    None
+                } else {
+                    let mut n = vec![to.0 as f32, to.1 as f32];
+                    n.extend(s[od..].iter().map(|m| m + reward as f32));
+                    Some(self.row(&n)?)
+                };
+                model[r * na + a] = Some(Outcome { reward, next });
+            }
+        }
+        Ok(model)
     }
 
     /// The actions of highest value, counting as tied the values within rounding error of the
@@ -376,7 +481,7 @@ impl Agent for TabularQ {
             .record(exp.rewards, exp.terminated, exp.truncated);
         let ended = (0..n).any(|i| exp.terminated[i] || exp.truncated[i]);
         if ended && self.config.planning_sweeps > 0 {
-            self.plan();
+            self.plan()?;
         }
         Ok(())
     }
@@ -759,6 +864,69 @@ mod tests {
             e.contains("`outcomes`") && e.contains("next state 9"),
             "{e}"
         );
+    }
+
+    /// Known moves: one step onto Dark Room Hard's goal (reward 1, the episode ends) is planned
+    /// from every cell of the room: each one's best actions are exactly the moves that shorten
+    /// the way to the goal, with value γ^(d − 1), cells never visited included.
+    #[test]
+    fn known_moves_plan_shortest_routes_to_a_found_reward() {
+        use crate::envs::gridworld::apply_move;
+        let family = TaskFamily::new(&EnvConfig::new("dark_room_hard")).unwrap();
+        let cfg = TabularQConfig {
+            gamma: 0.9,
+            initial_value: 0.0,
+            planning_sweeps: 100,
+            known_moves: true,
+            ..Default::default()
+        };
+        let mut a = TabularQ::new(cfg.clone(), family.spec(), 0).unwrap();
+        step(&mut a, [5.0, 4.0], 1, 1.0, [6.0, 4.0], true);
+        let dist = |p: (i32, i32)| (p.0 - 6).abs() + (p.1 - 4).abs();
+        for (x, y) in [(0, 0), (16, 16), (6, 10), (12, 4), (5, 4), (7, 3)] {
+            let v = a.values(&[x as f32, y as f32]);
+            let shorter: Vec<usize> = (0..5)
+                .filter(|&m| dist(apply_move(17, (x, y), m)) < dist((x, y)))
+                .collect();
+            assert_eq!(TabularQ::best(&v), shorter, "cell ({x}, {y}): {v:?}");
+            let best = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert!(
+                (best - 0.9f64.powi(dist((x, y)) - 1)).abs() < 1e-12,
+                "{v:?}"
+            );
+        }
+        assert_eq!(a.num_states(), 17 * 17);
+        // Without known moves only the tried step has a value.
+        let mut plain = TabularQ::new(
+            TabularQConfig {
+                known_moves: false,
+                ..cfg.clone()
+            },
+            family.spec(),
+            0,
+        )
+        .unwrap();
+        step(&mut plain, [5.0, 4.0], 1, 1.0, [6.0, 4.0], true);
+        assert_eq!(plain.values(&[0.0, 0.0]), vec![0.0; 5]);
+        // Refused where there are no known moves, or no planning to use them.
+        let cartpole = TaskFamily::new(&EnvConfig::new("cartpole")).unwrap();
+        let e = TabularQ::new(cfg.clone(), cartpole.spec(), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("agent.known_moves") && e.contains("cartpole"),
+            "{e}"
+        );
+        let no_plan = TabularQConfig {
+            planning_sweeps: 0,
+            ..cfg
+        };
+        let e = TabularQ::new(no_plan, family.spec(), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("agent.planning_sweeps"), "{e}");
     }
 
     #[test]

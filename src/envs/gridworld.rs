@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-const MOVES: [(i32, i32); 5] = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)];
+pub(crate) const MOVES: [(i32, i32); 5] = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)];
 
 fn grid_obs_space(size: usize) -> Space {
     Space::Box {
@@ -34,7 +34,9 @@ fn on_grid(size: i32, cells: &[(i32, i32)]) -> Result<()> {
     }
 }
 
-fn apply_move(size: i32, pos: (i32, i32), action: usize) -> (i32, i32) {
+/// Where `action` (0–4: left, right, up, down, stay) takes `pos` in a `size × size` room: the
+/// move rule every dark gridworld shares (walls hold the agent in place).
+pub(crate) fn apply_move(size: i32, pos: (i32, i32), action: usize) -> (i32, i32) {
     let (dx, dy) = MOVES[action];
     (
         (pos.0 + dx).clamp(0, size - 1),

@@ -22,6 +22,15 @@
 //! it, where one-step updates move it back one state per visit. The exploration is the same
 //! sweep of untried actions.
 //!
+//! With `known_moves` (the dark gridworlds) planning also covers the untried state-actions,
+//! with the room's move rule and the arrivals learned from tried ones (stepping onto a cell
+//! with a given memory paid r and ended the episode or not; an unseen arrival pays 0), over
+//! every cell: a model-based learner that knows how it moves but not where rewards are. A
+//! reward found once is then reached by shortest routes from any start, and with
+//! `initial_value = 0` the agent walks at random until it finds one. Its behaviour is then a
+//! function of the rewards it has found, which an in-context learner's context shows, where
+//! plain planning's routes depend on which transitions it happened to try.
+//!
 //! With `memory = "episode_return"` a state is the observation and the return of the episode
 //! so far (see [`Memory`]): on Dark Key-to-Door the same cell is two states, before and after
 //! the key, while the logged observations stay the position alone.

@@ -905,6 +905,21 @@ mod tests {
             );
         }
         assert_eq!(a.num_states(), 17 * 17);
+        // A saved and reloaded agent plans the next episode as the original does: a second,
+        // larger reward at (2, 8) becomes the best target of far cells such as (0, 0).
+        let before = a.values(&[0.0, 0.0]);
+        let mut data = a.save(true).unwrap();
+        data.trainer_state = Some(serde_json::json!({ "agent": data.trainer_state }));
+        let mut b = TabularQ::new(cfg.clone(), family.spec(), 0).unwrap();
+        b.load(&data).unwrap();
+        for x in [&mut a, &mut b] {
+            step(x, [3.0, 9.0], 2, 0.0, [3.0, 8.0], false);
+            step(x, [3.0, 8.0], 0, 2.0, [2.0, 8.0], true);
+        }
+        assert_ne!(a.values(&[0.0, 0.0]), before);
+        for st in [[0.0, 0.0], [3.0, 8.0], [6.0, 5.0]] {
+            assert_eq!(a.values(&st), b.values(&st));
+        }
         // Without known moves only the tried step has a value.
         let mut plain = TabularQ::new(
             TabularQConfig {

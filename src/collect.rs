@@ -2,7 +2,8 @@
 //! transition logged — the learning histories that algorithm distillation trains on.
 //!
 //! Layout: run `r` trains a fresh agent (seed derived from the collection seed and `r`) on task
-//! `tasks[r % tasks.len()]` and logs itself into `OUT/runs/run-RRRRR/`, a complete one-run
+//! [`task_of_run`]`(tasks, runs, r)` — the runs cycle through the task list when there are at
+//! least as many runs as tasks, and are spread evenly over it when there are fewer — and logs itself into `OUT/runs/run-RRRRR/`, a complete one-run
 //! dataset folder whose `dataset.json` is written last. After every finished run the top-level
 //! `OUT/dataset.json` is rebuilt from the finished run folders (their files referenced as
 //! `runs/run-RRRRR/data/...`), atomically. So a collection killed at any moment leaves a
@@ -31,7 +32,7 @@ pub struct CollectSpec {
     pub algo: String,
     #[serde(default)]
     pub agent: toml::Table,
-    /// Which tasks the runs cycle through.
+    /// Which tasks the runs are spread over ([`task_of_run`]).
     #[serde(default = "d_tasks")]
     pub tasks: TaskSet,
     /// Number of source runs (learning histories).
@@ -252,6 +253,20 @@ pub fn collect(
     })
 }
 
+/// The task of run `r` of `runs` over the (sorted) task list `tasks`: with at least as many runs
+/// as tasks the runs cycle through the list (run `r` on `tasks[r mod n]`, so every task gets
+/// ⌊runs / n⌋ or one more); with fewer, they are spread evenly over it (`tasks[⌊r·n / runs⌋]`),
+/// so that a subset of a large family (Key-to-Door's 6,561 (key, door) pairs are ordered by
+/// door) samples all of it rather than its first indices.
+pub fn task_of_run(tasks: &[usize], runs: usize, r: usize) -> usize {
+    let n = tasks.len();
+    if runs >= n {
+        tasks[r % n]
+    } else {
+        tasks[r * n / runs]
+    }
+}
+
 fn collect_one(
     spec: &CollectSpec,
     tasks: &[usize],
@@ -281,7 +296,7 @@ fn collect_one(
         return rollout_one(
             spec,
             policy,
-            tasks[r % tasks.len()],
+            task_of_run(tasks, spec.runs, r),
             seed,
             r as u32,
             &folder,
@@ -292,7 +307,7 @@ fn collect_one(
     let train_loop = LoopConfig {
         steps: spec.steps,
         stop_at: None,
-        task: Some(tasks[r % tasks.len()]),
+        task: Some(task_of_run(tasks, spec.runs, r)),
         eval_interval: 0,
         eval_episodes: 1,
         eval_epsilon: 0.0,
@@ -450,4 +465,32 @@ fn rollout_one(
     }
     logger.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_of_run;
+
+    #[test]
+    fn runs_cycle_through_few_tasks_and_spread_over_many() {
+        let tasks = [3, 5, 8];
+        let cycled: Vec<usize> = (0..7).map(|r| task_of_run(&tasks, 7, r)).collect();
+        assert_eq!(cycled, [3, 5, 8, 3, 5, 8, 3]);
+        // 4 runs over 10 tasks: every part of the list, not its first four.
+        let tasks: Vec<usize> = (100..110).collect();
+        let spread: Vec<usize> = (0..4).map(|r| task_of_run(&tasks, 4, r)).collect();
+        assert_eq!(spread, [100, 102, 105, 107]);
+        // Key-to-Door's 6,495 training tasks (door = task / 81), 4,000 runs: each door row gets
+        // its share and no task is used twice.
+        let tasks: Vec<usize> = (0..6495).collect();
+        let chosen: Vec<usize> = (0..4000).map(|r| task_of_run(&tasks, 4000, r)).collect();
+        assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+        for row in 0..9 {
+            let in_row = chosen.iter().filter(|&&t| t / 81 / 9 == row).count();
+            assert!(
+                (400..=500).contains(&in_row),
+                "door row {row}: {in_row} runs"
+            );
+        }
+    }
 }

@@ -116,12 +116,14 @@ enum Command {
     Collect {
         #[arg(long)]
         env: String,
-        /// Source algorithm: ppo (gridworlds), ucb / thompson (bandits), dqn, c51 (ignored with --policy).
+        /// Source algorithm: ppo, tabular_q (gridworlds), ucb / thompson (bandits), dqn, c51
+        /// (ignored with --policy).
         #[arg(long, default_value = "ppo")]
         algo: String,
         #[arg(long, value_enum, default_value_t = TaskSet::Train)]
         tasks: TaskSet,
-        /// Number of runs (learning histories); run r uses task r mod (number of tasks).
+        /// Number of runs (learning histories); run r uses task r mod (number of tasks), or with fewer
+        /// runs than tasks, runs are spread evenly over the task list.
         #[arg(long)]
         runs: usize,
         /// Environment steps per run.

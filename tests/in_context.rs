@@ -1,11 +1,11 @@
 //! In-context reinforcement learning beyond Dark Room (whose test is in `tests/ad.rs`) at a
-//! small size with a bar below the experiment file's: the source's histories on training tasks
-//! → a small AD model → frozen evaluation on held-out tasks. Dark Room Hard and Key-to-Door run
-//! in smaller rooms (`env.size`): at their full size, models a test can afford did not learn in
-//! context (0.04 → 0.04 success, 0.17 → 0.23 return).
+//! small size with a bar at or below the experiment file's: the source's histories on training
+//! tasks → a small AD model → frozen evaluation on held-out tasks. Dark Room Hard and
+//! Key-to-Door run in smaller rooms (`env.size`): at their full size, models a test can afford
+//! did not learn in context (0.04 → 0.04 success, 0.17 → 0.23 return).
 
 use candle_core::Device;
-use reincarnate::ad::{distill, Activation, DistillConfig, GptConfig, Mode, Positions};
+use reincarnate::ad::{distill, Activation, DistillConfig, GptConfig, Mode, Positions, Target};
 use reincarnate::collect::{collect, CollectSpec};
 use reincarnate::envs::{EnvConfig, EnvRef, TaskFamily, TaskSet};
 use reincarnate::eval::{evaluate, EvalReport, RandomPolicy};
@@ -147,41 +147,47 @@ fn ad_learns_small_dark_room_hard_in_context() {
     );
 }
 
-/// Dark Key-to-Door in a 5 × 5 room (625 tasks, 31 held out): PPO-with-episode-memory
-/// histories → AD with the episode-start and return-so-far features → frozen evaluation. A
-/// random policy scores about 0.8 of 2 here (the room is small); AD must start near it (within
-/// 0.25 over its first 2 episodes) and end at least 0.4 above it over the last 10 of 60
-/// (measured: 0.89 → 1.38, random 0.81).
-/// `experiments/key-to-door-ad.toml` (9 × 9) is the full-size pipeline.
+/// Dark Key-to-Door in a 7 × 7 room (2,401 tasks, 48 held out): histories of tabular Q planning
+/// over the room's known moves with an episode memory (the source of
+/// `experiments/key-to-door-ad.toml`) → AD with the episode-start, return-so-far and
+/// final-observation features, trained on the source's action probabilities → frozen
+/// evaluation. AD's first episode must score near random (within 0.25; random scores about 0.4
+/// of 2 here) and its last 10 of 60 at least 1.6 of 2, the full-size bar (measured: 0.31 / 0.40
+/// on evaluation seeds 0 / 1 → 2.00).
 #[test]
 fn ad_learns_small_key_to_door_in_context() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("histories");
-    let env = small_room("dark_key_to_door", 5, 0.05);
-    let ppo = "memory = \"episode_return\"";
+    let env = small_room("dark_key_to_door", 7, 0.02);
+    let q = "gamma = 0.9\ninitial_value = 0.0\nmemory = \"episode_return\"\n\
+             planning_sweeps = 100\nknown_moves = true";
     let random = random_return(&env, 60);
-    histories(&data, env, "ppo", ppo, K2D_RUNS, K2D_STEPS);
+    histories(&data, env, "tabular_q", q, K2D_RUNS, K2D_STEPS);
     let model = GptConfig {
         episode_start: true,
         episode_return: true,
+        final_obs: true,
         ..model(2, 32, 200, 0.0)
     };
-    let cfg = small_ad(model, K2D_DISTILL_STEPS, 3);
+    let cfg = DistillConfig {
+        target: Target::Policy,
+        ..small_ad(model, K2D_DISTILL_STEPS, 1)
+    };
     let r = distill_and_eval(&data, &tmp.path().join("ad"), cfg, 60, 0);
     let s = &r.returns_by_episode;
-    let (first, last) = (mean(&s[..2]), mean(&s[50..]));
+    let (first, last) = (s[0], mean(&s[50..]));
     eprintln!(
-        "small Key-to-Door: AD return {first:.2} (episodes 1-2) -> {last:.2} (51-60), random {random:.2}"
+        "small Key-to-Door: AD return {first:.2} (episode 1) -> {last:.2} (51-60), random {random:.2}"
     );
     assert!(
-        first <= random + 0.25 && last >= random + 0.4,
-        "return {first:.3} over episodes 1-2, {last:.3} over 51-60, random {random:.3}: {s:.2?}"
+        first <= random + 0.25 && last >= 1.6,
+        "return {first:.3} over episode 1, {last:.3} over 51-60, random {random:.3}: {s:.2?}"
     );
 }
 
 const DRH_RUNS: usize = 65;
 const DRH_STEPS: u64 = 5000;
 const DRH_DISTILL_STEPS: u64 = 2500;
-const K2D_RUNS: usize = 200;
-const K2D_STEPS: u64 = 3000;
+const K2D_RUNS: usize = 400;
+const K2D_STEPS: u64 = 1000;
 const K2D_DISTILL_STEPS: u64 = 2000;

@@ -3,12 +3,13 @@
 //!
 //! Layout: run `r` trains a fresh agent (seed derived from the collection seed and `r`) on task
 //! [`task_of_run`]`(tasks, runs, r)` — the runs cycle through the task list when there are at
-//! least as many runs as tasks, and are spread evenly over it when there are fewer — and logs itself into `OUT/runs/run-RRRRR/`, a complete one-run
-//! dataset folder whose `dataset.json` is written last. After every finished run the top-level
-//! `OUT/dataset.json` is rebuilt from the finished run folders (their files referenced as
-//! `runs/run-RRRRR/data/...`), atomically. So a collection killed at any moment leaves a
-//! readable dataset of its finished runs; the interrupted run has no manifest and is simply
-//! redone by the next invocation, which skips finished runs.
+//! least as many runs as tasks, and are spread evenly over it when there are fewer — and logs
+//! itself into `OUT/runs/run-RRRRR/`, a complete one-run dataset folder whose `dataset.json` is
+//! written last. After every finished run the top-level `OUT/dataset.json` is rebuilt from the
+//! finished run folders (their files referenced as `runs/run-RRRRR/data/...`), atomically. So a
+//! collection killed at any moment leaves a readable dataset of its finished runs; the
+//! interrupted run has no manifest and is simply redone by the next invocation, which skips
+//! finished runs.
 //!
 //! `--shard i/n` runs only the runs `r ≡ i (mod n)`: any scheduler (Slurm array, Kubernetes
 //! indexed Job, Ray) can fill one dataset folder on shared storage, or separate folders that

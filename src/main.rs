@@ -122,8 +122,8 @@ enum Command {
         algo: String,
         #[arg(long, value_enum, default_value_t = TaskSet::Train)]
         tasks: TaskSet,
-        /// Number of runs (learning histories); run r uses task r mod (number of tasks), or with fewer
-        /// runs than tasks, runs are spread evenly over the task list.
+        /// Number of runs (learning histories): run r uses task r mod (number of tasks); fewer
+        /// runs than tasks are spread evenly over the task list.
         #[arg(long)]
         runs: usize,
         /// Environment steps per run.

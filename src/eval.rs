@@ -165,6 +165,118 @@ pub struct EvalReport {
     /// on the same tasks, episodes and seed, measured in the same run.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub baselines: std::collections::BTreeMap<String, Vec<f64>>,
+    /// With several evaluation seeds ([`merge_seeds`]): the seeds, in order; the fields above
+    /// then pool every seed's rollouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    /// With several seeds: each seed's `returns_by_episode`, in the order of `seeds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returns_by_seed: Vec<Vec<f64>>,
+    /// With several seeds, bandits: each seed's `normalised_score_by_episode`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalised_score_by_seed: Vec<Vec<f64>>,
+}
+
+/// Pools groups of `n` samples each, given as (mean, standard error), into the mean and standard
+/// error of all `groups.len() · n` samples (the sample variance of [`mean_stderr`]).
+fn pool(groups: &[(f64, f64)], n: usize) -> (f64, f64) {
+    let k = groups.len() as f64;
+    let mean = groups.iter().map(|g| g.0).sum::<f64>() / k;
+    let total = k * n as f64;
+    if total < 2.0 {
+        return (mean, 0.0);
+    }
+    let within: f64 = groups
+        .iter()
+        .map(|g| g.1 * g.1 * n as f64 * (n as f64 - 1.0))
+        .sum();
+    let between: f64 = groups.iter().map(|g| n as f64 * (g.0 - mean).powi(2)).sum();
+    (mean, ((within + between) / (total - 1.0) / total).sqrt())
+}
+
+/// One report from the reports of the same evaluation under several seeds: means and standard
+/// errors over every seed's rollouts, the bandit baselines averaged and the normalised score
+/// taken of the averaged curves, and each seed's own curve kept (`returns_by_seed`).
+pub fn merge_seeds(mut runs: Vec<(u64, EvalReport)>) -> Result<EvalReport> {
+    if runs.len() == 1 {
+        return Ok(runs.remove(0).1);
+    }
+    let Some((_, first)) = runs.first() else {
+        return Err(Error::Config("merge_seeds: no evaluation to merge".into()));
+    };
+    let (n, episodes) = (first.num_tasks, first.episodes);
+    if let Some((s, _)) = runs
+        .iter()
+        .find(|(_, r)| r.num_tasks != n || r.episodes != episodes || r.env != first.env)
+    {
+        return Err(Error::Config(format!(
+            "merge_seeds: seed {s} evaluated other tasks or episodes than seed {}",
+            runs[0].0
+        )));
+    }
+    let k = runs.len() as f64;
+    let avg = |f: &dyn Fn(&EvalReport) -> f64| runs.iter().map(|(_, r)| f(r)).sum::<f64>() / k;
+    let avg_curve = |curves: Vec<&Vec<f64>>| -> Vec<f64> {
+        (0..episodes)
+            .map(|e| curves.iter().map(|c| c[e]).sum::<f64>() / k)
+            .collect()
+    };
+    let (mut by_ep, mut se_by_ep) = (Vec::with_capacity(episodes), Vec::with_capacity(episodes));
+    for e in 0..episodes {
+        let groups: Vec<(f64, f64)> = runs
+            .iter()
+            .map(|(_, r)| (r.returns_by_episode[e], r.stderr_by_episode[e]))
+            .collect();
+        let (m, s) = pool(&groups, n);
+        by_ep.push(m);
+        se_by_ep.push(s);
+    }
+    let overall: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|(_, r)| (r.mean_return, r.stderr))
+        .collect();
+    let (mean_return, stderr) = pool(&overall, n * episodes);
+    let mut baselines = std::collections::BTreeMap::new();
+    for name in first.baselines.keys() {
+        let curves: Option<Vec<&Vec<f64>>> =
+            runs.iter().map(|(_, r)| r.baselines.get(name)).collect();
+        if let Some(c) = curves {
+            baselines.insert(name.clone(), avg_curve(c));
+        }
+    }
+    let normalised_score_by_episode = match (baselines.get("random"), baselines.get("ucb")) {
+        (Some(lo), Some(hi)) if first.normalised_score_by_episode.is_some() => {
+            Some(normalised_scores(&by_ep, lo, hi))
+        }
+        _ => None,
+    };
+    let normalised_score_by_seed = runs
+        .iter()
+        .filter_map(|(_, r)| r.normalised_score_by_episode.clone())
+        .collect();
+    Ok(EvalReport {
+        env: first.env.clone(),
+        policy: first.policy.clone(),
+        tasks: first.tasks.clone(),
+        num_tasks: n,
+        episodes,
+        mean_return,
+        stderr,
+        mean_length: avg(&|r| r.mean_length),
+        returns_by_episode: by_ep,
+        stderr_by_episode: se_by_ep,
+        optimal_return: first
+            .optimal_return
+            .map(|_| avg(&|r| r.optimal_return.unwrap_or(f64::NAN))),
+        normalised_score_by_episode,
+        baselines,
+        seeds: runs.iter().map(|r| r.0).collect(),
+        returns_by_seed: runs
+            .iter()
+            .map(|(_, r)| r.returns_by_episode.clone())
+            .collect(),
+        normalised_score_by_seed,
+    })
 }
 
 /// The mean of the last `n` values of `xs` (fewer if it is shorter); `None` when it is empty.
@@ -203,6 +315,10 @@ impl std::fmt::Display for EvalReport {
             "{} | policy {} | {} task(s) ({}) x {} episodes | return {:.3} ± {:.3} | length {:.1}{opt}",
             self.env, self.policy, self.num_tasks, self.tasks, self.episodes, self.mean_return, self.stderr, self.mean_length
         )?;
+        if self.seeds.len() > 1 {
+            let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+            write!(f, " | seeds {}", seeds.join(", "))?;
+        }
         if let Some(n) = &self.normalised_score_by_episode {
             let mean = mean_of_last(n, 5).unwrap_or(0.0);
             write!(
@@ -331,12 +447,100 @@ pub fn evaluate_tasks(
         optimal_return: (!optimal.is_empty()).then(|| mean_stderr(&optimal).0),
         normalised_score_by_episode: None,
         baselines: Default::default(),
+        seeds: Vec::new(),
+        returns_by_seed: Vec::new(),
+        normalised_score_by_seed: Vec::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report of `returns[task][episode]` as `evaluate` builds it.
+    fn report_of(returns: &[Vec<f64>]) -> EvalReport {
+        let episodes = returns[0].len();
+        let all: Vec<f64> = returns.concat();
+        let (mean_return, stderr) = mean_stderr(&all);
+        let cols: Vec<(f64, f64)> = (0..episodes)
+            .map(|e| mean_stderr(&returns.iter().map(|r| r[e]).collect::<Vec<_>>()))
+            .collect();
+        EvalReport {
+            env: "bandit".into(),
+            policy: "p".into(),
+            tasks: "test".into(),
+            num_tasks: returns.len(),
+            episodes,
+            mean_return,
+            stderr,
+            mean_length: 3.0,
+            returns_by_episode: cols.iter().map(|c| c.0).collect(),
+            stderr_by_episode: cols.iter().map(|c| c.1).collect(),
+            optimal_return: Some(4.0),
+            normalised_score_by_episode: None,
+            baselines: Default::default(),
+            seeds: Vec::new(),
+            returns_by_seed: Vec::new(),
+            normalised_score_by_seed: Vec::new(),
+        }
+    }
+
+    /// Merging seeds gives the same means and standard errors as one evaluation over every
+    /// seed's rollouts, keeps each seed's curve, and scores bandits on the averaged curves.
+    #[test]
+    fn merged_seeds_pool_every_rollout() {
+        let a = vec![vec![1.0, 2.0], vec![3.0, 5.0], vec![0.0, 4.0]];
+        let b = vec![vec![2.0, 2.0], vec![7.0, 1.0], vec![1.0, 6.0]];
+        let (mut ra, mut rb) = (report_of(&a), report_of(&b));
+        ra.baselines.insert("random".into(), vec![0.0, 1.0]);
+        ra.baselines.insert("ucb".into(), vec![4.0, 5.0]);
+        rb.baselines.insert("random".into(), vec![2.0, 1.0]);
+        rb.baselines.insert("ucb".into(), vec![6.0, 7.0]);
+        for r in [&mut ra, &mut rb] {
+            let (lo, hi) = (&r.baselines["random"], &r.baselines["ucb"]);
+            r.normalised_score_by_episode = Some(normalised_scores(&r.returns_by_episode, lo, hi));
+        }
+        let m = merge_seeds(vec![(7, ra.clone()), (8, rb.clone())]).unwrap();
+        let whole = report_of(&[a, b].concat());
+        for (x, y) in [(m.mean_return, whole.mean_return), (m.stderr, whole.stderr)]
+            .into_iter()
+            .chain(
+                m.returns_by_episode
+                    .iter()
+                    .copied()
+                    .zip(whole.returns_by_episode.clone()),
+            )
+            .chain(
+                m.stderr_by_episode
+                    .iter()
+                    .copied()
+                    .zip(whole.stderr_by_episode.clone()),
+            )
+        {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+        assert_eq!(m.seeds, vec![7, 8]);
+        assert_eq!(
+            m.returns_by_seed,
+            vec![ra.returns_by_episode.clone(), rb.returns_by_episode]
+        );
+        assert_eq!(m.baselines["ucb"], vec![5.0, 6.0]);
+        // Episode 1: returns 14/6, random 1, UCB 5 → (14/6 − 1) / 4.
+        let n = m.normalised_score_by_episode.as_ref().unwrap();
+        assert!((n[0] - (14.0 / 6.0 - 1.0) / 4.0).abs() < 1e-12, "{n:?}");
+        assert_eq!(m.normalised_score_by_seed.len(), 2);
+        // One seed is returned as it is; different task counts are refused.
+        assert_eq!(
+            merge_seeds(vec![(7, ra.clone())]).unwrap().seeds,
+            Vec::<u64>::new()
+        );
+        let short = report_of(&[vec![1.0, 2.0]]);
+        let e = merge_seeds(vec![(7, ra), (9, short)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("seed 9"), "{e}");
+        assert!(merge_seeds(Vec::new()).is_err());
+    }
 
     #[test]
     fn normalised_score_is_zero_at_random_and_one_at_ucb() {

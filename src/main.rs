@@ -77,6 +77,10 @@ enum Command {
         episodes: usize,
         #[arg(long, value_enum, default_value_t = TaskSet::Test)]
         tasks: TaskSet,
+        /// Evaluate with seeds S, S+1, …, S+N−1 (S = --seed) and report them pooled, each
+        /// seed's curve in the JSON (`seeds`, `returns_by_seed`).
+        #[arg(long, default_value_t = 1)]
+        seeds: usize,
         /// In-context (AD/ED) policies: sample actions from softmax(logits / T); 0 = most likely.
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
@@ -437,6 +441,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
             arch,
             episodes,
             tasks,
+            seeds,
             temperature,
             keep,
             json,
@@ -450,6 +455,7 @@ fn run(cli: &Cli, experiment: Option<Result<Experiment>>) -> Result<()> {
                     tasks: *tasks,
                     episodes: *episodes,
                     seed: c.seed,
+                    seeds: *seeds,
                     temperature: *temperature,
                     keep: *keep,
                 },

@@ -124,6 +124,25 @@ pub struct EvalCurve {
     /// source or when the curve never gets there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub episodes_to_source_final: Option<f64>,
+    /// An evaluation over several seeds: the figures above of each seed's own curve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_seed: Vec<SeedCurve>,
+}
+
+/// One evaluation seed's figures in an [`EvalCurve`] over several seeds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeedCurve {
+    pub seed: u64,
+    #[serde(deserialize_with = "nan_as_null::deserialize")]
+    pub first_2_episodes: f64,
+    #[serde(deserialize_with = "nan_as_null::deserialize")]
+    pub last_5_episodes: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalised_last_5: Option<f64>,
+    pub episodes_to_80pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes_to_source_final: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -329,6 +348,32 @@ impl fmt::Display for IclCurves {
                     }
                     if let Some(e) = c.episodes_to_source_final {
                         write!(f, "; reaches the source's final level at episode {e}")?;
+                    }
+                    if !c.by_seed.is_empty() {
+                        let at =
+                            |e: Option<f64>| e.map_or_else(|| "-".to_string(), |e| e.to_string());
+                        let seeds: Vec<String> = c
+                            .by_seed
+                            .iter()
+                            .map(|s| {
+                                let mut t =
+                                    format!("seed {}: last 5 {:.2}", s.seed, s.last_5_episodes);
+                                if let Some(n) = s.normalised_last_5 {
+                                    t += &format!(" (normalised {n:.3})");
+                                }
+                                t += &format!(", 80% at {}", at(s.episodes_to_80pct));
+                                if c.episodes_to_source_final.is_some()
+                                    || s.episodes_to_source_final.is_some()
+                                {
+                                    t += &format!(
+                                        ", source's final level at {}",
+                                        at(s.episodes_to_source_final)
+                                    );
+                                }
+                                t
+                            })
+                            .collect();
+                        write!(f, "\n    {}", seeds.join("\n    "))?;
                     }
                     writeln!(f)?;
                 }

@@ -64,6 +64,33 @@ fn eval_random_prints_json_on_the_last_line() {
         assert!(v.get(key).is_some(), "missing {key} in {last}");
     }
     assert_eq!(v["returns_by_episode"].as_array().unwrap().len(), 3);
+    // `--seeds 2 --seed 4`: seed 4's curve is the one-seed evaluation's, pooled with seed 5's.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = run(args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap()
+    };
+    let base = [
+        "eval",
+        "--env",
+        "dark_room",
+        "--episodes",
+        "3",
+        "--json",
+        "--seed",
+        "4",
+    ];
+    let one = json(&base);
+    let two = json(&[&base[..], &["--seeds", "2"]].concat());
+    assert_eq!(two["seeds"], serde_json::json!([4, 5]));
+    assert_eq!(two["returns_by_seed"][0], one["returns_by_episode"]);
+    assert!(one.get("seeds").is_none());
+    let o = run(&[&base[..], &["--seeds", "0"]].concat(), &[]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--seeds"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

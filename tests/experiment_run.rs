@@ -173,6 +173,34 @@ episodes = 2
         last["kind"] == "val" && last["step"] == 30 && last["loss"].as_f64().unwrap() > 0.0,
         "{metrics}"
     );
+    // Three evaluation seeds: the evaluation alone runs again; seed 0's curve is the one-seed
+    // evaluation's and the reported curve is the mean of the three.
+    let eval = |root: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("ad-eval/result.json")).unwrap())
+            .unwrap()
+    };
+    let one = eval(&root);
+    let exp = load_experiment(
+        &file,
+        &[
+            "stage.0.steps=600".into(),
+            "stage.1.config.steps=30".into(),
+            "stage.1.config.validation=\"histories\"".into(),
+            "stage.2.seeds=3".into(),
+        ],
+    )
+    .unwrap();
+    let (_, sixth) = run_experiment(&exp, "chain", &dev).unwrap();
+    assert_eq!(skipped(&sixth), vec![true, true, false, true]);
+    let three = eval(&root);
+    assert_eq!(three["seeds"], serde_json::json!([0, 1, 2]));
+    let by_seed: Vec<Vec<f64>> = serde_json::from_value(three["returns_by_seed"].clone()).unwrap();
+    assert_eq!(serde_json::json!(by_seed[0]), one["returns_by_episode"]);
+    let mean: Vec<f64> = serde_json::from_value(three["returns_by_episode"].clone()).unwrap();
+    for (e, m) in mean.iter().enumerate() {
+        let want = by_seed.iter().map(|c| c[e]).sum::<f64>() / 3.0;
+        assert!((m - want).abs() < 1e-9, "episode {e}: {m} vs {want}");
+    }
 }
 
 /// Reincarnation runs whose teacher stage is retrained under another spec run again (their

@@ -44,7 +44,9 @@ use crate::collect::{collect, CollectSpec};
 use crate::envs::{EnvRef, TaskSet};
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
-use crate::stage_result::{CurveSummary, EvalCurve, IclCurves, SourceCurve, StageResult};
+use crate::stage_result::{
+    CurveSummary, EvalCurve, IclCurves, SeedCurve, SourceCurve, StageResult,
+};
 use std::collections::BTreeMap;
 
 fn d_ppo() -> String {
@@ -107,6 +109,18 @@ pub struct IclEvalStage {
     /// Transitions the context keeps when it is full (default: half the model's context).
     #[serde(default)]
     pub keep: Option<usize>,
+    /// Evaluation seeds: the experiment's seed and the next `seeds − 1`, pooled in the result
+    /// (each seed's curve kept beside; see [`crate::eval::merge_seeds`]).
+    #[serde(default = "d_seeds", skip_serializing_if = "is_one")]
+    pub seeds: usize,
+}
+
+fn d_seeds() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn d_temperature() -> f64 {
@@ -221,18 +235,23 @@ pub fn run_icl_eval(
             s.name, s.policy
         )));
     }
-    let r = super::curves::eval_in_context_at(
-        &ck,
-        s.env.as_ref().map(|e| e.config()),
-        s.tasks,
-        s.episodes,
-        seed,
-        device,
-        s.temperature,
-        s.keep,
-    )
-    .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
-    Ok(StageResult::Eval(r))
+    let mut runs = Vec::new();
+    for seed in crate::experiment::eval_seeds(seed, s.seeds, &format!("stage `{}`: seeds", s.name))?
+    {
+        let r = super::curves::eval_in_context_at(
+            &ck,
+            s.env.as_ref().map(|e| e.config()),
+            s.tasks,
+            s.episodes,
+            seed,
+            device,
+            s.temperature,
+            s.keep,
+        )
+        .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
+        runs.push((seed, r));
+    }
+    Ok(StageResult::Eval(crate::eval::merge_seeds(runs)?))
 }
 
 /// The level a source curve `(episode, mean, s.e.)` ends at: its mean over the last 5 episodes.
@@ -244,6 +263,31 @@ fn final_level(curve: &[(f64, f64, f64)]) -> Option<f64> {
 /// First episode index (from 1) at which a curve reaches `frac` of `optimal`.
 fn episodes_to(curve: &[(f64, f64)], optimal: f64, frac: f64) -> Option<f64> {
     curve.iter().find(|p| p.1 >= frac * optimal).map(|p| p.0)
+}
+
+/// The figures of one return-per-episode curve `c` (and its bandit normalised score): where it
+/// starts and ends, and the first episodes at which it reaches 80% of `optimal` and the
+/// source's final level.
+fn curve_figures(
+    seed: u64,
+    c: &[f64],
+    normalised: Option<&[f64]>,
+    optimal: Option<f64>,
+    source_final: Option<f64>,
+) -> SeedCurve {
+    let pts: Vec<(f64, f64)> = c
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| ((i + 1) as f64, m))
+        .collect();
+    SeedCurve {
+        seed,
+        first_2_episodes: c.iter().take(2).sum::<f64>() / c.len().clamp(1, 2) as f64,
+        last_5_episodes: crate::eval::mean_of_last(c, 5).unwrap_or(0.0),
+        normalised_last_5: normalised.map(|n| crate::eval::mean_of_last(n, 5).unwrap_or(0.0)),
+        episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
+        episodes_to_source_final: source_final.and_then(|l| episodes_to(&pts, l, 1.0)),
+    }
 }
 
 pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageResult> {
@@ -287,26 +331,37 @@ pub fn run_icl_plot(s: &IclPlotStage, root: &Path, dir: &Path) -> Result<StageRe
     let source_final = source.as_deref().and_then(final_level);
     let mut curves = BTreeMap::new();
     for (name, r) in &reports {
-        let c = &r.returns_by_episode;
-        let first2 = c.iter().take(2).sum::<f64>() / c.len().clamp(1, 2) as f64;
-        let last = crate::eval::mean_of_last(c, 5).unwrap_or(0.0);
-        let pts: Vec<(f64, f64)> = c
+        let one = |seed: u64, c: &[f64], normalised: Option<&Vec<f64>>| {
+            curve_figures(
+                seed,
+                c,
+                normalised.map(Vec::as_slice),
+                optimal,
+                source_final,
+            )
+        };
+        let pooled = one(
+            r.seeds.first().copied().unwrap_or_default(),
+            &r.returns_by_episode,
+            r.normalised_score_by_episode.as_ref(),
+        );
+        let by_seed = r
+            .seeds
             .iter()
+            .zip(&r.returns_by_seed)
             .enumerate()
-            .map(|(i, &m)| ((i + 1) as f64, m))
+            .map(|(i, (&s, c))| one(s, c, r.normalised_score_by_seed.get(i)))
             .collect();
         curves.insert(
             name.clone(),
             CurveSummary::Eval(EvalCurve {
-                first_2_episodes: first2,
-                last_5_episodes: last,
+                first_2_episodes: pooled.first_2_episodes,
+                last_5_episodes: pooled.last_5_episodes,
                 optimal_return: r.optimal_return,
-                episodes_to_80pct: optimal.and_then(|o| episodes_to(&pts, o, 0.8)),
-                episodes_to_source_final: source_final.and_then(|l| episodes_to(&pts, l, 1.0)),
-                normalised_last_5: r
-                    .normalised_score_by_episode
-                    .as_ref()
-                    .map(|n| crate::eval::mean_of_last(n, 5).unwrap_or(0.0)),
+                episodes_to_80pct: pooled.episodes_to_80pct,
+                episodes_to_source_final: pooled.episodes_to_source_final,
+                normalised_last_5: pooled.normalised_last_5,
+                by_seed,
             }),
         );
     }
@@ -348,5 +403,31 @@ mod tests {
         let own: Vec<(f64, f64)> = source.iter().map(|p| (p.0, p.1)).collect();
         assert_eq!(episodes_to(&own, level, 1.0), Some(8.0));
         assert_eq!(final_level(&[]), None);
+    }
+
+    /// Each seed's curve and the pooled one get their own figures: a seed that never reaches
+    /// the source's level has none, while the pooled curve may.
+    #[test]
+    fn figures_of_each_seed_and_of_the_pooled_curve() {
+        let a = [0.0, 1.0, 2.0, 4.0, 4.0, 4.0];
+        let b = [0.0, 1.0, 3.0, 3.0, 3.0, 3.0];
+        let pooled: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect();
+        let (opt, level) = (Some(4.0), Some(3.5));
+        let fa = curve_figures(0, &a, None, opt, level);
+        let fb = curve_figures(1, &b, Some(&[0.0, 0.5, 1.0]), opt, level);
+        let fp = curve_figures(0, &pooled, None, opt, level);
+        assert_eq!(
+            (fa.episodes_to_80pct, fa.episodes_to_source_final),
+            (Some(4.0), Some(4.0))
+        );
+        assert_eq!(
+            (fb.episodes_to_80pct, fb.episodes_to_source_final),
+            (None, None)
+        );
+        assert_eq!(fp.episodes_to_source_final, Some(4.0)); // (4 + 3) / 2 = 3.5
+        assert_eq!(fb.first_2_episodes, 0.5);
+        assert_eq!(fb.last_5_episodes, 2.6); // (1 + 3 + 3 + 3 + 3) / 5
+        assert_eq!(fb.normalised_last_5, Some(0.5));
+        assert_eq!(fa.normalised_last_5, None);
     }
 }

@@ -350,6 +350,10 @@ impl fmt::Display for IclCurves {
                         write!(f, "; reaches the source's final level at episode {e}")?;
                     }
                     if !c.by_seed.is_empty() {
+                        let to_source = c.episodes_to_source_final.is_some()
+                            || c.by_seed
+                                .iter()
+                                .any(|s| s.episodes_to_source_final.is_some());
                         let at =
                             |e: Option<f64>| e.map_or_else(|| "-".to_string(), |e| e.to_string());
                         let seeds: Vec<String> = c
@@ -362,9 +366,7 @@ impl fmt::Display for IclCurves {
                                     t += &format!(" (normalised {n:.3})");
                                 }
                                 t += &format!(", 80% at {}", at(s.episodes_to_80pct));
-                                if c.episodes_to_source_final.is_some()
-                                    || s.episodes_to_source_final.is_some()
-                                {
+                                if to_source {
                                     t += &format!(
                                         ", source's final level at {}",
                                         at(s.episodes_to_source_final)

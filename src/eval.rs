@@ -194,6 +194,29 @@ fn pool(groups: &[(f64, f64)], n: usize) -> (f64, f64) {
     (mean, ((within + between) / (total - 1.0) / total).sqrt())
 }
 
+/// Runs `eval` under the seeds `seed, seed + 1, …` (`count` of them; `what` names the flag or
+/// field in the error) and pools the reports ([`merge_seeds`]).
+pub fn over_seeds(
+    seed: u64,
+    count: usize,
+    what: &str,
+    mut eval: impl FnMut(u64) -> Result<EvalReport>,
+) -> Result<EvalReport> {
+    if count == 0 || count > 100 {
+        return Err(Error::Config(format!(
+            "{what}: expected 1 to 100 evaluation seeds, found {count}"
+        )));
+    }
+    let mut runs = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        let s = seed.checked_add(i).ok_or_else(|| {
+            Error::Config(format!("{what}: seed {seed} + {i} overflows a 64-bit seed"))
+        })?;
+        runs.push((s, eval(s)?));
+    }
+    merge_seeds(runs)
+}
+
 /// One report from the reports of the same evaluation under several seeds: means and standard
 /// errors over every seed's rollouts, the bandit baselines averaged and the normalised score
 /// taken of the averaged curves, and each seed's own curve kept (`returns_by_seed`).

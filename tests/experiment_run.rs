@@ -155,15 +155,14 @@ episodes = 2
         trained.join("model.safetensors"),
     )
     .unwrap();
-    let exp = load_experiment(
-        &file,
-        &[
-            "stage.0.steps=600".into(),
-            "stage.1.config.steps=30".into(),
-            "stage.1.config.validation=\"histories\"".into(),
-        ],
-    )
-    .unwrap();
+    let validated: Vec<String> = [
+        "stage.0.steps=600",
+        "stage.1.config.steps=30",
+        "stage.1.config.validation=\"histories\"",
+    ]
+    .map(String::from)
+    .to_vec();
+    let exp = load_experiment(&file, &validated).unwrap();
     let (_, fifth) = run_experiment(&exp, "chain", &dev).unwrap();
     assert_eq!(skipped(&fifth), vec![true, false, false, true]);
     common::assert_same_tensors(&trained, &root.join("ad"), "model.safetensors");
@@ -180,16 +179,8 @@ episodes = 2
             .unwrap()
     };
     let one = eval(&root);
-    let exp = load_experiment(
-        &file,
-        &[
-            "stage.0.steps=600".into(),
-            "stage.1.config.steps=30".into(),
-            "stage.1.config.validation=\"histories\"".into(),
-            "stage.2.seeds=3".into(),
-        ],
-    )
-    .unwrap();
+    let three_seeds = [validated, vec!["stage.2.seeds=3".into()]].concat();
+    let exp = load_experiment(&file, &three_seeds).unwrap();
     let (_, sixth) = run_experiment(&exp, "chain", &dev).unwrap();
     assert_eq!(skipped(&sixth), vec![true, true, false, true]);
     let three = eval(&root);

@@ -235,10 +235,9 @@ pub fn run_icl_eval(
             s.name, s.policy
         )));
     }
-    let mut runs = Vec::new();
-    for seed in crate::experiment::eval_seeds(seed, s.seeds, &format!("stage `{}`: seeds", s.name))?
-    {
-        let r = super::curves::eval_in_context_at(
+    let what = format!("stage `{}`: seeds", s.name);
+    let r = crate::eval::over_seeds(seed, s.seeds, &what, |seed| {
+        super::curves::eval_in_context_at(
             &ck,
             s.env.as_ref().map(|e| e.config()),
             s.tasks,
@@ -248,10 +247,9 @@ pub fn run_icl_eval(
             s.temperature,
             s.keep,
         )
-        .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))?;
-        runs.push((seed, r));
-    }
-    Ok(StageResult::Eval(crate::eval::merge_seeds(runs)?))
+        .map_err(|e| Error::Config(format!("stage `{}`: {e}", s.name)))
+    })?;
+    Ok(StageResult::Eval(r))
 }
 
 /// The level a source curve `(episode, mean, s.e.)` ends at: its mean over the last 5 episodes.

@@ -301,34 +301,14 @@ pub fn eval_policy(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<E
         crate::limits::MAX_EPISODES,
         "an evaluation that long never ends in practice",
     )?;
-    let seeds = eval_seeds(a.seed, a.seeds, "--seeds")?;
-    let mut runs = Vec::with_capacity(seeds.len());
-    for seed in seeds {
+    crate::eval::over_seeds(a.seed, a.seeds, "--seeds", |seed| {
         let one = PolicyEval {
             seed,
             seeds: 1,
             ..a.clone()
         };
-        runs.push((seed, eval_policy_once(&one, device)?));
-    }
-    crate::eval::merge_seeds(runs)
-}
-
-/// The seeds `seed, seed + 1, …` of an evaluation asked for `count` of them (`what` names the
-/// flag or field in the error).
-pub fn eval_seeds(seed: u64, count: usize, what: &str) -> Result<Vec<u64>> {
-    if count == 0 || count > 100 {
-        return Err(Error::Config(format!(
-            "{what}: expected 1 to 100 evaluation seeds, found {count}"
-        )));
-    }
-    (0..count as u64)
-        .map(|i| {
-            seed.checked_add(i).ok_or_else(|| {
-                Error::Config(format!("{what}: seed {seed} + {i} overflows a 64-bit seed"))
-            })
-        })
-        .collect()
+        eval_policy_once(&one, device)
+    })
 }
 
 fn eval_policy_once(a: &PolicyEval<'_>, device: &candle_core::Device) -> Result<EvalReport> {

@@ -56,7 +56,8 @@ fn distill_and_eval(
 
 /// The adversarial bandit: UCB histories where odd arms pay, evaluation where even arms pay
 /// (out of distribution). AD's normalised score (r − r_random) / (r_UCB − r_random) over the
-/// last 5 of 10 episodes: 0.88 in `experiments/bandit-ad.toml` (context 500); here ≥ 0.6.
+/// last 5 of 10 episodes, sampling the model's distribution: 0.95 in `experiments/bandit-ad.toml`
+/// (context 500); here ≥ 0.6. Taking its most likely action: below.
 #[test]
 fn ad_learns_out_of_distribution_bandits_in_context() {
     let tmp = tempfile::tempdir().unwrap();
@@ -72,13 +73,44 @@ fn ad_learns_out_of_distribution_bandits_in_context() {
         log_interval: 500,
         ..DistillConfig::default()
     };
-    let r = distill_and_eval(&data, &tmp.path().join("ad"), cfg, 10, 0);
+    let out = tmp.path().join("ad");
+    let r = distill_and_eval(&data, &out, cfg, 10, 0);
     let n = r.normalised_score_by_episode.clone().unwrap();
     let last = n[5..].iter().sum::<f64>() / 5.0;
     eprintln!("bandit AD normalised score by episode {n:.2?}");
     assert!(
         last >= 0.6,
         "normalised score over the last 5 episodes {last:.3}: {n:?}"
+    );
+    // UCB chooses deterministically: the model's most likely action is its best guess of UCB's
+    // choice. Taken, it reaches UCB's final level (over its last 5 episodes on the same tasks
+    // and seeds) at episode 2 in the experiment file, where UCB needs 8. Here, with a context of
+    // two episodes (five there), it levels off below UCB's final level (at about 76 against
+    // 82.5); the bar is 90% of that level, reached before UCB reaches it.
+    let ck = reincarnate::checkpoint::load(&out).unwrap();
+    let greedy = reincarnate::ad::curves::eval_in_context_at(
+        &ck,
+        None,
+        TaskSet::Test,
+        10,
+        0,
+        &Device::Cpu,
+        0.0,
+        None,
+    )
+    .unwrap();
+    let ucb = &greedy.baselines["ucb"];
+    let level = 0.9 * mean(&ucb[5..]);
+    let first = |c: &[f64]| c.iter().position(|&r| r >= level).map(|i| i + 1);
+    let (ad_at, ucb_at) = (first(&greedy.returns_by_episode), first(ucb));
+    eprintln!(
+        "bandit AD (most likely action) returns {:.1?}, UCB {ucb:.1?}: 90% of UCB's final level ({level:.2}) at episode {ad_at:?} against {ucb_at:?}",
+        greedy.returns_by_episode
+    );
+    assert!(
+        ad_at.is_some() && ad_at < ucb_at,
+        "most likely action: returns {:?} reach 90% of UCB's final level ({level:.2}) at {ad_at:?}, UCB at {ucb_at:?} ({ucb:?})",
+        greedy.returns_by_episode
     );
 }
 
